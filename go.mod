@@ -1,0 +1,3 @@
+module github.com/diffuse-go/diffuse
+
+go 1.26
