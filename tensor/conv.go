@@ -1,0 +1,229 @@
+package tensor
+
+import (
+	"fmt"
+
+	"github.com/diffuse-go/diffuse/tensor/gemm"
+)
+
+// Conv2dOpts are a 2-D convolution's geometry.
+type Conv2dOpts struct {
+	Stride, Padding, Dilation [2]int // (h, w); zero Stride/Dilation mean 1
+	Groups                    int    // zero means 1
+}
+
+func (o Conv2dOpts) norm() Conv2dOpts {
+	for i := 0; i < 2; i++ {
+		if o.Stride[i] == 0 {
+			o.Stride[i] = 1
+		}
+		if o.Dilation[i] == 0 {
+			o.Dilation[i] = 1
+		}
+	}
+	if o.Groups == 0 {
+		o.Groups = 1
+	}
+	return o
+}
+
+type convGeom struct {
+	n, cin, h, w, cout, kh, kw, oh, ow, groups int
+	o                                          Conv2dOpts
+}
+
+func (g convGeom) kc() int { return g.cin / g.groups * g.kh * g.kw }
+
+// im2col writes columns [p0, p1) of the unfolded input for image img, group
+// grp into col (kc rows × (p1-p0) columns).
+func (g convGeom) im2col(x []float32, img, grp, p0, p1 int, col []float32) {
+	cg := g.cin / g.groups
+	pc := p1 - p0
+	rows := cg * g.kh * g.kw
+	parallelFor(rows, 16, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			c := r / (g.kh * g.kw)
+			ky := r / g.kw % g.kh
+			kx := r % g.kw
+			src := x[((img*g.cin)+grp*cg+c)*g.h*g.w:]
+			dst := col[r*pc : (r+1)*pc]
+			dy := ky*g.o.Dilation[0] - g.o.Padding[0]
+			dx := kx*g.o.Dilation[1] - g.o.Padding[1]
+			sx := g.o.Stride[1]
+			for p := p0; p < p1; {
+				oy, ox := p/g.ow, p%g.ow
+				iy := oy*g.o.Stride[0] + dy
+				end := min(p1, (oy+1)*g.ow) // rest of this output row
+				if iy < 0 || iy >= g.h {
+					for ; p < end; p++ {
+						dst[p-p0] = 0
+					}
+					continue
+				}
+				row := src[iy*g.w : (iy+1)*g.w]
+				for ; p < end; p, ox = p+1, ox+1 {
+					ix := ox*sx + dx
+					if ix < 0 || ix >= g.w {
+						dst[p-p0] = 0
+					} else {
+						dst[p-p0] = row[ix]
+					}
+				}
+			}
+		}
+	})
+}
+
+// col2im accumulates columns back into the input gradient (inverse of im2col).
+func (g convGeom) col2im(dx []float32, img, grp, p0, p1 int, col []float32) {
+	cg := g.cin / g.groups
+	pc := p1 - p0
+	// Parallel over channels so no two goroutines write the same input plane.
+	parallelFor(cg, 1, func(lo, hi int) {
+		for c := lo; c < hi; c++ {
+			dst := dx[((img*g.cin)+grp*cg+c)*g.h*g.w:]
+			for ky := 0; ky < g.kh; ky++ {
+				for kx := 0; kx < g.kw; kx++ {
+					r := (c*g.kh+ky)*g.kw + kx
+					src := col[r*pc : (r+1)*pc]
+					for p := p0; p < p1; p++ {
+						oy, ox := p/g.ow, p%g.ow
+						iy := oy*g.o.Stride[0] + ky*g.o.Dilation[0] - g.o.Padding[0]
+						ix := ox*g.o.Stride[1] + kx*g.o.Dilation[1] - g.o.Padding[1]
+						if iy >= 0 && iy < g.h && ix >= 0 && ix < g.w {
+							dst[iy*g.w+ix] += src[p-p0]
+						}
+					}
+				}
+			}
+		}
+	})
+}
+
+// colChunk picks how many output positions to unfold at once so the column
+// buffer stays around 8 MiB however large the image.
+func (g convGeom) colChunk() int {
+	p := g.oh * g.ow
+	c := (2 << 20) / max(g.kc(), 1)
+	c = max(c, 256)
+	return min(c, p)
+}
+
+func (g convGeom) direct() bool {
+	return g.kh == 1 && g.kw == 1 && g.o.Stride == [2]int{1, 1} && g.o.Padding == [2]int{0, 0}
+}
+
+// Conv2d convolves x [N, Cin, H, W] with weight [Cout, Cin/groups, kh, kw]
+// (any float storage dtype) and adds bias [Cout] when given.
+func Conv2d(x, weight, bias *Tensor, o Conv2dOpts) *Tensor {
+	o = o.norm()
+	if x.Rank() != 4 || weight.Rank() != 4 {
+		panic(fmt.Sprintf("tensor: Conv2d input %v weight %v", x.shape, weight.shape))
+	}
+	g := convGeom{n: x.Dim(0), cin: x.Dim(1), h: x.Dim(2), w: x.Dim(3), cout: weight.Dim(0), kh: weight.Dim(2), kw: weight.Dim(3), groups: o.Groups, o: o}
+	if g.cin%g.groups != 0 || g.cout%g.groups != 0 || weight.Dim(1) != g.cin/g.groups {
+		panic(fmt.Sprintf("tensor: Conv2d input %v weight %v groups %d", x.shape, weight.shape, g.groups))
+	}
+	g.oh = (g.h+2*o.Padding[0]-o.Dilation[0]*(g.kh-1)-1)/o.Stride[0] + 1
+	g.ow = (g.w+2*o.Padding[1]-o.Dilation[1]*(g.kw-1)-1)/o.Stride[1] + 1
+	if g.oh <= 0 || g.ow <= 0 {
+		panic(fmt.Sprintf("tensor: Conv2d output would be empty for input %v weight %v", x.shape, weight.shape))
+	}
+	xc := x.Float32().Contiguous()
+	xs := xc.f32[xc.offset : xc.offset+xc.Numel()]
+	wc := weight.Contiguous()
+	out := Zeros(g.n, g.cout, g.oh, g.ow)
+	P := g.oh * g.ow
+	kc := g.kc()
+	cog := g.cout / g.groups
+	var bd []float32
+	if bias != nil {
+		bd = bias.Data()
+		if len(bd) != g.cout {
+			panic(fmt.Sprintf("tensor: Conv2d bias %v for %d channels", bias.shape, g.cout))
+		}
+	}
+	chunk := g.colChunk()
+	var col []float32
+	if !g.direct() {
+		col = make([]float32, kc*chunk)
+	}
+	for img := 0; img < g.n; img++ {
+		for grp := 0; grp < g.groups; grp++ {
+			wm := wc.mat(wc.offset+grp*cog*kc, cog, kc, false)
+			dst := out.f32[(img*g.cout+grp*cog)*P:]
+			if g.direct() {
+				src := xs[(img*g.cin+grp*kc)*P : (img*g.cin+(grp+1)*kc)*P]
+				gemm.Gemm(cog, P, kc, 1, wm, gemm.F32Mat(src, P, false), 0, dst, P)
+				continue
+			}
+			for p0 := 0; p0 < P; p0 += chunk {
+				p1 := min(p0+chunk, P)
+				g.im2col(xs, img, grp, p0, p1, col)
+				gemm.Gemm(cog, p1-p0, kc, 1, wm, gemm.F32Mat(col, p1-p0, false), 0, dst[p0:], P)
+			}
+		}
+		if bd != nil {
+			for c := 0; c < g.cout; c++ {
+				plane := out.f32[(img*g.cout+c)*P : (img*g.cout+c+1)*P]
+				b := bd[c]
+				for i := range plane {
+					plane[i] += b
+				}
+			}
+		}
+	}
+	record(out, []*Tensor{x, weight, bias}, func(gout *Tensor) []*Tensor {
+		return conv2dBackward(g, xs, x, weight, bias, gout)
+	})
+	return out
+}
+
+func conv2dBackward(g convGeom, xs []float32, x, weight, bias, gout *Tensor) []*Tensor {
+	gc := gout.Contiguous()
+	gs := gc.f32[gc.offset : gc.offset+gc.Numel()]
+	P := g.oh * g.ow
+	kc := g.kc()
+	cog := g.cout / g.groups
+	wf := weight.Detach().Float32().Contiguous()
+	ws := wf.f32[wf.offset : wf.offset+wf.Numel()]
+	var gx, gw, gb *Tensor
+	if x.requiresGrad {
+		gx = Zeros(x.shape...)
+	}
+	if weight.requiresGrad {
+		gw = Zeros(weight.shape...)
+	}
+	if bias != nil && bias.requiresGrad {
+		gb = Zeros(g.cout)
+		for img := 0; img < g.n; img++ {
+			for c := 0; c < g.cout; c++ {
+				var s float64
+				for _, v := range gs[(img*g.cout+c)*P : (img*g.cout+c+1)*P] {
+					s += float64(v)
+				}
+				gb.f32[c] += float32(s)
+			}
+		}
+	}
+	if gx == nil && gw == nil {
+		return []*Tensor{nil, nil, gb}
+	}
+	col := make([]float32, kc*P)
+	for img := 0; img < g.n; img++ {
+		for grp := 0; grp < g.groups; grp++ {
+			gblk := gs[(img*g.cout+grp*cog)*P : (img*g.cout+(grp+1)*cog)*P]
+			if gw != nil {
+				g.im2col(xs, img, grp, 0, P, col)
+				// dW[cog, kc] += gout[cog, P] · colᵀ
+				gemm.Gemm(cog, kc, P, 1, gemm.F32Mat(gblk, P, false), gemm.F32Mat(col, P, true), 1, gw.f32[grp*cog*kc:], kc)
+			}
+			if gx != nil {
+				// dcol[kc, P] = Wᵀ[kc, cog] · gout[cog, P]
+				gemm.Gemm(kc, P, cog, 1, gemm.F32Mat(ws[grp*cog*kc:(grp+1)*cog*kc], kc, true), gemm.F32Mat(gblk, P, false), 0, col, P)
+				g.col2im(gx.f32, img, grp, 0, P, col)
+			}
+		}
+	}
+	return []*Tensor{gx, gw, gb}
+}

@@ -1,0 +1,79 @@
+// Package gemm is the single-precision matrix-multiply engine behind every
+// linear layer, convolution and attention product. Operands may be stored as
+// float32, float16 or bfloat16; 16-bit operands are widened while packing, so
+// weights keep their stored dtype in memory.
+package gemm
+
+import "github.com/diffuse-go/diffuse/half"
+
+// Kind is the storage type of a matrix operand.
+type Kind uint8
+
+const (
+	F32  Kind = iota // Mat.F32 holds the values
+	F16              // Mat.U16 holds IEEE binary16 values
+	BF16             // Mat.U16 holds bfloat16 values
+)
+
+// Mat is a row-major matrix operand. Element (i, j) of the logical matrix
+// op(X) is X[i*Stride+j] when !Trans, X[j*Stride+i] when Trans.
+type Mat struct {
+	Kind   Kind
+	F32    []float32
+	U16    []uint16
+	Stride int
+	Trans  bool
+}
+
+// At returns logical element (i, j) as float32 (slow; for tests and fallbacks).
+func (m Mat) At(i, j int) float32 {
+	idx := i*m.Stride + j
+	if m.Trans {
+		idx = j*m.Stride + i
+	}
+	switch m.Kind {
+	case F16:
+		return half.F16ToF32(m.U16[idx])
+	case BF16:
+		return half.BF16ToF32(m.U16[idx])
+	}
+	return m.F32[idx]
+}
+
+// Gemm computes C = alpha * A·B + beta * C where A is m×k, B is k×n and C is
+// m×n row-major with row stride ldc. When beta == 0, C is not read.
+func Gemm(m, n, k int, alpha float32, a, b Mat, beta float32, c []float32, ldc int) {
+	gemmRef(m, n, k, alpha, a, b, beta, c, ldc)
+}
+
+// gemmRef is the plain reference: obviously correct, used to test the fast paths.
+func gemmRef(m, n, k int, alpha float32, a, b Mat, beta float32, c []float32, ldc int) {
+	row := make([]float32, n)
+	for i := 0; i < m; i++ {
+		for j := range row {
+			row[j] = 0
+		}
+		for p := 0; p < k; p++ {
+			av := a.At(i, p)
+			if av == 0 {
+				continue
+			}
+			for j := 0; j < n; j++ {
+				row[j] += av * b.At(p, j)
+			}
+		}
+		cr := c[i*ldc : i*ldc+n]
+		for j := range cr {
+			if beta == 0 {
+				cr[j] = alpha * row[j]
+			} else {
+				cr[j] = alpha*row[j] + beta*cr[j]
+			}
+		}
+	}
+}
+
+// F32Mat wraps a float32 row-major matrix.
+func F32Mat(v []float32, stride int, trans bool) Mat {
+	return Mat{Kind: F32, F32: v, Stride: stride, Trans: trans}
+}

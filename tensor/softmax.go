@@ -1,0 +1,180 @@
+package tensor
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/diffuse-go/diffuse/tensor/gemm"
+)
+
+// softmaxRow replaces row with its softmax in place.
+func softmaxRow(row []float32) {
+	m := float32(math.Inf(-1))
+	for _, v := range row {
+		if v > m {
+			m = v
+		}
+	}
+	if math.IsInf(float64(m), -1) { // fully masked row: torch gives NaN; keep zeros
+		for i := range row {
+			row[i] = 0
+		}
+		return
+	}
+	var s float32
+	for i, v := range row {
+		e := float32(math.Exp(float64(v - m)))
+		row[i] = e
+		s += e
+	}
+	inv := 1 / s
+	for i := range row {
+		row[i] *= inv
+	}
+}
+
+// Softmax over the last dimension.
+func Softmax(x *Tensor) *Tensor {
+	n := x.Dim(-1)
+	out := x.Float32().Contiguous().Clone()
+	o := out.f32
+	rows := len(o) / n
+	parallelFor(rows, max(1, 2048/n), func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			softmaxRow(o[r*n : (r+1)*n])
+		}
+	})
+	record(out, []*Tensor{x}, func(g *Tensor) []*Tensor {
+		gs := g.Data()
+		gx := make([]float32, len(gs))
+		for r := 0; r < rows; r++ {
+			y := o[r*n : (r+1)*n]
+			gr := gs[r*n : (r+1)*n]
+			var dot float64
+			for i := range y {
+				dot += float64(y[i]) * float64(gr[i])
+			}
+			for i := range y {
+				gx[r*n+i] = y[i] * (gr[i] - float32(dot))
+			}
+		}
+		return []*Tensor{FromSlice(gx, x.shape...)}
+	})
+	return out
+}
+
+// attnBlock is the number of query rows whose scores are held at once: the
+// score matrix is never materialised beyond [attnBlock, Lk] per worker.
+const attnBlock = 128
+
+// Attention computes softmax(q·kᵀ·scale + mask)·v for q [B, H, Lq, D],
+// k [B, H, Lk, D], v [B, H, Lk, Dv]. mask (may be nil) is an additive bias
+// broadcastable to [B, H, Lq, Lk] (use -Inf to exclude a key). scale <= 0
+// means 1/√D. Queries are processed in blocks so memory stays O(block·Lk).
+func Attention(q, k, v, mask *Tensor, scale float32) *Tensor {
+	if q.Rank() != 4 || k.Rank() != 4 || v.Rank() != 4 {
+		panic(fmt.Sprintf("tensor: Attention wants rank-4 q, k, v; got %v %v %v", q.shape, k.shape, v.shape))
+	}
+	B, H, Lq, D := q.Dim(0), q.Dim(1), q.Dim(2), q.Dim(3)
+	Lk, Dv := k.Dim(2), v.Dim(3)
+	if k.Dim(0) != B || k.Dim(1) != H || k.Dim(3) != D || v.Dim(0) != B || v.Dim(1) != H || v.Dim(2) != Lk {
+		panic(fmt.Sprintf("tensor: Attention shapes q %v k %v v %v", q.shape, k.shape, v.shape))
+	}
+	if scale <= 0 {
+		scale = float32(1 / math.Sqrt(float64(D)))
+	}
+	qc, kc, vc := q.Float32().Contiguous(), k.Float32().Contiguous(), v.Float32().Contiguous()
+	qs, ks, vs := qc.f32[qc.offset:], kc.f32[kc.offset:], vc.f32[vc.offset:]
+	var ms []float32
+	var mstr []int
+	if mask != nil {
+		mb := mask.Float32()
+		shape4 := []int{B, H, Lq, Lk}
+		if _, err := BroadcastShapes(shape4, mb.shape); err != nil {
+			panic(fmt.Sprintf("tensor: Attention mask %v for scores %v", mask.shape, shape4))
+		}
+		ms, mstr = mb.f32, mb.broadcastStrides(shape4)
+		mstr = append(mstr, mb.offset)
+	}
+	out := Zeros(B, H, Lq, Dv)
+	nblk := (Lq + attnBlock - 1) / attnBlock
+	parallelFor(B*H*nblk, 1, func(lo, hi int) {
+		scores := make([]float32, attnBlock*Lk)
+		for t := lo; t < hi; t++ {
+			bh, blk := t/nblk, t%nblk
+			q0 := blk * attnBlock
+			bq := min(attnBlock, Lq-q0)
+			s := scores[:bq*Lk]
+			qm := gemm.F32Mat(qs[(bh*Lq+q0)*D:], D, false)
+			km := gemm.F32Mat(ks[bh*Lk*D:(bh+1)*Lk*D], D, true)
+			gemm.Gemm(bq, Lk, D, scale, qm, km, 0, s, Lk)
+			for i := 0; i < bq; i++ {
+				row := s[i*Lk : (i+1)*Lk]
+				if ms != nil {
+					b, h := bh/H, bh%H
+					base := mstr[4] + b*mstr[0] + h*mstr[1] + (q0+i)*mstr[2]
+					for j := range row {
+						row[j] += ms[base+j*mstr[3]]
+					}
+				}
+				softmaxRow(row)
+			}
+			vm := gemm.F32Mat(vs[bh*Lk*Dv:(bh+1)*Lk*Dv], Dv, false)
+			gemm.Gemm(bq, Dv, Lk, 1, gemm.F32Mat(s, Lk, false), vm, 0, out.f32[(bh*Lq+q0)*Dv:], Dv)
+		}
+	})
+	record(out, []*Tensor{q, k, v}, func(g *Tensor) []*Tensor {
+		return attentionBackward(qs, ks, vs, ms, mstr, g, B, H, Lq, Lk, D, Dv, scale)
+	})
+	return out
+}
+
+func attentionBackward(qs, ks, vs, ms []float32, mstr []int, g *Tensor, B, H, Lq, Lk, D, Dv int, scale float32) []*Tensor {
+	gs := g.Data()
+	gq, gk, gv := Zeros(B, H, Lq, D), Zeros(B, H, Lk, D), Zeros(B, H, Lk, Dv)
+	parallelFor(B*H, 1, func(lo, hi int) {
+		p := make([]float32, attnBlock*Lk)
+		dp := make([]float32, attnBlock*Lk)
+		for bh := lo; bh < hi; bh++ {
+			km := gemm.F32Mat(ks[bh*Lk*D:(bh+1)*Lk*D], D, true)
+			vmT := gemm.F32Mat(vs[bh*Lk*Dv:(bh+1)*Lk*Dv], Dv, true)
+			for q0 := 0; q0 < Lq; q0 += attnBlock {
+				bq := min(attnBlock, Lq-q0)
+				P, dP := p[:bq*Lk], dp[:bq*Lk]
+				qblk := qs[(bh*Lq+q0)*D : (bh*Lq+q0+bq)*D]
+				gblk := gs[(bh*Lq+q0)*Dv : (bh*Lq+q0+bq)*Dv]
+				gemm.Gemm(bq, Lk, D, scale, gemm.F32Mat(qblk, D, false), km, 0, P, Lk)
+				for i := 0; i < bq; i++ {
+					row := P[i*Lk : (i+1)*Lk]
+					if ms != nil {
+						b, h := bh/H, bh%H
+						base := mstr[4] + b*mstr[0] + h*mstr[1] + (q0+i)*mstr[2]
+						for j := range row {
+							row[j] += ms[base+j*mstr[3]]
+						}
+					}
+					softmaxRow(row)
+				}
+				// dV += Pᵀ·dO
+				gemm.Gemm(Lk, Dv, bq, 1, gemm.F32Mat(P, Lk, true), gemm.F32Mat(gblk, Dv, false), 1, gv.f32[bh*Lk*Dv:], Dv)
+				// dP = dO·Vᵀ
+				gemm.Gemm(bq, Lk, Dv, 1, gemm.F32Mat(gblk, Dv, false), vmT, 0, dP, Lk)
+				// dS = P ∘ (dP − rowsum(dP∘P))
+				for i := 0; i < bq; i++ {
+					pr, dr := P[i*Lk:(i+1)*Lk], dP[i*Lk:(i+1)*Lk]
+					var dot float64
+					for j := range pr {
+						dot += float64(pr[j]) * float64(dr[j])
+					}
+					for j := range pr {
+						dr[j] = pr[j] * (dr[j] - float32(dot))
+					}
+				}
+				// dQ = scale·dS·K ; dK += scale·dSᵀ·Q
+				gemm.Gemm(bq, D, Lk, scale, gemm.F32Mat(dP, Lk, false), gemm.F32Mat(ks[bh*Lk*D:(bh+1)*Lk*D], D, false), 0, gq.f32[(bh*Lq+q0)*D:], D)
+				gemm.Gemm(Lk, D, bq, scale, gemm.F32Mat(dP, Lk, true), gemm.F32Mat(qblk, D, false), 1, gk.f32[bh*Lk*D:], D)
+			}
+		}
+	})
+	return []*Tensor{gq, gk, gv}
+}
