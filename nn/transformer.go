@@ -1,0 +1,176 @@
+package nn
+
+import (
+	"fmt"
+
+	"github.com/diffuse-go/diffuse/tensor"
+)
+
+// BlockConfig configures a BasicTransformerBlock.
+type BlockConfig struct {
+	Dim, Heads, HeadDim int
+	CrossAttentionDim   int    // 0: no cross-attention
+	OnlyCrossAttention  bool   // attn1 attends to the context too
+	DoubleSelfAttention bool   // attn2 without context
+	AttentionBias       bool   // bias on q/k/v
+	ActivationFn        string // feed-forward activation ("geglu" in UNets)
+	NormType            string // "layer_norm" (UNet), "ada_norm_zero" (DiT), "ada_norm_single" (PixArt)
+	NormEps             float64
+	NormAffine          bool
+	FFInnerDim          int // 0: 4·Dim
+	FFBias              bool
+}
+
+// BasicTransformerBlock is diffusers' transformer block: self-attention,
+// cross-attention and feed-forward, each pre-normed with a residual. The
+// same block serves UNets (plain LayerNorm) and DiTs (adaLN variants).
+type BasicTransformerBlock struct {
+	Cfg                 BlockConfig
+	Norm1, Norm2, Norm3 *LayerNorm
+	Attn1, Attn2        *Attention
+	FF                  *FeedForward
+}
+
+// NewBasicTransformerBlock builds an unloaded block.
+func NewBasicTransformerBlock(c BlockConfig) (*BasicTransformerBlock, error) {
+	if c.NormType == "" {
+		c.NormType = "layer_norm"
+	}
+	if c.NormType != "layer_norm" {
+		return nil, fmt.Errorf("nn: transformer block norm_type %q not supported yet", c.NormType)
+	}
+	if c.ActivationFn == "" {
+		c.ActivationFn = "geglu"
+	}
+	if c.NormEps == 0 {
+		c.NormEps = 1e-5
+	}
+	b := &BasicTransformerBlock{Cfg: c}
+	ln := func() *LayerNorm { l := NewLayerNorm(c.Dim, c.NormEps); l.Affine = c.NormAffine; return l }
+	b.Norm1 = ln()
+	cross1 := 0
+	if c.OnlyCrossAttention {
+		cross1 = c.CrossAttentionDim
+	}
+	b.Attn1 = NewAttention(c.Dim, cross1, c.Heads, c.HeadDim, c.AttentionBias, true)
+	if c.CrossAttentionDim > 0 || c.DoubleSelfAttention {
+		b.Norm2 = ln()
+		cross2 := c.CrossAttentionDim
+		if c.DoubleSelfAttention {
+			cross2 = 0
+		}
+		b.Attn2 = NewAttention(c.Dim, cross2, c.Heads, c.HeadDim, c.AttentionBias, true)
+	}
+	b.Norm3 = ln()
+	inner := c.FFInnerDim
+	if inner == 0 {
+		inner = 4 * c.Dim
+	}
+	b.FF = NewFeedForward(c.Dim, c.Dim, inner, c.ActivationFn, true)
+	return b, nil
+}
+
+// Params registers the block's weights.
+func (b *BasicTransformerBlock) Params(prefix string, p *Params) {
+	b.Norm1.Params(prefix+"norm1.", p)
+	b.Attn1.Params(prefix+"attn1.", p)
+	if b.Attn2 != nil {
+		b.Norm2.Params(prefix+"norm2.", p)
+		b.Attn2.Params(prefix+"attn2.", p)
+	}
+	b.Norm3.Params(prefix+"norm3.", p)
+	b.FF.Params(prefix+"ff.", p)
+}
+
+// Forward runs the block on x [B, L, Dim] with context [B, S, CrossDim].
+// contextMask is an additive bias for cross-attention (may be nil).
+func (b *BasicTransformerBlock) Forward(x, context, contextMask *tensor.Tensor) *tensor.Tensor {
+	var ctx1 *tensor.Tensor
+	if b.Cfg.OnlyCrossAttention {
+		ctx1 = context
+	}
+	x = tensor.Add(b.Attn1.Forward(b.Norm1.Forward(x), ctx1, nil), x)
+	if b.Attn2 != nil {
+		ctx := context
+		if b.Cfg.DoubleSelfAttention {
+			ctx = nil
+		}
+		x = tensor.Add(b.Attn2.Forward(b.Norm2.Forward(x), ctx, contextMask), x)
+	}
+	return tensor.Add(b.FF.Forward(b.Norm3.Forward(x)), x)
+}
+
+// Transformer2DConfig configures the spatial transformer of UNets.
+type Transformer2DConfig struct {
+	InChannels, Heads, HeadDim, Layers int
+	CrossAttentionDim                  int
+	NormGroups                         int
+	UseLinearProjection                bool
+	OnlyCrossAttention                 bool
+	UpcastAttention                    bool
+}
+
+// Transformer2D is diffusers' Transformer2DModel for continuous (spatial)
+// input: group norm, proj_in, transformer blocks, proj_out, residual.
+type Transformer2D struct {
+	Cfg              Transformer2DConfig
+	Norm             *GroupNorm
+	ProjIn, ProjOut  Module // *Linear or *Conv2d
+	TransformerBlock []*BasicTransformerBlock
+}
+
+// NewTransformer2D builds an unloaded spatial transformer.
+func NewTransformer2D(c Transformer2DConfig) (*Transformer2D, error) {
+	inner := c.Heads * c.HeadDim
+	t := &Transformer2D{Cfg: c, Norm: NewGroupNorm(c.NormGroups, c.InChannels, 1e-6)}
+	if c.UseLinearProjection {
+		t.ProjIn, t.ProjOut = NewLinear(c.InChannels, inner, true), NewLinear(inner, c.InChannels, true)
+	} else {
+		t.ProjIn, t.ProjOut = NewConv2d(c.InChannels, inner, 1, 1, 0, true), NewConv2d(inner, c.InChannels, 1, 1, 0, true)
+	}
+	for i := 0; i < c.Layers; i++ {
+		b, err := NewBasicTransformerBlock(BlockConfig{Dim: inner, Heads: c.Heads, HeadDim: c.HeadDim,
+			CrossAttentionDim: c.CrossAttentionDim, OnlyCrossAttention: c.OnlyCrossAttention, NormAffine: true})
+		if err != nil {
+			return nil, err
+		}
+		t.TransformerBlock = append(t.TransformerBlock, b)
+	}
+	return t, nil
+}
+
+// Params registers the weights.
+func (t *Transformer2D) Params(prefix string, p *Params) {
+	t.Norm.Params(prefix+"norm.", p)
+	t.ProjIn.Params(prefix+"proj_in.", p)
+	for i, b := range t.TransformerBlock {
+		b.Params(Join(prefix+"transformer_blocks.", i), p)
+	}
+	t.ProjOut.Params(prefix+"proj_out.", p)
+}
+
+// Forward runs the transformer on x [B, C, H, W] with context [B, S, D].
+func (t *Transformer2D) Forward(x, context, contextMask *tensor.Tensor) *tensor.Tensor {
+	b, c, h, w := x.Dim(0), x.Dim(1), x.Dim(2), x.Dim(3)
+	residual := x
+	x = t.Norm.Forward(x)
+	var hs *tensor.Tensor
+	if conv, ok := t.ProjIn.(*Conv2d); ok {
+		hs = conv.Forward(x)
+		hs = hs.Permute(0, 2, 3, 1).Reshape(b, h*w, hs.Dim(1))
+	} else {
+		hs = x.Permute(0, 2, 3, 1).Reshape(b, h*w, c)
+		hs = t.ProjIn.(*Linear).Forward(hs)
+	}
+	for _, blk := range t.TransformerBlock {
+		hs = blk.Forward(hs, context, contextMask)
+	}
+	inner := hs.Dim(2)
+	var out *tensor.Tensor
+	if conv, ok := t.ProjOut.(*Conv2d); ok {
+		out = conv.Forward(hs.Reshape(b, h, w, inner).Permute(0, 3, 1, 2))
+	} else {
+		out = t.ProjOut.(*Linear).Forward(hs).Reshape(b, h, w, c).Permute(0, 3, 1, 2)
+	}
+	return tensor.Add(out, residual)
+}
