@@ -201,9 +201,22 @@ func SDXLRefiner() Config {
 
 // Validate checks the config for what this implementation supports.
 func (c Config) Validate() error {
+	if len(c.UpBlockTypes) != len(c.BlockOutChannels) {
+		return fmt.Errorf("unet: %d block_out_channels but %d up blocks", len(c.BlockOutChannels), len(c.UpBlockTypes))
+	}
+	for _, t := range c.UpBlockTypes {
+		if t != "CrossAttnUpBlock2D" && t != "UpBlock2D" {
+			return fmt.Errorf("unet: up block type %q not supported", t)
+		}
+	}
+	return c.validateEncoder()
+}
+
+// validateEncoder checks everything but the up blocks.
+func (c Config) validateEncoder() error {
 	n := len(c.BlockOutChannels)
-	if n == 0 || len(c.DownBlockTypes) != n || len(c.UpBlockTypes) != n {
-		return fmt.Errorf("unet: %d block_out_channels, %d down blocks, %d up blocks: must agree", n, len(c.DownBlockTypes), len(c.UpBlockTypes))
+	if n == 0 || len(c.DownBlockTypes) != n {
+		return fmt.Errorf("unet: %d block_out_channels but %d down blocks", n, len(c.DownBlockTypes))
 	}
 	for name, l := range map[string]IntList{"layers_per_block": c.LayersPerBlock, "attention_head_dim": c.AttentionHeadDim,
 		"cross_attention_dim": c.CrossAttentionDim, "transformer_layers_per_block": c.TransformerLayersPerBlock} {
@@ -214,11 +227,6 @@ func (c Config) Validate() error {
 	for _, t := range c.DownBlockTypes {
 		if t != "CrossAttnDownBlock2D" && t != "DownBlock2D" {
 			return fmt.Errorf("unet: down block type %q not supported", t)
-		}
-	}
-	for _, t := range c.UpBlockTypes {
-		if t != "CrossAttnUpBlock2D" && t != "UpBlock2D" {
-			return fmt.Errorf("unet: up block type %q not supported", t)
 		}
 	}
 	if c.MidBlockType != nil && *c.MidBlockType != "UNetMidBlock2DCrossAttn" {

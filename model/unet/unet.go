@@ -24,18 +24,26 @@ type midBlock struct {
 	attentions []*nn.Transformer2D
 }
 
+// Encoder is the contracting half of a UNet2DConditionModel: the input
+// convolution, the time/class/addition embeddings, the down blocks and the
+// mid block. ControlNet is a trainable copy of exactly this part, so it
+// shares the type (and the weight names).
+type Encoder struct {
+	Cfg         Config
+	timeDim     int
+	convIn      *nn.Conv2d
+	timeEmb     *nn.TimestepEmbedding
+	classEmb    *nn.TimestepEmbedding // class_embed_type timestep/projection
+	classTable  *nn.Embedding         // num_class_embeds
+	addEmb      *nn.TimestepEmbedding // addition_embed_type text_time
+	encoderProj *nn.Linear            // encoder_hid_proj
+	down        []*downBlock
+	mid         *midBlock
+}
+
 // Model is a UNet2DConditionModel.
 type Model struct {
-	Cfg          Config
-	timeDim      int
-	convIn       *nn.Conv2d
-	timeEmb      *nn.TimestepEmbedding
-	classEmb     *nn.TimestepEmbedding // class_embed_type timestep/projection
-	classTable   *nn.Embedding         // num_class_embeds
-	addEmb       *nn.TimestepEmbedding // addition_embed_type text_time
-	encoderProj  *nn.Linear            // encoder_hid_proj
-	down         []*downBlock
-	mid          *midBlock
+	*Encoder
 	up           []*upBlock
 	normOut      *nn.GroupNorm
 	convOut      *nn.Conv2d
@@ -47,19 +55,96 @@ func New(c Config) (*Model, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
+	e, err := NewEncoder(c)
+	if err != nil {
+		return nil, err
+	}
+	m := &Model{Encoder: e}
 	n := len(c.BlockOutChannels)
 	boc := c.BlockOutChannels
 	layers := c.LayersPerBlock.For(n)
 	tlayers := c.TransformerLayersPerBlock.For(n)
 	cross := c.CrossAttentionDim.For(n)
-	// Legacy naming: attention_head_dim is the number of heads unless
-	// num_attention_heads is given.
-	heads := c.AttentionHeadDim.For(n)
-	if len(c.NumAttentionHeads) > 0 {
-		heads = c.NumAttentionHeads.For(n)
-	}
+	heads := c.heads(n)
 	onlyCross := c.OnlyCrossAttention.For(n)
-	m := &Model{Cfg: c}
+	rtl := tlayers
+	if len(c.ReverseTransformerLayers) > 0 {
+		rtl = reverse(c.ReverseTransformerLayers.For(n))
+	}
+	out := boc[n-1]
+	for i, typ := range c.UpBlockTypes {
+		ri := n - 1 - i
+		prev := out
+		out = boc[ri]
+		in := boc[max(ri-1, 0)]
+		b := &upBlock{}
+		nl := layers[ri] + 1
+		for j := 0; j < nl; j++ {
+			skip := out
+			if j == nl-1 {
+				skip = in
+			}
+			rin := out
+			if j == 0 {
+				rin = prev
+			}
+			b.resnets = append(b.resnets, e.resnet(rin+skip, out))
+			if typ == "CrossAttnUpBlock2D" {
+				t, err := e.transformer(out, heads[ri], rtl[ri], cross[ri], onlyCross[ri])
+				if err != nil {
+					return nil, err
+				}
+				b.attentions = append(b.attentions, t)
+			}
+		}
+		if i < n-1 {
+			b.upsampler = nn.NewUpsample2D(out, out)
+			m.numUpsampler++
+		}
+		m.up = append(m.up, b)
+	}
+	m.normOut = nn.NewGroupNorm(c.NormNumGroups, boc[0], c.NormEps)
+	m.convOut = nn.NewConv2d(boc[0], c.OutChannels, c.ConvOutKernel, 1, (c.ConvOutKernel-1)/2, true)
+	return m, nil
+}
+
+// heads is the number of attention heads per block (legacy configs call it
+// attention_head_dim unless num_attention_heads is given).
+func (c Config) heads(n int) []int {
+	if len(c.NumAttentionHeads) > 0 {
+		return c.NumAttentionHeads.For(n)
+	}
+	return c.AttentionHeadDim.For(n)
+}
+
+func (e *Encoder) resnet(in, out int) *nn.ResnetBlock2D {
+	c := e.Cfg
+	return nn.NewResnetBlock2D(nn.ResnetConfig{In: in, Out: out, TembChannels: e.timeDim, Groups: c.NormNumGroups,
+		Eps: c.NormEps, Act: c.ActFn, TimeScaleShift: c.ResnetTimeScaleShift == "scale_shift",
+		OutputScale: c.ResnetOutScaleFactor, SkipTimeAct: c.ResnetSkipTimeAct})
+}
+
+func (e *Encoder) transformer(ch, heads, layers, crossDim int, only bool) (*nn.Transformer2D, error) {
+	c := e.Cfg
+	return nn.NewTransformer2D(nn.Transformer2DConfig{InChannels: ch, Heads: heads, HeadDim: ch / heads, Layers: layers,
+		CrossAttentionDim: crossDim, NormGroups: c.NormNumGroups, UseLinearProjection: c.UseLinearProjection,
+		OnlyCrossAttention: only, UpcastAttention: c.UpcastAttention})
+}
+
+// NewEncoder builds the contracting half of a UNet from its config (up
+// block settings are ignored).
+func NewEncoder(c Config) (*Encoder, error) {
+	if err := c.validateEncoder(); err != nil {
+		return nil, err
+	}
+	n := len(c.BlockOutChannels)
+	boc := c.BlockOutChannels
+	layers := c.LayersPerBlock.For(n)
+	tlayers := c.TransformerLayersPerBlock.For(n)
+	cross := c.CrossAttentionDim.For(n)
+	heads := c.heads(n)
+	onlyCross := c.OnlyCrossAttention.For(n)
+	m := &Encoder{Cfg: c}
 	timeDim := c.TimeEmbeddingDim
 	if timeDim == 0 {
 		timeDim = boc[0] * 4
@@ -83,16 +168,7 @@ func New(c Config) (*Model, error) {
 	if c.EncoderHidDimType == "text_proj" {
 		m.encoderProj = nn.NewLinear(c.EncoderHidDim, cross[0], true)
 	}
-	resnet := func(in, out int) *nn.ResnetBlock2D {
-		return nn.NewResnetBlock2D(nn.ResnetConfig{In: in, Out: out, TembChannels: timeDim, Groups: c.NormNumGroups,
-			Eps: c.NormEps, Act: c.ActFn, TimeScaleShift: c.ResnetTimeScaleShift == "scale_shift",
-			OutputScale: c.ResnetOutScaleFactor, SkipTimeAct: c.ResnetSkipTimeAct})
-	}
-	transformer := func(ch, heads, layers, crossDim int, only bool) (*nn.Transformer2D, error) {
-		return nn.NewTransformer2D(nn.Transformer2DConfig{InChannels: ch, Heads: heads, HeadDim: ch / heads, Layers: layers,
-			CrossAttentionDim: crossDim, NormGroups: c.NormNumGroups, UseLinearProjection: c.UseLinearProjection,
-			OnlyCrossAttention: only, UpcastAttention: c.UpcastAttention})
-	}
+	resnet, transformer := m.resnet, m.transformer
 	out := boc[0]
 	for i, typ := range c.DownBlockTypes {
 		in := out
@@ -131,44 +207,6 @@ func New(c Config) (*Model, error) {
 		}
 		m.mid = mb
 	}
-	rtl := tlayers
-	if len(c.ReverseTransformerLayers) > 0 {
-		rtl = reverse(c.ReverseTransformerLayers.For(n))
-	}
-	out = boc[n-1]
-	for i, typ := range c.UpBlockTypes {
-		ri := n - 1 - i
-		prev := out
-		out = boc[ri]
-		in := boc[max(ri-1, 0)]
-		b := &upBlock{}
-		nl := layers[ri] + 1
-		for j := 0; j < nl; j++ {
-			skip := out
-			if j == nl-1 {
-				skip = in
-			}
-			rin := out
-			if j == 0 {
-				rin = prev
-			}
-			b.resnets = append(b.resnets, resnet(rin+skip, out))
-			if typ == "CrossAttnUpBlock2D" {
-				t, err := transformer(out, heads[ri], rtl[ri], cross[ri], onlyCross[ri])
-				if err != nil {
-					return nil, err
-				}
-				b.attentions = append(b.attentions, t)
-			}
-		}
-		if i < n-1 {
-			b.upsampler = nn.NewUpsample2D(out, out)
-			m.numUpsampler++
-		}
-		m.up = append(m.up, b)
-	}
-	m.normOut = nn.NewGroupNorm(c.NormNumGroups, boc[0], c.NormEps)
-	m.convOut = nn.NewConv2d(boc[0], c.OutChannels, c.ConvOutKernel, 1, (c.ConvOutKernel-1)/2, true)
 	return m, nil
 }
 
@@ -182,6 +220,25 @@ func reverse(a []int) []int {
 
 // Params registers every weight under diffusers' names.
 func (m *Model) Params(prefix string, p *nn.Params) {
+	m.Encoder.Params(prefix, p)
+	for i, b := range m.up {
+		bp := nn.Join(prefix+"up_blocks.", i)
+		for j, r := range b.resnets {
+			r.Params(nn.Join(bp+"resnets.", j), p)
+		}
+		for j, a := range b.attentions {
+			a.Params(nn.Join(bp+"attentions.", j), p)
+		}
+		if b.upsampler != nil {
+			b.upsampler.Params(bp+"upsamplers.0.", p)
+		}
+	}
+	m.normOut.Params(prefix+"conv_norm_out.", p)
+	m.convOut.Params(prefix+"conv_out.", p)
+}
+
+// Params registers the encoder's weights under diffusers' names.
+func (m *Encoder) Params(prefix string, p *nn.Params) {
 	m.convIn.Params(prefix+"conv_in.", p)
 	m.timeEmb.Params(prefix+"time_embedding.", p)
 	if m.classTable != nil {
@@ -216,20 +273,6 @@ func (m *Model) Params(prefix string, p *nn.Params) {
 			a.Params(nn.Join(prefix+"mid_block.attentions.", j), p)
 		}
 	}
-	for i, b := range m.up {
-		bp := nn.Join(prefix+"up_blocks.", i)
-		for j, r := range b.resnets {
-			r.Params(nn.Join(bp+"resnets.", j), p)
-		}
-		for j, a := range b.attentions {
-			a.Params(nn.Join(bp+"attentions.", j), p)
-		}
-		if b.upsampler != nil {
-			b.upsampler.Params(bp+"upsamplers.0.", p)
-		}
-	}
-	m.normOut.Params(prefix+"conv_norm_out.", p)
-	m.convOut.Params(prefix+"conv_out.", p)
 }
 
 // Cond is everything besides the sample and timestep that conditions a step.
@@ -247,14 +290,10 @@ type Cond struct {
 	DownIntrablockAdditionalResidual []*tensor.Tensor // T2I-Adapter: one per down block (and mid, for XL)
 }
 
-// Forward predicts the model output for sample [B, C, H, W] at timesteps
-// (one per batch row, or one for all).
-func (m *Model) Forward(sample *tensor.Tensor, timesteps []float32, cond Cond) (*tensor.Tensor, error) {
+// Embed computes the time embedding (with class and addition embeddings)
+// and the projected encoder states for a batch of B samples.
+func (m *Encoder) Embed(B int, timesteps []float32, cond Cond) (emb, ehs *tensor.Tensor, err error) {
 	c := m.Cfg
-	if sample.Rank() != 4 || sample.Dim(1) != c.InChannels {
-		return nil, fmt.Errorf("unet: sample shape %v, want [B, %d, H, W]", sample.Shape(), c.InChannels)
-	}
-	B := sample.Dim(0)
 	if len(timesteps) == 1 && B > 1 {
 		t := timesteps[0]
 		timesteps = make([]float32, B)
@@ -263,24 +302,18 @@ func (m *Model) Forward(sample *tensor.Tensor, timesteps []float32, cond Cond) (
 		}
 	}
 	if len(timesteps) != B {
-		return nil, fmt.Errorf("unet: %d timesteps for batch %d", len(timesteps), B)
+		return nil, nil, fmt.Errorf("unet: %d timesteps for batch %d", len(timesteps), B)
 	}
-	ehs := cond.EncoderHiddenStates
+	ehs = cond.EncoderHiddenStates
 	if ehs == nil || ehs.Rank() != 3 || ehs.Dim(0) != B {
-		return nil, fmt.Errorf("unet: encoder_hidden_states must be [%d, S, D]", B)
-	}
-	// Upsampling to explicit sizes is needed when H, W are not multiples of 2^upsamplers.
-	factor := 1 << m.numUpsampler
-	forwardSizes := sample.Dim(2)%factor != 0 || sample.Dim(3)%factor != 0
-	if c.CenterInputSample {
-		sample = tensor.AddScalar(tensor.Scale(sample, 2), -1)
+		return nil, nil, fmt.Errorf("unet: encoder_hidden_states must be [%d, S, D]", B)
 	}
 	boc := c.BlockOutChannels
 	tEmb := tensor.TimestepEmbedding(timesteps, boc[0], c.FlipSinToCos, c.FreqShift, 1, 10000)
-	emb := m.timeEmb.Forward(tEmb, cond.TimestepCond)
+	emb = m.timeEmb.Forward(tEmb, cond.TimestepCond)
 	if m.classTable != nil || m.classEmb != nil {
 		if cond.ClassLabels == nil {
-			return nil, fmt.Errorf("unet: class_labels are required by this model")
+			return nil, nil, fmt.Errorf("unet: class_labels are required by this model")
 		}
 		var ce *tensor.Tensor
 		switch {
@@ -288,7 +321,7 @@ func (m *Model) Forward(sample *tensor.Tensor, timesteps []float32, cond Cond) (
 			ids := cond.ClassLabels.Int64s()
 			e, err := m.classTable.Forward(ids, len(ids))
 			if err != nil {
-				return nil, fmt.Errorf("unet: class labels: %w", err)
+				return nil, nil, fmt.Errorf("unet: class labels: %w", err)
 			}
 			ce = e
 		case c.ClassEmbedType == "timestep":
@@ -300,14 +333,13 @@ func (m *Model) Forward(sample *tensor.Tensor, timesteps []float32, cond Cond) (
 	}
 	if m.addEmb != nil {
 		if cond.TextEmbeds == nil || cond.TimeIDs == nil {
-			return nil, fmt.Errorf("unet: text_time conditioning needs text_embeds and time_ids")
+			return nil, nil, fmt.Errorf("unet: text_time conditioning needs text_embeds and time_ids")
 		}
-		ids := cond.TimeIDs.Data()
-		te := tensor.TimestepEmbedding(ids, c.AdditionTimeEmbedDim, c.FlipSinToCos, c.FreqShift, 1, 10000)
+		te := tensor.TimestepEmbedding(cond.TimeIDs.Data(), c.AdditionTimeEmbedDim, c.FlipSinToCos, c.FreqShift, 1, 10000)
 		te = te.Reshape(B, -1)
 		add := tensor.Concat(1, cond.TextEmbeds, te)
 		if add.Dim(1) != c.ProjectionClassEmbeddingsDim {
-			return nil, fmt.Errorf("unet: text_embeds + time_ids give %d features, add_embedding wants %d", add.Dim(1), c.ProjectionClassEmbeddingsDim)
+			return nil, nil, fmt.Errorf("unet: text_embeds + time_ids give %d features, add_embedding wants %d", add.Dim(1), c.ProjectionClassEmbeddingsDim)
 		}
 		emb = tensor.Add(emb, m.addEmb.Forward(add, nil))
 	}
@@ -317,14 +349,27 @@ func (m *Model) Forward(sample *tensor.Tensor, timesteps []float32, cond Cond) (
 	if m.encoderProj != nil {
 		ehs = m.encoderProj.Forward(ehs)
 	}
-	h := m.convIn.Forward(sample)
+	return emb, ehs, nil
+}
+
+// ConvIn applies the input convolution.
+func (m *Encoder) ConvIn(sample *tensor.Tensor) *tensor.Tensor {
+	if m.Cfg.CenterInputSample {
+		sample = tensor.AddScalar(tensor.Scale(sample, 2), -1)
+	}
+	return m.convIn.Forward(sample)
+}
+
+// Down runs the down blocks on h (the conv_in output, possibly plus a
+// ControlNet condition embedding) and returns the result and every skip
+// tensor (conv_in output first), consuming T2I-Adapter residuals from intra.
+func (m *Encoder) Down(h, emb, ehs, mask *tensor.Tensor, intra []*tensor.Tensor) (*tensor.Tensor, []*tensor.Tensor, []*tensor.Tensor) {
 	skips := []*tensor.Tensor{h}
-	intra := append([]*tensor.Tensor(nil), cond.DownIntrablockAdditionalResidual...)
 	for _, b := range m.down {
 		for j, r := range b.resnets {
 			h = r.Forward(h, emb)
 			if len(b.attentions) > 0 {
-				h = b.attentions[j].Forward(h, ehs, cond.EncoderMask)
+				h = b.attentions[j].Forward(h, ehs, mask)
 				// T2I-Adapter: added to the last resnet/attention pair's output.
 				if j == len(b.resnets)-1 && len(intra) > 0 {
 					h = tensor.Add(h, intra[0])
@@ -345,6 +390,40 @@ func (m *Model) Forward(sample *tensor.Tensor, timesteps []float32, cond Cond) (
 			skips[len(skips)-1] = h
 		}
 	}
+	return h, skips, intra
+}
+
+// Mid runs the mid block (identity when the config has none).
+func (m *Encoder) Mid(h, emb, ehs, mask *tensor.Tensor) *tensor.Tensor {
+	if m.mid == nil {
+		return h
+	}
+	h = m.mid.resnets[0].Forward(h, emb)
+	for j, a := range m.mid.attentions {
+		h = a.Forward(h, ehs, mask)
+		h = m.mid.resnets[j+1].Forward(h, emb)
+	}
+	return h
+}
+
+// Forward predicts the model output for sample [B, C, H, W] at timesteps
+// (one per batch row, or one for all).
+func (m *Model) Forward(sample *tensor.Tensor, timesteps []float32, cond Cond) (*tensor.Tensor, error) {
+	c := m.Cfg
+	if sample.Rank() != 4 || sample.Dim(1) != c.InChannels {
+		return nil, fmt.Errorf("unet: sample shape %v, want [B, %d, H, W]", sample.Shape(), c.InChannels)
+	}
+	B := sample.Dim(0)
+	emb, ehs, err := m.Embed(B, timesteps, cond)
+	if err != nil {
+		return nil, err
+	}
+	// Upsampling to explicit sizes is needed when H, W are not multiples of 2^upsamplers.
+	factor := 1 << m.numUpsampler
+	forwardSizes := sample.Dim(2)%factor != 0 || sample.Dim(3)%factor != 0
+	h := m.ConvIn(sample)
+	intra := append([]*tensor.Tensor(nil), cond.DownIntrablockAdditionalResidual...)
+	h, skips, intra := m.Down(h, emb, ehs, cond.EncoderMask, intra)
 	if res := cond.DownBlockAdditionalResiduals; res != nil {
 		if len(res) != len(skips) {
 			return nil, fmt.Errorf("unet: %d down-block residuals for %d skips", len(res), len(skips))
@@ -353,16 +432,9 @@ func (m *Model) Forward(sample *tensor.Tensor, timesteps []float32, cond Cond) (
 			skips[i] = tensor.Add(skips[i], res[i])
 		}
 	}
-	if m.mid != nil {
-		h = m.mid.resnets[0].Forward(h, emb)
-		for j, a := range m.mid.attentions {
-			h = a.Forward(h, ehs, cond.EncoderMask)
-			h = m.mid.resnets[j+1].Forward(h, emb)
-		}
-		if len(intra) > 0 && tensor.SameShape(h.Shape(), intra[0].Shape()) {
-			h = tensor.Add(h, intra[0])
-			intra = intra[1:]
-		}
+	h = m.Mid(h, emb, ehs, cond.EncoderMask)
+	if len(intra) > 0 && tensor.SameShape(h.Shape(), intra[0].Shape()) {
+		h = tensor.Add(h, intra[0])
 	}
 	if cond.MidBlockAdditionalResidual != nil {
 		h = tensor.Add(h, cond.MidBlockAdditionalResidual)
