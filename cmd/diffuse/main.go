@@ -1,0 +1,48 @@
+// Command diffuse generates images with diffusion models and measures the
+// engine's speed. Run "diffuse help" for the subcommands.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+)
+
+const usage = `diffuse: diffusion models in Go
+
+Usage:
+  diffuse generate [flags]   generate images (diffuse generate -h for flags)
+  diffuse bench [flags]      time the models with random full-size weights
+  diffuse version            print the version
+`
+
+// version is set by the build (or stays "dev").
+var version = "dev"
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	var err error
+	switch os.Args[1] {
+	case "generate", "gen":
+		err = runGenerate(ctx, os.Args[2:])
+	case "bench":
+		err = runBench(ctx, os.Args[2:])
+	case "version":
+		fmt.Println("diffuse", version)
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+	default:
+		fmt.Fprintf(os.Stderr, "diffuse: unknown command %q\n\n%s", os.Args[1], usage)
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "diffuse:", err)
+		os.Exit(1)
+	}
+}
