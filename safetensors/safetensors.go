@@ -106,9 +106,11 @@ func Open(path string) (*File, error) {
 func Parse(buf []byte) (*File, error) { return parse(buf, "<memory>") }
 
 type headerEntry struct {
-	DType       DType     `json:"dtype"`
-	Shape       []int64   `json:"shape"`
-	DataOffsets [2]*int64 `json:"data_offsets"`
+	DType DType     `json:"dtype"`
+	Shape *[]*int64 `json:"shape"`
+	// A slice, not an array: decoding into [2] would silently drop extra
+	// elements.
+	DataOffsets []*int64 `json:"data_offsets"`
 }
 
 func parse(buf []byte, path string) (*File, error) {
@@ -157,8 +159,14 @@ func parse(buf []byte, path string) (*File, error) {
 		if size == 0 {
 			return nil, errf("tensor %q: unknown dtype %q", name, e.DType)
 		}
-		if e.DataOffsets[0] == nil || e.DataOffsets[1] == nil {
+		if e.Shape == nil {
+			return nil, errf("tensor %q: shape missing", name)
+		}
+		if e.DataOffsets == nil {
 			return nil, errf("tensor %q: data_offsets missing", name)
+		}
+		if len(e.DataOffsets) != 2 || e.DataOffsets[0] == nil || e.DataOffsets[1] == nil {
+			return nil, errf("tensor %q: data_offsets must be a pair of integers", name)
 		}
 		begin, end := *e.DataOffsets[0], *e.DataOffsets[1]
 		if begin < 0 || end < begin {
@@ -167,20 +175,27 @@ func parse(buf []byte, path string) (*File, error) {
 		if end > int64(len(data)) {
 			return nil, errf("tensor %q: data_offsets end %d is past the end of the %d-byte data section", name, end, len(data))
 		}
-		shape := make([]int, len(e.Shape))
+		dims := make([]int64, len(*e.Shape))
+		for i, p := range *e.Shape {
+			if p == nil {
+				return nil, errf("tensor %q: shape has a null dimension", name)
+			}
+			dims[i] = *p
+		}
+		shape := make([]int, len(dims))
 		count := int64(1)
-		for i, s := range e.Shape {
+		for i, s := range dims {
 			if s < 0 {
-				return nil, errf("tensor %q: negative dimension %d in shape %v", name, s, e.Shape)
+				return nil, errf("tensor %q: negative dimension %d in shape %v", name, s, dims)
 			}
 			if s != 0 && count > math.MaxInt64/8/s {
-				return nil, errf("tensor %q: shape %v overflows", name, e.Shape)
+				return nil, errf("tensor %q: shape %v overflows", name, dims)
 			}
 			count *= s
 			shape[i] = int(s)
 		}
 		if want := count * int64(size); want != end-begin {
-			return nil, errf("tensor %q: shape %v of %s needs %d bytes but data_offsets give %d", name, e.Shape, e.DType, want, end-begin)
+			return nil, errf("tensor %q: shape %v of %s needs %d bytes but data_offsets give %d", name, dims, e.DType, want, end-begin)
 		}
 		f.byName[name] = len(f.infos)
 		f.infos = append(f.infos, TensorInfo{Name: name, DType: e.DType, Shape: shape, Begin: begin, End: end})
