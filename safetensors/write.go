@@ -87,6 +87,10 @@ func WriteFile(path string, tensors []Tensor, metadata map[string]string) error 
 	if err := Encode(tmp, tensors, metadata); err != nil {
 		return fmt.Errorf("%w (writing %s)", err, path)
 	}
+	// CreateTemp makes the file private; a checkpoint is an ordinary file.
+	if err := tmp.Chmod(0o644); err != nil {
+		return fmt.Errorf("safetensors: %s: %w", path, err)
+	}
 	if err := tmp.Sync(); err != nil {
 		return fmt.Errorf("safetensors: %s: %w", path, err)
 	}

@@ -14,6 +14,7 @@ const usage = `diffuse: diffusion models in Go
 Usage:
   diffuse generate [flags]   generate images (diffuse generate -h for flags)
   diffuse bench [flags]      time the models with random full-size weights
+  diffuse random-checkpoint  write a full-size SD 1.5 checkpoint with random weights
   diffuse version            print the version
 `
 
@@ -33,6 +34,8 @@ func main() {
 		err = runGenerate(ctx, os.Args[2:])
 	case "bench":
 		err = runBench(ctx, os.Args[2:])
+	case "random-checkpoint":
+		err = runRandomCheckpoint(ctx, os.Args[2:])
 	case "version":
 		fmt.Println("diffuse", version)
 	case "help", "-h", "--help":
