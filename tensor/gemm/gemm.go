@@ -42,9 +42,16 @@ func (m Mat) At(i, j int) float32 {
 
 // Gemm computes C = alpha * A·B + beta * C where A is m×k, B is k×n and C is
 // m×n row-major with row stride ldc. When beta == 0, C is not read.
+//
+// Large products are split across Threads() goroutines. Gemm is safe for
+// concurrent use as long as the calls write disjoint parts of memory.
 func Gemm(m, n, k int, alpha float32, a, b Mat, beta float32, c []float32, ldc int) {
-	gemmRef(m, n, k, alpha, a, b, beta, c, ldc)
+	gemmFast(activeKernel, Threads(), m, n, k, alpha, a, b, beta, c, ldc)
 }
+
+// activeKernel is the micro-kernel Gemm uses: the fastest one the CPU runs.
+// Tests swap it to exercise the portable Go kernel on every machine.
+var activeKernel = bestKernel()
 
 // gemmRef is the plain reference: obviously correct, used to test the fast paths.
 func gemmRef(m, n, k int, alpha float32, a, b Mat, beta float32, c []float32, ldc int) {

@@ -1,0 +1,266 @@
+package gemm
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+)
+
+// Blocking limits. A kc×NR sliver of B stays in L1 while the kernel sweeps the
+// MR-row slivers of an mc×kc block of A held in L2; an nc-wide block of packed
+// B lives in L3. The driver shrinks each bound so that blocks split a
+// dimension evenly instead of leaving a thin remainder block.
+const (
+	kcMax = 256  // 256×16 floats = 16 KiB of B sliver: half of Zen 3's 32 KiB L1d, leaving room for A
+	mcMax = 144  // 144×256 floats = 144 KiB of packed A: under half of a 512 KiB L2
+	ncMax = 3072 // 256×3072 floats = 3 MiB of packed B: a slice of the shared L3
+)
+
+// Variables rather than constants so tests can force tiny products onto
+// several goroutines.
+var (
+	// Problems below this many multiply-adds run on the calling goroutine:
+	// below it, waking another goroutine costs more than it saves.
+	parallelMinMACs = 64 << 10
+	// Each extra thread should get at least this much work.
+	perThreadMinMACs = 32 << 10
+)
+
+var threadOverride atomic.Int32
+
+// SetThreads sets how many goroutines one Gemm call may use. n <= 0 restores
+// the default, runtime.GOMAXPROCS(0). Small products always run on one.
+func SetThreads(n int) {
+	if n < 0 {
+		n = 0
+	}
+	threadOverride.Store(int32(n))
+}
+
+// Threads reports how many goroutines a large Gemm call will use.
+func Threads() int {
+	if n := int(threadOverride.Load()); n > 0 {
+		return n
+	}
+	return runtime.GOMAXPROCS(0)
+}
+
+// workspace holds one goroutine's packing buffers. Workspaces are pooled so
+// that steady-state calls allocate nothing large.
+type workspace struct {
+	a, b, tile, line []float32
+}
+
+var workspaces = sync.Pool{New: func() any { return new(workspace) }}
+
+func grow(s []float32, n int) []float32 {
+	if cap(s) < n {
+		return make([]float32, n)
+	}
+	return s[:n]
+}
+
+// gemmFast checks the operands and runs the blocked algorithm with kernel kern.
+func gemmFast(kern microKernel, threads, m, n, k int, alpha float32, a, b Mat, beta float32, c []float32, ldc int) {
+	if m <= 0 || n <= 0 {
+		return
+	}
+	if ldc < n {
+		panic(fmt.Sprintf("gemm: ldc %d < n %d", ldc, n))
+	}
+	if len(c) < (m-1)*ldc+n {
+		panic(fmt.Sprintf("gemm: len(C) = %d, need %d", len(c), (m-1)*ldc+n))
+	}
+	if k <= 0 {
+		scaleC(m, n, beta, c, ldc)
+		return
+	}
+	checkMat("A", a, m, k)
+	checkMat("B", b, k, n)
+
+	// Decide the thread grid: tm row groups × tn column groups of C. Each
+	// group runs the whole blocked algorithm on its own part of C with its
+	// own packed copies, so threads never wait on each other; the price is
+	// that A is packed tn times and B tm times, which the grid minimises.
+	t := threads
+	if macs := m * n * k; macs < parallelMinMACs {
+		t = 1
+	} else if lim := macs / perThreadMinMACs; t > lim {
+		t = lim
+	}
+	tm, tn := 1, 1
+	if t > 1 {
+		tm, tn = grid(t, m, n, kern.mr, kern.nr)
+	}
+	if tm*tn == 1 {
+		gemmBlock(kern, 0, m, 0, n, k, alpha, a, b, beta, c, ldc)
+		return
+	}
+	var wg sync.WaitGroup
+	for g := tm*tn - 1; g >= 0; g-- {
+		i0, i1 := split(m, kern.mr, tm, g/tn)
+		j0, j1 := split(n, kern.nr, tn, g%tn)
+		if g == 0 {
+			gemmBlock(kern, i0, i1, j0, j1, k, alpha, a, b, beta, c, ldc)
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			gemmBlock(kern, i0, i1, j0, j1, k, alpha, a, b, beta, c, ldc)
+		}()
+	}
+	wg.Wait()
+}
+
+// grid factors t threads into tm×tn, minimising the packing traffic
+// tm·n + tn·m while giving every group at least one full tile.
+func grid(t, m, n, mr, nr int) (tm, tn int) {
+	best := -1
+	for d := 1; d <= t; d++ {
+		if t%d != 0 || (d > 1 && m < d*mr) || (t/d > 1 && n < (t/d)*nr) {
+			continue
+		}
+		if cost := d*n + (t/d)*m; best < 0 || cost < best {
+			best, tm, tn = cost, d, t/d
+		}
+	}
+	if best < 0 {
+		// No exact factorisation gives every group a tile: use one
+		// dimension only, with as many groups as it has tiles.
+		if m/mr >= n/nr {
+			return max(1, min(t, m/mr)), 1
+		}
+		return 1, max(1, min(t, n/nr))
+	}
+	return tm, tn
+}
+
+// split returns part g of [0, n) cut into parts pieces on tile boundaries.
+func split(n, tile, parts, g int) (lo, hi int) {
+	tiles := (n + tile - 1) / tile
+	lo = min(n, (tiles*g/parts)*tile)
+	hi = min(n, (tiles*(g+1)/parts)*tile)
+	return lo, hi
+}
+
+// blockLen returns the largest block no bigger than limit (and a multiple of
+// unit where possible) that cuts n into equal-sized blocks.
+func blockLen(n, limit, unit int) int {
+	if n <= limit {
+		return n
+	}
+	blocks := (n + limit - 1) / limit
+	l := (n + blocks - 1) / blocks
+	l = (l + unit - 1) / unit * unit
+	return min(l, limit)
+}
+
+// gemmBlock computes rows [i0, i1) × columns [j0, j1) of C on the calling goroutine.
+func gemmBlock(kern microKernel, i0, i1, j0, j1, k int, alpha float32, a, b Mat, beta float32, c []float32, ldc int) {
+	mr, nr := kern.mr, kern.nr
+	kcb := blockLen(k, kcMax, 8)
+	mcb := blockLen(i1-i0, mcMax, mr)
+	ncb := blockLen(j1-j0, ncMax, nr)
+
+	ws := workspaces.Get().(*workspace)
+	defer workspaces.Put(ws)
+	ws.a = grow(ws.a, (mcb+mr-1)/mr*mr*kcb)
+	ws.b = grow(ws.b, (ncb+nr-1)/nr*nr*kcb)
+	ws.tile = grow(ws.tile, mr*nr)
+	ws.line = grow(ws.line, max(max(mr, nr)*kcb, mcb, ncb))
+
+	for jc := j0; jc < j1; jc += ncb {
+		nc := min(ncb, j1-jc)
+		for pc := 0; pc < k; pc += kcb {
+			kc := min(kcb, k-pc)
+			packPanels(ws.b, b, b.Trans, jc, nc, pc, kc, nr, ws.line)
+			// Later k blocks accumulate onto what the first one wrote.
+			bet := beta
+			if pc > 0 {
+				bet = 1
+			}
+			for ic := i0; ic < i1; ic += mcb {
+				mc := min(mcb, i1-ic)
+				packPanels(ws.a, a, !a.Trans, ic, mc, pc, kc, mr, ws.line)
+				macroKernel(kern, mc, nc, kc, alpha, ws.a, ws.b, bet, c[ic*ldc+jc:], ldc, ws.tile)
+			}
+		}
+	}
+}
+
+// macroKernel multiplies a packed mc×kc block of A by a packed kc×nc block of
+// B into C (whose top-left element is c[0]). Tiles that stick out of C are
+// computed into tile and then copied in.
+func macroKernel(kern microKernel, mc, nc, kc int, alpha float32, pa, pb []float32, beta float32, c []float32, ldc int, tile []float32) {
+	mr, nr := kern.mr, kern.nr
+	for jr := 0; jr < nc; jr += nr {
+		bp := pb[jr*kc : jr*kc+nr*kc]
+		cols := min(nr, nc-jr)
+		for ir := 0; ir < mc; ir += mr {
+			ap := pa[ir*kc : ir*kc+mr*kc]
+			rows := min(mr, mc-ir)
+			fn, w := kern.fn, nr
+			if kern.half != nil && cols <= nr/2 {
+				fn, w = kern.half, nr/2
+			}
+			if rows == mr && cols == w {
+				fn(kc, ap, bp, c[ir*ldc+jr:], ldc, alpha, beta)
+				continue
+			}
+			fn(kc, ap, bp, tile, nr, 1, 0)
+			for i := 0; i < rows; i++ {
+				cr := c[(ir+i)*ldc+jr : (ir+i)*ldc+jr+cols]
+				tr := tile[i*nr : i*nr+cols]
+				if beta == 0 {
+					for j, v := range tr {
+						cr[j] = alpha * v
+					}
+				} else {
+					for j, v := range tr {
+						cr[j] = alpha*v + beta*cr[j]
+					}
+				}
+			}
+		}
+	}
+}
+
+// scaleC sets C = beta·C, without reading C when beta == 0.
+func scaleC(m, n int, beta float32, c []float32, ldc int) {
+	for i := 0; i < m; i++ {
+		cr := c[i*ldc : i*ldc+n]
+		if beta == 0 {
+			clear(cr)
+			continue
+		}
+		for j := range cr {
+			cr[j] *= beta
+		}
+	}
+}
+
+// checkMat panics unless x holds a rows×cols logical matrix, so that the
+// assembly kernels, which do not bounds-check, never read outside it.
+func checkMat(name string, x Mat, rows, cols int) {
+	r, cl := rows, cols
+	if x.Trans {
+		r, cl = cols, rows
+	}
+	if x.Stride < cl {
+		panic(fmt.Sprintf("gemm: %s stride %d < %d", name, x.Stride, cl))
+	}
+	need := (r-1)*x.Stride + cl
+	have := len(x.F32)
+	switch x.Kind {
+	case F32:
+	case F16, BF16:
+		have = len(x.U16)
+	default:
+		panic(fmt.Sprintf("gemm: %s has unknown kind %d", name, x.Kind))
+	}
+	if have < need {
+		panic(fmt.Sprintf("gemm: %s holds %d values, need %d", name, have, need))
+	}
+}

@@ -1,0 +1,284 @@
+package gemm
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/diffuse-go/diffuse/half"
+)
+
+// randMat returns a rows×cols logical matrix of the given kind with values in
+// [-1, 1), stored transposed if trans, with pad unused columns per stored row.
+func randMat(rng *rand.Rand, kind Kind, rows, cols int, trans bool, pad int) Mat {
+	sr, sc := rows, cols
+	if trans {
+		sr, sc = cols, rows
+	}
+	m := Mat{Kind: kind, Stride: sc + pad, Trans: trans}
+	n := (sr-1)*m.Stride + sc
+	if kind == F32 {
+		m.F32 = make([]float32, n)
+		for i := range m.F32 {
+			m.F32[i] = rng.Float32()*2 - 1
+		}
+		return m
+	}
+	m.U16 = make([]uint16, n)
+	for i := range m.U16 {
+		f := rng.Float32()*2 - 1
+		if kind == F16 {
+			m.U16[i] = half.F32ToF16(f)
+		} else {
+			m.U16[i] = half.F32ToBF16(f)
+		}
+	}
+	return m
+}
+
+// exact computes alpha·A·B + beta·C in float64 along with an error bound
+// for a float32 computation summed in any order.
+func exact(m, n, k int, alpha float32, a, b Mat, beta float32, c []float32, ldc int) (want, tol []float64) {
+	want = make([]float64, m*n)
+	tol = make([]float64, m*n)
+	for i := 0; i < m; i++ {
+		for j := 0; j < n; j++ {
+			var s, abs float64
+			for p := 0; p < k; p++ {
+				v := float64(a.At(i, p)) * float64(b.At(p, j))
+				s += v
+				abs += math.Abs(v)
+			}
+			w := float64(alpha) * s
+			t := math.Abs(float64(alpha)) * abs
+			if beta != 0 {
+				w += float64(beta) * float64(c[i*ldc+j])
+				t += math.Abs(float64(beta) * float64(c[i*ldc+j]))
+			}
+			want[i*n+j] = w
+			// float32 rounding grows at most linearly with k.
+			tol[i*n+j] = 2e-7*float64(k+4)*t + 1e-30
+		}
+	}
+	return want, tol
+}
+
+func checkC(t *testing.T, what string, m, n int, got []float32, ldc int, want, tol []float64, sentinel float32) {
+	t.Helper()
+	bad := 0
+	for i := 0; i < m; i++ {
+		for j := 0; j < ldc; j++ {
+			g := got[i*ldc+j]
+			if j >= n { // padding columns must be left untouched
+				if math.Float32bits(g) != math.Float32bits(sentinel) {
+					t.Errorf("%s: C[%d,%d] (padding) = %v, was %v", what, i, j, g, sentinel)
+					return
+				}
+				continue
+			}
+			if d := math.Abs(float64(g) - want[i*n+j]); !(d <= tol[i*n+j]) {
+				if bad++; bad <= 3 {
+					t.Errorf("%s: C[%d,%d] = %v, want %v (tol %.3g)", what, i, j, g, want[i*n+j], tol[i*n+j])
+				}
+			}
+		}
+	}
+}
+
+type testKernel struct {
+	k       microKernel
+	threads int
+	noAsm   bool // also avoid the assembly packing helpers
+}
+
+func testKernels() []testKernel {
+	ks := []testKernel{
+		{activeKernel, 1, false}, {activeKernel, 3, false},
+		{goKernel4x4, 1, true}, {goKernel4x4, 2, false},
+		// The AVX-512 geometry run by Go code, so its driver paths are
+		// tested on machines without AVX-512.
+		{genericKernel(6, 32, true), 2, false},
+		{genericKernel(3, 5, false), 1, false},
+		{genericKernel(2, 6, true), 1, true},
+	}
+	for _, k := range runnableKernels() {
+		if k.name != activeKernel.name {
+			ks = append(ks, testKernel{k, 2, false})
+		}
+	}
+	return ks
+}
+
+func TestGemm(t *testing.T) {
+	oldMin, oldPer := parallelMinMACs, perThreadMinMACs
+	parallelMinMACs, perThreadMinMACs = 0, 1
+	defer func() { parallelMinMACs, perThreadMinMACs = oldMin, oldPer }()
+
+	shapes := [][3]int{
+		{1, 1, 1}, {7, 13, 5}, {6, 16, 8}, {12, 32, 17}, {5, 3, 2}, {2, 40, 1}, {6, 40, 7}, {12, 24, 3},
+		{13, 17, kcMax + 9}, {37, 70, 9}, {mcMax + 11, 20, 30}, {3, ncMax + 21, 3},
+	}
+	type ab struct{ alpha, beta float32 }
+	abs := []ab{{1, 0}, {0.5, 2}, {-1.5, 1}, {2, float32(math.Copysign(0, -1))}}
+	kinds := []Kind{F32, F16, BF16}
+	rng := rand.New(rand.NewPCG(1, 2))
+	nan := float32(math.NaN())
+	cases := 0
+	for si, sh := range shapes {
+		m, n, k := sh[0], sh[1], sh[2]
+		for ka, kindA := range kinds {
+			for kb, kindB := range kinds {
+				for tr := 0; tr < 4; tr++ {
+					// Big shapes get fewer combinations to keep the test fast.
+					if m*n*k > 20000 && (ka+kb+tr+si)%3 != 0 {
+						continue
+					}
+					ta, tb := tr&1 != 0, tr&2 != 0
+					a := randMat(rng, kindA, m, k, ta, (si+tr)%3)
+					b := randMat(rng, kindB, k, n, tb, (si+ka)%2)
+					p := abs[(si+ka+kb+tr)%len(abs)]
+					ldc := n + si%2
+					c0 := make([]float32, m*ldc)
+					sentinel := float32(-7)
+					for i := range c0 {
+						c0[i] = rng.Float32()*2 - 1
+						if i%ldc >= n {
+							c0[i] = sentinel
+						} else if p.beta == 0 {
+							c0[i] = nan // beta == 0 must not read C
+						}
+					}
+					want, tol := exact(m, n, k, p.alpha, a, b, p.beta, c0, ldc)
+					name := fmt.Sprintf("%dx%dx%d A=%d%v B=%d%v α=%v β=%v", m, n, k, kindA, ta, kindB, tb, p.alpha, p.beta)
+					if m*n*k <= 20000 {
+						c := append([]float32(nil), c0...)
+						gemmRef(m, n, k, p.alpha, a, b, p.beta, c, ldc)
+						checkC(t, name+" ref", m, n, c, ldc, want, tol, sentinel)
+					}
+					for _, tk := range testKernels() {
+						c := append([]float32(nil), c0...)
+						restore := func() {}
+						if tk.noAsm {
+							restore = disableAsm()
+						}
+						gemmFast(tk.k, tk.threads, m, n, k, p.alpha, a, b, p.beta, c, ldc)
+						restore()
+						checkC(t, fmt.Sprintf("%s %s/%dT", name, tk.k.name, tk.threads), m, n, c, ldc, want, tol, sentinel)
+					}
+					cases++
+					if t.Failed() {
+						t.FailNow()
+					}
+				}
+			}
+		}
+	}
+	t.Logf("%d operand cases × %d kernels", cases, len(testKernels()))
+}
+
+// TestGemmLarge checks shapes from the model at the public entry point.
+func TestGemmLarge(t *testing.T) {
+	defer SetThreads(0)
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, tc := range []struct {
+		m, n, k    int
+		ka, kb     Kind
+		ta, tb     bool
+		threads    int
+		alpha, bet float32
+	}{
+		{77, 768, 768, F32, F32, false, true, 2, 1, 0},
+		{64, 320, 320, F32, F16, false, true, 1, 1, 1},
+		{130, 96, 700, BF16, F32, true, false, 2, 0.25, -1},
+	} {
+		a := randMat(rng, tc.ka, tc.m, tc.k, tc.ta, 0)
+		b := randMat(rng, tc.kb, tc.k, tc.n, tc.tb, 0)
+		c := make([]float32, tc.m*tc.n)
+		for i := range c {
+			c[i] = rng.Float32()
+		}
+		ref := append([]float32(nil), c...)
+		gemmRef(tc.m, tc.n, tc.k, tc.alpha, a, b, tc.bet, ref, tc.n)
+		SetThreads(tc.threads)
+		Gemm(tc.m, tc.n, tc.k, tc.alpha, a, b, tc.bet, c, tc.n)
+		tol := 1e-6 * float32(tc.k)
+		for i := range c {
+			if d := c[i] - ref[i]; d > tol || d < -tol {
+				t.Fatalf("%+v: C[%d] = %v, gemmRef %v", tc, i, c[i], ref[i])
+			}
+		}
+	}
+}
+
+func TestGemmEmpty(t *testing.T) {
+	c := []float32{1, 2, 3, 4}
+	Gemm(0, 2, 3, 1, F32Mat(nil, 3, false), F32Mat(nil, 2, false), 0, c, 2)
+	Gemm(2, 2, 0, 1, F32Mat(nil, 1, false), F32Mat(nil, 2, false), 3, c, 2)
+	if c[0] != 3 || c[3] != 12 {
+		t.Fatalf("k=0, beta=3: C = %v", c)
+	}
+	c[0] = float32(math.NaN())
+	Gemm(2, 2, 0, 1, F32Mat(nil, 1, false), F32Mat(nil, 2, false), 0, c, 2)
+	if c[0] != 0 || c[3] != 0 {
+		t.Fatalf("k=0, beta=0: C = %v", c)
+	}
+}
+
+func TestWiden(t *testing.T) {
+	src := make([]uint16, 1<<16)
+	for i := range src {
+		src[i] = uint16(i)
+	}
+	dst := make([]float32, len(src)+3)
+	for _, kind := range []Kind{F16, BF16, F16 + 100, BF16 + 100} {
+		restore := func() {}
+		if kind >= 100 { // the scalar path
+			kind -= 100
+			restore = disableAsm()
+		}
+		// Odd offsets and lengths exercise both the vector body and the scalar tail.
+		for _, off := range []int{0, 3} {
+			s := src[off:]
+			d := dst[:len(s)]
+			widen(d, s, kind)
+			for i, h := range s {
+				want := half.BF16ToF32(h)
+				if kind == F16 {
+					want = half.F16ToF32(h)
+				}
+				if g := d[i]; math.Float32bits(g) != math.Float32bits(want) && !(g != g && want != want) {
+					t.Fatalf("kind %d: widen(%#04x) = %v, want %v", kind, h, g, want)
+				}
+			}
+		}
+		restore()
+	}
+}
+
+func TestThreads(t *testing.T) {
+	defer SetThreads(0)
+	SetThreads(3)
+	if Threads() != 3 {
+		t.Fatalf("Threads() = %d after SetThreads(3)", Threads())
+	}
+	SetThreads(0)
+	if Threads() < 1 {
+		t.Fatalf("Threads() = %d", Threads())
+	}
+}
+
+func TestGrid(t *testing.T) {
+	for _, tc := range []struct{ t, m, n, tm, tn int }{
+		{2, 4096, 320, 2, 1},
+		{2, 256, 1280, 1, 2},
+		{4, 4096, 4096, 2, 2},
+		{2, 6, 4000, 1, 2},
+		{3, 5, 5, 1, 1},
+	} {
+		tm, tn := grid(tc.t, tc.m, tc.n, 6, 16)
+		if tm != tc.tm || tn != tc.tn {
+			t.Errorf("grid(%d, %d, %d) = %d×%d, want %d×%d", tc.t, tc.m, tc.n, tm, tn, tc.tm, tc.tn)
+		}
+	}
+}

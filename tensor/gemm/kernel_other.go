@@ -1,0 +1,19 @@
+//go:build !amd64
+
+package gemm
+
+const useF16C = false
+
+func bestKernel() microKernel { return goKernel4x4 }
+
+func widenAsm(dst []float32, src []uint16, kind Kind) int { return 0 }
+
+func fmaLoop(n int) float64 { return 0 }
+
+func runnableKernels() []microKernel { return nil }
+
+func packRowsAsm(panel, src []float32, lds, kc, w int) int { return 0 }
+
+func copyPanelsAsm(dst, src []float32, n, w, stride int) bool { return false }
+
+func disableAsm() (restore func()) { return func() {} }
