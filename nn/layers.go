@@ -13,6 +13,14 @@ type Linear struct {
 	In, Out      int
 	HasBias      bool
 	Weight, Bias *tensor.Tensor
+
+	// LoRA lists low-rank adapters whose output Forward adds (see LoRA and
+	// package model/lora); empty for plain inference, which then costs
+	// nothing extra.
+	LoRA []*LoRA
+	// LoRABase is the weight as loaded while adapters are fused into
+	// Weight, kept so that unfusing restores it exactly; nil otherwise.
+	LoRABase *tensor.Tensor
 }
 
 // NewLinear makes an unloaded Linear.
@@ -28,7 +36,18 @@ func (l *Linear) Params(prefix string, p *Params) {
 
 // Forward applies the layer to x [..., In].
 func (l *Linear) Forward(x *tensor.Tensor) *tensor.Tensor {
-	return tensor.Linear(x, l.Weight, l.Bias)
+	y := tensor.Linear(x, l.Weight, l.Bias)
+	if len(l.LoRA) == 0 {
+		return y
+	}
+	for _, a := range l.LoRA {
+		if a.active() {
+			// peft order: scale · B(A(x)), then added to the base output.
+			d := tensor.Linear(tensor.Linear(x, a.Down, nil), a.Up, nil)
+			y = tensor.Add(y, tensor.Scale(d, a.Scale))
+		}
+	}
+	return y
 }
 
 // Conv2d is a 2-D convolution layer (weight [out, in/groups, k, k]).
@@ -37,6 +56,15 @@ type Conv2d struct {
 	Opts            tensor.Conv2dOpts
 	HasBias         bool
 	Weight, Bias    *tensor.Tensor
+
+	// LoRA lists low-rank adapters whose output Forward adds: Down is a
+	// convolution [r, In, k, k] with this layer's stride and padding, Up a
+	// 1×1 convolution [Out, r, 1, 1] (the kohya LoCon / peft layout). Empty
+	// for plain inference.
+	LoRA []*LoRA
+	// LoRABase is the weight as loaded while adapters are fused into
+	// Weight; nil otherwise.
+	LoRABase *tensor.Tensor
 }
 
 // NewConv2d makes an unloaded square-kernel convolution with the given stride and padding.
@@ -56,8 +84,40 @@ func (c *Conv2d) Params(prefix string, p *Params) {
 
 // Forward convolves x [N, In, H, W].
 func (c *Conv2d) Forward(x *tensor.Tensor) *tensor.Tensor {
-	return tensor.Conv2d(x, c.Weight, c.Bias, c.Opts)
+	y := tensor.Conv2d(x, c.Weight, c.Bias, c.Opts)
+	if len(c.LoRA) == 0 {
+		return y
+	}
+	for _, a := range c.LoRA {
+		if a.active() {
+			// Like peft and kohya: the base kernel, stride and padding; no
+			// dilation or groups.
+			down := tensor.Conv2d(x, a.Down, nil, tensor.Conv2dOpts{Stride: c.Opts.Stride, Padding: c.Opts.Padding})
+			d := tensor.Conv2d(down, a.Up, nil, tensor.Conv2dOpts{})
+			y = tensor.Add(y, tensor.Scale(d, a.Scale))
+		}
+	}
+	return y
 }
+
+// LoRA is one low-rank adapter attached to a Linear or Conv2d: the layer
+// adds Scale · Up(Down(x)) to its output. For a Linear, Down is [r, In] and
+// Up [Out, r]; for a Conv2d, Down is [r, In, k, k] and Up [Out, r, 1, 1].
+// Package model/lora builds them from LoRA files, sets Scale to
+// alpha/rank · the user's weight, and fuses them into the weights.
+type LoRA struct {
+	Name     string // adapter name, for messages
+	Down, Up *tensor.Tensor
+	Scale    float32
+	// Disabled adapters are skipped.
+	Disabled bool
+	// Fused adapters are already part of the layer's Weight (the original
+	// is in LoRABase), so Forward skips them.
+	Fused bool
+}
+
+// active reports whether Forward must add the adapter's output.
+func (a *LoRA) active() bool { return a != nil && !a.Disabled && !a.Fused && a.Scale != 0 }
 
 // GroupNorm normalises groups of channels with a per-channel affine map.
 type GroupNorm struct {

@@ -200,3 +200,7 @@ func (m *Model) Forward(ids []int64, batch, length int) (*Output, error) {
 	}
 	return out, nil
 }
+
+// FinalNorm applies the final layer norm (what diffusers does to an earlier
+// layer's states when a clip skip is requested).
+func (m *Model) FinalNorm(x *tensor.Tensor) *tensor.Tensor { return m.final.Forward(x) }
