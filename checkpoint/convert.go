@@ -37,6 +37,38 @@ type Ref struct {
 	// viewed with Shape (same elements, same order; for instance the VAE
 	// attention's 1×1 convolution [C, C, 1, 1] loaded as a Linear [C, C]).
 	Reshape bool
+	// Rows, when Rows[1] > 0, selects rows [Rows[0], Rows[1]) of the source
+	// tensor's first dimension (one of q, k, v in a fused in_proj tensor).
+	Rows [2]int
+	// Transpose says the 2-D source tensor must be transposed.
+	Transpose bool
+}
+
+// Sliced reports whether the parameter is a row range of its source tensor.
+func (r Ref) Sliced() bool { return r.Rows[1] > 0 }
+
+// Apply turns the source tensor's shape into the parameter's: it checks
+// shape against SourceShape and returns what the row selection and the
+// transposition give, before any Reshape. Loaders use it to validate what
+// they read.
+func (r Ref) Apply(shape []int) ([]int, error) {
+	if !slices.Equal(shape, r.SourceShape) {
+		return nil, fmt.Errorf("checkpoint: %s has shape %v, want %v", r.Source, shape, r.SourceShape)
+	}
+	out := slices.Clone(shape)
+	if r.Sliced() {
+		if len(out) == 0 || r.Rows[0] < 0 || r.Rows[0] >= r.Rows[1] || r.Rows[1] > out[0] {
+			return nil, fmt.Errorf("checkpoint: rows [%d, %d) of %s %v are out of range", r.Rows[0], r.Rows[1], r.Source, shape)
+		}
+		out[0] = r.Rows[1] - r.Rows[0]
+	}
+	if r.Transpose {
+		if len(out) != 2 {
+			return nil, fmt.Errorf("checkpoint: %s %v is not 2-D and cannot be transposed", r.Source, shape)
+		}
+		out[0], out[1] = out[1], out[0]
+	}
+	return out, nil
 }
 
 // Component maps diffusers parameter names to their place in a checkpoint.
@@ -112,11 +144,15 @@ func (e *LayoutError) empty() bool {
 	return len(e.Missing) == 0 && len(e.Unexpected) == 0 && len(e.Unknown) == 0 && len(e.Shapes) == 0
 }
 
+// sort sorts the lists and drops repeated names (q, k and v of a fused
+// in_proj tensor share one source and are reported once).
 func (e *LayoutError) sort() {
 	sort.Strings(e.Missing)
+	e.Missing = slices.Compact(e.Missing)
 	sort.Strings(e.Unexpected)
 	sort.Strings(e.Unknown)
-	sort.Slice(e.Shapes, func(i, j int) bool { return e.Shapes[i].Source < e.Shapes[j].Source })
+	sort.SliceStable(e.Shapes, func(i, j int) bool { return e.Shapes[i].Source < e.Shapes[j].Source })
+	e.Shapes = slices.CompactFunc(e.Shapes, func(a, b ShapeMismatch) bool { return a.Source == b.Source })
 }
 
 // ldmBuffers are top-level tensors of LDM checkpoints that are not weights:
@@ -130,12 +166,24 @@ var ldmBuffers = map[string]bool{
 	"posterior_mean_coef2": true, "logvar": true,
 }
 
+// sgmBuffers are non-weight tensors of SDXL (SGM) checkpoints: the CLIP
+// encoder's position_ids, OpenCLIP's contrastive logit_scale and the
+// denoiser's noise levels.
+var sgmBuffers = map[string]bool{
+	SGMTextEncoderPrefix + "text_model.embeddings.position_ids": true,
+	SGMTextEncoderPrefix + "embeddings.position_ids":            true,
+	SGMOpenCLIPPrefix + "logit_scale":                           true,
+	SGMRefinerOpenCLIPPrefix + "logit_scale":                    true,
+	"denoiser.sigmas":                                           true,
+}
+
 // Ignorable reports whether a checkpoint tensor is a known non-weight entry
 // that loading skips: noise-schedule buffers, EMA copies ("model_ema.*",
-// which duplicate the UNet under flattened names) and the text encoder's
-// position_ids buffer.
+// which duplicate the UNet under flattened names), the text encoders'
+// position_ids buffers and, in SDXL files, OpenCLIP's logit_scale and
+// denoiser.sigmas.
 func Ignorable(name string) bool {
-	if ldmBuffers[name] || strings.HasPrefix(name, "model_ema.") {
+	if ldmBuffers[name] || sgmBuffers[name] || strings.HasPrefix(name, "model_ema.") {
 		return true
 	}
 	return name == TextEncoderPrefix+"text_model.embeddings.position_ids" ||
@@ -185,6 +233,20 @@ func mapComponent(src Source, prefix string, params []Param, e *LayoutError) cla
 		}
 		c.used[info.Name] = true
 		switch {
+		case p.Rows[1] > 0 || p.Transpose:
+			// A slice or a transposition: only the source layout is valid.
+			if !slices.Equal(info.Shape, p.SourceShape) {
+				e.Shapes = append(e.Shapes, ShapeMismatch{Source: info.Name, Name: p.Name, Got: info.Shape, Want: p.SourceShape})
+				continue
+			}
+			c.Component[p.Name] = Ref{
+				Source:      info.Name,
+				DType:       info.DType,
+				SourceShape: info.Shape,
+				Shape:       p.Shape,
+				Rows:        p.Rows,
+				Transpose:   p.Transpose,
+			}
 		case slices.Equal(info.Shape, p.SourceShape), slices.Equal(info.Shape, p.Shape):
 			c.Component[p.Name] = Ref{
 				Source:      info.Name,
@@ -218,28 +280,43 @@ func ConvertLDM(src Source, m Model) (*Mapping, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &LayoutError{Layout: m.Name}
+	comps, ignored, err := convertParts(src, m.Name, []part{{UNetPrefix, unet}, {VAEPrefix, vae}, {TextEncoderPrefix, te}})
+	if err != nil {
+		return nil, err
+	}
+	return &Mapping{Model: m, UNet: comps[0], VAE: comps[1], TextEncoder: comps[2], Ignored: ignored}, nil
+}
+
+// part is one component of a single-file checkpoint: its prefix and the
+// parameters it holds.
+type part struct {
+	prefix string
+	params []Param
+}
+
+// convertParts maps every part of src, returning one Component per part
+// and the sorted Ignorable names. Every tensor of src must be claimed by a
+// part or be Ignorable; otherwise, and for missing or misshapen tensors, it
+// returns a *LayoutError for layout.
+func convertParts(src Source, layout string, parts []part) ([]Component, []string, error) {
+	e := &LayoutError{Layout: layout}
 	if e.Layout == "" {
 		e.Layout = "given"
 	}
-	parts := []struct {
-		prefix string
-		params []Param
-		c      claimed
-	}{{UNetPrefix, unet, claimed{}}, {VAEPrefix, vae, claimed{}}, {TextEncoderPrefix, te, claimed{}}}
-	for i := range parts {
-		parts[i].c = mapComponent(src, parts[i].prefix, parts[i].params, e)
+	cs := make([]claimed, len(parts))
+	for i, p := range parts {
+		cs[i] = mapComponent(src, p.prefix, p.params, e)
 	}
-	out := &Mapping{Model: m, UNet: parts[0].c.Component, VAE: parts[1].c.Component, TextEncoder: parts[2].c.Component}
+	var ignored []string
 names:
 	for _, name := range src.Names() {
 		if Ignorable(name) {
-			out.Ignored = append(out.Ignored, name)
+			ignored = append(ignored, name)
 			continue
 		}
-		for _, p := range parts {
+		for i, p := range parts {
 			if strings.HasPrefix(name, p.prefix) {
-				if !p.c.claims(name) {
+				if !cs[i].claims(name) {
 					e.Unexpected = append(e.Unexpected, name)
 				}
 				continue names
@@ -249,10 +326,14 @@ names:
 	}
 	if !e.empty() {
 		e.sort()
-		return nil, e
+		return nil, nil, e
 	}
-	sort.Strings(out.Ignored)
-	return out, nil
+	sort.Strings(ignored)
+	out := make([]Component, len(parts))
+	for i := range cs {
+		out[i] = cs[i].Component
+	}
+	return out, ignored, nil
 }
 
 // Detect tells which built-in SD 1.x layout a checkpoint has, from the shape
@@ -275,7 +356,7 @@ func Detect(src Source) (Model, error) {
 	}
 	switch {
 	case hasSDXL:
-		return Model{}, fmt.Errorf("checkpoint: this looks like an SDXL checkpoint (conditioner.embedders.* tensors); only SD 1.x single files are supported")
+		return Model{}, fmt.Errorf("checkpoint: this looks like an SDXL checkpoint (conditioner.embedders.* tensors), not SD 1.x; load it with pipeline.LoadSDXL (checkpoint.ConvertSDXL)")
 	case hasOpenCLIP && !hasCLIP:
 		return Model{}, fmt.Errorf("checkpoint: this looks like an SD 2.x checkpoint (OpenCLIP text encoder under cond_stage_model.model.*); only SD 1.x single files are supported")
 	case !hasUNet:

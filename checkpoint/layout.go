@@ -8,12 +8,18 @@
 //	first_stage_model.*              the VAE (AutoencoderKL)
 //	cond_stage_model.transformer.*   the CLIP text encoder (SD 1.x)
 //
+// SDXL single files (Stability AI's generative-models "SGM" layout) keep the
+// UNet and VAE there and their text encoders under conditioner.embedders.*:
+// CLIP ViT-L with transformers' names and OpenCLIP ViT-bigG with OpenCLIP's
+// (see ConvertSGM, DetectSDXL).
+//
 // The package works on names and shapes only: for a given model layout it
-// enumerates every parameter diffusers expects together with the LDM name it
+// enumerates every parameter diffusers expects together with the name it
 // comes from, then checks a checkpoint against that list, so a file whose
 // layout does not match is rejected with the missing, unexpected and
 // misshapen tensors named. Loading the data is left to the caller; the
-// mapping says where a tensor must be reshaped (never transposed).
+// mapping (Ref) says where a tensor must be reshaped, cut to a range of rows
+// (OpenCLIP's fused q, k, v) or transposed (OpenCLIP's text projection).
 package checkpoint
 
 import (
@@ -117,6 +123,11 @@ type TextEncoderLayout struct {
 	NumAttentionHeads     int    `json:"num_attention_heads"`
 	MaxPositionEmbeddings int    `json:"max_position_embeddings"`
 	HiddenAct             string `json:"hidden_act"`
+	ProjectionDim         int    `json:"projection_dim"`
+	// WithProjection adds text_projection.weight [ProjectionDim,
+	// HiddenSize] (CLIPTextModelWithProjection). Every CLIPTextConfig has a
+	// projection_dim, so a config.json does not set this.
+	WithProjection bool `json:"-"`
 }
 
 // Model is the layout of a whole single-file checkpoint.

@@ -17,10 +17,19 @@ type Param struct {
 	Aliases []string
 	// Shape is the diffusers shape.
 	Shape []int
-	// SourceShape is the shape LDM checkpoints store. It differs from Shape
-	// only by size-1 dimensions (a reshape, never a transpose); a file may
-	// hold either shape.
+	// SourceShape is the shape LDM checkpoints store. Without Rows or
+	// Transpose it differs from Shape only by size-1 dimensions (a reshape),
+	// and a file may hold either shape. With Rows or Transpose it is the
+	// shape of the whole source tensor, which the file must hold exactly.
 	SourceShape []int
+	// Rows, when Rows[1] > 0, says the parameter is rows [Rows[0], Rows[1])
+	// of the source tensor's first dimension: OpenCLIP fuses the q, k and v
+	// projections into one in_proj tensor.
+	Rows [2]int
+	// Transpose says the 2-D source tensor holds the parameter transposed
+	// (OpenCLIP's text_projection is applied as x @ P, diffusers' as a
+	// Linear with weight Pᵀ).
+	Transpose bool
 }
 
 // params accumulates Params; its helpers take the diffusers and LDM module
@@ -335,9 +344,8 @@ func (p *params) vaeMid(part string, c int) {
 // with transformers' own names, so the names agree; checkpoints saved by old
 // transformers versions lack the "text_model." level, accepted as an alias.
 func TextEncoderParams(l TextEncoderLayout) ([]Param, error) {
-	if l.VocabSize < 1 || l.HiddenSize < 1 || l.IntermediateSize < 1 || l.NumHiddenLayers < 1 || l.MaxPositionEmbeddings < 1 {
-		return nil, fmt.Errorf("checkpoint: text encoder layout: vocab_size %d, hidden_size %d, intermediate_size %d, num_hidden_layers %d, max_position_embeddings %d",
-			l.VocabSize, l.HiddenSize, l.IntermediateSize, l.NumHiddenLayers, l.MaxPositionEmbeddings)
+	if err := l.check(); err != nil {
+		return nil, err
 	}
 	var p params
 	h := l.HiddenSize
@@ -356,6 +364,58 @@ func TextEncoderParams(l TextEncoderLayout) ([]Param, error) {
 	p.norm("text_model.final_layer_norm", "text_model.final_layer_norm", h)
 	for i := range p.list {
 		p.list[i].Aliases = []string{p.list[i].Source[len("text_model."):]}
+	}
+	if l.WithProjection {
+		p.add("text_projection.weight", "text_projection.weight", l.ProjectionDim, h)
+	}
+	return p.list, nil
+}
+
+func (l TextEncoderLayout) check() error {
+	if l.VocabSize < 1 || l.HiddenSize < 1 || l.IntermediateSize < 1 || l.NumHiddenLayers < 1 || l.MaxPositionEmbeddings < 1 ||
+		l.WithProjection && l.ProjectionDim < 1 {
+		return fmt.Errorf("checkpoint: text encoder layout: vocab_size %d, hidden_size %d, intermediate_size %d, num_hidden_layers %d, max_position_embeddings %d, projection_dim %d",
+			l.VocabSize, l.HiddenSize, l.IntermediateSize, l.NumHiddenLayers, l.MaxPositionEmbeddings, l.ProjectionDim)
+	}
+	return nil
+}
+
+// OpenCLIPParams lists every parameter of a transformers CLIPTextModel (or
+// CLIPTextModelWithProjection when l.WithProjection) with its name in
+// OpenCLIP's layout, relative to the encoder's prefix (SDXL:
+// "conditioner.embedders.1.model."). OpenCLIP names differ from
+// transformers' (resblocks, ln_1, c_fc, ...) and fuse each layer's q, k and
+// v projections into attn.in_proj_weight [3·hidden, hidden] and
+// attn.in_proj_bias [3·hidden]; q, k and v are rows [0, h), [h, 2h) and
+// [2h, 3h) of them. text_projection [hidden, projection] is applied as
+// x @ P, so it is the transpose of transformers' text_projection.weight.
+func OpenCLIPParams(l TextEncoderLayout) ([]Param, error) {
+	if err := l.check(); err != nil {
+		return nil, err
+	}
+	var p params
+	h := l.HiddenSize
+	p.add("text_model.embeddings.token_embedding.weight", "token_embedding.weight", l.VocabSize, h)
+	p.add("text_model.embeddings.position_embedding.weight", "positional_embedding", l.MaxPositionEmbeddings, h)
+	for i := range l.NumHiddenLayers {
+		b := "text_model.encoder.layers." + itoa(i)
+		s := "transformer.resblocks." + itoa(i)
+		p.norm(b+".layer_norm1", s+".ln_1", h)
+		for j, proj := range []string{"q_proj", "k_proj", "v_proj"} {
+			rows := [2]int{j * h, (j + 1) * h}
+			p.list = append(p.list,
+				Param{Name: b + ".self_attn." + proj + ".weight", Source: s + ".attn.in_proj_weight", Shape: []int{h, h}, SourceShape: []int{3 * h, h}, Rows: rows},
+				Param{Name: b + ".self_attn." + proj + ".bias", Source: s + ".attn.in_proj_bias", Shape: []int{h}, SourceShape: []int{3 * h}, Rows: rows})
+		}
+		p.linear(b+".self_attn.out_proj", s+".attn.out_proj", h, h, true)
+		p.norm(b+".layer_norm2", s+".ln_2", h)
+		p.linear(b+".mlp.fc1", s+".mlp.c_fc", l.IntermediateSize, h, true)
+		p.linear(b+".mlp.fc2", s+".mlp.c_proj", h, l.IntermediateSize, true)
+	}
+	p.norm("text_model.final_layer_norm", "ln_final", h)
+	if l.WithProjection {
+		p.list = append(p.list, Param{Name: "text_projection.weight", Source: "text_projection",
+			Shape: []int{l.ProjectionDim, h}, SourceShape: []int{h, l.ProjectionDim}, Transpose: true})
 	}
 	return p.list, nil
 }
