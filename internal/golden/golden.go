@@ -269,8 +269,23 @@ func (c *Case) Compare(name string, got []float32, shape []int) (Result, error) 
 	if err != nil {
 		return Result{}, err
 	}
-	exp, eshape, err := io.Float64(name)
-	if err != nil {
+	info, ok := io.Info(name)
+	if !ok {
+		return Result{}, fmt.Errorf("golden: %s: no output %q", c.Name, name)
+	}
+	exact := strings.HasPrefix(string(info.DType), "I") || strings.HasPrefix(string(info.DType), "U")
+	var exp []float64
+	var eshape []int
+	if exact {
+		iv, s, err := io.Int64(name)
+		if err != nil {
+			return Result{}, err
+		}
+		exp, eshape = make([]float64, len(iv)), s
+		for i, v := range iv {
+			exp[i] = float64(v)
+		}
+	} else if exp, eshape, err = io.Float64(name); err != nil {
 		return Result{}, err
 	}
 	if shape != nil && !sameShape(shape, eshape) {
@@ -284,8 +299,6 @@ func (c *Case) Compare(name string, got []float32, shape []int) (Result, error) 
 		ref64, _, _ = io.Float64(name + "__f64")
 	}
 	r := Result{Name: name, Atol: c.Atol(name), First: -1}
-	info, _ := io.Info(name)
-	exact := strings.HasPrefix(string(info.DType), "I") || strings.HasPrefix(string(info.DType), "U")
 	for i, e := range exp {
 		g := float64(got[i])
 		d := math.Abs(g - e)

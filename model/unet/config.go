@@ -229,7 +229,7 @@ func (c Config) validateEncoder() error {
 			return fmt.Errorf("unet: down block type %q not supported", t)
 		}
 	}
-	if c.MidBlockType != nil && *c.MidBlockType != "UNetMidBlock2DCrossAttn" {
+	if c.MidBlockType != nil && *c.MidBlockType != "UNetMidBlock2DCrossAttn" && *c.MidBlockType != "UNetMidBlock2D" {
 		return fmt.Errorf("unet: mid block type %q not supported", *c.MidBlockType)
 	}
 	switch c.AdditionEmbedType {

@@ -196,12 +196,16 @@ func NewEncoder(c Config) (*Encoder, error) {
 	if c.MidBlockType != nil {
 		ch := boc[n-1]
 		mb := &midBlock{resnets: []*nn.ResnetBlock2D{resnet(ch, ch)}}
-		t, err := transformer(ch, heads[n-1], tlayers[n-1], cross[n-1], false)
-		if err != nil {
-			return nil, err
+		// UNetMidBlock2D (as UNets and ControlNets build it: no layers, no
+		// attention) is the first resnet alone.
+		if *c.MidBlockType == "UNetMidBlock2DCrossAttn" {
+			t, err := transformer(ch, heads[n-1], tlayers[n-1], cross[n-1], false)
+			if err != nil {
+				return nil, err
+			}
+			mb.attentions = append(mb.attentions, t)
+			mb.resnets = append(mb.resnets, resnet(ch, ch))
 		}
-		mb.attentions = append(mb.attentions, t)
-		mb.resnets = append(mb.resnets, resnet(ch, ch))
 		for _, r := range mb.resnets {
 			r.Cfg.OutputScale = c.MidBlockScaleFactor
 		}
