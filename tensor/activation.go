@@ -1,6 +1,10 @@
 package tensor
 
-import "math"
+import (
+	"math"
+
+	"github.com/diffuse-go/diffuse/tensor/vec"
+)
 
 // Activation functions, each with its derivative.
 
@@ -8,7 +12,7 @@ func sigmoid32(x float32) float32 { return float32(1 / (1 + math.Exp(-float64(x)
 
 // Sigmoid returns 1/(1+e^-x).
 func Sigmoid(a *Tensor) *Tensor {
-	out := unaryKernel(a, sigmoid32)
+	out := unarySlices(a, vec.Sigmoid)
 	record(out, []*Tensor{a}, func(g *Tensor) []*Tensor {
 		d := unaryKernel(out.Detach(), func(s float32) float32 { return s * (1 - s) })
 		return []*Tensor{Mul(g, d)}
@@ -18,7 +22,7 @@ func Sigmoid(a *Tensor) *Tensor {
 
 // SiLU returns x·sigmoid(x).
 func SiLU(a *Tensor) *Tensor {
-	out := unaryKernel(a, func(x float32) float32 { return x * sigmoid32(x) })
+	out := unarySlices(a, vec.SiLU)
 	record(out, []*Tensor{a}, func(g *Tensor) []*Tensor {
 		d := unaryKernel(a.Detach(), func(x float32) float32 {
 			s := sigmoid32(x)
@@ -56,9 +60,7 @@ func ReLU(a *Tensor) *Tensor {
 
 // GELU is the exact GELU, x·Φ(x) with the error function.
 func GELU(a *Tensor) *Tensor {
-	out := unaryKernel(a, func(x float32) float32 {
-		return float32(0.5 * float64(x) * (1 + math.Erf(float64(x)/math.Sqrt2)))
-	})
+	out := unarySlices(a, vec.GELU)
 	record(out, []*Tensor{a}, func(g *Tensor) []*Tensor {
 		d := unaryKernel(a.Detach(), func(x float32) float32 {
 			xf := float64(x)
@@ -93,7 +95,15 @@ func GELUTanh(a *Tensor) *Tensor {
 
 // QuickGELU is CLIP's x·sigmoid(1.702x).
 func QuickGELU(a *Tensor) *Tensor {
-	out := unaryKernel(a, func(x float32) float32 { return x * sigmoid32(1.702*x) })
+	out := unarySlices(a, func(dst, src []float32) {
+		for i, x := range src {
+			dst[i] = 1.702 * x
+		}
+		vec.Sigmoid(dst, dst)
+		for i, x := range src {
+			dst[i] *= x
+		}
+	})
 	record(out, []*Tensor{a}, func(g *Tensor) []*Tensor {
 		d := unaryKernel(a.Detach(), func(x float32) float32 {
 			s := sigmoid32(1.702 * x)

@@ -3,35 +3,72 @@ package tensor
 import (
 	"fmt"
 	"math"
+
+	"github.com/diffuse-go/diffuse/tensor/vec"
 )
 
-// normRows normalises each of rows rows of length l in x: (x-mean)·rstd, or
-// x·rstd for RMS norm. It returns the normalised values and each row's rstd.
-func normRows(x []float32, rows, l int, eps float64, rms bool) (xhat []float32, rstd []float32) {
-	xhat = make([]float32, len(x))
+// normBlock is the length of the float32 partial sums normRows takes with
+// vec.Sum and vec.Dot before accumulating them in float64.
+const normBlock = 256
+
+// normRows normalises each of rows rows of length l of x into xhat:
+// (x-mean)·rstd, or x·rstd for RMS norm. It returns xhat (dst when it is
+// non-nil, else a new slice) and each row's rstd.
+//
+// Sums are float32 over blocks of normBlock (vec kernels), float64 across
+// blocks. The mean is corrected in a second pass over the deviations
+// d = x - mean, which are small when the row is, so a row far from zero
+// (|mean| ≫ std) keeps full precision: mean' = mean + Σd/l and
+// var = Σd²/l - (Σd/l)².
+func normRows(x, dst []float32, rows, l int, eps float64, rms bool) (xhat []float32, rstd []float32) {
+	xhat = dst
+	if xhat == nil {
+		xhat = make([]float32, len(x))
+	}
 	rstd = make([]float32, rows)
 	parallelFor(rows, max(1, 4096/max(l, 1)), func(lo, hi int) {
 		for r := lo; r < hi; r++ {
 			row := x[r*l : (r+1)*l]
-			var mean float64
-			if !rms {
-				var s float64
-				for _, v := range row {
-					s += float64(v)
+			d := xhat[r*l : (r+1)*l]
+			if rms {
+				var ss float64
+				for b := 0; b < l; b += normBlock {
+					blk := row[b:min(b+normBlock, l)]
+					ss += float64(vec.Dot(blk, blk))
 				}
-				mean = s / float64(l)
+				rs := 1 / math.Sqrt(ss/float64(l)+eps)
+				rstd[r] = float32(rs)
+				r32 := float32(rs)
+				for i, v := range row {
+					d[i] = v * r32
+				}
+				continue
 			}
-			var ss float64
-			for _, v := range row {
-				d := float64(v) - mean
-				ss += d * d
+			var s float64
+			for b := 0; b < l; b += normBlock {
+				s += float64(vec.Sum(row[b:min(b+normBlock, l)]))
 			}
-			rs := 1 / math.Sqrt(ss/float64(l)+eps)
+			mean := s / float64(l)
+			// The mean as two float32s: v-mhi is exact when v is near it.
+			mhi := float32(mean)
+			mlo := float32(mean - float64(mhi))
+			var s1, s2 float64
+			for b := 0; b < l; b += normBlock {
+				e := min(b+normBlock, l)
+				db := d[b:e]
+				for i, v := range row[b:e] {
+					db[i] = v - mhi - mlo
+				}
+				s1 += float64(vec.Sum(db))
+				s2 += float64(vec.Dot(db, db))
+			}
+			c := s1 / float64(l)
+			variance := max(s2/float64(l)-c*c, 0)
+			rs := 1 / math.Sqrt(variance+eps)
 			rstd[r] = float32(rs)
-			dst := xhat[r*l : (r+1)*l]
-			m32, r32 := float32(mean), float32(rs)
-			for i, v := range row {
-				dst[i] = (v - m32) * r32
+			c32, r32 := float32(c), float32(rs)
+			for i, v := range d {
+				d[i] = (v - c32) * r32
 			}
 		}
 	})
@@ -66,11 +103,14 @@ func normBackward(gxhat, xhat, rstd []float32, rows, l int, rms bool) []float32 
 }
 
 // normalize normalises x over rows of length l and applies the per-channel
-// affine map (chanOf gives the channel of position i within a row, w/b may be nil).
+// affine map: position i of the flattened tensor belongs to channel
+// (i / chanLen) % channels (w/b may be nil).
 func normalize(x, weight, bias *Tensor, rows, l int, eps float64, rms bool, chanLen int) *Tensor {
 	xc := x.Float32().Contiguous()
 	xs := xc.f32[xc.offset : xc.offset+xc.Numel()]
-	xhat, rstd := normRows(xs, rows, l, eps, rms)
+	out := Zeros(x.shape...)
+	o := out.f32
+	_, rstd := normRows(xs, o, rows, l, eps, rms)
 	var wd, bd []float32
 	if weight != nil {
 		wd = weight.Data()
@@ -78,26 +118,43 @@ func normalize(x, weight, bias *Tensor, rows, l int, eps float64, rms bool, chan
 	if bias != nil {
 		bd = bias.Data()
 	}
-	out := Zeros(x.shape...)
-	o := out.f32
-	// Position i of a row belongs to channel (i / chanLen) % channels.
-	parallelFor(rows, 1, func(lo, hi int) {
-		for r := lo; r < hi; r++ {
-			for i := 0; i < l; i++ {
-				v := xhat[r*l+i]
-				if wd != nil || bd != nil {
-					c := (r*l + i) / chanLen % max(len(wd), len(bd))
-					if wd != nil {
-						v *= wd[c]
+	xhat := o
+	grad := anyRequiresGrad([]*Tensor{x, weight, bias})
+	if grad && (wd != nil || bd != nil) {
+		xhat = append([]float32(nil), o...) // kept for the backward pass
+	}
+	if wd != nil || bd != nil {
+		nch := max(len(wd), len(bd))
+		parallelFor(rows, max(1, 4096/max(l, 1)), func(lo, hi int) {
+			if chanLen == 1 && l == nch { // LayerNorm: the row is the channels
+				for r := lo; r < hi; r++ {
+					affineRow(o[r*l:(r+1)*l], wd, bd)
+				}
+				return
+			}
+			// Walk the rows' elements in runs of one channel.
+			for p := lo * l; p < hi*l; {
+				c := p / chanLen % nch
+				e := min((p/chanLen+1)*chanLen, hi*l)
+				seg := o[p:e]
+				switch {
+				case wd != nil && bd != nil:
+					w, b := wd[c], bd[c]
+					for i, v := range seg {
+						seg[i] = v*w + b
 					}
-					if bd != nil {
-						v += bd[c]
+				case wd != nil:
+					vec.Scale(seg, wd[c])
+				default:
+					b := bd[c]
+					for i, v := range seg {
+						seg[i] = v + b
 					}
 				}
-				o[r*l+i] = v
+				p = e
 			}
-		}
-	})
+		})
+	}
 	record(out, []*Tensor{x, weight, bias}, func(g *Tensor) []*Tensor {
 		gs := g.Data()
 		nch := 0
@@ -165,4 +222,25 @@ func LayerNorm(x, weight, bias *Tensor, eps float64) *Tensor {
 func RMSNorm(x, weight *Tensor, eps float64) *Tensor {
 	d := x.Dim(-1)
 	return normalize(x, weight, nil, x.Numel()/d, d, eps, true, 1)
+}
+
+// affineRow sets o[i] = o[i]·w[i] + b[i] (w or b may be nil).
+func affineRow(o, w, b []float32) {
+	switch {
+	case w != nil && b != nil:
+		w, b = w[:len(o)], b[:len(o)]
+		for i, v := range o {
+			o[i] = v*w[i] + b[i]
+		}
+	case w != nil:
+		w = w[:len(o)]
+		for i, v := range o {
+			o[i] = v * w[i]
+		}
+	default:
+		b = b[:len(o)]
+		for i, v := range o {
+			o[i] = v + b[i]
+		}
+	}
 }

@@ -6,20 +6,14 @@ import (
 )
 
 // UpsampleNearest resizes x [N, C, H, W] to [N, C, oh, ow] with nearest
-// neighbour (torch's "nearest": source index floor(dst * in/out)).
+// neighbour (torch's "nearest": source index floor(dst * in/out), computed in
+// float32 as torch does).
 func UpsampleNearest(x *Tensor, oh, ow int) *Tensor {
 	n, c, h, w := x.Dim(0), x.Dim(1), x.Dim(2), x.Dim(3)
 	xc := x.Float32().Contiguous()
 	xs := xc.f32[xc.offset:]
 	out := Zeros(n, c, oh, ow)
-	sy := make([]int, oh)
-	for i := range sy {
-		sy[i] = min(int(math.Floor(float64(i)*float64(h)/float64(oh))), h-1)
-	}
-	sx := make([]int, ow)
-	for i := range sx {
-		sx[i] = min(int(math.Floor(float64(i)*float64(w)/float64(ow))), w-1)
-	}
+	sy, sx := nearestIndex(h, oh), nearestIndex(w, ow)
 	parallelFor(n*c, 1, func(lo, hi int) {
 		for p := lo; p < hi; p++ {
 			src := xs[p*h*w:]
@@ -46,6 +40,26 @@ func UpsampleNearest(x *Tensor, oh, ow int) *Tensor {
 		return []*Tensor{gx}
 	})
 	return out
+}
+
+// nearestIndex gives the source index of each of out positions resized from
+// in, exactly as torch's nearest_idx: the scale in/out and its product with
+// the position are float32, so the floor can land one below the exact
+// floor(i·in/out) (e.g. in 2, out 82, position 41 reads index 0).
+func nearestIndex(in, out int) []int {
+	idx := make([]int, out)
+	scale := float32(in) / float32(out)
+	for i := range idx {
+		switch {
+		case out == in:
+			idx[i] = i
+		case out == 2*in:
+			idx[i] = i >> 1
+		default:
+			idx[i] = min(int(float32(i)*scale), in-1) // non-negative: truncation is floor
+		}
+	}
+	return idx
 }
 
 // AvgPool2d averages k×k windows with the given stride (no padding).

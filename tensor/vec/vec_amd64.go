@@ -1,0 +1,37 @@
+package vec
+
+import "golang.org/x/sys/cpu"
+
+// useAVX2 selects the assembly kernels (AVX2 and FMA, with the OS saving
+// YMM state, which x/sys/cpu checks).
+var useAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA
+
+// Implemented in vec_amd64.s. n is a positive multiple of 8 (32 for sum and
+// dot); dst may equal src.
+
+//go:noescape
+func expAVX2(dst, src *float32, n int)
+
+//go:noescape
+func sigmoidAVX2(dst, src *float32, n int)
+
+//go:noescape
+func siluAVX2(dst, src *float32, n int)
+
+//go:noescape
+func maxAVX2(x *float32, n int) float32
+
+//go:noescape
+func expSubSumAVX2(x *float32, n int, m float32) float32
+
+//go:noescape
+func sumAVX2(x *float32, n int) float32
+
+//go:noescape
+func dotAVX2(x, y *float32, n int) float32
+
+//go:noescape
+func axpyAVX2(a float32, x, y *float32, n int)
+
+//go:noescape
+func scaleAVX2(x *float32, n int, a float32)

@@ -1,0 +1,21 @@
+package vec
+
+import "testing"
+
+// TestPureGoPaths runs the public functions with the assembly switched off,
+// so the Go fallbacks used on other CPUs and architectures are covered too.
+func TestPureGoPaths(t *testing.T) {
+	if !useAVX2 {
+		t.Skip("assembly not in use: the other tests already ran the Go paths")
+	}
+	useAVX2 = false
+	defer func() { useAVX2 = true }()
+	t.Run("exp", TestExpAccuracy)
+	t.Run("exp-lengths", TestExpLengths)
+	t.Run("sigmoid-silu", TestSigmoidSiLU)
+	t.Run("softmax", TestSoftmaxRow)
+	t.Run("max", TestMax)
+	t.Run("erf", TestErf)
+	t.Run("gelu", TestGELU)
+	t.Run("reductions", TestReductions)
+}

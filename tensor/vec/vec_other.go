@@ -1,0 +1,16 @@
+//go:build !amd64
+
+package vec
+
+// useAVX2 is false off amd64: the pure Go kernels run.
+const useAVX2 = false
+
+func expAVX2(dst, src *float32, n int)                   { panic("vec: no assembly") }
+func sigmoidAVX2(dst, src *float32, n int)               { panic("vec: no assembly") }
+func siluAVX2(dst, src *float32, n int)                  { panic("vec: no assembly") }
+func maxAVX2(x *float32, n int) float32                  { panic("vec: no assembly") }
+func expSubSumAVX2(x *float32, n int, m float32) float32 { panic("vec: no assembly") }
+func sumAVX2(x *float32, n int) float32                  { panic("vec: no assembly") }
+func dotAVX2(x, y *float32, n int) float32               { panic("vec: no assembly") }
+func axpyAVX2(a float32, x, y *float32, n int)           { panic("vec: no assembly") }
+func scaleAVX2(x *float32, n int, a float32)             { panic("vec: no assembly") }
