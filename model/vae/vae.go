@@ -251,6 +251,12 @@ func (m *Model) Encode(x *tensor.Tensor) (*Posterior, error) {
 	if x.Rank() != 4 || x.Dim(1) != m.Cfg.InChannels {
 		return nil, fmt.Errorf("vae: image shape %v, want [B, %d, H, W]", x.Shape(), m.Cfg.InChannels)
 	}
+	return posterior(m.moments(x)), nil
+}
+
+// moments runs the encoder and quant_conv: the [B, 2·latent, h, w] mean and
+// log-variance, before clamping.
+func (m *Model) moments(x *tensor.Tensor) *tensor.Tensor {
 	h := m.encIn.Forward(x)
 	for _, b := range m.encDown {
 		for _, r := range b.resnets {
@@ -265,10 +271,15 @@ func (m *Model) Encode(x *tensor.Tensor) (*Posterior, error) {
 	if m.quant != nil {
 		h = m.quant.Forward(h)
 	}
+	return h
+}
+
+// posterior is diffusers' DiagonalGaussianDistribution of encoder moments.
+func posterior(h *tensor.Tensor) *Posterior {
 	parts := h.Chunk(2, 1)
 	mean := parts[0].Contiguous()
 	logvar := tensor.Clamp(parts[1], -30, 20)
-	return &Posterior{Mean: mean, LogVar: logvar, Std: tensor.Exp(tensor.Scale(logvar, 0.5))}, nil
+	return &Posterior{Mean: mean, LogVar: logvar, Std: tensor.Exp(tensor.Scale(logvar, 0.5))}
 }
 
 // Decode maps raw latents [B, latent, h, w] (already divided by the
