@@ -34,42 +34,61 @@ type convGeom struct {
 
 func (g convGeom) kc() int { return g.cin / g.groups * g.kh * g.kw }
 
+// unfold writes positions p0, p0+1, … (len(dst) of them) of row r of the
+// unfolded input of image img, group grp: the input value that kernel tap
+// r = (channel, ky, kx) sees at each output position, or 0 in the padding.
+// It is the B operand of the convolution's GEMM, produced one row piece at
+// a time while the GEMM packs it, so the full unfolded matrix (kh·kw times
+// the input) is never written out.
+func (g convGeom) unfold(x []float32, img, grp, r, p0 int, dst []float32) {
+	cg := g.cin / g.groups
+	c := r / (g.kh * g.kw)
+	ky := r / g.kw % g.kh
+	kx := r % g.kw
+	src := x[((img*g.cin)+grp*cg+c)*g.h*g.w:]
+	dy := ky*g.o.Dilation[0] - g.o.Padding[0]
+	dx := kx*g.o.Dilation[1] - g.o.Padding[1]
+	sx := g.o.Stride[1]
+	p1 := p0 + len(dst)
+	for p := p0; p < p1; {
+		oy, ox := p/g.ow, p%g.ow
+		iy := oy*g.o.Stride[0] + dy
+		end := min(p1, (oy+1)*g.ow) // rest of this output row
+		d := dst[p-p0 : end-p0]
+		p = end
+		if iy < 0 || iy >= g.h {
+			clear(d)
+			continue
+		}
+		row := src[iy*g.w : (iy+1)*g.w]
+		if sx == 1 {
+			// Output columns ox.. read input columns ox+dx..: one copy
+			// between the zeroed left and right padding.
+			lo := min(max(-dx-ox, 0), len(d))     // ix < 0
+			hi := max(min(g.w-dx-ox, len(d)), lo) // ix < w
+			clear(d[:lo])
+			copy(d[lo:hi], row[ox+lo+dx:])
+			clear(d[hi:])
+			continue
+		}
+		for i := range d {
+			ix := (ox+i)*sx + dx
+			if ix < 0 || ix >= g.w {
+				d[i] = 0
+			} else {
+				d[i] = row[ix]
+			}
+		}
+	}
+}
+
 // im2col writes columns [p0, p1) of the unfolded input for image img, group
 // grp into col (kc rows × (p1-p0) columns).
 func (g convGeom) im2col(x []float32, img, grp, p0, p1 int, col []float32) {
-	cg := g.cin / g.groups
 	pc := p1 - p0
-	rows := cg * g.kh * g.kw
-	parallelFor(rows, 16, func(lo, hi int) {
+	parallelFor(g.kc(), 16, func(lo, hi int) {
 		for r := lo; r < hi; r++ {
-			c := r / (g.kh * g.kw)
-			ky := r / g.kw % g.kh
-			kx := r % g.kw
-			src := x[((img*g.cin)+grp*cg+c)*g.h*g.w:]
-			dst := col[r*pc : (r+1)*pc]
-			dy := ky*g.o.Dilation[0] - g.o.Padding[0]
-			dx := kx*g.o.Dilation[1] - g.o.Padding[1]
-			sx := g.o.Stride[1]
-			for p := p0; p < p1; {
-				oy, ox := p/g.ow, p%g.ow
-				iy := oy*g.o.Stride[0] + dy
-				end := min(p1, (oy+1)*g.ow) // rest of this output row
-				if iy < 0 || iy >= g.h {
-					for ; p < end; p++ {
-						dst[p-p0] = 0
-					}
-					continue
-				}
-				row := src[iy*g.w : (iy+1)*g.w]
-				for ; p < end; p, ox = p+1, ox+1 {
-					ix := ox*sx + dx
-					if ix < 0 || ix >= g.w {
-						dst[p-p0] = 0
-					} else {
-						dst[p-p0] = row[ix]
-					}
-				}
-			}
+			g.unfold(x, img, grp, r, p0, col[r*pc:(r+1)*pc])
 		}
 	})
 }
@@ -98,15 +117,6 @@ func (g convGeom) col2im(dx []float32, img, grp, p0, p1 int, col []float32) {
 			}
 		}
 	})
-}
-
-// colChunk picks how many output positions to unfold at once so the column
-// buffer stays around 8 MiB however large the image.
-func (g convGeom) colChunk() int {
-	p := g.oh * g.ow
-	c := (2 << 20) / max(g.kc(), 1)
-	c = max(c, 256)
-	return min(c, p)
 }
 
 func (g convGeom) direct() bool {
@@ -143,25 +153,23 @@ func Conv2d(x, weight, bias *Tensor, o Conv2dOpts) *Tensor {
 			panic(fmt.Sprintf("tensor: Conv2d bias %v for %d channels", bias.shape, g.cout))
 		}
 	}
-	chunk := g.colChunk()
-	var col []float32
-	if !g.direct() {
-		col = make([]float32, kc*chunk)
+	// The weight is the A operand of every product, packed once (and
+	// usually cached across calls); the unfolded input is generated straight
+	// into B's panels by each GEMM thread for its own columns.
+	wms := make([]gemm.Mat, g.groups)
+	for grp := range wms {
+		wms[grp] = packedWeight(wc, wc.offset+grp*cog*kc, cog, kc, false, false)
 	}
 	for img := 0; img < g.n; img++ {
-		for grp := 0; grp < g.groups; grp++ {
-			wm := wc.mat(wc.offset+grp*cog*kc, cog, kc, false)
+		for grp, wm := range wms {
 			dst := out.f32[(img*g.cout+grp*cog)*P:]
+			var xm gemm.Mat
 			if g.direct() {
-				src := xs[(img*g.cin+grp*kc)*P : (img*g.cin+(grp+1)*kc)*P]
-				gemm.Gemm(cog, P, kc, 1, wm, gemm.F32Mat(src, P, false), 0, dst, P)
-				continue
+				xm = gemm.F32Mat(xs[(img*g.cin+grp*kc)*P:(img*g.cin+(grp+1)*kc)*P], P, false)
+			} else {
+				xm = gemm.LinesMat(true, func(r, p0 int, d []float32) { g.unfold(xs, img, grp, r, p0, d) })
 			}
-			for p0 := 0; p0 < P; p0 += chunk {
-				p1 := min(p0+chunk, P)
-				g.im2col(xs, img, grp, p0, p1, col)
-				gemm.Gemm(cog, p1-p0, kc, 1, wm, gemm.F32Mat(col, p1-p0, false), 0, dst[p0:], P)
-			}
+			gemm.Gemm(cog, P, kc, 1, wm, xm, 0, dst, P)
 		}
 		if bd != nil {
 			for c := 0; c < g.cout; c++ {

@@ -123,7 +123,9 @@ func Linear(x, weight, bias *Tensor) *Tensor {
 	if bias != nil {
 		beta = 1
 	}
-	gemm.Gemm(rows, outF, in, 1, xc.mat(xc.offset, rows, in, false), wc.mat(wc.offset, outF, in, true), beta, out.f32, outF)
+	// The weight is B (transposed), packed once and usually cached.
+	wm := packedWeight(wc, wc.offset, outF, in, true, true)
+	gemm.Gemm(rows, outF, in, 1, xc.mat(xc.offset, rows, in, false), wm, beta, out.f32, outF)
 	record(out, []*Tensor{x, weight, bias}, func(g *Tensor) []*Tensor {
 		g2 := g.Reshape(rows, outF)
 		var gx, gw, gb *Tensor

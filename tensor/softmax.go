@@ -5,33 +5,12 @@ import (
 	"math"
 
 	"github.com/diffuse-go/diffuse/tensor/gemm"
+	"github.com/diffuse-go/diffuse/tensor/vec"
 )
 
-// softmaxRow replaces row with its softmax in place.
-func softmaxRow(row []float32) {
-	m := float32(math.Inf(-1))
-	for _, v := range row {
-		if v > m {
-			m = v
-		}
-	}
-	if math.IsInf(float64(m), -1) { // fully masked row: torch gives NaN; keep zeros
-		for i := range row {
-			row[i] = 0
-		}
-		return
-	}
-	var s float32
-	for i, v := range row {
-		e := float32(math.Exp(float64(v - m)))
-		row[i] = e
-		s += e
-	}
-	inv := 1 / s
-	for i := range row {
-		row[i] *= inv
-	}
-}
+// softmaxRow replaces row with its softmax in place (a fully masked row,
+// all -Inf, becomes zeros where torch gives NaN).
+func softmaxRow(row []float32) { vec.SoftmaxRow(row) }
 
 // Softmax over the last dimension.
 func Softmax(x *Tensor) *Tensor {
@@ -98,16 +77,25 @@ func Attention(q, k, v, mask *Tensor, scale float32) *Tensor {
 	}
 	out := Zeros(B, H, Lq, Dv)
 	nblk := (Lq + attnBlock - 1) / attnBlock
+	// Every (head, query block) is a task; the workers run their products
+	// on one thread each rather than nesting the GEMM's own threads inside
+	// this loop. A worker's tasks are consecutive, so it packs each head's
+	// Kᵀ and V once and reuses the panels for all of that head's blocks.
 	parallelFor(B*H*nblk, 1, func(lo, hi int) {
 		scores := make([]float32, attnBlock*Lk)
-		for t := lo; t < hi; t++ {
+		var km, vm gemm.Mat
+		for t, cur := lo, -1; t < hi; t++ {
 			bh, blk := t/nblk, t%nblk
+			if bh != cur {
+				cur = bh
+				km = gemm.PackBWith(gemm.PackOpts{Threads: 1}, D, Lk, gemm.F32Mat(ks[bh*Lk*D:(bh+1)*Lk*D], D, true)).Mat()
+				vm = gemm.PackBWith(gemm.PackOpts{Threads: 1}, Lk, Dv, gemm.F32Mat(vs[bh*Lk*Dv:(bh+1)*Lk*Dv], Dv, false)).Mat()
+			}
 			q0 := blk * attnBlock
 			bq := min(attnBlock, Lq-q0)
 			s := scores[:bq*Lk]
 			qm := gemm.F32Mat(qs[(bh*Lq+q0)*D:], D, false)
-			km := gemm.F32Mat(ks[bh*Lk*D:(bh+1)*Lk*D], D, true)
-			gemm.Gemm(bq, Lk, D, scale, qm, km, 0, s, Lk)
+			gemm.GemmThreads(1, bq, Lk, D, scale, qm, km, 0, s, Lk)
 			for i := 0; i < bq; i++ {
 				row := s[i*Lk : (i+1)*Lk]
 				if ms != nil {
@@ -119,8 +107,7 @@ func Attention(q, k, v, mask *Tensor, scale float32) *Tensor {
 				}
 				softmaxRow(row)
 			}
-			vm := gemm.F32Mat(vs[bh*Lk*Dv:(bh+1)*Lk*Dv], Dv, false)
-			gemm.Gemm(bq, Dv, Lk, 1, gemm.F32Mat(s, Lk, false), vm, 0, out.f32[(bh*Lq+q0)*Dv:], Dv)
+			gemm.GemmThreads(1, bq, Dv, Lk, 1, gemm.F32Mat(s, Lk, false), vm, 0, out.f32[(bh*Lq+q0)*Dv:], Dv)
 		}
 	})
 	record(out, []*Tensor{q, k, v}, func(g *Tensor) []*Tensor {

@@ -5,27 +5,45 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/diffuse-go/diffuse/model/clip"
+	"github.com/diffuse-go/diffuse/model/controlnet"
+	"github.com/diffuse-go/diffuse/model/lora"
+	"github.com/diffuse-go/diffuse/model/t2iadapter"
 	"github.com/diffuse-go/diffuse/model/unet"
 	"github.com/diffuse-go/diffuse/model/vae"
 	"github.com/diffuse-go/diffuse/nn"
+	"github.com/diffuse-go/diffuse/pipeline"
 	"github.com/diffuse-go/diffuse/tensor"
 )
 
-// runBench builds full-size models with random weights and times them.
+// benchModels are the models a bench run times.
+type benchModels struct {
+	text []*clip.Model
+	unet *unet.Model
+	vae  *vae.Model
+	// ctxDim is the cross-attention width; pooled the pooled text width (SDXL).
+	ctxDim, pooled int
+}
+
+// runBench times text encoding, UNet steps (with CFG: batch 2), VAE decoding
+// and the per-step cost of adapters, on random full-size weights or on a
+// real checkpoint (-m).
 func runBench(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	arch := fs.String("arch", "sd15", "model family: sd15 or sdxl")
+	arch := fs.String("arch", "sd15", "model family with random weights: sd15 or sdxl")
+	model := fs.String("m", "", "time this checkpoint (SD 1.x or SDXL file or diffusers folder) instead of random weights")
 	sizes := fs.String("size", "", "image sizes, comma separated (default 512 for sd15, 1024 for sdxl)")
-	dtype := fs.String("dtype", "f16", "weight storage dtype: f32, f16 or bf16")
-	steps := fs.Int("steps", 2, "UNet steps to time (each with CFG, batch 2)")
-	only := fs.String("only", "text,unet,vae", "components to time")
+	dtype := fs.String("dtype", "f16", "weight storage dtype: f32, f16 or bf16 (random weights, or conversion of -m)")
+	steps := fs.Int("steps", 2, "UNet steps to time (each with CFG, batch 2); the median is reported")
+	only := fs.String("only", "text,unet,vae", "what to time: text, unet, vae, controlnet, lora, t2i")
 	threads := fs.Int("threads", 0, "threads (0 = all cores)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -37,53 +55,40 @@ func runBench(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	var ucfg unet.Config
-	var tcfgs []clip.Config
-	var vcfg vae.Config
-	ctxDim := 0
-	switch *arch {
-	case "sd15":
-		ucfg, vcfg = unet.SD15(4), vae.SD()
-		tcfgs = []clip.Config{clip.SD15()}
-		if *sizes == "" {
-			*sizes = "512"
-		}
-		ctxDim = 768
-	case "sdxl":
-		ucfg, vcfg = unet.SDXL(), vae.SDXL()
-		l, g := clip.SD15(), clip.BigG()
-		tcfgs = []clip.Config{l, g}
-		if *sizes == "" {
-			*sizes = "1024"
-		}
-		ctxDim = 2048
-	default:
-		return fmt.Errorf("bench: unknown -arch %q (sd15, sdxl)", *arch)
-	}
-	fmt.Printf("diffuse bench: arch %s, weights %s, %d threads, %s\n", *arch, dt, runtime.GOMAXPROCS(0), runtime.GOARCH)
 	want := map[string]bool{}
 	for _, s := range strings.Split(*only, ",") {
 		want[strings.TrimSpace(s)] = true
 	}
+	var bm benchModels
+	t0 := time.Now()
+	if *model != "" {
+		if bm, *arch, err = loadBenchModels(*model, dt); err != nil {
+			return err
+		}
+		fmt.Printf("diffuse bench: %s (%s), loaded in %.1fs, %d threads, %s\n", *model, *arch, time.Since(t0).Seconds(), runtime.GOMAXPROCS(0), runtime.GOARCH)
+	} else {
+		if bm, err = randomBenchModels(*arch, dt, want); err != nil {
+			return err
+		}
+		fmt.Printf("diffuse bench: arch %s, random %s weights (built in %.1fs), %d threads, %s\n", *arch, dt, time.Since(t0).Seconds(), runtime.GOMAXPROCS(0), runtime.GOARCH)
+	}
+	if *sizes == "" {
+		*sizes = "512"
+		if *arch == "sdxl" {
+			*sizes = "1024"
+		}
+	}
 	if want["text"] {
-		for i, tc := range tcfgs {
-			m, err := clip.New(tc)
-			if err != nil {
-				return err
-			}
-			nn.Init(m, uint64(10+i), dt)
+		for i, m := range bm.text {
 			ids := make([]int64, 2*77)
 			for j := range ids {
 				ids[j] = int64(j % 49000)
 			}
-			t0 := time.Now()
+			t := time.Now()
 			if _, err := m.Forward(ids, 2, 77); err != nil {
 				return err
 			}
-			report(fmt.Sprintf("text encoder %d (2×77 tokens)", i+1), time.Since(t0), 0)
-			if err := ctx.Err(); err != nil {
-				return err
-			}
+			report(fmt.Sprintf("text encoder %d (2×77 tokens)", i+1), time.Since(t))
 		}
 	}
 	for _, s := range strings.Split(*sizes, ",") {
@@ -91,53 +96,235 @@ func runBench(ctx context.Context, args []string) error {
 		if err != nil || px%64 != 0 || px <= 0 {
 			return fmt.Errorf("bench: size %q must be a positive multiple of 64", s)
 		}
-		lat := px / 8
-		if want["unet"] {
-			u, err := unet.New(ucfg)
-			if err != nil {
-				return err
-			}
-			nn.Init(u, 1, dt)
-			x := tensor.Full(0.1, 2, 4, lat, lat)
-			cond := unet.Cond{EncoderHiddenStates: tensor.Full(0.01, 2, 77, ctxDim)}
-			if ucfg.AdditionEmbedType == "text_time" {
-				cond.TextEmbeds = tensor.Full(0.01, 2, 1280)
-				cond.TimeIDs = tensor.FromSlice([]float32{float32(px), float32(px), 0, 0, float32(px), float32(px), float32(px), float32(px), 0, 0, float32(px), float32(px)}, 2, 6)
-			}
-			for i := 0; i < *steps; i++ {
-				t0 := time.Now()
-				if _, err := u.Forward(x, []float32{999 - float32(i)}, cond); err != nil {
-					return err
-				}
-				report(fmt.Sprintf("unet step %dpx (batch 2 = CFG)", px), time.Since(t0), 0)
-				if err := ctx.Err(); err != nil {
-					return err
-				}
-			}
-		}
-		if want["vae"] {
-			v, err := vae.New(vcfg)
-			if err != nil {
-				return err
-			}
-			nn.Init(v, 2, dt)
-			t0 := time.Now()
-			if _, err := v.Decode(tensor.Full(0.1, 1, 4, lat, lat)); err != nil {
-				return err
-			}
-			report(fmt.Sprintf("vae decode %dpx", px), time.Since(t0), 0)
+		if err := benchSize(ctx, bm, px, *steps, want, dt); err != nil {
+			return err
 		}
 	}
 	fmt.Printf("peak RSS: %.2f GiB\n", float64(peakRSS())/(1<<30))
 	return nil
 }
 
-func report(what string, d time.Duration, flops float64) {
-	if flops > 0 {
-		fmt.Printf("%-40s %8.3f s  %7.1f GFLOP/s\n", what, d.Seconds(), flops/d.Seconds()/1e9)
+func randomBenchModels(arch string, dt tensor.DType, want map[string]bool) (benchModels, error) {
+	var bm benchModels
+	var ucfg unet.Config
+	var vcfg vae.Config
+	var tcfgs []clip.Config
+	switch arch {
+	case "sd15":
+		ucfg, vcfg, tcfgs, bm.ctxDim = unet.SD15(4), vae.SD(), []clip.Config{clip.SD15()}, 768
+	case "sdxl":
+		ucfg, vcfg, tcfgs, bm.ctxDim, bm.pooled = unet.SDXL(), vae.SDXL(), []clip.Config{clip.SD15(), clip.BigG()}, 2048, 1280
+	default:
+		return bm, fmt.Errorf("bench: unknown -arch %q (sd15, sdxl)", arch)
+	}
+	if want["text"] {
+		for i, tc := range tcfgs {
+			m, err := clip.New(tc)
+			if err != nil {
+				return bm, err
+			}
+			nn.Init(m, uint64(10+i), dt)
+			bm.text = append(bm.text, m)
+		}
+	}
+	var err error
+	if want["unet"] || want["controlnet"] || want["lora"] || want["t2i"] {
+		if bm.unet, err = unet.New(ucfg); err != nil {
+			return bm, err
+		}
+		nn.Init(bm.unet, 1, dt)
+	}
+	if want["vae"] {
+		if bm.vae, err = vae.New(vcfg); err != nil {
+			return bm, err
+		}
+		nn.Init(bm.vae, 2, dt)
+	}
+	return bm, nil
+}
+
+func loadBenchModels(path string, dt tensor.DType) (benchModels, string, error) {
+	opt := pipeline.LoadOptions{DType: &dt}
+	var bm benchModels
+	if c, err := pipeline.Load(path, opt); err == nil {
+		bm.text, bm.unet, bm.vae = []*clip.Model{c.TextEncoder}, c.UNet, c.VAE
+		bm.ctxDim = c.UNet.Cfg.CrossAttentionDim[0]
+		return bm, "sd15", nil
+	} else if !strings.Contains(err.Error(), "SDXL") {
+		return bm, "", err
+	}
+	c, err := pipeline.LoadSDXL(path, opt)
+	if err != nil {
+		return bm, "", err
+	}
+	if c.TextEncoder != nil {
+		bm.text = append(bm.text, c.TextEncoder)
+	}
+	bm.text = append(bm.text, c.TextEncoder2)
+	bm.unet, bm.vae = c.UNet, c.VAE
+	bm.ctxDim, bm.pooled = c.UNet.Cfg.CrossAttentionDim[0], c.TextEncoder2.Cfg.ProjectionDim
+	return bm, "sdxl", nil
+}
+
+// unetStep times one CFG step (batch 2) and returns its duration.
+func unetStep(u *unet.Model, x *tensor.Tensor, cond unet.Cond, t float32) (time.Duration, error) {
+	t0 := time.Now()
+	_, err := u.Forward(x, []float32{t}, cond)
+	return time.Since(t0), err
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2]
+}
+
+func benchSize(ctx context.Context, bm benchModels, px, steps int, want map[string]bool, dt tensor.DType) error {
+	lat := px / 8
+	var base time.Duration
+	var x *tensor.Tensor
+	var cond unet.Cond
+	if bm.unet != nil {
+		x = tensor.Full(0.1, 2, bm.unet.Cfg.InChannels, lat, lat)
+		cond = unet.Cond{EncoderHiddenStates: tensor.Full(0.01, 2, 77, bm.ctxDim)}
+		if bm.unet.Cfg.AdditionEmbedType == "text_time" {
+			n := (bm.unet.Cfg.ProjectionClassEmbeddingsDim - bm.pooled) / bm.unet.Cfg.AdditionTimeEmbedDim
+			ids := make([]float32, 2*n)
+			for i := range ids {
+				ids[i] = float32(px)
+			}
+			cond.TextEmbeds = tensor.Full(0.01, 2, bm.pooled)
+			cond.TimeIDs = tensor.FromSlice(ids, 2, n)
+		}
+	}
+	if want["unet"] {
+		var ds []time.Duration
+		for i := 0; i < steps; i++ {
+			d, err := unetStep(bm.unet, x, cond, 999-float32(i))
+			if err != nil {
+				return err
+			}
+			ds = append(ds, d)
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		base = median(ds)
+		report(fmt.Sprintf("unet step %dpx (CFG batch 2, median of %d)", px, steps), base)
+	}
+	if want["controlnet"] {
+		cn, err := controlnet.New(controlnet.FromUNet(bm.unet.Cfg))
+		if err != nil {
+			return err
+		}
+		nn.Init(cn, 3, dt)
+		img := tensor.Full(0.5, 2, 3, px, px)
+		var ds []time.Duration
+		for i := 0; i < steps; i++ {
+			t0 := time.Now()
+			res, err := cn.Forward(x, []float32{999}, cond, img, 1, false)
+			if err != nil {
+				return err
+			}
+			c := cond
+			c.DownBlockAdditionalResiduals, c.MidBlockAdditionalResidual = res.Down, res.Mid
+			if _, err := bm.unet.Forward(x, []float32{999}, c); err != nil {
+				return err
+			}
+			ds = append(ds, time.Since(t0))
+		}
+		reportExtra(fmt.Sprintf("unet+controlnet step %dpx", px), median(ds), base)
+	}
+	if want["lora"] {
+		dir, err := os.MkdirTemp("", "diffuse-bench")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		path := filepath.Join(dir, "lora.safetensors")
+		if err := writeRandomLoRA(path, bm.unet, 16, 7); err != nil {
+			return err
+		}
+		lf, err := lora.Load(path)
+		if err != nil {
+			return err
+		}
+		a, err := lora.Apply(bm.unet, lf, "unet", 1)
+		if err != nil {
+			return err
+		}
+		var ds []time.Duration
+		for i := 0; i < steps; i++ {
+			d, err := unetStep(bm.unet, x, cond, 999)
+			if err != nil {
+				a.Remove()
+				return err
+			}
+			ds = append(ds, d)
+		}
+		reportExtra(fmt.Sprintf("unet step %dpx + rank-16 LoRA (unfused)", px), median(ds), base)
+		a.Fuse()
+		d, err := unetStep(bm.unet, x, cond, 999)
+		if err != nil {
+			return err
+		}
+		reportExtra(fmt.Sprintf("unet step %dpx + LoRA fused", px), d, base)
+		a.Remove()
+	}
+	if want["t2i"] {
+		acfg := t2iadapter.Defaults()
+		acfg.Channels = append([]int(nil), bm.unet.Cfg.BlockOutChannels...)
+		if len(acfg.Channels) == 3 {
+			acfg.AdapterType = t2iadapter.FullAdapterXL
+			acfg.Channels = append(acfg.Channels, acfg.Channels[2])
+			acfg.DownscaleFactor = 16
+		}
+		ad, err := t2iadapter.New(acfg)
+		if err != nil {
+			return err
+		}
+		nn.Init(ad, 4, dt)
+		t0 := time.Now()
+		feats, err := ad.Forward(tensor.Full(0.5, 1, 3, px, px))
+		if err != nil {
+			return err
+		}
+		report(fmt.Sprintf("t2i-adapter features %dpx (once per image)", px), time.Since(t0))
+		hook := pipeline.T2IAdapter(feats, 1)
+		var ds []time.Duration
+		for i := 0; i < steps; i++ {
+			c := cond
+			if err := hook(0, 1, 999, x, &c); err != nil {
+				return err
+			}
+			d, err := unetStep(bm.unet, x, c, 999)
+			if err != nil {
+				return err
+			}
+			ds = append(ds, d)
+		}
+		reportExtra(fmt.Sprintf("unet step %dpx + t2i residuals", px), median(ds), base)
+	}
+	if want["vae"] {
+		t0 := time.Now()
+		if _, err := bm.vae.DecodeAuto(tensor.Full(0.1, 1, bm.vae.Cfg.LatentChannels, lat, lat)); err != nil {
+			return err
+		}
+		report(fmt.Sprintf("vae decode %dpx", px), time.Since(t0))
+	}
+	return nil
+}
+
+func report(what string, d time.Duration) {
+	fmt.Printf("%-48s %8.3f s\n", what, d.Seconds())
+}
+
+func reportExtra(what string, d, base time.Duration) {
+	if base > 0 {
+		fmt.Printf("%-48s %8.3f s  (+%.3f s, %+.0f%% per step)\n", what, d.Seconds(), (d - base).Seconds(), 100*(d.Seconds()/base.Seconds()-1))
 		return
 	}
-	fmt.Printf("%-40s %8.3f s\n", what, d.Seconds())
+	report(what, d)
 }
 
 // peakRSS returns the process's peak resident set size in bytes.
@@ -160,5 +347,3 @@ func parseDType(s string) (tensor.DType, error) {
 	}
 	return 0, fmt.Errorf("unknown dtype %q (f32, f16, bf16)", s)
 }
-
-var _ = os.Stdout

@@ -3,9 +3,6 @@ package gemm
 import (
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"strconv"
-	"sync"
 	"testing"
 	"time"
 )
@@ -25,29 +22,8 @@ var benchShapes = [][3]int{
 
 var benchThreads = []int{1, 2}
 
-var peakOnce = sync.OnceValue(func() float64 {
-	if s := os.Getenv("DIFFUSE_PEAK_GFLOPS"); s != "" {
-		if v, err := strconv.ParseFloat(s, 64); err == nil && v > 0 {
-			return v
-		}
-	}
-	// Time the FMA loop: a measured peak is more honest than a nominal
-	// clock times a flops-per-cycle figure. Take the best of a few runs so
-	// that a preempted run does not lower the peak.
-	best := 0.0
-	for range 5 {
-		t0 := time.Now()
-		flops := fmaLoop(1 << 20)
-		if r := flops / time.Since(t0).Seconds() / 1e9; r > best {
-			best = r
-		}
-	}
-	return best
-})
-
-// peakGFLOPS is the fp32 peak of one core in GFLOP/s: DIFFUSE_PEAK_GFLOPS if
-// set, otherwise measured; 0 when unknown (no SIMD kernel).
-func peakGFLOPS() float64 { return peakOnce() }
+// peakGFLOPS is the fp32 peak of one core (see PeakGFLOPS).
+func peakGFLOPS() float64 { return PeakGFLOPS() }
 
 type benchOperands struct {
 	a, b Mat

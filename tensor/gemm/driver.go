@@ -76,13 +76,14 @@ func gemmFast(kern microKernel, threads, m, n, k int, alpha float32, a, b Mat, b
 		scaleC(m, n, beta, c, ldc)
 		return
 	}
-	checkMat("A", a, m, k)
-	checkMat("B", b, k, n)
+	checkOperand("A", a, m, k)
+	checkOperand("B", b, k, n)
 
 	// Decide the thread grid: tm row groups × tn column groups of C. Each
 	// group runs the whole blocked algorithm on its own part of C with its
 	// own packed copies, so threads never wait on each other; the price is
 	// that A is packed tn times and B tm times, which the grid minimises.
+	// A pre-packed operand costs nothing to share.
 	t := threads
 	if macs := m * n * k; macs < parallelMinMACs {
 		t = 1
@@ -91,7 +92,7 @@ func gemmFast(kern microKernel, threads, m, n, k int, alpha float32, a, b Mat, b
 	}
 	tm, tn := 1, 1
 	if t > 1 {
-		tm, tn = grid(t, m, n, kern.mr, kern.nr)
+		tm, tn = gridCost(t, m, n, kern.mr, kern.nr, packCost(a, kern.mr), packCost(b, kern.nr))
 	}
 	if tm*tn == 1 {
 		gemmBlock(kern, 0, m, 0, n, k, alpha, a, b, beta, c, ldc)
@@ -114,15 +115,29 @@ func gemmFast(kern microKernel, threads, m, n, k int, alpha float32, a, b Mat, b
 	wg.Wait()
 }
 
+// packCost is 0 for an operand whose panels are ready for sliver width w
+// and 1 for one the driver packs itself.
+func packCost(x Mat, w int) int {
+	if x.Packed != nil && x.Packed.w == w {
+		return 0
+	}
+	return 1
+}
+
 // grid factors t threads into tm×tn, minimising the packing traffic
 // tm·n + tn·m while giving every group at least one full tile.
-func grid(t, m, n, mr, nr int) (tm, tn int) {
+func grid(t, m, n, mr, nr int) (tm, tn int) { return gridCost(t, m, n, mr, nr, 1, 1) }
+
+// gridCost is grid with the packing traffic weighted: A costs ca per value
+// packed and B cb. With both pre-packed, the cost ties and the first
+// factorisation, all groups along n, wins.
+func gridCost(t, m, n, mr, nr, ca, cb int) (tm, tn int) {
 	best := -1
 	for d := 1; d <= t; d++ {
 		if t%d != 0 || (d > 1 && m < d*mr) || (t/d > 1 && n < (t/d)*nr) {
 			continue
 		}
-		if cost := d*n + (t/d)*m; best < 0 || cost < best {
+		if cost := cb*d*n + ca*(t/d)*m; best < 0 || cost < best {
 			best, tm, tn = cost, d, t/d
 		}
 	}
@@ -164,10 +179,26 @@ func gemmBlock(kern microKernel, i0, i1, j0, j1, k int, alpha float32, a, b Mat,
 	mcb := blockLen(i1-i0, mcMax, mr)
 	ncb := blockLen(j1-j0, ncMax, nr)
 
+	// Operands packed for another kernel geometry (tests swap kernels) are
+	// packed afresh from their source, as are those whose blocks would not
+	// start on a sliver boundary (block limits that the sliver width does
+	// not divide; only odd test geometries have them).
+	pa, pb := a.Packed, b.Packed
+	if pa != nil && (pa.w != mr || mcb%mr != 0 && mcb < i1-i0) {
+		a, pa = pa.src, nil
+	}
+	if pb != nil && (pb.w != nr || ncb%nr != 0 && ncb < j1-j0) {
+		b, pb = pb.src, nil
+	}
+
 	ws := workspaces.Get().(*workspace)
 	defer workspaces.Put(ws)
-	ws.a = grow(ws.a, (mcb+mr-1)/mr*mr*kcb)
-	ws.b = grow(ws.b, (ncb+nr-1)/nr*nr*kcb)
+	if pa == nil {
+		ws.a = grow(ws.a, (mcb+mr-1)/mr*mr*kcb)
+	}
+	if pb == nil {
+		ws.b = grow(ws.b, (ncb+nr-1)/nr*nr*kcb)
+	}
 	ws.tile = grow(ws.tile, mr*nr)
 	ws.line = grow(ws.line, max(max(mr, nr)*kcb, mcb, ncb))
 
@@ -175,7 +206,12 @@ func gemmBlock(kern microKernel, i0, i1, j0, j1, k int, alpha float32, a, b Mat,
 		nc := min(ncb, j1-jc)
 		for pc := 0; pc < k; pc += kcb {
 			kc := min(kcb, k-pc)
-			packPanels(ws.b, b, b.Trans, jc, nc, pc, kc, nr, ws.line)
+			bp := ws.b
+			if pb != nil {
+				bp = pb.block(nr, pc, kc, jc)
+			} else {
+				packPanels(bp, b, b.Trans, jc, nc, pc, kc, nr, ws.line)
+			}
 			// Later k blocks accumulate onto what the first one wrote.
 			bet := beta
 			if pc > 0 {
@@ -183,11 +219,20 @@ func gemmBlock(kern microKernel, i0, i1, j0, j1, k int, alpha float32, a, b Mat,
 			}
 			for ic := i0; ic < i1; ic += mcb {
 				mc := min(mcb, i1-ic)
-				packPanels(ws.a, a, !a.Trans, ic, mc, pc, kc, mr, ws.line)
-				macroKernel(kern, mc, nc, kc, alpha, ws.a, ws.b, bet, c[ic*ldc+jc:], ldc, ws.tile)
+				ap := ws.a
+				if pa != nil {
+					ap = pa.block(mr, pc, kc, ic)
+				} else {
+					packPanels(ap, a, !a.Trans, ic, mc, pc, kc, mr, ws.line)
+				}
+				macroKernel(kern, mc, nc, kc, alpha, ap, bp, bet, c[ic*ldc+jc:], ldc, ws.tile)
 			}
 		}
 	}
+	// Off-heap panels are unmapped when their Packed is collected; keep
+	// both alive until the last kernel has read them.
+	runtime.KeepAlive(pa)
+	runtime.KeepAlive(pb)
 }
 
 // macroKernel multiplies a packed mc×kc block of A by a packed kc×nc block of
@@ -238,6 +283,27 @@ func scaleC(m, n int, beta float32, c []float32, ldc int) {
 		for j := range cr {
 			cr[j] *= beta
 		}
+	}
+}
+
+// checkOperand is checkMat for any operand: a packed one must have been
+// packed for the same side and shape; a Lines operand is trusted.
+func checkOperand(name string, x Mat, rows, cols int) {
+	switch {
+	case x.Packed != nil:
+		p := x.Packed
+		isB := name == "B"
+		pr, pcols := p.x, p.k
+		if isB {
+			pr, pcols = p.k, p.x
+		}
+		if p.isB != isB || pr != rows || pcols != cols {
+			side := map[bool]string{false: "A", true: "B"}[p.isB]
+			panic(fmt.Sprintf("gemm: %s is a packed %d×%d %s operand, need %d×%d", name, pr, pcols, side, rows, cols))
+		}
+	case x.Lines != nil:
+	default:
+		checkMat(name, x, rows, cols)
 	}
 }
 

@@ -17,16 +17,42 @@ const (
 
 // Mat is a row-major matrix operand. Element (i, j) of the logical matrix
 // op(X) is X[i*Stride+j] when !Trans, X[j*Stride+i] when Trans.
+//
+// Two optional fields replace the stored matrix:
+//   - Packed: an operand packed in advance by PackA or PackB, so that a
+//     weight used by many products is packed (and widened) only once.
+//   - Lines: an operand computed on the fly while it is packed, such as the
+//     unfolded input of a convolution (implicit GEMM), so that it is never
+//     materialised. Lines(p, x0, dst) stores into dst the elements of op(X)
+//     with k index p and row (for A) or column (for B) indices x0, x0+1, ….
+//     It is called from several goroutines at once. Build such operands
+//     with LinesMat, which records in Trans which side of the product the
+//     operand is (only Mat.At needs to know).
 type Mat struct {
 	Kind   Kind
 	F32    []float32
 	U16    []uint16
 	Stride int
 	Trans  bool
+
+	Packed *Packed
+	Lines  func(p, x0 int, dst []float32)
 }
 
 // At returns logical element (i, j) as float32 (slow; for tests and fallbacks).
 func (m Mat) At(i, j int) float32 {
+	if m.Packed != nil {
+		return m.Packed.src.At(i, j)
+	}
+	if m.Lines != nil {
+		var v [1]float32
+		if m.Trans { // see LinesMat: Trans marks a B operand
+			m.Lines(i, j, v[:])
+		} else {
+			m.Lines(j, i, v[:])
+		}
+		return v[0]
+	}
 	idx := i*m.Stride + j
 	if m.Trans {
 		idx = j*m.Stride + i
@@ -47,6 +73,25 @@ func (m Mat) At(i, j int) float32 {
 // concurrent use as long as the calls write disjoint parts of memory.
 func Gemm(m, n, k int, alpha float32, a, b Mat, beta float32, c []float32, ldc int) {
 	gemmFast(activeKernel, Threads(), m, n, k, alpha, a, b, beta, c, ldc)
+}
+
+// GemmThreads is Gemm using at most threads goroutines (threads <= 0 means
+// Threads()). Callers that already run many products in parallel pass 1, so
+// that goroutines do not multiply and each product keeps its packed blocks
+// in its own core's caches.
+func GemmThreads(threads, m, n, k int, alpha float32, a, b Mat, beta float32, c []float32, ldc int) {
+	if threads <= 0 {
+		threads = Threads()
+	}
+	gemmFast(activeKernel, threads, m, n, k, alpha, a, b, beta, c, ldc)
+}
+
+// LinesMat returns an operand whose elements are produced by lines (see
+// Mat.Lines). isB says which side of the product it is, which fixes the
+// meaning of lines' x0 argument; the gemm driver itself does not need it,
+// only Mat.At does.
+func LinesMat(isB bool, lines func(p, x0 int, dst []float32)) Mat {
+	return Mat{Lines: lines, Trans: isB}
 }
 
 // activeKernel is the micro-kernel Gemm uses: the fastest one the CPU runs.

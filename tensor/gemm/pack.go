@@ -18,10 +18,15 @@ import "math"
 // slivers of w×kc values each, zero-padding the last sliver. alongK selects the
 // source orientation. line is scratch of at least max(w·kc, nx) floats, used
 // to widen 16-bit data before it is rearranged.
+//
+// A Lines operand is always produced one k index at a time, across k.
 func packPanels(dst []float32, X Mat, alongK bool, x0, nx, p0, kc, w int, line []float32) {
 	np := (nx + w - 1) / w
 	dst = dst[:np*w*kc]
 	s := X.Stride
+	if X.Lines != nil {
+		alongK = false
+	}
 	if alongK {
 		for q := 0; q < np; q++ {
 			panel := dst[q*w*kc : (q+1)*w*kc]
@@ -56,9 +61,13 @@ func packPanels(dst []float32, X Mat, alongK bool, x0, nx, p0, kc, w int, line [
 	for p := 0; p < kc; p++ {
 		off := (p0+p)*s + x0
 		var src []float32
-		if X.Kind == F32 {
+		switch {
+		case X.Lines != nil:
+			src = line[:nx]
+			X.Lines(p0+p, x0, src)
+		case X.Kind == F32:
 			src = X.F32[off : off+nx]
-		} else {
+		default:
 			src = line[:nx]
 			widen(src, X.U16[off:off+nx], X.Kind)
 		}

@@ -1,0 +1,158 @@
+package gemm
+
+import (
+	"fmt"
+	"sync"
+)
+
+// Packed is one operand of a product stored in the micro-kernel's panel
+// layout, for an operand (a weight) that takes part in many products: Gemm
+// then reads its panels directly instead of packing and widening the same
+// values on every call and in every thread.
+//
+// The layout is the driver's: k is cut into the blocks blockLen(k, kcMax, 8)
+// gives, and the k block starting at pc holds ceil(x/w) slivers of w×kc
+// values at data[pc·xpad:], xpad = ceil(x/w)·w, where x is the operand's
+// non-k dimension and w the kernel's MR (for A) or NR (for B). Every row
+// range the driver asks for starts on a sliver boundary, so a block of the
+// operand is a contiguous subslice.
+type Packed struct {
+	isB  bool
+	x, k int // op(A) is x×k, op(B) is k×x
+	w    int // sliver width the panels were packed for
+	kcb  int
+	data []float32
+	src  Mat // the unpacked operand, used when a kernel of another geometry runs
+}
+
+// PackA packs op(A), an m×k matrix, for use as the A operand of Gemm.
+// a must not be Packed; Lines operands are allowed.
+func PackA(m, k int, a Mat) *Packed { return PackAWith(PackOpts{}, m, k, a) }
+
+// PackB packs op(B), a k×n matrix, for use as the B operand of Gemm.
+func PackB(k, n int, b Mat) *Packed { return PackBWith(PackOpts{}, k, n, b) }
+
+// PackOpts tune PackAWith and PackBWith.
+type PackOpts struct {
+	// Threads bounds the goroutines that pack; <= 0 means Threads().
+	Threads int
+	// OffHeap puts the panels in memory mapped outside the Go heap (where
+	// the OS allows), released when the Packed is garbage-collected. Use it
+	// for long-lived panels: gigabytes of cached weights on the heap would
+	// raise the garbage collector's heap goal just as much, so the
+	// activations' memory would be recycled far less often and every op
+	// would fault in fresh pages.
+	OffHeap bool
+}
+
+// PackAWith is PackA with options.
+func PackAWith(o PackOpts, m, k int, a Mat) *Packed {
+	return packOperand(activeKernel, o, false, m, k, a)
+}
+
+// PackBWith is PackB with options.
+func PackBWith(o PackOpts, k, n int, b Mat) *Packed {
+	return packOperand(activeKernel, o, true, n, k, b)
+}
+
+// Mat returns the packed operand as a Gemm argument.
+func (p *Packed) Mat() Mat { return Mat{Packed: p} }
+
+// Bytes is the memory the packed panels take.
+func (p *Packed) Bytes() int64 { return int64(len(p.data)) * 4 }
+
+// PackedBytes is the memory PackA (isB false, an x×k operand) or PackB
+// (isB true, a k×x operand) will allocate, for budgeting before packing.
+func PackedBytes(isB bool, x, k int) int64 {
+	w := activeKernel.mr
+	if isB {
+		w = activeKernel.nr
+	}
+	return int64(packedLen(x, k, w)) * 4
+}
+
+// packedLen is the number of floats an operand with non-k size x packs into.
+func packedLen(x, k, w int) int { return (x + w - 1) / w * w * k }
+
+func packOperand(kern microKernel, o PackOpts, isB bool, x, k int, src Mat) *Packed {
+	threads := o.Threads
+	if threads <= 0 {
+		threads = Threads()
+	}
+	if src.Packed != nil {
+		panic("gemm: packing an already packed operand")
+	}
+	if x <= 0 || k <= 0 {
+		panic(fmt.Sprintf("gemm: packing a %d×%d operand", x, k))
+	}
+	w := kern.mr
+	if isB {
+		w = kern.nr
+	}
+	if src.Lines == nil {
+		if isB {
+			checkMat("B", src, k, x)
+		} else {
+			checkMat("A", src, x, k)
+		}
+	}
+	p := &Packed{isB: isB, x: x, k: k, w: w, kcb: blockLen(k, kcMax, 8), src: src}
+	if o.OffHeap {
+		p.data = allocOffHeap(p, packedLen(x, k, w))
+	}
+	if p.data == nil {
+		p.data = make([]float32, packedLen(x, k, w))
+	}
+	xpad := (x + w - 1) / w * w
+	// An operand is packed along k exactly when the driver would: A
+	// untransposed, B transposed.
+	alongK := src.Trans == isB
+	slivers := xpad / w
+	// Work items are (k block, run of slivers); runs of about 64 slivers
+	// keep the items large enough to be worth a goroutine.
+	const run = 64
+	type item struct{ pc, kc, q0, q1 int }
+	var items []item
+	for pc := 0; pc < k; pc += p.kcb {
+		kc := min(p.kcb, k-pc)
+		for q := 0; q < slivers; q += run {
+			items = append(items, item{pc, kc, q, min(q+run, slivers)})
+		}
+	}
+	work := func(lo, hi int) {
+		line := make([]float32, max(w*p.kcb, run*w))
+		for _, it := range items[lo:hi] {
+			x0 := it.q0 * w
+			nx := min(x, it.q1*w) - x0
+			dst := p.data[it.pc*xpad+x0*it.kc:]
+			packPanels(dst, src, alongK, x0, nx, it.pc, it.kc, w, line)
+		}
+	}
+	threads = min(threads, len(items))
+	if threads <= 1 || x*k < parallelMinMACs {
+		work(0, len(items))
+		return p
+	}
+	var wg sync.WaitGroup
+	for t := 0; t < threads; t++ {
+		lo, hi := len(items)*t/threads, len(items)*(t+1)/threads
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			work(lo, hi)
+		}()
+	}
+	wg.Wait()
+	return p
+}
+
+// block returns the packed slivers for k block pc and non-k indices from x0
+// (a multiple of the sliver width) for the kernel geometry w, or nil when
+// the operand was packed for another geometry and must be packed afresh.
+func (p *Packed) block(w, pc, kc, x0 int) []float32 {
+	if p.w != w {
+		return nil
+	}
+	xpad := (p.x + p.w - 1) / p.w * p.w
+	return p.data[pc*xpad+x0*kc:]
+}

@@ -1,0 +1,120 @@
+package gemm
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+)
+
+// linesOf returns x as a Lines operand of the given side, so the implicit
+// path can be compared with the stored one on the same values.
+func linesOf(x Mat, isB bool) Mat {
+	return LinesMat(isB, func(p, x0 int, dst []float32) {
+		for i := range dst {
+			if isB {
+				dst[i] = x.At(p, x0+i)
+			} else {
+				dst[i] = x.At(x0+i, p)
+			}
+		}
+	})
+}
+
+// TestGemmPacked checks pre-packed and Lines operands, alone and together,
+// against the exact product for every test kernel, including packings made
+// for another kernel geometry (which the driver must repack from source).
+func TestGemmPacked(t *testing.T) {
+	oldMin, oldPer := parallelMinMACs, perThreadMinMACs
+	parallelMinMACs, perThreadMinMACs = 0, 1
+	defer func() { parallelMinMACs, perThreadMinMACs = oldMin, oldPer }()
+
+	shapes := [][3]int{
+		{1, 1, 1}, {7, 13, 5}, {12, 32, 17}, {6, 40, 7},
+		{13, 17, kcMax + 9}, {mcMax + 11, 20, 30}, {3, ncMax + 21, 3}, {40, 2*ncMax + 5, 2},
+	}
+	kinds := []Kind{F32, F16, BF16}
+	rng := rand.New(rand.NewPCG(7, 8))
+	for si, sh := range shapes {
+		m, n, k := sh[0], sh[1], sh[2]
+		for mode := 0; mode < 6; mode++ {
+			ta, tb := mode&1 != 0, si%2 != 0
+			a := randMat(rng, kinds[(si+mode)%3], m, k, ta, si%2)
+			b := randMat(rng, kinds[(si+2*mode)%3], k, n, tb, mode%2)
+			alpha, beta := float32(1), float32(0)
+			if mode%3 == 1 {
+				alpha, beta = -0.5, 1
+			}
+			ldc := n + 1
+			c0 := make([]float32, m*ldc)
+			for i := range c0 {
+				c0[i] = rng.Float32()*2 - 1
+				if i%ldc == n {
+					c0[i] = -7
+				}
+			}
+			want, tol := exact(m, n, k, alpha, a, b, beta, c0, ldc)
+			for _, tk := range testKernels() {
+				for _, packer := range []microKernel{tk.k, activeKernel} {
+					// modes: 0,1 packed A; 2,3 packed B; 4 both; 5 packed A and Lines B.
+					var aa, bb Mat = a, b
+					switch mode {
+					case 0, 1:
+						aa = packOperand(packer, PackOpts{Threads: tk.threads, OffHeap: mode == 4}, false, m, k, a).Mat()
+						bb = linesOf(b, true)
+					case 2, 3:
+						aa = linesOf(a, false)
+						bb = packOperand(packer, PackOpts{Threads: tk.threads, OffHeap: mode == 4}, true, n, k, b).Mat()
+					case 4:
+						aa = packOperand(packer, PackOpts{Threads: tk.threads, OffHeap: mode == 4}, false, m, k, a).Mat()
+						bb = packOperand(packer, PackOpts{Threads: 1}, true, n, k, b).Mat()
+					case 5:
+						aa = packOperand(packer, PackOpts{Threads: 1}, false, m, k, linesOf(a, false)).Mat()
+						bb = linesOf(b, true)
+					}
+					if si > 3 && mode%2 == 1 {
+						bb = b // keep the big shapes fast: Lines via At is slow
+					}
+					c := append([]float32(nil), c0...)
+					restore := func() {}
+					if tk.noAsm {
+						restore = disableAsm()
+					}
+					gemmFast(tk.k, tk.threads, m, n, k, alpha, aa, bb, beta, c, ldc)
+					restore()
+					checkC(t, fmt.Sprintf("%dx%dx%d mode %d %s/%dT packed for %s", m, n, k, mode, tk.k.name, tk.threads, packer.name), m, n, c, ldc, want, tol, -7)
+					if t.Failed() {
+						t.FailNow()
+					}
+				}
+			}
+		}
+	}
+}
+
+func TestGemmThreadsPacked(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	m, n, k := 77, 300, 600
+	a := randMat(rng, F32, m, k, false, 0)
+	b := randMat(rng, F16, k, n, true, 0)
+	want, tol := exact(m, n, k, 1, a, b, 0, nil, n)
+	pb := PackB(k, n, b)
+	if got := pb.Bytes(); got != int64(packedLen(n, k, activeKernel.nr))*4 {
+		t.Errorf("Bytes() = %d", got)
+	}
+	for _, th := range []int{0, 1, 2} {
+		c := make([]float32, m*n)
+		GemmThreads(th, m, n, k, 1, a, pb.Mat(), 0, c, n)
+		checkC(t, fmt.Sprintf("GemmThreads(%d)", th), m, n, c, n, want, tol, 0)
+	}
+	pa := PackA(m, k, a)
+	c := make([]float32, m*n)
+	Gemm(m, n, k, 1, pa.Mat(), PackBWith(PackOpts{Threads: 1, OffHeap: true}, k, n, b).Mat(), 0, c, n)
+	checkC(t, "PackA·PackBWith", m, n, c, n, want, tol, 0)
+	defer func() {
+		if recover() == nil {
+			t.Error("a packed A used as B did not panic")
+		}
+	}()
+	// A valid A (5×m) times pa, an m×k matrix packed as A, used as B.
+	Gemm(5, k, m, 1, randMat(rng, F32, 5, m, false, 0), pa.Mat(), 0, make([]float32, 5*k), k)
+}

@@ -1,0 +1,109 @@
+package tensor
+
+import (
+	"math/rand/v2"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/diffuse-go/diffuse/tensor/gemm"
+)
+
+// Benchmarks of the GEMM-backed ops at Stable Diffusion 1.5 shapes, with
+// float16 weights as the models store them. Each reports GFLOP/s and the
+// percentage of the fp32 peak of all GOMAXPROCS cores (gemm.PeakGFLOPS per
+// core; set DIFFUSE_PEAK_GFLOPS to pin it). Weight packing is cached after
+// the first call, as in a denoising loop.
+
+func benchRand(seed uint64, shape ...int) *Tensor {
+	rng := rand.New(rand.NewPCG(seed, 1))
+	t := Zeros(shape...)
+	for i := range t.f32 {
+		t.f32[i] = rng.Float32()*2 - 1
+	}
+	return t
+}
+
+func reportOpFlops(b *testing.B, flops float64, elapsed time.Duration) {
+	g := flops * float64(b.N) / elapsed.Seconds() / 1e9
+	b.ReportMetric(g, "GFLOP/s")
+	if p := gemm.PeakGFLOPS(); p > 0 {
+		b.ReportMetric(100*g/(p*float64(runtime.GOMAXPROCS(0))), "%peak")
+	}
+}
+
+func BenchmarkConv2d(b *testing.B) {
+	for _, s := range []struct {
+		name             string
+		n, cin, cout, hw int
+	}{
+		{"unet320@64", 2, 320, 320, 64},
+		{"unet640@32", 2, 640, 640, 32},
+		{"unet1280@16", 2, 1280, 1280, 16},
+		{"unet1280@8", 2, 1280, 1280, 8},
+		{"vae128@256", 1, 128, 128, 256},
+		{"vae512@64", 1, 512, 512, 64},
+	} {
+		b.Run(s.name, func(b *testing.B) {
+			x := benchRand(1, s.n, s.cin, s.hw, s.hw)
+			w := Mul(benchRand(2, s.cout, s.cin, 3, 3), Scalar(0.02)).ToDType(F16)
+			bias := benchRand(3, s.cout)
+			o := Conv2dOpts{Padding: [2]int{1, 1}}
+			Conv2d(x, w, bias, o)
+			t0 := time.Now()
+			for b.Loop() {
+				Conv2d(x, w, bias, o)
+			}
+			reportOpFlops(b, 2*float64(s.n*s.cout*s.cin*9*s.hw*s.hw), time.Since(t0))
+		})
+	}
+}
+
+func BenchmarkLinear(b *testing.B) {
+	for _, s := range []struct {
+		name          string
+		rows, in, out int
+	}{
+		{"attn-proj-8192x320x320", 2 * 4096, 320, 320},
+		{"geglu-8192x320x2560", 2 * 4096, 320, 2560},
+		{"ff-out-8192x1280x320", 2 * 4096, 1280, 320},
+		{"ctx-kv-154x768x320", 2 * 77, 768, 320},
+		{"clip-fc1-154x768x3072", 2 * 77, 768, 3072},
+		{"unet1280-512x1280x1280", 2 * 256, 1280, 1280},
+	} {
+		b.Run(s.name, func(b *testing.B) {
+			x := benchRand(1, s.rows, s.in)
+			w := Mul(benchRand(2, s.out, s.in), Scalar(0.05)).ToDType(F16)
+			bias := benchRand(3, s.out)
+			Linear(x, w, bias)
+			t0 := time.Now()
+			for b.Loop() {
+				Linear(x, w, bias)
+			}
+			reportOpFlops(b, 2*float64(s.rows*s.in*s.out), time.Since(t0))
+		})
+	}
+}
+
+func BenchmarkAttention(b *testing.B) {
+	for _, s := range []struct {
+		name          string
+		bh, lq, lk, d int
+	}{
+		{"self-16x4096x4096x40", 16, 4096, 4096, 40},
+		{"cross-16x4096x77x40", 16, 4096, 77, 40},
+		{"self-16x1024x1024x80", 16, 1024, 1024, 80},
+		{"vae-1x4096x4096x512", 1, 4096, 4096, 512},
+	} {
+		b.Run(s.name, func(b *testing.B) {
+			q := benchRand(1, 1, s.bh, s.lq, s.d)
+			k := benchRand(2, 1, s.bh, s.lk, s.d)
+			v := benchRand(3, 1, s.bh, s.lk, s.d)
+			t0 := time.Now()
+			for b.Loop() {
+				Attention(q, k, v, nil, 0)
+			}
+			reportOpFlops(b, 4*float64(s.bh*s.lq*s.lk*s.d), time.Since(t0))
+		})
+	}
+}

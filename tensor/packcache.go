@@ -1,0 +1,140 @@
+package tensor
+
+import (
+	"os"
+	"runtime"
+	"strconv"
+	"sync"
+	"weak"
+
+	"github.com/diffuse-go/diffuse/tensor/gemm"
+)
+
+// Weight packing cache.
+//
+// Conv2d and Linear multiply by weights that are the same on every call, so
+// packing them into the GEMM panel layout (and widening float16/bfloat16 to
+// float32) once and keeping the panels saves work that otherwise costs about
+// as much as the multiplications themselves on small spatial sizes and short
+// sequences. The panels are float32, so a cached float16 weight takes three
+// times its stored size in all; the cache is therefore bounded by a byte
+// budget, DIFFUSE_PACK_CACHE_MB (default 4096, 0 disables it). Weights that
+// do not fit are packed once per call instead (shared by the call's threads
+// and images), which is slower but needs no lasting memory.
+//
+// Entries are keyed by the weight *Tensor (through a weak pointer, so the
+// cache does not keep a model alive) and removed when that tensor is
+// garbage-collected. This relies on weights not being modified in place:
+// model loading, LoRA fusing and Init all install new tensors. A tensor that
+// requires gradients (a parameter being trained, which an optimiser may
+// update in place) is never cached.
+
+type packKey struct {
+	t          weak.Pointer[Tensor]
+	off        int // storage offset of the matrix (Conv2d groups)
+	rows, cols int // stored shape
+	isB, trans bool
+}
+
+type packEntry struct {
+	once sync.Once
+	p    *gemm.Packed // nil when the budget was exhausted
+}
+
+var packCache = struct {
+	sync.Mutex
+	m      map[packKey]*packEntry
+	bytes  int64 // bytes held by cached panels
+	budget int64
+}{m: map[packKey]*packEntry{}, budget: packBudget()}
+
+// packBudget reads DIFFUSE_PACK_CACHE_MB.
+func packBudget() int64 {
+	mb := int64(4096)
+	if s := os.Getenv("DIFFUSE_PACK_CACHE_MB"); s != "" {
+		if v, err := strconv.ParseInt(s, 10, 64); err == nil && v >= 0 {
+			mb = v
+		}
+	}
+	return mb << 20
+}
+
+// SetPackCacheBudget sets the bytes of packed weight panels that Conv2d and
+// Linear may keep (see DIFFUSE_PACK_CACHE_MB) and returns the previous
+// budget. Panels already cached stay until their weights are collected.
+func SetPackCacheBudget(bytes int64) int64 {
+	packCache.Lock()
+	defer packCache.Unlock()
+	old := packCache.budget
+	packCache.budget = max(bytes, 0)
+	return old
+}
+
+// PackCacheBytes reports the bytes of packed weight panels currently cached.
+func PackCacheBytes() int64 {
+	packCache.Lock()
+	defer packCache.Unlock()
+	return packCache.bytes
+}
+
+// packedWeight returns the rows×cols matrix of contiguous weight w at storage
+// offset off as a gemm operand, packed as A (isB false: op = the matrix, or
+// its transpose if trans) or as B. The panels come from the cache when they
+// fit in its budget; otherwise they are packed for this call only, which
+// still lets every thread and every image of the call share one packing.
+func packedWeight(w *Tensor, off, rows, cols int, isB, trans bool) gemm.Mat {
+	src := w.mat(off, rows, cols, trans)
+	x, k := rows, cols // op(src) is x×k as A, k×x as B
+	if trans != isB {
+		x, k = cols, rows
+	}
+	pack := func(o gemm.PackOpts) *gemm.Packed {
+		if isB {
+			return gemm.PackBWith(o, k, x, src)
+		}
+		return gemm.PackAWith(o, x, k, src)
+	}
+	if w.requiresGrad {
+		return pack(gemm.PackOpts{}).Mat()
+	}
+	key := packKey{weak.Make(w), off, rows, cols, isB, trans}
+	packCache.Lock()
+	e := packCache.m[key]
+	if e == nil {
+		e = new(packEntry)
+		packCache.m[key] = e
+		runtime.AddCleanup(w, dropPacked, key)
+	}
+	packCache.Unlock()
+	e.once.Do(func() {
+		need := gemm.PackedBytes(isB, x, k)
+		packCache.Lock()
+		ok := packCache.bytes+need <= packCache.budget
+		if ok {
+			packCache.bytes += need
+		}
+		packCache.Unlock()
+		if !ok {
+			return
+		}
+		e.p = pack(gemm.PackOpts{OffHeap: true})
+	})
+	if e.p == nil {
+		return pack(gemm.PackOpts{}).Mat()
+	}
+	return e.p.Mat()
+}
+
+// dropPacked forgets the panels of a collected weight.
+func dropPacked(key packKey) {
+	packCache.Lock()
+	defer packCache.Unlock()
+	if e := packCache.m[key]; e != nil {
+		delete(packCache.m, key)
+		// The cleanup runs after every user of the tensor is gone, so
+		// the entry's Once has finished.
+		if e.p != nil {
+			packCache.bytes -= e.p.Bytes()
+		}
+	}
+}
