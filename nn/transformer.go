@@ -19,16 +19,38 @@ type BlockConfig struct {
 	NormAffine          bool
 	FFInnerDim          int // 0: 4·Dim
 	FFBias              bool
+	// NumEmbedsAdaNorm is the class count of ada_norm_zero's label
+	// embedding (num_embeds_ada_norm).
+	NumEmbedsAdaNorm int
 }
 
 // BasicTransformerBlock is diffusers' transformer block: self-attention,
 // cross-attention and feed-forward, each pre-normed with a residual. The
 // same block serves UNets (plain LayerNorm) and DiTs (adaLN variants).
+//
+// norm_type "ada_norm_zero" (DiT) makes norm1 an AdaLayerNormZero
+// (Norm1Zero) whose conditioning modulates and gates both the attention and
+// the feed-forward. "ada_norm_single" (PixArt-alpha) modulates with the
+// shared adaLN-single output plus the block's ScaleShiftTable [6, Dim];
+// there norm2 (not norm3) normalises the feed-forward input and the
+// cross-attention sees the un-normed states.
 type BasicTransformerBlock struct {
 	Cfg                 BlockConfig
-	Norm1, Norm2, Norm3 *LayerNorm
+	Norm1, Norm2, Norm3 *LayerNorm // Norm1 nil for ada_norm_zero, Norm3 nil for ada_norm_single
+	Norm1Zero           *AdaLayerNormZero
+	ScaleShiftTable     *tensor.Tensor
 	Attn1, Attn2        *Attention
 	FF                  *FeedForward
+}
+
+// BlockCond is the conditioning adaptive-norm blocks read.
+type BlockCond struct {
+	// Timesteps and ClassLabels (one per sample) feed ada_norm_zero's
+	// own embedder.
+	Timesteps   []float32
+	ClassLabels []int64
+	// Modulation is adaLN-single's output [B, 6·Dim] (ada_norm_single).
+	Modulation *tensor.Tensor
 }
 
 // NewBasicTransformerBlock builds an unloaded block.
@@ -36,8 +58,14 @@ func NewBasicTransformerBlock(c BlockConfig) (*BasicTransformerBlock, error) {
 	if c.NormType == "" {
 		c.NormType = "layer_norm"
 	}
-	if c.NormType != "layer_norm" {
-		return nil, fmt.Errorf("nn: transformer block norm_type %q not supported yet", c.NormType)
+	switch c.NormType {
+	case "layer_norm", "ada_norm_single":
+	case "ada_norm_zero":
+		if c.NumEmbedsAdaNorm <= 0 {
+			return nil, fmt.Errorf("nn: transformer block norm_type ada_norm_zero needs num_embeds_ada_norm")
+		}
+	default:
+		return nil, fmt.Errorf("nn: transformer block norm_type %q not supported", c.NormType)
 	}
 	if c.ActivationFn == "" {
 		c.ActivationFn = "geglu"
@@ -47,7 +75,11 @@ func NewBasicTransformerBlock(c BlockConfig) (*BasicTransformerBlock, error) {
 	}
 	b := &BasicTransformerBlock{Cfg: c}
 	ln := func() *LayerNorm { l := NewLayerNorm(c.Dim, c.NormEps); l.Affine = c.NormAffine; return l }
-	b.Norm1 = ln()
+	if c.NormType == "ada_norm_zero" {
+		b.Norm1Zero = NewAdaLayerNormZero(c.Dim, c.NumEmbedsAdaNorm)
+	} else {
+		b.Norm1 = ln()
+	}
 	cross1 := 0
 	if c.OnlyCrossAttention {
 		cross1 = c.CrossAttentionDim
@@ -60,8 +92,12 @@ func NewBasicTransformerBlock(c BlockConfig) (*BasicTransformerBlock, error) {
 			cross2 = 0
 		}
 		b.Attn2 = NewAttention(c.Dim, cross2, c.Heads, c.HeadDim, c.AttentionBias, true)
+	} else if c.NormType == "ada_norm_single" {
+		b.Norm2 = ln()
 	}
-	b.Norm3 = ln()
+	if c.NormType != "ada_norm_single" {
+		b.Norm3 = ln()
+	}
 	inner := c.FFInnerDim
 	if inner == 0 {
 		inner = 4 * c.Dim
@@ -72,19 +108,34 @@ func NewBasicTransformerBlock(c BlockConfig) (*BasicTransformerBlock, error) {
 
 // Params registers the block's weights.
 func (b *BasicTransformerBlock) Params(prefix string, p *Params) {
-	b.Norm1.Params(prefix+"norm1.", p)
+	if b.Norm1Zero != nil {
+		b.Norm1Zero.Params(prefix+"norm1.", p)
+	} else {
+		b.Norm1.Params(prefix+"norm1.", p)
+	}
 	b.Attn1.Params(prefix+"attn1.", p)
-	if b.Attn2 != nil {
+	if b.Norm2 != nil {
 		b.Norm2.Params(prefix+"norm2.", p)
+	}
+	if b.Attn2 != nil {
 		b.Attn2.Params(prefix+"attn2.", p)
 	}
-	b.Norm3.Params(prefix+"norm3.", p)
+	if b.Norm3 != nil {
+		b.Norm3.Params(prefix+"norm3.", p)
+	}
 	b.FF.Params(prefix+"ff.", p)
+	if b.Cfg.NormType == "ada_norm_single" {
+		p.Add(prefix+"scale_shift_table", []int{6, b.Cfg.Dim}, &b.ScaleShiftTable)
+	}
 }
 
 // Forward runs the block on x [B, L, Dim] with context [B, S, CrossDim].
-// contextMask is an additive bias for cross-attention (may be nil).
+// contextMask is an additive bias for cross-attention (may be nil). Blocks
+// with adaptive norms need ForwardCond.
 func (b *BasicTransformerBlock) Forward(x, context, contextMask *tensor.Tensor) *tensor.Tensor {
+	if b.Cfg.NormType != "layer_norm" {
+		panic("nn: BasicTransformerBlock with norm_type " + b.Cfg.NormType + " needs ForwardCond")
+	}
 	var ctx1 *tensor.Tensor
 	if b.Cfg.OnlyCrossAttention {
 		ctx1 = context
@@ -98,6 +149,59 @@ func (b *BasicTransformerBlock) Forward(x, context, contextMask *tensor.Tensor) 
 		x = tensor.Add(b.Attn2.Forward(b.Norm2.Forward(x), ctx, contextMask), x)
 	}
 	return tensor.Add(b.FF.Forward(b.Norm3.Forward(x)), x)
+}
+
+// ForwardCond runs the block with the conditioning its norm type needs
+// (plain layer_norm blocks ignore cond).
+func (b *BasicTransformerBlock) ForwardCond(x, context, contextMask *tensor.Tensor, cond BlockCond) (*tensor.Tensor, error) {
+	var m Modulation
+	switch b.Cfg.NormType {
+	case "layer_norm":
+		return b.Forward(x, context, contextMask), nil
+	case "ada_norm_zero":
+		c, err := b.Norm1Zero.Emb.Forward(cond.Timesteps, cond.ClassLabels)
+		if err != nil {
+			return nil, err
+		}
+		m = b.Norm1Zero.Modulation(c)
+	case "ada_norm_single":
+		if cond.Modulation == nil {
+			return nil, fmt.Errorf("nn: ada_norm_single block without modulation")
+		}
+		t := tensor.Add(b.ScaleShiftTable.Unsqueeze(0), cond.Modulation.Reshape(x.Dim(0), 6, b.Cfg.Dim))
+		ch := t.Chunk(6, 1)
+		m = Modulation{ShiftMSA: ch[0], ScaleMSA: ch[1], GateMSA: ch[2], ShiftMLP: ch[3], ScaleMLP: ch[4], GateMLP: ch[5]}
+	}
+	var h *tensor.Tensor
+	if b.Norm1Zero != nil {
+		h = b.Norm1Zero.Norm.Forward(x)
+	} else {
+		h = b.Norm1.Forward(x)
+	}
+	var ctx1 *tensor.Tensor
+	if b.Cfg.OnlyCrossAttention {
+		ctx1 = context
+	}
+	a := b.Attn1.Forward(modulate(h, m.ShiftMSA, m.ScaleMSA), ctx1, nil)
+	x = tensor.Add(tensor.Mul(m.GateMSA, a), x)
+	if b.Attn2 != nil {
+		ctx := context
+		if b.Cfg.DoubleSelfAttention {
+			ctx = nil
+		}
+		h = x // PixArt's cross-attention reads the un-normed states
+		if b.Cfg.NormType != "ada_norm_single" {
+			h = b.Norm2.Forward(x)
+		}
+		x = tensor.Add(b.Attn2.Forward(h, ctx, contextMask), x)
+	}
+	if b.Cfg.NormType == "ada_norm_single" {
+		h = b.Norm2.Forward(x)
+	} else {
+		h = b.Norm3.Forward(x)
+	}
+	f := b.FF.Forward(modulate(h, m.ShiftMLP, m.ScaleMLP))
+	return tensor.Add(tensor.Mul(m.GateMLP, f), x), nil
 }
 
 // Transformer2DConfig configures the spatial transformer of UNets.

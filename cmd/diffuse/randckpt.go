@@ -146,7 +146,7 @@ func controlNetConfigJSON(c controlnet.Config) map[string]any {
 		"downsample_padding": c.DownsamplePadding, "mid_block_scale_factor": c.MidBlockScaleFactor, "act_fn": c.ActFn,
 		"norm_num_groups": c.NormNumGroups, "norm_eps": c.NormEps, "cross_attention_dim": c.CrossAttentionDim[0],
 		"attention_head_dim": c.AttentionHeadDim[0], "use_linear_projection": c.UseLinearProjection,
-		"conditioning_embedding_out_channels": c.ConditioningEmbeddingOutChannels,
+		"conditioning_embedding_out_channels":   c.ConditioningEmbeddingOutChannels,
 		"controlnet_conditioning_channel_order": c.ChannelOrder,
 	}
 }

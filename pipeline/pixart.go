@@ -1,0 +1,248 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/diffuse-go/diffuse/model/pixart"
+	"github.com/diffuse-go/diffuse/model/t5"
+	"github.com/diffuse-go/diffuse/model/vae"
+	"github.com/diffuse-go/diffuse/scheduler"
+	"github.com/diffuse-go/diffuse/tensor"
+)
+
+// MaskedTokenizer turns a prompt into ids and an attention mask padded (and
+// truncated) to maxLength, as T5 tokenizers do (e.g. *tokenizer/t5.Tokenizer).
+type MaskedTokenizer interface {
+	Encode(text string, maxLength int) (ids, mask []int64)
+}
+
+// PixArt is diffusers' PixArtAlphaPipeline: T5 text conditioning, a
+// PixArt-alpha transformer and a VAE.
+type PixArt struct {
+	Tokenizer   MaskedTokenizer
+	TextEncoder *t5.Model
+	Transformer *pixart.Model
+	VAE         *vae.Model
+}
+
+// PixArtRequest describes one generation. Caption cleaning is not
+// implemented: prompts are lower-cased and trimmed, as diffusers does with
+// clean_caption=False.
+type PixArtRequest struct {
+	Prompts, NegativePrompts []string // NegativePrompts may be empty: ""
+	// MaxSequenceLength is the token length prompts are padded to (0: 120).
+	MaxSequenceLength int
+	Width, Height     int // 0: the transformer's sample size × the VAE factor
+	Steps             int
+	Guidance          float64 // classifier-free guidance scale; <= 1 disables CFG
+	Scheduler         scheduler.Scheduler
+	// Noise draws the initial latents (and any sampler noise); Latents,
+	// when set, are the initial noise [B, C, h, w] instead (unscaled).
+	Noise   scheduler.NoiseSource
+	Latents *tensor.Tensor
+	// SkipDecode returns the latents only.
+	SkipDecode bool
+
+	// Progress, when set, is called after each step.
+	Progress func(step, total int, elapsed time.Duration)
+	// OnModelInput sees the transformer's input batch of each step.
+	OnModelInput func(step int, x *tensor.Tensor)
+}
+
+// PixArtResult is what a PixArt generation returns.
+type PixArtResult struct {
+	Images  *tensor.Tensor // [B, H, W, 3] in [0, 1]
+	Latents *tensor.Tensor
+	// PromptIDs and NegativeIDs are the token ids ([B, L] row-major).
+	PromptIDs, NegativeIDs []int64
+	// PromptEmbeds [B', L, D] and PromptMask (B'·L values) are what the
+	// transformer received (negative rows first under CFG).
+	PromptEmbeds *tensor.Tensor
+	PromptMask   []int64
+	Timesteps    []float64
+}
+
+// pixartPreprocess is PixArtAlphaPipeline's caption preprocessing with
+// clean_caption=False.
+func pixartPreprocess(s string) string { return strings.TrimSpace(strings.ToLower(s)) }
+
+// encodeT5 tokenizes and encodes prompts to [B, L, D] plus ids and mask.
+func (p *PixArt) encodeT5(prompts []string, length int) (*tensor.Tensor, []int64, []int64, error) {
+	var ids, mask []int64
+	for _, s := range prompts {
+		i, m := p.Tokenizer.Encode(pixartPreprocess(s), length)
+		if len(i) != length {
+			return nil, nil, nil, fmt.Errorf("pipeline: tokenizer gave %d ids, want %d", len(i), length)
+		}
+		ids, mask = append(ids, i...), append(mask, m...)
+	}
+	emb, err := p.TextEncoder.Forward(ids, mask, len(prompts), length)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return emb, ids, mask, nil
+}
+
+// vaeFactor is the VAE's spatial downscale, 2^(blocks-1).
+func vaeFactor(v *vae.Model) int { return 1 << max(len(v.Cfg.BlockOutChannels)-1, 0) }
+
+// Generate runs the pipeline. It stops between steps when ctx is cancelled.
+func (p *PixArt) Generate(ctx context.Context, r PixArtRequest) (*PixArtResult, error) {
+	if r.Scheduler == nil {
+		return nil, errors.New("pipeline: no scheduler")
+	}
+	if r.Steps <= 0 {
+		return nil, fmt.Errorf("pipeline: steps must be positive, got %d", r.Steps)
+	}
+	if len(r.Prompts) == 0 {
+		return nil, errors.New("pipeline: no prompt")
+	}
+	if p.Tokenizer == nil || p.TextEncoder == nil {
+		return nil, errors.New("pipeline: no tokenizer/text encoder for the prompts")
+	}
+	tc := p.Transformer.Cfg
+	f := vaeFactor(p.VAE)
+	width, height := r.Width, r.Height
+	if width == 0 {
+		width = tc.SampleSize * f
+	}
+	if height == 0 {
+		height = tc.SampleSize * f
+	}
+	if width%(f*tc.PatchSize) != 0 || height%(f*tc.PatchSize) != 0 || width <= 0 || height <= 0 {
+		return nil, fmt.Errorf("pipeline: size %dx%d must be positive multiples of %d", width, height, f*tc.PatchSize)
+	}
+	length := r.MaxSequenceLength
+	if length <= 0 {
+		length = 120
+	}
+	B := len(r.Prompts)
+	cfg := r.Guidance > 1
+	res := &PixArtResult{}
+	ehs, ids, mask, err := p.encodeT5(r.Prompts, length)
+	if err != nil {
+		return nil, err
+	}
+	res.PromptIDs = ids
+	if cfg {
+		negs := r.NegativePrompts
+		switch {
+		case len(negs) == 0:
+			negs = make([]string, B)
+		case len(negs) == 1 && B > 1:
+			for len(negs) < B {
+				negs = append(negs, negs[0])
+			}
+		}
+		if len(negs) != B {
+			return nil, fmt.Errorf("pipeline: %d negative prompts for %d prompts", len(negs), B)
+		}
+		nehs, nids, nmask, err := p.encodeT5(negs, length)
+		if err != nil {
+			return nil, err
+		}
+		res.NegativeIDs = nids
+		ehs = tensor.Concat(0, nehs, ehs) // unconditional first
+		mask = append(nmask, mask...)
+	}
+	res.PromptEmbeds, res.PromptMask = ehs, mask
+	rows := B
+	if cfg {
+		rows = 2 * B
+	}
+	var resolution, aspect []float32
+	if tc.AdditionalConditions() {
+		for i := 0; i < rows; i++ {
+			resolution = append(resolution, float32(height), float32(width))
+			aspect = append(aspect, float32(float64(height)/float64(width)))
+		}
+	}
+	s := r.Scheduler
+	if err := s.SetTimesteps(r.Steps); err != nil {
+		return nil, err
+	}
+	ts := s.Timesteps()
+	ch := tc.InChannels
+	latShape := []int{B, ch, height / f, width / f}
+	var noise *tensor.Tensor
+	switch {
+	case r.Latents != nil:
+		if !tensor.SameShape(r.Latents.Shape(), latShape) {
+			return nil, fmt.Errorf("pipeline: latents shape %v, want %v", r.Latents.Shape(), latShape)
+		}
+		noise = r.Latents
+	case r.Noise != nil:
+		noise = tensor.FromSlice(r.Noise.Randn(latShape), latShape...)
+	default:
+		return nil, errors.New("pipeline: neither latents nor a noise source")
+	}
+	latents := tensor.Scale(noise, float32(s.InitNoiseSigma()))
+	outCh := tc.OutChannels
+	if outCh == 0 {
+		outCh = ch
+	}
+	t0 := time.Now()
+	for i, t := range ts {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		x := latents
+		if cfg {
+			x = tensor.Concat(0, latents, latents)
+		}
+		xs, err := s.ScaleModelInput(x.Data(), i)
+		if err != nil {
+			return nil, err
+		}
+		in := tensor.FromSlice(xs, x.Shape()...)
+		if r.OnModelInput != nil {
+			r.OnModelInput(i, in)
+		}
+		tv := make([]float32, rows)
+		for j := range tv {
+			tv[j] = float32(t)
+		}
+		out, err := p.Transformer.Forward(in, pixart.Cond{EncoderHiddenStates: ehs, EncoderMask: mask, Timesteps: tv,
+			Resolution: resolution, AspectRatio: aspect})
+		if err != nil {
+			return nil, err
+		}
+		if cfg {
+			e := out.Contiguous().Data()
+			half := len(e) / 2
+			g, err := scheduler.GuidePair(e[:half], e[half:], r.Guidance)
+			if err != nil {
+				return nil, err
+			}
+			out = tensor.FromSlice(g, B, outCh, latShape[2], latShape[3])
+		}
+		if outCh/2 == ch {
+			out = out.Narrow(1, 0, ch) // learned sigma: the variance channels are dropped
+		}
+		step, err := s.Step(out.Contiguous().Data(), i, latents.Data(), latShape, r.Noise)
+		if err != nil {
+			return nil, err
+		}
+		latents = tensor.FromSlice(step.PrevSample, latShape...)
+		res.Timesteps = append(res.Timesteps, t)
+		if r.Progress != nil {
+			r.Progress(i+1, len(ts), time.Since(t0))
+		}
+	}
+	res.Latents = latents
+	if r.SkipDecode {
+		return res, nil
+	}
+	// PixArt divides by the scaling factor (SD multiplies by its inverse).
+	img, err := p.VAE.Decode(tensor.Div(latents, tensor.Scalar(p.VAE.Cfg.ScalingFactor)))
+	if err != nil {
+		return nil, err
+	}
+	img = tensor.Clamp(tensor.AddScalar(tensor.Scale(img, 0.5), 0.5), 0, 1)
+	res.Images = img.Permute(0, 2, 3, 1).Contiguous()
+	return res, nil
+}
