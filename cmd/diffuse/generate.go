@@ -5,10 +5,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,9 +24,11 @@ import (
 	cliptok "github.com/diffuse-go/diffuse/tokenizer/clip"
 )
 
-// genFlags are the generate options, named as stable-diffusion.cpp names them.
+// genFlags are the generate options, named as stable-diffusion.cpp and
+// A1111 users know them, plus what parsing resolves from them.
 type genFlags struct {
 	model, prompt, negative, sampler, sched, output string
+	prompt2, negative2                              string
 	initImg, mask, loraDir                          string
 	loras                                           multiFlag
 	steps, width, height, batchCount, clipSkip      int
@@ -33,17 +37,79 @@ type genFlags struct {
 	seed                                            int64
 	dtype                                           string
 	quiet                                           bool
+
+	// SDXL micro-conditioning ("WxH" and "T,L" strings) and the refiner.
+	originalSize, cropTopLeft, targetSize          string
+	negOriginalSize, negCropTopLeft, negTargetSize string
+	refiner                                        string
+	refinerStart                                   float64
+	aesthetic, negAesthetic                        float64
+
+	// ControlNet.
+	controlNets, controlImages                multiFlag
+	controlStrength, controlStart, controlEnd floatList
+	guessMode, canny                          bool
+	cannyLow, cannyHigh                       float64
+
+	// T2I-Adapter.
+	adapters, adapterImages multiFlag
+	adapterScale            floatList
+	adapterFactor           float64
+
+	// Resolved by parseGenFlags.
+	set         map[string]bool // flags given on the command line
+	samplerName string          // with the schedule suffix
+	info        scheduler.Info
+	xl          xlSizes
+	// Per ControlNet / adapter, broadcast from the flags.
+	cnImages                []string
+	cnScale, cnStart, cnEnd []float64
+	adImages                []string
+	adScale                 []float64
 }
 
+// xlSizes are the parsed SDXL micro-conditioning flags (nil: not given).
+type xlSizes struct {
+	original, crop, target          *pipeline.Size
+	negOriginal, negCrop, negTarget *pipeline.Size
+}
+
+// multiFlag is a repeatable string flag.
 type multiFlag []string
 
 func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
-func runGenerate(ctx context.Context, args []string) error {
-	var f genFlags
+// floatList is a repeatable flag of numbers, each value also a comma list.
+type floatList []float64
+
+func (l *floatList) String() string {
+	s := make([]string, len(*l))
+	for i, v := range *l {
+		s[i] = strconv.FormatFloat(v, 'g', -1, 64)
+	}
+	return strings.Join(s, ",")
+}
+
+func (l *floatList) Set(v string) error {
+	for _, part := range strings.Split(v, ",") {
+		x, err := strconv.ParseFloat(strings.TrimSpace(part), 64)
+		if err != nil {
+			return fmt.Errorf("%q is not a number", part)
+		}
+		*l = append(*l, x)
+	}
+	return nil
+}
+
+// errHelp reports that -h was given (the usage is already printed).
+var errHelp = flag.ErrHelp
+
+// newGenFlagSet registers every generate flag on a FlagSet writing to out.
+func newGenFlagSet(f *genFlags, out io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("generate", flag.ContinueOnError)
-	fs.StringVar(&f.model, "m", "", "model: a .safetensors checkpoint (SD 1.x LDM layout) or a diffusers folder")
+	fs.SetOutput(out)
+	fs.StringVar(&f.model, "m", "", "model: a .safetensors checkpoint (SD 1.x LDM or SDXL layout) or a diffusers folder")
 	fs.StringVar(&f.model, "model", "", "same as -m")
 	fs.StringVar(&f.prompt, "p", "", "prompt (may contain <lora:name:weight>)")
 	fs.StringVar(&f.prompt, "prompt", "", "same as -p")
@@ -57,17 +123,17 @@ func runGenerate(ctx context.Context, args []string) error {
 	fs.StringVar(&f.sched, "scheduler", "", "sigma schedule: default/discrete or karras")
 	fs.Int64Var(&f.seed, "seed", 42, "seed (-1 for a random one)")
 	fs.Int64Var(&f.seed, "s", 42, "same as --seed")
-	fs.IntVar(&f.width, "W", 512, "image width")
-	fs.IntVar(&f.width, "width", 512, "same as -W")
-	fs.IntVar(&f.height, "H", 512, "image height")
-	fs.IntVar(&f.height, "height", 512, "same as -H")
+	fs.IntVar(&f.width, "W", 0, "image width (default 512 for SD 1.x, 1024 for SDXL)")
+	fs.IntVar(&f.width, "width", 0, "same as -W")
+	fs.IntVar(&f.height, "H", 0, "image height (default 512 for SD 1.x, 1024 for SDXL)")
+	fs.IntVar(&f.height, "height", 0, "same as -H")
 	fs.StringVar(&f.initImg, "init-img", "", "initial image for image-to-image or inpainting")
 	fs.StringVar(&f.initImg, "i", "", "same as --init-img")
 	fs.Float64Var(&f.strength, "strength", 0.75, "img2img strength: how much of the init image is re-noised (1 = all)")
-	fs.StringVar(&f.mask, "mask", "", "inpainting mask (white = repaint)")
+	fs.StringVar(&f.mask, "mask", "", "inpainting mask (white = repaint); needs --init-img")
 	fs.IntVar(&f.batchCount, "batch-count", 1, "images to generate (seed, seed+1, ...)")
 	fs.IntVar(&f.batchCount, "b", 1, "same as --batch-count")
-	fs.IntVar(&f.clipSkip, "clip-skip", -1, "skip the last N-1 CLIP layers (2 = penultimate); <= 0: model default")
+	fs.IntVar(&f.clipSkip, "clip-skip", -1, "skip the last N-1 CLIP layers (2 = penultimate); <= 0: model default (SDXL always uses the penultimate)")
 	fs.StringVar(&f.output, "o", "output.png", "output PNG (image N>1 gets _N before the extension)")
 	fs.StringVar(&f.output, "output", "output.png", "same as -o")
 	fs.Var(&f.loras, "lora", "LoRA file[:weight] (repeatable)")
@@ -77,48 +143,255 @@ func runGenerate(ctx context.Context, args []string) error {
 	fs.IntVar(&f.threads, "threads", 0, "same as -t")
 	fs.StringVar(&f.dtype, "type", "", "weight dtype in memory: f32, f16, bf16 (default: as stored)")
 	fs.BoolVar(&f.quiet, "q", false, "no progress output")
+
+	// SDXL.
+	fs.StringVar(&f.prompt2, "prompt-2", "", "SDXL: prompt for the second text encoder (default: the prompt)")
+	fs.StringVar(&f.negative2, "negative-prompt-2", "", "SDXL: negative prompt for the second text encoder (default: the negative prompt)")
+	fs.StringVar(&f.originalSize, "original-size", "", "SDXL micro-conditioning original_size WxH (default: the output size)")
+	fs.StringVar(&f.cropTopLeft, "crop-top-left", "", "SDXL crops_coords_top_left T,L (top, left; default 0,0)")
+	fs.StringVar(&f.targetSize, "target-size", "", "SDXL target_size WxH (default: the output size)")
+	fs.StringVar(&f.negOriginalSize, "negative-original-size", "", "SDXL negative_original_size WxH (base: needs --negative-target-size too)")
+	fs.StringVar(&f.negCropTopLeft, "negative-crop-top-left", "", "SDXL negative_crops_coords_top_left T,L")
+	fs.StringVar(&f.negTargetSize, "negative-target-size", "", "SDXL negative_target_size WxH")
+	fs.StringVar(&f.refiner, "refiner", "", "SDXL refiner checkpoint or folder: the base stops at --refiner-start and the refiner finishes (ensemble of experts)")
+	fs.Float64Var(&f.refinerStart, "refiner-start", 0.8, "fraction of the denoising done by the base before the refiner (denoising_end/denoising_start)")
+	fs.Float64Var(&f.aesthetic, "aesthetic-score", 6, "SDXL refiner aesthetic_score")
+	fs.Float64Var(&f.negAesthetic, "negative-aesthetic-score", 2.5, "SDXL refiner negative_aesthetic_score")
+
+	// ControlNet.
+	fs.Var(&f.controlNets, "control-net", "ControlNet: diffusers folder or .safetensors file (repeatable)")
+	fs.Var(&f.controlImages, "control-image", "condition image, one per --control-net or one for all (repeatable)")
+	fs.Var(&f.controlStrength, "control-strength", "ControlNet weight per net, comma list or repeated (default 1)")
+	fs.Var(&f.controlStart, "control-start", "fraction of the steps where each ControlNet starts (default 0)")
+	fs.Var(&f.controlEnd, "control-end", "fraction of the steps where each ControlNet ends (default 1)")
+	fs.BoolVar(&f.guessMode, "guess-mode", false, "ControlNet guess mode: nets see the conditional rows only, residuals scaled 0.1 to 1")
+	fs.BoolVar(&f.canny, "canny", false, "preprocess every control image with the Canny edge detector")
+	fs.Float64Var(&f.cannyLow, "canny-low", 100, "Canny low threshold (OpenCV units)")
+	fs.Float64Var(&f.cannyHigh, "canny-high", 200, "Canny high threshold (OpenCV units)")
+
+	// T2I-Adapter.
+	fs.Var(&f.adapters, "adapter", "T2I-Adapter: diffusers folder or .safetensors file (repeatable)")
+	fs.Var(&f.adapterImages, "adapter-image", "adapter image, one per --adapter or one for all (repeatable)")
+	fs.Var(&f.adapterScale, "adapter-scale", "T2I-Adapter weight per adapter, comma list or repeated (default 1)")
+	fs.Float64Var(&f.adapterFactor, "adapter-factor", 1, "fraction of the steps the adapters act on (adapter_conditioning_factor)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: diffuse generate -m MODEL -p PROMPT [flags]\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage: diffuse generate -m MODEL -p PROMPT [flags]\n\nSD 1.x and SDXL models are told apart automatically.\n\nFlags:\n")
 		fs.PrintDefaults()
 		fmt.Fprintf(fs.Output(), "\nSamplers (--sampler; A1111 and diffusers names work too, e.g. \"DPM++ 2M Karras\"):\n%s", scheduler.Help())
 	}
+	return fs
+}
+
+// parseGenFlags parses and checks the generate flags without touching any
+// file. It returns errHelp after printing the usage for -h.
+func parseGenFlags(args []string, out io.Writer) (*genFlags, error) {
+	f := &genFlags{}
+	fs := newGenFlagSet(f, out)
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("generate: unexpected arguments %q", fs.Args())
+	}
+	f.set = map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { f.set[fl.Name] = true })
+	return f, f.validate()
+}
+
+// validate checks the flags and resolves the sampler, sizes and per-unit
+// settings.
+func (f *genFlags) validate() error {
+	errf := func(format string, a ...any) error { return fmt.Errorf("generate: "+format, a...) }
+	if f.model == "" {
+		return errf("no model (-m)")
+	}
+	if f.width != 0 && (f.width < 0 || f.width%8 != 0) {
+		return errf("-W %d must be a positive multiple of 8", f.width)
+	}
+	if f.height != 0 && (f.height < 0 || f.height%8 != 0) {
+		return errf("-H %d must be a positive multiple of 8", f.height)
+	}
+	if f.steps < 1 {
+		return errf("--steps %d must be at least 1", f.steps)
+	}
+	if f.batchCount < 1 {
+		return errf("--batch-count must be at least 1")
+	}
+	if f.mask != "" && f.initImg == "" {
+		return errf("--mask needs --init-img")
+	}
+	if f.initImg != "" && (f.strength <= 0 || f.strength > 1) {
+		return errf("--strength %g must be in (0, 1]", f.strength)
+	}
+	f.samplerName = f.sampler
+	switch strings.ToLower(f.sched) {
+	case "", "default", "discrete":
+	case "karras":
+		if !strings.Contains(strings.ToLower(f.samplerName), "karras") {
+			f.samplerName += "_karras"
+		}
+	default:
+		return errf("unknown --scheduler %q (discrete, karras)", f.sched)
+	}
+	var ok bool
+	if f.info, ok = scheduler.Lookup(f.samplerName); !ok {
+		return errf("unknown sampler %q; known: %s", f.samplerName, strings.Join(scheduler.Names(), ", "))
+	}
+	// SDXL sizes.
+	for _, s := range []struct {
+		flag, v string
+		dst     **pipeline.Size
+		crop    bool
+	}{
+		{"original-size", f.originalSize, &f.xl.original, false}, {"crop-top-left", f.cropTopLeft, &f.xl.crop, true},
+		{"target-size", f.targetSize, &f.xl.target, false}, {"negative-original-size", f.negOriginalSize, &f.xl.negOriginal, false},
+		{"negative-crop-top-left", f.negCropTopLeft, &f.xl.negCrop, true}, {"negative-target-size", f.negTargetSize, &f.xl.negTarget, false},
+	} {
+		if s.v == "" {
+			continue
+		}
+		var sz pipeline.Size
+		var err error
+		if s.crop {
+			sz, err = parseCrop(s.v)
+		} else {
+			sz, err = parseWxH(s.v)
+		}
+		if err != nil {
+			return errf("--%s: %v", s.flag, err)
+		}
+		*s.dst = &sz
+	}
+	if f.refiner != "" && (f.refinerStart <= 0 || f.refinerStart >= 1) {
+		return errf("--refiner-start %g must be in (0, 1)", f.refinerStart)
+	}
+	// ControlNets.
+	n := len(f.controlNets)
+	if n == 0 && (len(f.controlImages) > 0 || len(f.controlStrength) > 0 || len(f.controlStart) > 0 || len(f.controlEnd) > 0) {
+		return errf("--control-image/--control-strength/--control-start/--control-end given without --control-net")
+	}
+	if n > 0 {
+		var err error
+		if f.cnImages, err = perUnit("--control-image", f.controlImages, n, "--control-net"); err != nil {
+			return err
+		}
+		if f.cnScale, err = perUnitF("--control-strength", f.controlStrength, n, 1, "--control-net"); err != nil {
+			return err
+		}
+		if f.cnStart, err = perUnitF("--control-start", f.controlStart, n, 0, "--control-net"); err != nil {
+			return err
+		}
+		if f.cnEnd, err = perUnitF("--control-end", f.controlEnd, n, 1, "--control-net"); err != nil {
+			return err
+		}
+		for i := range n {
+			if f.cnStart[i] < 0 || f.cnEnd[i] > 1 || f.cnStart[i] >= f.cnEnd[i] {
+				return errf("ControlNet %d: --control-start %g and --control-end %g must satisfy 0 <= start < end <= 1", i, f.cnStart[i], f.cnEnd[i])
+			}
+		}
+	}
+	if f.canny && n == 0 {
+		return errf("--canny needs --control-net and --control-image")
+	}
+	// T2I-Adapters.
+	m := len(f.adapters)
+	if m == 0 && (len(f.adapterImages) > 0 || len(f.adapterScale) > 0) {
+		return errf("--adapter-image/--adapter-scale given without --adapter")
+	}
+	if m > 0 {
+		var err error
+		if f.adImages, err = perUnit("--adapter-image", f.adapterImages, m, "--adapter"); err != nil {
+			return err
+		}
+		if f.adScale, err = perUnitF("--adapter-scale", f.adapterScale, m, 1, "--adapter"); err != nil {
+			return err
+		}
+		if f.adapterFactor <= 0 || f.adapterFactor > 1 {
+			return errf("--adapter-factor %g must be in (0, 1]", f.adapterFactor)
+		}
+	}
+	return nil
+}
+
+// perUnit broadcasts one value to n units or takes exactly n.
+func perUnit(name string, v []string, n int, unit string) ([]string, error) {
+	switch len(v) {
+	case n:
+		return v, nil
+	case 1:
+		out := make([]string, n)
+		for i := range out {
+			out[i] = v[0]
+		}
+		return out, nil
+	case 0:
+		return nil, fmt.Errorf("generate: %d %s but no %s", n, unit, name)
+	}
+	return nil, fmt.Errorf("generate: %d %s values for %d %s (give one for all or one each)", len(v), name, n, unit)
+}
+
+// perUnitF is perUnit for numbers, with a default when none is given.
+func perUnitF(name string, v []float64, n int, def float64, unit string) ([]float64, error) {
+	switch len(v) {
+	case n:
+		return v, nil
+	case 0, 1:
+		x := def
+		if len(v) == 1 {
+			x = v[0]
+		}
+		out := make([]float64, n)
+		for i := range out {
+			out[i] = x
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("generate: %d %s values for %d %s (give one for all or one each)", len(v), name, n, unit)
+}
+
+// parseWxH reads "WxH" as a diffusers (height, width) size.
+func parseWxH(s string) (pipeline.Size, error) {
+	w, h, ok := strings.Cut(strings.ToLower(s), "x")
+	if !ok {
+		return pipeline.Size{}, fmt.Errorf("%q is not WIDTHxHEIGHT", s)
+	}
+	wi, err1 := strconv.Atoi(strings.TrimSpace(w))
+	hi, err2 := strconv.Atoi(strings.TrimSpace(h))
+	if err1 != nil || err2 != nil || wi <= 0 || hi <= 0 {
+		return pipeline.Size{}, fmt.Errorf("%q is not WIDTHxHEIGHT with positive integers", s)
+	}
+	return pipeline.Size{hi, wi}, nil
+}
+
+// parseCrop reads "T,L" as diffusers' (top, left).
+func parseCrop(s string) (pipeline.Size, error) {
+	t, l, ok := strings.Cut(s, ",")
+	if !ok {
+		return pipeline.Size{}, fmt.Errorf("%q is not TOP,LEFT", s)
+	}
+	ti, err1 := strconv.Atoi(strings.TrimSpace(t))
+	li, err2 := strconv.Atoi(strings.TrimSpace(l))
+	if err1 != nil || err2 != nil || ti < 0 || li < 0 {
+		return pipeline.Size{}, fmt.Errorf("%q is not TOP,LEFT with non-negative integers", s)
+	}
+	return pipeline.Size{ti, li}, nil
+}
+
+func runGenerate(ctx context.Context, args []string) error {
+	f, err := parseGenFlags(args, os.Stderr)
+	if err != nil {
+		if errors.Is(err, errHelp) {
 			return nil
 		}
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("generate: unexpected arguments %q", fs.Args())
-	}
-	if f.model == "" {
-		return errors.New("generate: no model (-m)")
-	}
 	if f.threads > 0 {
 		runtime.GOMAXPROCS(f.threads)
-	}
-	if f.width%8 != 0 || f.height%8 != 0 || f.width <= 0 || f.height <= 0 {
-		return fmt.Errorf("generate: size %dx%d must be positive multiples of 8", f.width, f.height)
-	}
-	if f.batchCount < 1 {
-		return fmt.Errorf("generate: --batch-count must be at least 1")
-	}
-	samplerName := f.sampler
-	switch strings.ToLower(f.sched) {
-	case "", "default", "discrete":
-	case "karras":
-		samplerName += "_karras"
-	default:
-		return fmt.Errorf("generate: unknown --scheduler %q (discrete, karras)", f.sched)
-	}
-	info, ok := scheduler.Lookup(samplerName)
-	if !ok {
-		return fmt.Errorf("generate: unknown sampler %q; known: %s", samplerName, strings.Join(scheduler.Names(), ", "))
 	}
 	// LoRA tags in the prompt.
 	prompt, refs, err := lora.ParsePrompt(f.prompt)
 	if err != nil {
-		return fmt.Errorf("generate: %w", err)
+		return fmt.Errorf("generate: -p: %w", err)
 	}
 	if len(refs) > 0 && f.loraDir == "" {
 		return fmt.Errorf("generate: prompt uses <lora:%s> but no --lora-dir was given", refs[0].Name)
@@ -127,18 +400,29 @@ func runGenerate(ctx context.Context, args []string) error {
 	if f.dtype != "" {
 		dt, err := parseDType(f.dtype)
 		if err != nil {
-			return err
+			return fmt.Errorf("generate: --type: %w", err)
 		}
 		opt.DType = &dt
 	}
 	t0 := time.Now()
-	comps, err := pipeline.Load(f.model, opt)
+	mdl, err := loadModel(f.model, opt)
 	if err != nil {
 		return err
 	}
-	defer comps.Close()
-	logf(f.quiet, "loaded %s in %.1fs\n", comps.Name, time.Since(t0).Seconds())
-	var loraNotes []string
+	defer mdl.close()
+	logf(f.quiet, "loaded %s (%s) in %.1fs\n", mdl.name, mdl.kind(), time.Since(t0).Seconds())
+	if f.width == 0 {
+		f.width = mdl.defaultSize()
+	}
+	if f.height == 0 {
+		f.height = mdl.defaultSize()
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+
+	// LoRAs.
+	var loraNotes, loraHashes []string
 	applyLoRA := func(path string, unetW, teW float32) error {
 		lf, err := lora.Load(path)
 		if err != nil {
@@ -149,15 +433,15 @@ func runGenerate(ctx context.Context, args []string) error {
 			has[c] = true
 		}
 		applied := 0
-		for _, part := range []struct {
-			comp string
-			m    nnModule
-			w    float32
-		}{{"unet", comps.UNet, unetW}, {"text_encoder", comps.TextEncoder, teW}} {
+		for _, part := range mdl.loraParts() {
+			w := teW
+			if part.comp == "unet" {
+				w = unetW
+			}
 			if !has[part.comp] && !(part.comp == "unet" && has[""]) {
 				continue
 			}
-			a, err := lora.Apply(part.m, lf, part.comp, part.w)
+			a, err := lora.Apply(part.m, lf, part.comp, w)
 			if err != nil {
 				return err
 			}
@@ -167,62 +451,76 @@ func runGenerate(ctx context.Context, args []string) error {
 			applied++
 		}
 		if applied == 0 {
-			return fmt.Errorf("%s: no LoRA weights for this model's UNet or text encoder (it has: %s)", path, strings.Join(lf.Components(), ", "))
+			return fmt.Errorf("%s: no LoRA weights for this model's UNet or text encoders (it has: %s)", path, strings.Join(lf.Components(), ", "))
 		}
-		loraNotes = append(loraNotes, fmt.Sprintf("%s: %g", strings.TrimSuffix(filepath.Base(path), filepath.Ext(path)), unetW))
+		name := strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
+		loraNotes = append(loraNotes, fmt.Sprintf("%s: %g", name, unetW))
+		if h, err := addnetHash(path); err == nil {
+			loraHashes = append(loraHashes, name+": "+h)
+		}
 		return nil
 	}
 	for _, spec := range f.loras {
 		path, w := spec, 1.0
 		if i := strings.LastIndex(spec, ":"); i > 0 {
-			if _, err := fmt.Sscanf(spec[i+1:], "%g", &w); err == nil {
-				path = spec[:i]
-			} else {
-				w = 1
+			if x, err := strconv.ParseFloat(spec[i+1:], 64); err == nil {
+				path, w = spec[:i], x
 			}
 		}
 		if err := applyLoRA(path, float32(w), float32(w)); err != nil {
-			return err
+			return fmt.Errorf("generate: --lora: %w", err)
 		}
 	}
 	for _, r := range refs {
-		if f.loraDir == "" {
-			return fmt.Errorf("generate: prompt uses <lora:%s> but no --lora-dir was given", r.Name)
-		}
 		path, err := lora.Find(f.loraDir, r.Name)
 		if err != nil {
-			return err
+			return fmt.Errorf("generate: <lora:%s>: %w", r.Name, err)
 		}
 		if err := applyLoRA(path, r.UNet, r.TextEncoder); err != nil {
-			return err
+			return fmt.Errorf("generate: <lora:%s>: %w", r.Name, err)
 		}
 	}
-	tok, err := newCLIPTokenizer()
+
+	// Adapters.
+	ad, err := loadAdapters(ctx, f, mdl, opt)
 	if err != nil {
 		return err
 	}
-	p := &pipeline.SD{TextEncoder: comps.TextEncoder, Tokenizer: tok, UNet: comps.UNet, VAE: comps.VAE}
-	schedCfg := comps.Scheduler
-	if schedCfg == nil {
-		schedCfg = []byte(pipeline.SD15SchedulerConfig)
-	}
-	cfg, err := scheduler.ParseConfig(schedCfg)
-	if err != nil {
-		return err
+	defer ad.close()
+
+	// Refiner.
+	var ref *refinerModel
+	if f.refiner != "" {
+		if !mdl.isXL() {
+			return fmt.Errorf("generate: --refiner needs an SDXL base model; %s is %s", f.model, mdl.kind())
+		}
+		if ref, err = loadRefiner(f.refiner, opt); err != nil {
+			return err
+		}
+		defer ref.close()
+		logf(f.quiet, "loaded refiner %s\n", ref.name)
+	} else if f.set["aesthetic-score"] || f.set["negative-aesthetic-score"] {
+		if !mdl.isXL() || !mdl.xl.Refiner {
+			return errors.New("generate: --aesthetic-score/--negative-aesthetic-score apply to an SDXL refiner (--refiner or a refiner as -m)")
+		}
 	}
 	var initImg, mask *tensor.Tensor
 	if f.initImg != "" {
 		if initImg, err = loadImageNHWC(f.initImg, f.width, f.height, false); err != nil {
-			return err
+			return fmt.Errorf("generate: --init-img: %w", err)
 		}
 	}
 	if f.mask != "" {
-		if initImg == nil {
-			return errors.New("generate: --mask needs --init-img")
-		}
 		if mask, err = loadImageNHWC(f.mask, f.width, f.height, true); err != nil {
-			return err
+			return fmt.Errorf("generate: --mask: %w", err)
 		}
+	}
+	if mdl.isXL() && mdl.xl.Refiner && initImg == nil {
+		return fmt.Errorf("generate: %s is an SDXL refiner: give it an --init-img (or use it as --refiner of a base model)", f.model)
+	}
+	cfg, err := scheduler.ParseConfig(mdl.schedulerConfig())
+	if err != nil {
+		return fmt.Errorf("generate: %s: scheduler config: %w", f.model, err)
 	}
 	modelHash, _ := imageio.ModelHash(f.model)
 	seed := f.seed
@@ -230,51 +528,196 @@ func runGenerate(ctx context.Context, args []string) error {
 		seed = rand.Int64N(1 << 32)
 	}
 	for i := 0; i < f.batchCount; i++ {
-		s, err := scheduler.New(samplerName, cfg)
-		if err != nil {
+		if err := ctx.Err(); err != nil {
 			return err
 		}
+		s, err := scheduler.New(f.samplerName, cfg)
+		if err != nil {
+			return fmt.Errorf("generate: --sampler: %w", err)
+		}
 		gen := rng.New(uint64(seed + int64(i)))
-		req := pipeline.Request{Prompts: []string{prompt}, NegativePrompts: []string{f.negative},
+		req := pipeline.Request{Prompts: []string{prompt},
 			Width: f.width, Height: f.height, Steps: f.steps, Guidance: f.cfgScale, GuidanceRescale: f.guidanceRescale,
-			ClipSkip: f.clipSkip, Scheduler: s, Noise: gen, InitImage: initImg, Mask: mask}
+			ClipSkip: f.clipSkip, Scheduler: s, Noise: gen, InitImage: initImg, Mask: mask, Adapter: ad.hook(f.cfgScale > 1)}
+		if !mdl.isXL() || f.set["n"] || f.set["negative-prompt"] {
+			// diffusers' SDXL zeroes the unconditional embeddings only when
+			// no negative prompt is given at all.
+			req.NegativePrompts = []string{f.negative}
+		}
 		if initImg != nil {
 			req.Strength = f.strength
 		}
+		label := fmt.Sprintf("image %d/%d", i+1, f.batchCount)
 		if !f.quiet {
-			req.Progress = progressBar(fmt.Sprintf("image %d/%d", i+1, f.batchCount))
+			req.Progress = progressBar(label)
 		}
-		res, err := p.Generate(ctx, req)
+		var images *tensor.Tensor
+		if mdl.isXL() {
+			if images, err = generateXL(ctx, f, mdl, ref, req, label); err != nil {
+				return err
+			}
+		} else {
+			p := &pipeline.SD{TextEncoder: mdl.sd.TextEncoder, Tokenizer: mdl.tok1, UNet: mdl.sd.UNet, VAE: mdl.sd.VAE}
+			res, err := p.Generate(ctx, req)
+			if err != nil {
+				return err
+			}
+			images = res.Images
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		img, err := imageio.FromNHWC(images.Data(), f.width, f.height)
 		if err != nil {
 			return err
 		}
-		img, err := imageio.FromNHWC(res.Images.Data(), f.width, f.height)
-		if err != nil {
-			return err
-		}
-		params := imageio.Params{Prompt: f.prompt, NegativePrompt: f.negative, Steps: f.steps, Sampler: a1111Sampler(info),
+		params := imageio.Params{Prompt: f.prompt, NegativePrompt: f.negative, Steps: f.steps, Sampler: a1111Sampler(f.info),
 			CFGScale: f.cfgScale, Seed: seed + int64(i), Width: f.width, Height: f.height, ModelHash: modelHash,
-			Model: strings.TrimSuffix(filepath.Base(f.model), filepath.Ext(f.model))}
-		if strings.Contains(samplerName, "karras") {
+			Model: modelName(f.model)}
+		if strings.Contains(strings.ToLower(f.samplerName), "karras") {
 			params.Scheduler = "Karras"
 		}
-		if f.clipSkip > 1 {
+		if f.clipSkip > 1 && !mdl.isXL() {
 			params.ClipSkip = f.clipSkip
 		}
 		if initImg != nil {
 			params.DenoisingStrength = f.strength
 		}
+		params.Extra = append(params.Extra, xlParams(f, mdl)...)
+		if f.guidanceRescale > 0 {
+			params.Extra = append(params.Extra, imageio.KV{Key: "Guidance rescale", Value: formatNum(f.guidanceRescale)})
+		}
+		params.Extra = append(params.Extra, ad.params...)
 		if len(loraNotes) > 0 {
 			params.Extra = append(params.Extra, imageio.KV{Key: "Lora", Value: strings.Join(loraNotes, ", ")})
 		}
+		if len(loraHashes) > 0 {
+			params.Extra = append(params.Extra, imageio.KV{Key: "Lora hashes", Value: strings.Join(loraHashes, ", ")})
+		}
+		if ref != nil {
+			name := modelName(f.refiner)
+			if ref.hash != "" {
+				name += " [" + ref.hash + "]"
+			}
+			params.Extra = append(params.Extra, imageio.KV{Key: "Refiner", Value: name},
+				imageio.KV{Key: "Refiner switch at", Value: formatNum(f.refinerStart)})
+		}
 		params.Extra = append(params.Extra, imageio.KV{Key: "Version", Value: "diffuse " + version})
 		out := outputName(f.output, i)
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		if err := imageio.WritePNG(out, img, []imageio.KV{{Key: imageio.ParametersKey, Value: params.String()}}); err != nil {
 			return err
 		}
 		logf(f.quiet, "wrote %s\n", out)
 	}
 	return nil
+}
+
+// generateXL runs the SDXL base (and the refiner when given) and returns
+// the decoded images.
+func generateXL(ctx context.Context, f *genFlags, mdl *loadedModel, ref *refinerModel, req pipeline.Request, label string) (*tensor.Tensor, error) {
+	xr := xlRequest(f, req)
+	if mdl.xl.Refiner {
+		xr.AestheticScore, xr.NegativeAestheticScore = f.aesthetic, f.negAesthetic
+	}
+	p := mdl.xlPipeline()
+	if ref == nil {
+		res, err := p.Generate(ctx, xr)
+		if err != nil {
+			return nil, err
+		}
+		return res.Images, nil
+	}
+	xr.DenoisingEnd = f.refinerStart
+	xr.SkipDecode = true
+	if req.Progress != nil {
+		xr.Progress = progressBar(label + " base")
+	}
+	res, err := p.Generate(ctx, xr)
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s, err := scheduler.New(f.samplerName, ref.sched)
+	if err != nil {
+		return nil, fmt.Errorf("generate: --refiner: %w", err)
+	}
+	rreq := pipeline.Request{Prompts: req.Prompts, NegativePrompts: req.NegativePrompts, Width: req.Width, Height: req.Height,
+		Steps: req.Steps, Guidance: req.Guidance, GuidanceRescale: req.GuidanceRescale, Scheduler: s, Noise: req.Noise,
+		InitLatents: res.Latents, DenoisingStart: f.refinerStart}
+	if req.Progress != nil {
+		rreq.Progress = progressBar(label + " refiner")
+	}
+	rr := xlRequest(f, rreq)
+	rr.AestheticScore, rr.NegativeAestheticScore = f.aesthetic, f.negAesthetic
+	rres, err := ref.pipeline().Generate(ctx, rr)
+	if err != nil {
+		return nil, fmt.Errorf("refiner: %w", err)
+	}
+	return rres.Images, nil
+}
+
+// xlRequest adds the SDXL flags to a request.
+func xlRequest(f *genFlags, req pipeline.Request) pipeline.XLRequest {
+	xr := pipeline.XLRequest{Request: req}
+	if f.prompt2 != "" {
+		xr.Prompts2 = []string{f.prompt2}
+	}
+	if f.negative2 != "" {
+		xr.NegativePrompts2 = []string{f.negative2}
+	}
+	if f.xl.original != nil {
+		xr.OriginalSize = *f.xl.original
+	}
+	if f.xl.crop != nil {
+		xr.CropsTopLeft = *f.xl.crop
+	}
+	if f.xl.target != nil {
+		xr.TargetSize = *f.xl.target
+	}
+	xr.NegativeOriginalSize, xr.NegativeCropsTopLeft, xr.NegativeTargetSize = f.xl.negOriginal, f.xl.negCrop, f.xl.negTarget
+	return xr
+}
+
+// xlParams are the SDXL settings for the PNG parameters: the second
+// prompts and any micro-conditioning given.
+func xlParams(f *genFlags, mdl *loadedModel) []imageio.KV {
+	if !mdl.isXL() {
+		return nil
+	}
+	var out []imageio.KV
+	add := func(k, v string) {
+		if v != "" {
+			out = append(out, imageio.KV{Key: k, Value: v})
+		}
+	}
+	add("Prompt 2", f.prompt2)
+	add("Negative prompt 2", f.negative2)
+	add("Original size", f.originalSize)
+	add("Crop top left", f.cropTopLeft)
+	add("Target size", f.targetSize)
+	add("Negative original size", f.negOriginalSize)
+	add("Negative crop top left", f.negCropTopLeft)
+	add("Negative target size", f.negTargetSize)
+	if mdl.xl.Refiner || f.refiner != "" {
+		add("Aesthetic score", formatNum(f.aesthetic))
+		add("Negative aesthetic score", formatNum(f.negAesthetic))
+	}
+	return out
+}
+
+// formatNum writes a number as A1111 does: whole numbers without a fraction.
+func formatNum(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
+
+// modelName is a checkpoint's name as A1111 writes it: the file or folder
+// name without extension.
+func modelName(path string) string {
+	base := filepath.Base(filepath.Clean(path))
+	return strings.TrimSuffix(base, filepath.Ext(base))
 }
 
 type nnModule = nn.Module
@@ -341,8 +784,15 @@ func progressBar(label string) func(step, total int, elapsed time.Duration) {
 	}
 }
 
-// newCLIPTokenizer is the SD 1.x tokenizer: CLIP BPE with the vocabulary
-// built into the binary, padded with EOS to 77 tokens.
+// newCLIPTokenizer is the SD 1.x tokenizer (and SDXL's first): CLIP BPE
+// with the vocabulary built into the binary, padded with EOS to 77 tokens.
 func newCLIPTokenizer() (pipeline.Tokenizer, error) {
 	return cliptok.New(cliptok.Options{Pad: cliptok.PadEOS})
+}
+
+// newCLIPTokenizer2 is SDXL's tokenizer_2: padded with "!" (id 0), which
+// is also a special token in the text (the clip_tokenizer golden case's
+// ids_hf_sdxl2).
+func newCLIPTokenizer2() (pipeline.Tokenizer, error) {
+	return cliptok.New(cliptok.Options{Pad: cliptok.PadExclamation})
 }
