@@ -276,7 +276,8 @@ func (p *SD) Generate(ctx context.Context, r Request) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		in := tensor.FromSlice(xs, x.Shape()...)
+		scaled := tensor.FromSlice(xs, x.Shape()...)
+		in := scaled
 		if mask2 != nil {
 			in = tensor.Concat(1, in, mask2, masked2)
 		}
@@ -285,7 +286,9 @@ func (p *SD) Generate(ctx context.Context, r Request) (*Result, error) {
 		}
 		cond := unet.Cond{EncoderHiddenStates: ehs, TextEmbeds: r.AddTextEmbeds, TimeIDs: r.AddTimeIDs}
 		if r.Adapter != nil {
-			if err := r.Adapter(i-start, total, ts[i], in, &cond); err != nil {
+			// Adapters see the latent input without the inpainting channels,
+			// as diffusers gives the ControlNet the 4-channel latents.
+			if err := r.Adapter(i-start, total, ts[i], scaled, &cond); err != nil {
 				return nil, err
 			}
 		}
