@@ -191,7 +191,10 @@ type PatchEmbed struct {
 	// patch size at construction); InterpolationScale divides positions.
 	BaseSize           int
 	InterpolationScale float64
-	Proj               *Conv2d
+	// NoPositions leaves the positional embedding out (diffusers'
+	// pos_embed_type=None, as Hunyuan-DiT, which uses rotary positions).
+	NoPositions bool
+	Proj        *Conv2d
 }
 
 // NewPatchEmbed builds PatchEmbed(height, width=height, patch_size,
@@ -205,11 +208,14 @@ func NewPatchEmbed(sampleSize, patchSize, in, dim int, interpolationScale float6
 func (e *PatchEmbed) Params(prefix string, p *Params) { e.Proj.Params(prefix+"proj.", p) }
 
 // Forward turns x [B, C, H, W] into tokens [B, (H/p)·(W/p), Dim] with
-// positions added.
+// positions added (unless NoPositions).
 func (e *PatchEmbed) Forward(x *tensor.Tensor) *tensor.Tensor {
 	y := e.Proj.Forward(x)
 	b, d, h, w := y.Dim(0), y.Dim(1), y.Dim(2), y.Dim(3)
 	y = y.Reshape(b, d, h*w).Transpose(1, 2)
+	if e.NoPositions {
+		return y
+	}
 	return tensor.Add(y, SinCosPosEmbed2D(d, h, w, e.BaseSize, e.InterpolationScale).Unsqueeze(0))
 }
 
