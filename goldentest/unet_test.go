@@ -39,6 +39,10 @@ func caseTensor(t *testing.T, c *golden.Case, name string) *tensor.Tensor {
 }
 
 func runUNet(t *testing.T, c *golden.Case) {
+	if _, ok := c.Outputs["superres_out"]; ok {
+		runIFUNet(t, c) // DeepFloyd IF stage I/II and the super-resolution pipeline
+		return
+	}
 	if _, ok := c.Outputs["out_sample"]; !ok || len(c.Outputs) != 1 {
 		t.Skipf("case %s: UNet case with outputs beyond out_sample (adapter/IF variants) not implemented yet", c.Name)
 	}

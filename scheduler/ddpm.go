@@ -35,12 +35,16 @@ func NewDDPM(cfg Config) (*DDPM, error) {
 		return nil, err
 	}
 	switch p.varianceType {
-	case "fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log":
+	case "fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range":
 	default:
 		return nil, fmt.Errorf("scheduler: DDPMScheduler: variance_type %q is not supported", p.varianceType)
 	}
 	return &DDPM{base: b}, nil
 }
+
+// VarianceType is the config's variance_type; pipelines pass the model's
+// variance channels on to Step when it is "learned" or "learned_range".
+func (s *DDPM) VarianceType() string { return s.p.varianceType }
 
 // SetTimesteps implements Scheduler.
 func (s *DDPM) SetTimesteps(n int) error {
@@ -70,14 +74,28 @@ func (s *DDPM) ScaleModelInput(sample []float32, step int) ([]float32, error) {
 }
 
 // Step implements Scheduler. It draws noise at every step but the last
-// (t > 0).
+// (t > 0). With variance_type "learned" or "learned_range" the model output
+// may carry the predicted variance: [B, 2C, ...] for a sample [B, C, ...],
+// the second half of the channels being the variance values (as DeepFloyd
+// IF predicts them); the noise added is then sqrt(v) (learned) or
+// exp(0.5·(f·log β_t + (1-f)·log β̃_t)) with f = (v+1)/2 (learned_range).
 func (s *DDPM) Step(modelOutput []float32, step int, sample []float32, shape []int, noise NoiseSource) (StepOutput, error) {
-	if err := s.checkStep(step, len(modelOutput), len(sample)); err != nil {
+	if err := s.checkStep(step, len(sample)); err != nil {
 		return StepOutput{}, err
 	}
 	shape, err := shapeOf(shape, len(sample))
 	if err != nil {
 		return StepOutput{}, err
+	}
+	learned := s.p.varianceType == "learned" || s.p.varianceType == "learned_range"
+	var predVar []float32
+	if learned && len(modelOutput) == 2*len(sample) {
+		if modelOutput, predVar, err = splitLearned(modelOutput, shape); err != nil {
+			return StepOutput{}, err
+		}
+	}
+	if len(modelOutput) != len(sample) {
+		return StepOutput{}, fmt.Errorf("scheduler: model output and sample lengths differ (%d, %d)", len(modelOutput), len(sample))
 	}
 	t := int(s.timesteps[step])
 	prevT := t - s.p.numTrain/s.numInference
@@ -105,6 +123,23 @@ func (s *DDPM) Step(modelOutput []float32, step int, sample []float32, shape []i
 		variance := betaPrev / betaT * curBeta
 		if variance < 1e-20 {
 			variance = 1e-20
+		}
+		if learned {
+			if predVar == nil {
+				return StepOutput{}, fmt.Errorf("scheduler: DDPMScheduler: variance_type %q needs the model's variance channels", s.p.varianceType)
+			}
+			minLog, maxLog := log32(variance), log32(curBeta)
+			for i, v := range predVar {
+				var sd float32
+				if s.p.varianceType == "learned" {
+					sd = sqrt32(v)
+				} else {
+					frac := (v + 1) / 2
+					sd = exp32(0.5 * (frac*maxLog + (1-frac)*minLog))
+				}
+				prev[i] = prev[i] + sd*z[i]
+			}
+			return StepOutput{PrevSample: prev, Denoised: x0}, nil
 		}
 		var sd float32
 		switch s.p.varianceType {
@@ -250,4 +285,22 @@ func (s *DDIM) AddNoise(original, noise []float32, timesteps []float64) ([]float
 // GetVelocity implements VelocityScheduler.
 func (s *DDIM) GetVelocity(sample, noise []float32, timesteps []float64) ([]float32, error) {
 	return s.velocityAt(sample, noise, timesteps)
+}
+
+// splitLearned splits a learned-variance output [B, 2C, ...] for a sample of
+// shape [B, C, ...] into the model output proper and the variance values.
+func splitLearned(out []float32, shape []int) (model, variance []float32, err error) {
+	n := numel(shape)
+	if len(out) != 2*n || len(shape) < 2 {
+		return nil, nil, fmt.Errorf("scheduler: learned-variance output has %d values for a sample of shape %v", len(out), shape)
+	}
+	b := shape[0]
+	per := n / b
+	model = make([]float32, 0, n)
+	variance = make([]float32, 0, n)
+	for i := 0; i < b; i++ {
+		model = append(model, out[2*i*per:(2*i+1)*per]...)
+		variance = append(variance, out[(2*i+1)*per:(2*i+2)*per]...)
+	}
+	return model, variance, nil
 }

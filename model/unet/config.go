@@ -205,7 +205,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("unet: %d block_out_channels but %d up blocks", len(c.BlockOutChannels), len(c.UpBlockTypes))
 	}
 	for _, t := range c.UpBlockTypes {
-		if t != "CrossAttnUpBlock2D" && t != "UpBlock2D" {
+		switch t {
+		case "CrossAttnUpBlock2D", "UpBlock2D", simpleCrossUpBlock, resnetUpBlock:
+		default:
 			return fmt.Errorf("unet: up block type %q not supported", t)
 		}
 	}
@@ -225,15 +227,20 @@ func (c Config) validateEncoder() error {
 		}
 	}
 	for _, t := range c.DownBlockTypes {
-		if t != "CrossAttnDownBlock2D" && t != "DownBlock2D" {
+		switch t {
+		case "CrossAttnDownBlock2D", "DownBlock2D", resnetDownBlock, simpleCrossDownBlock:
+		default:
 			return fmt.Errorf("unet: down block type %q not supported", t)
 		}
 	}
-	if c.MidBlockType != nil && *c.MidBlockType != "UNetMidBlock2DCrossAttn" && *c.MidBlockType != "UNetMidBlock2D" {
+	if m := c.MidBlockType; m != nil && *m != "UNetMidBlock2DCrossAttn" && *m != "UNetMidBlock2D" && *m != simpleCrossMidBlock {
 		return fmt.Errorf("unet: mid block type %q not supported", *c.MidBlockType)
 	}
+	if err := c.validateAddedKV(); err != nil {
+		return err
+	}
 	switch c.AdditionEmbedType {
-	case "", "text_time":
+	case "", "text_time", "text":
 	default:
 		return fmt.Errorf("unet: addition_embed_type %q not supported yet", c.AdditionEmbedType)
 	}

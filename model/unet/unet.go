@@ -11,17 +11,22 @@ type downBlock struct {
 	resnets     []*nn.ResnetBlock2D
 	attentions  []*nn.Transformer2D
 	downsampler *nn.Downsample2D
+	kv          []*nn.AddedKVAttention // SimpleCrossAttnDownBlock2D
+	resampler   *nn.ResampleResnet     // ResnetDownsampleBlock2D / SimpleCrossAttnDownBlock2D
 }
 
 type upBlock struct {
 	resnets    []*nn.ResnetBlock2D
 	attentions []*nn.Transformer2D
 	upsampler  *nn.Upsample2D
+	kv         []*nn.AddedKVAttention // SimpleCrossAttnUpBlock2D
+	resampler  *nn.ResampleResnet     // ResnetUpsampleBlock2D / SimpleCrossAttnUpBlock2D
 }
 
 type midBlock struct {
 	resnets    []*nn.ResnetBlock2D
 	attentions []*nn.Transformer2D
+	kv         []*nn.AddedKVAttention // UNetMidBlock2DSimpleCrossAttn
 }
 
 // Encoder is the contracting half of a UNet2DConditionModel: the input
@@ -36,6 +41,7 @@ type Encoder struct {
 	classEmb    *nn.TimestepEmbedding // class_embed_type timestep/projection
 	classTable  *nn.Embedding         // num_class_embeds
 	addEmb      *nn.TimestepEmbedding // addition_embed_type text_time
+	textEmb     *nn.TextTimeEmbedding // addition_embed_type text
 	encoderProj *nn.Linear            // encoder_hid_proj
 	down        []*downBlock
 	mid         *midBlock
@@ -66,6 +72,7 @@ func New(c Config) (*Model, error) {
 	tlayers := c.TransformerLayersPerBlock.For(n)
 	cross := c.CrossAttentionDim.For(n)
 	heads := c.heads(n)
+	headDims := c.headDims(n)
 	onlyCross := c.OnlyCrossAttention.For(n)
 	rtl := tlayers
 	if len(c.ReverseTransformerLayers) > 0 {
@@ -96,9 +103,16 @@ func New(c Config) (*Model, error) {
 				}
 				b.attentions = append(b.attentions, t)
 			}
+			if typ == simpleCrossUpBlock {
+				b.kv = append(b.kv, e.addedKV(out, headDims[ri], cross[ri], onlyCross[ri]))
+			}
 		}
 		if i < n-1 {
-			b.upsampler = nn.NewUpsample2D(out, out)
+			if resampledByResnet(typ) {
+				b.resampler = e.resampleResnet(out, true)
+			} else {
+				b.upsampler = nn.NewUpsample2D(out, out)
+			}
 			m.numUpsampler++
 		}
 		m.up = append(m.up, b)
@@ -143,6 +157,7 @@ func NewEncoder(c Config) (*Encoder, error) {
 	tlayers := c.TransformerLayersPerBlock.For(n)
 	cross := c.CrossAttentionDim.For(n)
 	heads := c.heads(n)
+	headDims := c.headDims(n)
 	onlyCross := c.OnlyCrossAttention.For(n)
 	m := &Encoder{Cfg: c}
 	timeDim := c.TimeEmbeddingDim
@@ -162,8 +177,15 @@ func NewEncoder(c Config) (*Encoder, error) {
 	case c.ClassEmbedType == "projection":
 		m.classEmb = nn.NewTimestepEmbedding(c.ProjectionClassEmbeddingsDim, timeDim, 0, 0, c.ActFn)
 	}
-	if c.AdditionEmbedType == "text_time" {
+	switch c.AdditionEmbedType {
+	case "text_time":
 		m.addEmb = nn.NewTimestepEmbedding(c.ProjectionClassEmbeddingsDim, timeDim, 0, 0, c.ActFn)
+	case "text":
+		from := c.EncoderHidDim
+		if from == 0 {
+			from = cross[0]
+		}
+		m.textEmb = nn.NewTextTimeEmbedding(from, timeDim, c.AdditionEmbedTypeNumHeads)
 	}
 	if c.EncoderHidDimType == "text_proj" {
 		m.encoderProj = nn.NewLinear(c.EncoderHidDim, cross[0], true)
@@ -187,9 +209,16 @@ func NewEncoder(c Config) (*Encoder, error) {
 				}
 				b.attentions = append(b.attentions, t)
 			}
+			if typ == simpleCrossDownBlock {
+				b.kv = append(b.kv, m.addedKV(out, headDims[i], cross[i], onlyCross[i]))
+			}
 		}
 		if i < n-1 {
-			b.downsampler = nn.NewDownsample2D(out, out, c.DownsamplePadding)
+			if resampledByResnet(typ) {
+				b.resampler = m.resampleResnet(out, false)
+			} else {
+				b.downsampler = nn.NewDownsample2D(out, out, c.DownsamplePadding)
+			}
 		}
 		m.down = append(m.down, b)
 	}
@@ -204,6 +233,10 @@ func NewEncoder(c Config) (*Encoder, error) {
 				return nil, err
 			}
 			mb.attentions = append(mb.attentions, t)
+			mb.resnets = append(mb.resnets, resnet(ch, ch))
+		}
+		if *c.MidBlockType == simpleCrossMidBlock {
+			mb.kv = append(mb.kv, m.addedKV(ch, headDims[n-1], cross[n-1], c.midOnlyCross()))
 			mb.resnets = append(mb.resnets, resnet(ch, ch))
 		}
 		for _, r := range mb.resnets {
@@ -233,8 +266,14 @@ func (m *Model) Params(prefix string, p *nn.Params) {
 		for j, a := range b.attentions {
 			a.Params(nn.Join(bp+"attentions.", j), p)
 		}
+		for j, a := range b.kv {
+			a.Params(nn.Join(bp+"attentions.", j), p)
+		}
 		if b.upsampler != nil {
 			b.upsampler.Params(bp+"upsamplers.0.", p)
+		}
+		if b.resampler != nil {
+			b.resampler.Params(bp+"upsamplers.0.", p)
 		}
 	}
 	m.normOut.Params(prefix+"conv_norm_out.", p)
@@ -254,6 +293,9 @@ func (m *Encoder) Params(prefix string, p *nn.Params) {
 	if m.addEmb != nil {
 		m.addEmb.Params(prefix+"add_embedding.", p)
 	}
+	if m.textEmb != nil {
+		m.textEmb.Params(prefix+"add_embedding.", p)
+	}
 	if m.encoderProj != nil {
 		m.encoderProj.Params(prefix+"encoder_hid_proj.", p)
 	}
@@ -265,8 +307,14 @@ func (m *Encoder) Params(prefix string, p *nn.Params) {
 		for j, a := range b.attentions {
 			a.Params(nn.Join(bp+"attentions.", j), p)
 		}
+		for j, a := range b.kv {
+			a.Params(nn.Join(bp+"attentions.", j), p)
+		}
 		if b.downsampler != nil {
 			b.downsampler.Params(bp+"downsamplers.0.", p)
+		}
+		if b.resampler != nil {
+			b.resampler.Params(bp+"downsamplers.0.", p)
 		}
 	}
 	if m.mid != nil {
@@ -274,6 +322,9 @@ func (m *Encoder) Params(prefix string, p *nn.Params) {
 			r.Params(nn.Join(prefix+"mid_block.resnets.", j), p)
 		}
 		for j, a := range m.mid.attentions {
+			a.Params(nn.Join(prefix+"mid_block.attentions.", j), p)
+		}
+		for j, a := range m.mid.kv {
 			a.Params(nn.Join(prefix+"mid_block.attentions.", j), p)
 		}
 	}
@@ -347,6 +398,10 @@ func (m *Encoder) Embed(B int, timesteps []float32, cond Cond) (emb, ehs *tensor
 		}
 		emb = tensor.Add(emb, m.addEmb.Forward(add, nil))
 	}
+	if m.textEmb != nil {
+		// Pooled from the raw encoder states, before encoder_hid_proj.
+		emb = tensor.Add(emb, m.textEmb.Forward(ehs))
+	}
 	if c.TimeEmbeddingActFn != "" {
 		emb = tensor.Activation(c.TimeEmbeddingActFn, emb)
 	}
@@ -380,10 +435,17 @@ func (m *Encoder) Down(h, emb, ehs, mask *tensor.Tensor, intra []*tensor.Tensor)
 					intra = intra[1:]
 				}
 			}
+			if len(b.kv) > 0 {
+				h = b.kv[j].Forward(h, ehs, mask)
+			}
 			skips = append(skips, h)
 		}
 		if b.downsampler != nil {
 			h = b.downsampler.Forward(h)
+			skips = append(skips, h)
+		}
+		if b.resampler != nil {
+			h = b.resampler.Forward(h, emb)
 			skips = append(skips, h)
 		}
 		if len(b.attentions) == 0 && len(intra) > 0 {
@@ -407,6 +469,10 @@ func (m *Encoder) Mid(h, emb, ehs, mask *tensor.Tensor) *tensor.Tensor {
 		h = a.Forward(h, ehs, mask)
 		h = m.mid.resnets[j+1].Forward(h, emb)
 	}
+	for j, a := range m.mid.kv {
+		h = a.Forward(h, ehs, mask)
+		h = m.mid.resnets[j+1].Forward(h, emb)
+	}
 	return h
 }
 
@@ -425,6 +491,9 @@ func (m *Model) Forward(sample *tensor.Tensor, timesteps []float32, cond Cond) (
 	// Upsampling to explicit sizes is needed when H, W are not multiples of 2^upsamplers.
 	factor := 1 << m.numUpsampler
 	forwardSizes := sample.Dim(2)%factor != 0 || sample.Dim(3)%factor != 0
+	if forwardSizes && m.resampledUp() {
+		return nil, fmt.Errorf("unet: sample size %dx%d must be a multiple of %d for resnet upsamplers", sample.Dim(2), sample.Dim(3), factor)
+	}
 	h := m.ConvIn(sample)
 	intra := append([]*tensor.Tensor(nil), cond.DownIntrablockAdditionalResidual...)
 	h, skips, intra := m.Down(h, emb, ehs, cond.EncoderMask, intra)
@@ -451,6 +520,12 @@ func (m *Model) Forward(sample *tensor.Tensor, timesteps []float32, cond Cond) (
 			if len(b.attentions) > 0 {
 				h = b.attentions[j].Forward(h, ehs, cond.EncoderMask)
 			}
+			if len(b.kv) > 0 {
+				h = b.kv[j].Forward(h, ehs, cond.EncoderMask)
+			}
+		}
+		if b.resampler != nil {
+			h = b.resampler.Forward(h, emb)
 		}
 		if b.upsampler != nil {
 			uh, uw := 0, 0
