@@ -145,6 +145,12 @@ func (g *GroupNorm) Forward(x *tensor.Tensor) *tensor.Tensor {
 	return tensor.GroupNorm(x, g.Groups, g.Weight, g.Bias, g.Eps)
 }
 
+// ForwardAct is tensor.Activation(act, g.Forward(x)), fused into one pass
+// when no gradient is needed (see tensor.GroupNormAct).
+func (g *GroupNorm) ForwardAct(x *tensor.Tensor, act string) *tensor.Tensor {
+	return tensor.GroupNormAct(x, g.Groups, g.Weight, g.Bias, g.Eps, act)
+}
+
 // LayerNorm normalises the last dimension.
 type LayerNorm struct {
 	Dim          int

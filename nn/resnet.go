@@ -69,7 +69,7 @@ func (r *ResnetBlock2D) Params(prefix string, p *Params) {
 // Forward applies the block to x [B, In, H, W] with time embedding temb [B, T] (may be nil).
 func (r *ResnetBlock2D) Forward(x, temb *tensor.Tensor) *tensor.Tensor {
 	act := r.Cfg.Act
-	h := tensor.Activation(act, r.Norm1.Forward(x))
+	h := r.Norm1.ForwardAct(x, act)
 	h = r.Conv1.Forward(h)
 	var scale, shift *tensor.Tensor
 	if r.TimeEmbProj != nil && temb != nil {
@@ -86,11 +86,13 @@ func (r *ResnetBlock2D) Forward(x, temb *tensor.Tensor) *tensor.Tensor {
 			h = tensor.Add(h, t)
 		}
 	}
-	h = r.Norm2.Forward(h)
 	if scale != nil {
+		h = r.Norm2.Forward(h)
 		h = tensor.Add(tensor.Mul(h, tensor.AddScalar(scale, 1)), shift)
+		h = tensor.Activation(act, h)
+	} else {
+		h = r.Norm2.ForwardAct(h, act)
 	}
-	h = tensor.Activation(act, h)
 	h = r.Conv2.Forward(h)
 	sc := x
 	if r.Shortcut != nil {

@@ -160,7 +160,25 @@ func Conv2d(x, weight, bias *Tensor, o Conv2dOpts) *Tensor {
 	for grp := range wms {
 		wms[grp] = packedWeight(wc, wc.offset+grp*cog*kc, cog, kc, false, false)
 	}
+	// The bias is written first and the products accumulate onto it
+	// (beta 1): the kernels read C anyway for every k block after the
+	// first, so this saves a separate pass over the output.
+	beta := float32(0)
+	if bd != nil {
+		beta = 1
+	}
 	for img := 0; img < g.n; img++ {
+		if bd != nil {
+			parallelFor(g.cout, max(1, 65536/P), func(lo, hi int) {
+				for c := lo; c < hi; c++ {
+					plane := out.f32[(img*g.cout+c)*P : (img*g.cout+c+1)*P]
+					b := bd[c]
+					for i := range plane {
+						plane[i] = b
+					}
+				}
+			})
+		}
 		for grp, wm := range wms {
 			dst := out.f32[(img*g.cout+grp*cog)*P:]
 			var xm gemm.Mat
@@ -169,16 +187,7 @@ func Conv2d(x, weight, bias *Tensor, o Conv2dOpts) *Tensor {
 			} else {
 				xm = gemm.LinesMat(true, func(r, p0 int, d []float32) { g.unfold(xs, img, grp, r, p0, d) })
 			}
-			gemm.Gemm(cog, P, kc, 1, wm, xm, 0, dst, P)
-		}
-		if bd != nil {
-			for c := 0; c < g.cout; c++ {
-				plane := out.f32[(img*g.cout+c)*P : (img*g.cout+c+1)*P]
-				b := bd[c]
-				for i := range plane {
-					plane[i] += b
-				}
-			}
+			gemm.Gemm(cog, P, kc, 1, wm, xm, beta, dst, P)
 		}
 	}
 	record(out, []*Tensor{x, weight, bias}, func(gout *Tensor) []*Tensor {

@@ -787,6 +787,8 @@ func TestForwardAttention(t *testing.T) {
 		{2, 2, 260, 50, 8, 12, "keys", 0},   // [B, 1, 1, Lk] mask
 		{1, 2, 200, 200, 8, 8, "causal", 0}, // [1, 1, Lq, Lk] mask
 		{2, 1, 140, 33, 4, 4, "full", 0.5},  // [B, H, Lq, Lk] mask with fully masked rows
+		{1, 2, 150, 300, 64, 80, "keys", 0}, // wide heads: blocks of several slivers, two k blocks
+		{1, 1, 40, 20, 100, 40, "full", 0},  // one partial wide block
 	} {
 		q := randT(r, c.b, c.h, c.lq, c.d)
 		k := randT(r, c.b, c.h, c.lk, c.d)

@@ -208,7 +208,90 @@ func GroupNorm(x *Tensor, groups int, weight, bias *Tensor, eps float64) *Tensor
 	}
 	n, c := x.Dim(0), x.Dim(1)
 	spatial := x.Numel() / (n * c)
+	if !anyRequiresGrad([]*Tensor{x, weight, bias}) {
+		return groupNormFused(x, groups, weight, bias, eps, false)
+	}
 	return normalize(x, weight, bias, n*groups, c/groups*spatial, eps, false, spatial)
+}
+
+// GroupNormAct is Activation(act, GroupNorm(x, groups, weight, bias, eps)),
+// act "" meaning none. For act "silu" (or none) with no input requiring
+// gradients it runs fused: the statistics are read from x, then one pass
+// writes the normalised, affine-mapped and activated output, with no
+// intermediate tensor. Otherwise it records the unfused ops.
+func GroupNormAct(x *Tensor, groups int, weight, bias *Tensor, eps float64, act string) *Tensor {
+	silu := act == "silu" || act == "swish"
+	if act != "" && !silu || anyRequiresGrad([]*Tensor{x, weight, bias}) {
+		h := GroupNorm(x, groups, weight, bias, eps)
+		if act != "" {
+			h = Activation(act, h)
+		}
+		return h
+	}
+	if x.Rank() < 2 || x.Dim(1)%groups != 0 {
+		panic(fmt.Sprintf("tensor: GroupNorm of %v into %d groups", x.shape, groups))
+	}
+	return groupNormFused(x, groups, weight, bias, eps, silu)
+}
+
+// groupNormFused is the inference GroupNorm (and SiLU): per group, a pass for
+// the mean and one for the variance of the deviations (as normRows: float32
+// sums over normBlock values, float64 across them, the mean corrected by the
+// deviations' mean), then vec.NormAffine over each channel's plane.
+func groupNormFused(x *Tensor, groups int, weight, bias *Tensor, eps float64, silu bool) *Tensor {
+	n, c := x.Dim(0), x.Dim(1)
+	spatial := x.Numel() / (n * c)
+	cg := c / groups
+	l := cg * spatial
+	xc := x.Float32().Contiguous()
+	xs := xc.f32[xc.offset : xc.offset+xc.Numel()]
+	out := Zeros(x.shape...)
+	o := out.f32
+	var wd, bd []float32
+	if weight != nil {
+		wd = weight.Data()
+	}
+	if bias != nil {
+		bd = bias.Data()
+	}
+	// Rows are (image, group) pairs.
+	parallelFor(n*groups, max(1, 4096/max(l, 1)), func(lo, hi int) {
+		var tmp [normBlock]float32
+		for r := lo; r < hi; r++ {
+			row := xs[r*l : (r+1)*l]
+			var s float64
+			for b := 0; b < l; b += normBlock {
+				s += float64(vec.Sum(row[b:min(b+normBlock, l)]))
+			}
+			mean := s / float64(l)
+			mhi := float32(mean)
+			mlo := float32(mean - float64(mhi))
+			var s1, s2 float64
+			for b := 0; b < l; b += normBlock {
+				d := tmp[:min(normBlock, l-b)]
+				vec.NormAffine(d, row[b:b+len(d)], mhi, mlo, 1, 0, false)
+				s1 += float64(vec.Sum(d))
+				s2 += float64(vec.Dot(d, d))
+			}
+			cm := s1 / float64(l)
+			variance := max(s2/float64(l)-cm*cm, 0)
+			rs := 1 / math.Sqrt(variance+eps)
+			lo2 := float32(float64(mlo) + cm)
+			for ci := 0; ci < cg; ci++ {
+				ch := r%groups*cg + ci
+				a, b := float32(rs), float32(0)
+				if wd != nil {
+					a = float32(rs * float64(wd[ch]))
+				}
+				if bd != nil {
+					b = bd[ch]
+				}
+				seg := row[ci*spatial : (ci+1)*spatial]
+				vec.NormAffine(o[r*l+ci*spatial:r*l+(ci+1)*spatial], seg, mhi, lo2, a, b, silu)
+			}
+		}
+	})
+	return out
 }
 
 // LayerNorm normalises over the last dimension with optional weight and bias.

@@ -42,8 +42,9 @@ func Softmax(x *Tensor) *Tensor {
 	return out
 }
 
-// attnBlock is the number of query rows whose scores are held at once: the
-// score matrix is never materialised beyond [attnBlock, Lk] per worker.
+// attnBlock is the number of query rows whose scores the backward pass holds
+// at once: the score matrix is never materialised beyond [attnBlock, Lk]
+// per worker. (The forward pass picks its own block; see Attention.)
 const attnBlock = 128
 
 // Attention computes softmax(q·kᵀ·scale + mask)·v for q [B, H, Lq, D],
@@ -76,38 +77,86 @@ func Attention(q, k, v, mask *Tensor, scale float32) *Tensor {
 		mstr = append(mstr, mb.offset)
 	}
 	out := Zeros(B, H, Lq, Dv)
-	nblk := (Lq + attnBlock - 1) / attnBlock
+	// Scores are computed transposed, Sᵀ = scale·K·Qᵀ [Lk, bq]: one query
+	// per column, so the softmax runs down the columns, 8 queries per
+	// vector, and its exp pass writes the probabilities straight into the
+	// packed B layout of the second product Oᵀ = Vᵀ·Pᵀ (in place when the
+	// block is one B sliver wide, whose packed layout is Sᵀ itself). The 1/Σ
+	// normalisation is applied to the Dv outputs rather than to the Lk
+	// probabilities. A block is nq slivers of w queries: one for narrow
+	// heads, so the Lk·w score tile stays in L2; more for wide heads, whose
+	// packed K and Vᵀ (Lk·(D+Dv) values, read once per block) would
+	// otherwise dominate.
+	//
 	// Every (head, query block) is a task; the workers run their products
 	// on one thread each rather than nesting the GEMM's own threads inside
 	// this loop. A worker's tasks are consecutive, so it packs each head's
-	// Kᵀ and V once and reuses the panels for all of that head's blocks.
+	// K and Vᵀ once and reuses the panels for all of that head's blocks.
+	w := gemm.NR()
+	nq := min(8, max(1, (D+Dv)/64))
+	bqMax := nq * w
+	nblk := (Lq + bqMax - 1) / bqMax
+	kcb := gemm.KBlock(Lk)
 	parallelFor(B*H*nblk, 1, func(lo, hi int) {
-		scores := make([]float32, attnBlock*Lk)
-		var km, vm gemm.Mat
+		st := make([]float32, Lk*bqMax) // Sᵀ, row stride npad
+		pt := st                        // Pᵀ in the packed layout
+		if nq > 1 {
+			pt = make([]float32, Lk*bqMax)
+		}
+		ot := make([]float32, Dv*bqMax)
+		mx := make([]float32, bqMax)
+		sums := make([]float64, bqMax)
+		var km, vtm gemm.Mat
 		for t, cur := lo, -1; t < hi; t++ {
 			bh, blk := t/nblk, t%nblk
 			if bh != cur {
 				cur = bh
-				km = gemm.PackBWith(gemm.PackOpts{Threads: 1}, D, Lk, gemm.F32Mat(ks[bh*Lk*D:(bh+1)*Lk*D], D, true)).Mat()
-				vm = gemm.PackBWith(gemm.PackOpts{Threads: 1}, Lk, Dv, gemm.F32Mat(vs[bh*Lk*Dv:(bh+1)*Lk*Dv], Dv, false)).Mat()
+				km = gemm.PackAWith(gemm.PackOpts{Threads: 1}, Lk, D, gemm.F32Mat(ks[bh*Lk*D:(bh+1)*Lk*D], D, false)).Mat()
+				vtm = gemm.PackAWith(gemm.PackOpts{Threads: 1}, Dv, Lk, gemm.F32Mat(vs[bh*Lk*Dv:(bh+1)*Lk*Dv], Dv, true)).Mat()
 			}
-			q0 := blk * attnBlock
-			bq := min(attnBlock, Lq-q0)
-			s := scores[:bq*Lk]
-			qm := gemm.F32Mat(qs[(bh*Lq+q0)*D:], D, false)
-			gemm.GemmThreads(1, bq, Lk, D, scale, qm, km, 0, s, Lk)
-			for i := 0; i < bq; i++ {
-				row := s[i*Lk : (i+1)*Lk]
-				if ms != nil {
-					b, h := bh/H, bh%H
+			q0 := blk * bqMax
+			bq := min(bqMax, Lq-q0)
+			npad := (bq + w - 1) / w * w
+			qm := gemm.F32Mat(qs[(bh*Lq+q0)*D:(bh*Lq+q0+bq)*D], D, true)
+			gemm.GemmThreads(1, Lk, bq, D, scale, km, qm, 0, st, npad)
+			if ms != nil {
+				b, h := bh/H, bh%H
+				for i := 0; i < bq; i++ {
 					base := mstr[4] + b*mstr[0] + h*mstr[1] + (q0+i)*mstr[2]
-					for j := range row {
-						row[j] += ms[base+j*mstr[3]]
+					for j := 0; j < Lk; j++ {
+						st[j*npad+i] += ms[base+j*mstr[3]]
 					}
 				}
-				softmaxRow(row)
 			}
-			gemm.GemmThreads(1, bq, Dv, Lk, 1, gemm.F32Mat(s, Lk, false), vm, 0, out.f32[(bh*Lq+q0)*Dv:], Dv)
+			for i := range mx {
+				mx[i] = float32(math.Inf(-1))
+			}
+			vec.MaxCols(st, npad, Lk, bq, mx)
+			for i, m := range mx {
+				if m < -math.MaxFloat32 { // every key masked: all e^x are 0
+					mx[i] = 0
+				}
+			}
+			clear(sums)
+			for pc := 0; pc < Lk; pc += kcb {
+				kc := min(kcb, Lk-pc)
+				for c := 0; c < bq; c += w {
+					// Columns past bq keep stale finite values: they only
+					// feed discarded output columns.
+					vec.ExpSubSumCols(pt[pc*npad+c*kc:], w, st[pc*npad+c:], npad, kc, min(w, bq-c), mx[c:], sums[c:])
+				}
+			}
+			gemm.GemmThreads(1, Dv, bq, Lk, 1, vtm, gemm.PanelsB(Lk, bq, pt).Mat(), 0, ot, bq)
+			for i := 0; i < bq; i++ {
+				inv := float32(0) // a fully masked query gives zeros, not NaN
+				if sums[i] > 0 {
+					inv = float32(1 / sums[i])
+				}
+				orow := out.f32[(bh*Lq+q0+i)*Dv : (bh*Lq+q0+i+1)*Dv]
+				for d := range orow {
+					orow[d] = ot[d*bq+i] * inv
+				}
+			}
 		}
 	})
 	record(out, []*Tensor{q, k, v}, func(g *Tensor) []*Tensor {

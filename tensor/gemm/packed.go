@@ -156,3 +156,38 @@ func (p *Packed) block(w, pc, kc, x0 int) []float32 {
 	xpad := (p.x + p.w - 1) / p.w * p.w
 	return p.data[pc*xpad+x0*kc:]
 }
+
+// NR is the width of the B slivers of the micro-kernel Gemm runs: the number
+// of columns of C that one kernel call computes.
+func NR() int { return activeKernel.nr }
+
+// KBlock is the length of the k blocks that packed operands with inner
+// dimension k are cut into (the last may be shorter).
+func KBlock(k int) int { return blockLen(k, kcMax, 8) }
+
+// PanelsB wraps as a packed B operand a k×n matrix that its producer wrote
+// directly in the packed layout: for each k block [pc, pc+kc) (KBlock(k)
+// long), ceil(n/NR()) slivers of kc rows of NR() values, so that element
+// (p, j) is data[pc·npad + (j/NR)·NR·kc + (p-pc)·NR + j%NR], npad =
+// ceil(n/NR)·NR. Columns n..npad-1 are padding that only affects discarded
+// results. With n <= NR() this is simply a row-major k×NR() matrix. A
+// producer that writes its output that way (the attention probabilities, one
+// query per column) saves Gemm the packing pass.
+func PanelsB(k, n int, data []float32) *Packed {
+	w := NR()
+	npad := (n + w - 1) / w * w
+	if n <= 0 || k <= 0 || len(data) < k*npad {
+		panic(fmt.Sprintf("gemm: PanelsB of %d×%d from %d values (sliver width %d)", k, n, len(data), w))
+	}
+	data = data[:k*npad]
+	kcb := KBlock(k)
+	src := LinesMat(true, func(p, x0 int, dst []float32) {
+		pc := p / kcb * kcb
+		kc := min(kcb, k-pc)
+		for i := range dst {
+			j := x0 + i
+			dst[i] = data[pc*npad+j/w*w*kc+(p-pc)*w+j%w]
+		}
+	})
+	return &Packed{isB: true, x: n, k: k, w: w, kcb: kcb, data: data, src: src}
+}

@@ -118,3 +118,42 @@ func TestGemmThreadsPacked(t *testing.T) {
 	// A valid A (5×m) times pa, an m×k matrix packed as A, used as B.
 	Gemm(5, k, m, 1, randMat(rng, F32, 5, m, false, 0), pa.Mat(), 0, make([]float32, 5*k), k)
 }
+
+// TestPanelsB checks B operands written in the packed layout against the
+// exact product, on the active kernel (which reads them directly) and on
+// kernels of other geometries (which repack them from their source).
+func TestPanelsB(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	w := NR()
+	for _, k := range []int{1, 30, kcMax + 9, 600} {
+		for _, n := range []int{1, 5, w, w + 3, 3 * w} {
+			m := 41
+			npad := (n + w - 1) / w * w
+			kcb := KBlock(k)
+			dense := make([]float32, k*n)
+			data := make([]float32, k*npad)
+			for p := 0; p < k; p++ {
+				pc := p / kcb * kcb
+				kc := min(kcb, k-pc)
+				for j := 0; j < n; j++ {
+					v := rng.Float32()*2 - 1
+					dense[p*n+j] = v
+					data[pc*npad+j/w*w*kc+(p-pc)*w+j%w] = v
+				}
+			}
+			a := randMat(rng, F32, m, k, false, 0)
+			want, tol := exact(m, n, k, 1, a, F32Mat(dense, n, false), 0, nil, n)
+			pb := PanelsB(k, n, data)
+			for _, tk := range testKernels() {
+				c := make([]float32, m*n)
+				restore := func() {}
+				if tk.noAsm {
+					restore = disableAsm()
+				}
+				gemmFast(tk.k, tk.threads, m, n, k, 1, a, pb.Mat(), 0, c, n)
+				restore()
+				checkC(t, fmt.Sprintf("PanelsB %dx%dx%d %s", m, n, k, tk.k.name), m, n, c, n, want, tol, 0)
+			}
+		}
+	}
+}

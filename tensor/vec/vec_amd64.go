@@ -35,3 +35,15 @@ func axpyAVX2(a float32, x, y *float32, n int)
 
 //go:noescape
 func scaleAVX2(x *float32, n int, a float32)
+
+//go:noescape
+func maxColsAVX2(x *float32, rows, stride int, m *float32)
+
+//go:noescape
+func expSubSumColsAVX2(dst *float32, dstride int, x *float32, rows, stride int, m, sums *float32)
+
+//go:noescape
+func normAffineAVX2(dst, src *float32, n int, p *float32)
+
+//go:noescape
+func normAffineSiLUAVX2(dst, src *float32, n int, p *float32)

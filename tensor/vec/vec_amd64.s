@@ -403,3 +403,103 @@ scaleLoop:
 	JNZ     scaleLoop
 	VZEROUPPER
 	RET
+
+// func maxColsAVX2(x *float32, rows, stride int, m *float32)
+TEXT ·maxColsAVX2(SB), NOSPLIT, $0-32
+	MOVQ    x+0(FP), SI
+	MOVQ    rows+8(FP), CX
+	MOVQ    stride+16(FP), DX
+	MOVQ    m+24(FP), DI
+	SHLQ    $2, DX
+	VMOVUPS (DI), Y0
+
+mcLoop:
+	// The loaded value is the first source: a NaN element keeps the max.
+	VMOVUPS (SI), Y2
+	VMAXPS  Y0, Y2, Y0
+	ADDQ    DX, SI
+	DECQ    CX
+	JNZ     mcLoop
+	VMOVUPS Y0, (DI)
+	VZEROUPPER
+	RET
+
+// func expSubSumColsAVX2(dst *float32, dstride int, x *float32, rows, stride int, m, sums *float32)
+TEXT ·expSubSumColsAVX2(SB), NOSPLIT, $0-56
+	MOVQ    dst+0(FP), DI
+	MOVQ    dstride+8(FP), BX
+	MOVQ    x+16(FP), SI
+	MOVQ    rows+24(FP), CX
+	MOVQ    stride+32(FP), DX
+	MOVQ    m+40(FP), R9
+	MOVQ    sums+48(FP), R8
+	SHLQ    $2, DX
+	SHLQ    $2, BX
+	VMOVUPS (R9), Y9
+	VXORPS  Y10, Y10, Y10
+	EXPCONSTS
+
+escLoop:
+	VMOVUPS (SI), Y0
+	VSUBPS  Y9, Y0, Y0
+	EXP8
+	VMOVUPS Y0, (DI)
+	VADDPS  Y0, Y10, Y10
+	ADDQ    DX, SI
+	ADDQ    BX, DI
+	DECQ    CX
+	JNZ     escLoop
+	VMOVUPS Y10, (R8)
+	VZEROUPPER
+	RET
+
+// func normAffineAVX2(dst, src *float32, n int, p *float32)
+// p holds mhi, mlo, a, b, each repeated 8 times.
+TEXT ·normAffineAVX2(SB), NOSPLIT, $0-32
+	MOVQ    dst+0(FP), DI
+	MOVQ    src+8(FP), SI
+	MOVQ    n+16(FP), CX
+	MOVQ    p+24(FP), R8
+	VMOVUPS (R8), Y9
+	VMOVUPS 32(R8), Y10
+	VMOVUPS 64(R8), Y11
+	VMOVUPS 96(R8), Y12
+
+naLoop:
+	VMOVUPS     (SI), Y0
+	VSUBPS      Y9, Y0, Y0
+	VSUBPS      Y10, Y0, Y0
+	VFMADD213PS Y12, Y11, Y0 // (x-mhi-mlo)·a + b
+	VMOVUPS     Y0, (DI)
+	ADDQ        $32, SI
+	ADDQ        $32, DI
+	SUBQ        $8, CX
+	JNZ         naLoop
+	VZEROUPPER
+	RET
+
+// func normAffineSiLUAVX2(dst, src *float32, n int, p *float32)
+TEXT ·normAffineSiLUAVX2(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	MOVQ p+24(FP), R8
+	EXPCONSTS
+	VMOVUPS 64(R8), Y9 // a
+
+nasLoop:
+	VMOVUPS     (SI), Y11
+	VSUBPS      (R8), Y11, Y11
+	VSUBPS      32(R8), Y11, Y11
+	VFMADD213PS 96(R8), Y9, Y11      // y = (x-mhi-mlo)·a + b
+	VXORPS      expc<>+416(SB), Y11, Y0 // -y
+	EXP8
+	VADDPS      expc<>+352(SB), Y0, Y0
+	VDIVPS      Y0, Y11, Y0          // y / (1 + e^-y)
+	VMOVUPS     Y0, (DI)
+	ADDQ        $32, SI
+	ADDQ        $32, DI
+	SUBQ        $8, CX
+	JNZ         nasLoop
+	VZEROUPPER
+	RET

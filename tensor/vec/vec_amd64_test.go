@@ -18,4 +18,6 @@ func TestPureGoPaths(t *testing.T) {
 	t.Run("erf", TestErf)
 	t.Run("gelu", TestGELU)
 	t.Run("reductions", TestReductions)
+	t.Run("columns", TestColumnKernels)
+	t.Run("norm-affine", TestNormAffine)
 }

@@ -14,3 +14,10 @@ func sumAVX2(x *float32, n int) float32                  { panic("vec: no assemb
 func dotAVX2(x, y *float32, n int) float32               { panic("vec: no assembly") }
 func axpyAVX2(a float32, x, y *float32, n int)           { panic("vec: no assembly") }
 func scaleAVX2(x *float32, n int, a float32)             { panic("vec: no assembly") }
+
+func maxColsAVX2(x *float32, rows, stride int, m *float32) { panic("vec: no assembly") }
+func expSubSumColsAVX2(dst *float32, dstride int, x *float32, rows, stride int, m, sums *float32) {
+	panic("vec: no assembly")
+}
+func normAffineAVX2(dst, src *float32, n int, p *float32)     { panic("vec: no assembly") }
+func normAffineSiLUAVX2(dst, src *float32, n int, p *float32) { panic("vec: no assembly") }
