@@ -68,7 +68,8 @@ type Components struct {
 	files     []*safetensors.File
 }
 
-// Close releases the mapped checkpoint files.
+// Close releases any checkpoint file still mapped (loading already releases
+// them, since every tensor is copied); it is safe to call more than once.
 func (c *Components) Close() {
 	for _, f := range c.files {
 		f.Close()
@@ -171,6 +172,9 @@ func loadLDM(f *safetensors.File, layout checkpoint.Model, cfgs Configs, opt Loa
 		}
 		opt.convert(part.m)
 	}
+	// Every tensor was copied into memory: drop the file mappings so their
+	// pages are not held (and counted) a second time.
+	c.Close()
 	return c, nil
 }
 
@@ -256,6 +260,9 @@ func loadFolder(dir string, opt LoadOptions) (*Components, error) {
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return fail(err)
 	}
+	// Every tensor was copied into memory: drop the file mappings so their
+	// pages are not held (and counted) a second time.
+	c.Close()
 	return c, nil
 }
 

@@ -38,7 +38,8 @@ type SDXLComponents struct {
 	files   []*safetensors.File
 }
 
-// Close releases the mapped checkpoint files.
+// Close releases any checkpoint file still mapped (loading already releases
+// them, since every tensor is copied); it is safe to call more than once.
 func (c *SDXLComponents) Close() {
 	for _, f := range c.files {
 		f.Close()
@@ -131,6 +132,9 @@ func loadSGM(f *safetensors.File, layout checkpoint.SDXLModel, cfgs SDXLConfigs,
 	if err := c.check(); err != nil {
 		return fail(err)
 	}
+	// Every tensor was copied into memory: drop the file mappings so their
+	// pages are not held (and counted) a second time.
+	c.Close()
 	return c, nil
 }
 
@@ -373,6 +377,9 @@ func loadSDXLFolder(dir string, opt LoadOptions) (*SDXLComponents, error) {
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return fail(err)
 	}
+	// Every tensor was copied into memory: drop the file mappings so their
+	// pages are not held (and counted) a second time.
+	c.Close()
 	return c, nil
 }
 
