@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -21,14 +22,15 @@ import (
 	"github.com/diffuse-go/diffuse/tensor"
 )
 
-// mappedSource serves one component of a single-file checkpoint under
-// diffusers names.
-type mappedSource struct {
+// componentSource serves one component of a single-file checkpoint (LDM or
+// SGM layout) under diffusers names, reshaping, cutting fused q/k/v rows and
+// transposing where the mapping says.
+type componentSource struct {
 	f    *safetensors.File
 	comp checkpoint.Component
 }
 
-func (s mappedSource) Names() []string {
+func (s componentSource) Names() []string {
 	out := make([]string, 0, len(s.comp))
 	for n := range s.comp {
 		out = append(out, n)
@@ -37,12 +39,12 @@ func (s mappedSource) Names() []string {
 	return out
 }
 
-func (s mappedSource) Shape(name string) ([]int, bool) {
+func (s componentSource) Shape(name string) ([]int, bool) {
 	r, ok := s.comp[name]
 	return r.Shape, ok
 }
 
-func (s mappedSource) Tensor(name string) (*tensor.Tensor, error) {
+func (s componentSource) Tensor(name string) (*tensor.Tensor, error) {
 	r, ok := s.comp[name]
 	if !ok {
 		return nil, fmt.Errorf("%s: no tensor for %q", s.f.Path, name)
@@ -51,8 +53,21 @@ func (s mappedSource) Tensor(name string) (*tensor.Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
+	if _, err := r.Apply(t.Shape()); err != nil {
+		return nil, fmt.Errorf("%s: %s: %w", s.f.Path, name, err)
+	}
+	if r.Sliced() {
+		// A copy, so q, k and v do not each keep the whole fused tensor.
+		t = t.Narrow(0, r.Rows[0], r.Rows[1]-r.Rows[0]).Clone()
+	}
+	if r.Transpose {
+		t = t.Transpose(0, 1).Contiguous()
+	}
 	if r.Reshape {
 		t = t.Reshape(r.Shape...)
+	}
+	if !slices.Equal(t.Shape(), r.Shape) {
+		return nil, fmt.Errorf("%s: %s from %s has shape %v, want %v", s.f.Path, name, r.Source, t.Shape(), r.Shape)
 	}
 	return t, nil
 }
@@ -167,7 +182,7 @@ func loadLDM(f *safetensors.File, layout checkpoint.Model, cfgs Configs, opt Loa
 		m    nn.Module
 		comp checkpoint.Component
 	}{{"text encoder", c.TextEncoder, mp.TextEncoder}, {"unet", c.UNet, mp.UNet}, {"vae", c.VAE, mp.VAE}} {
-		if err := nn.Load(part.m, "", mappedSource{f, part.comp}, opt.nnOpts()); err != nil {
+		if err := nn.Load(part.m, "", componentSource{f, part.comp}, opt.nnOpts()); err != nil {
 			return fail(fmt.Errorf("%s: %w", part.name, err))
 		}
 		opt.convert(part.m)

@@ -124,7 +124,7 @@ func loadSGM(f *safetensors.File, layout checkpoint.SDXLModel, cfgs SDXLConfigs,
 		return fail(err)
 	}
 	for _, part := range c.parts() {
-		if err := nn.Load(part.m, "", sgmSource{f, *mp.Component(part.name)}, opt.nnOpts()); err != nil {
+		if err := nn.Load(part.m, "", componentSource{f, *mp.Component(part.name)}, opt.nnOpts()); err != nil {
 			return fail(fmt.Errorf("%s: %w", part.name, err))
 		}
 		opt.convert(part.m)
@@ -206,55 +206,6 @@ func (c *SDXLComponents) check() error {
 			u.ProjectionClassEmbeddingsDim, kind, want, c.TextEncoder2.Cfg.ProjectionDim, ids, u.AdditionTimeEmbedDim)
 	}
 	return nil
-}
-
-// sgmSource serves one component of an SGM single file under diffusers
-// names, cutting fused q/k/v rows and transposing where the mapping says.
-type sgmSource struct {
-	f    *safetensors.File
-	comp checkpoint.Component
-}
-
-func (s sgmSource) Names() []string {
-	out := make([]string, 0, len(s.comp))
-	for n := range s.comp {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
-}
-
-func (s sgmSource) Shape(name string) ([]int, bool) {
-	r, ok := s.comp[name]
-	return r.Shape, ok
-}
-
-func (s sgmSource) Tensor(name string) (*tensor.Tensor, error) {
-	r, ok := s.comp[name]
-	if !ok {
-		return nil, fmt.Errorf("%s: no tensor for %q", s.f.Path, name)
-	}
-	t, err := nn.ReadTensor(s.f, r.Source)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := r.Apply(t.Shape()); err != nil {
-		return nil, fmt.Errorf("%s: %s: %w", s.f.Path, name, err)
-	}
-	if r.Sliced() {
-		// A copy, so q, k and v do not each keep the whole fused tensor.
-		t = t.Narrow(0, r.Rows[0], r.Rows[1]-r.Rows[0]).Clone()
-	}
-	if r.Transpose {
-		t = t.Transpose(0, 1).Contiguous()
-	}
-	if r.Reshape {
-		t = t.Reshape(r.Shape...)
-	}
-	if !slices.Equal(t.Shape(), r.Shape) {
-		return nil, fmt.Errorf("%s: %s from %s has shape %v, want %v", s.f.Path, name, r.Source, t.Shape(), r.Shape)
-	}
-	return t, nil
 }
 
 // folderSource reads a diffusers component file, hiding buffers that are
