@@ -163,7 +163,7 @@ func goldenComponent(t *testing.T, name string, build func(cfg []byte) (nn.Modul
 	t.Helper()
 	gc, err := golden.Find(name)
 	if err != nil {
-		t.Skipf("golden case %s: %v", name, err)
+		t.Skipf("needs the tiny models of golden case %s, not found under %s (DIFFUSE_GOLDEN_DIR points elsewhere?): %v", name, golden.Dir(), err)
 	}
 	t.Cleanup(gc.Close)
 	w, err := gc.Weights("")
@@ -379,7 +379,7 @@ func tinySDXLFolder(t *testing.T, dir string, refiner bool) string {
 	}
 	gc, err := golden.Find(unetCase)
 	if err != nil {
-		t.Skipf("golden case %s: %v", unetCase, err)
+		t.Skipf("needs the tiny models of golden case %s, not found under %s (DIFFUSE_GOLDEN_DIR points elsewhere?): %v", unetCase, golden.Dir(), err)
 	}
 	t.Cleanup(gc.Close)
 	unetCfg = gc.Config
