@@ -37,23 +37,26 @@ func (g convGeom) kc() int { return g.cin / g.groups * g.kh * g.kw }
 // unfold writes positions p0, p0+1, … (len(dst) of them) of row r of the
 // unfolded input of image img, group grp: the input value that kernel tap
 // r = (channel, ky, kx) sees at each output position, or 0 in the padding.
-// It is the B operand of the convolution's GEMM, produced one row piece at
-// a time while the GEMM packs it, so the full unfolded matrix (kh·kw times
-// the input) is never written out.
+// Positions from oh·ow on continue into the following images, so that
+// several images can form one product. It is the B operand of the
+// convolution's GEMM, produced one row piece at a time while the GEMM packs
+// it, so the full unfolded matrix (kh·kw times the input) is never written
+// out.
 func (g convGeom) unfold(x []float32, img, grp, r, p0 int, dst []float32) {
 	cg := g.cin / g.groups
 	c := r / (g.kh * g.kw)
 	ky := r / g.kw % g.kh
 	kx := r % g.kw
-	src := x[((img*g.cin)+grp*cg+c)*g.h*g.w:]
 	dy := ky*g.o.Dilation[0] - g.o.Padding[0]
 	dx := kx*g.o.Dilation[1] - g.o.Padding[1]
 	sx := g.o.Stride[1]
 	p1 := p0 + len(dst)
 	for p := p0; p < p1; {
-		oy, ox := p/g.ow, p%g.ow
+		orow := p / g.ow // output row counted across images
+		im, oy, ox := img+orow/g.oh, orow%g.oh, p%g.ow
+		src := x[((im*g.cin)+grp*cg+c)*g.h*g.w:]
 		iy := oy*g.o.Stride[0] + dy
-		end := min(p1, (oy+1)*g.ow) // rest of this output row
+		end := min(p1, (orow+1)*g.ow) // rest of this output row
 		d := dst[p-p0 : end-p0]
 		p = end
 		if iy < 0 || iy >= g.h {
@@ -119,6 +122,11 @@ func (g convGeom) col2im(dx []float32, img, grp, p0, p1 int, col []float32) {
 	})
 }
 
+// convBatchBelow is the number of output positions per image below which a
+// convolution multiplies all images at once: with few positions the product
+// is bound by streaming the weight, which batching reads only once.
+var convBatchBelow = 1024
+
 func (g convGeom) direct() bool {
 	return g.kh == 1 && g.kw == 1 && g.o.Stride == [2]int{1, 1} && g.o.Padding == [2]int{0, 0}
 }
@@ -154,40 +162,48 @@ func Conv2d(x, weight, bias *Tensor, o Conv2dOpts) *Tensor {
 		}
 	}
 	// The weight is the A operand of every product, packed once (and
-	// usually cached across calls); the unfolded input is generated straight
-	// into B's panels by each GEMM thread for its own columns.
+	// usually cached across calls); the unfolded input is generated line by
+	// line while each GEMM thread packs its own columns of B, and the bias is
+	// written into each output tile just before its first product.
 	wms := make([]gemm.Mat, g.groups)
 	for grp := range wms {
 		wms[grp] = packedWeight(wc, wc.offset+grp*cog*kc, cog, kc, false, false)
 	}
-	// The bias is written first and the products accumulate onto it
-	// (beta 1): the kernels read C anyway for every k block after the
-	// first, so this saves a separate pass over the output.
-	beta := float32(0)
-	if bd != nil {
-		beta = 1
+	input := func(img, grp int) gemm.Mat {
+		return gemm.LinesMat(true, func(r, p0 int, d []float32) { g.unfold(xs, img, grp, r, p0, d) })
 	}
-	for img := 0; img < g.n; img++ {
-		if bd != nil {
-			parallelFor(g.cout, max(1, 65536/P), func(lo, hi int) {
-				for c := lo; c < hi; c++ {
-					plane := out.f32[(img*g.cout+c)*P : (img*g.cout+c+1)*P]
-					b := bd[c]
-					for i := range plane {
-						plane[i] = b
-					}
+	if g.n > 1 && P < convBatchBelow {
+		// Few positions per image: one product over all images' positions
+		// reads the weight once instead of once per image, then its
+		// [cout, n·P] result is spread into the [n, cout, P] output.
+		tmp := make([]float32, cog*g.n*P)
+		for grp, wm := range wms {
+			var rb []float32
+			if bd != nil {
+				rb = bd[grp*cog : (grp+1)*cog]
+			}
+			gemm.GemmWith(gemm.Opts{RowBias: rb}, cog, g.n*P, kc, 1, wm, input(0, grp), 0, tmp, g.n*P)
+			parallelFor(g.n*cog, max(1, 65536/P), func(lo, hi int) {
+				for i := lo; i < hi; i++ {
+					img, c := i/cog, i%cog
+					copy(out.f32[(img*g.cout+grp*cog+c)*P:(img*g.cout+grp*cog+c+1)*P], tmp[(c*g.n+img)*P:])
 				}
 			})
 		}
-		for grp, wm := range wms {
-			dst := out.f32[(img*g.cout+grp*cog)*P:]
-			var xm gemm.Mat
-			if g.direct() {
-				xm = gemm.F32Mat(xs[(img*g.cin+grp*kc)*P:(img*g.cin+(grp+1)*kc)*P], P, false)
-			} else {
-				xm = gemm.LinesMat(true, func(r, p0 int, d []float32) { g.unfold(xs, img, grp, r, p0, d) })
+	} else {
+		for img := 0; img < g.n; img++ {
+			for grp, wm := range wms {
+				dst := out.f32[(img*g.cout+grp*cog)*P:]
+				xm := input(img, grp)
+				if g.direct() {
+					xm = gemm.F32Mat(xs[(img*g.cin+grp*kc)*P:(img*g.cin+(grp+1)*kc)*P], P, false)
+				}
+				var rb []float32
+				if bd != nil {
+					rb = bd[grp*cog : (grp+1)*cog]
+				}
+				gemm.GemmWith(gemm.Opts{RowBias: rb}, cog, P, kc, 1, wm, xm, 0, dst, P)
 			}
-			gemm.Gemm(cog, P, kc, 1, wm, xm, beta, dst, P)
 		}
 	}
 	record(out, []*Tensor{x, weight, bias}, func(gout *Tensor) []*Tensor {

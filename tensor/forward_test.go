@@ -533,13 +533,7 @@ func refConv2d(x []float64, n, cin, h, w int, wt []float64, cout, kh, kw int, bi
 
 func TestForwardConv2d(t *testing.T) {
 	r := rand.New(rand.NewSource(16))
-	type cs struct {
-		n, cin, h, w, cout, kh, kw int
-		o                          Conv2dOpts
-		bias                       bool
-		dt                         DType
-	}
-	cases := []cs{
+	cases := []convCase{
 		{1, 1, 1, 1, 1, 1, 1, Conv2dOpts{}, false, F32},
 		{2, 3, 5, 5, 4, 3, 3, Conv2dOpts{Padding: [2]int{1, 1}}, true, F32},
 		{1, 4, 9, 7, 6, 3, 3, Conv2dOpts{Stride: [2]int{2, 2}, Padding: [2]int{1, 1}}, true, F32},
@@ -558,9 +552,35 @@ func TestForwardConv2d(t *testing.T) {
 		{1, 32, 40, 40, 40, 1, 1, Conv2dOpts{}, true, F32},                      // large 1×1
 		{1, 8, 64, 66, 8, 3, 3, Conv2dOpts{Stride: [2]int{2, 2}}, true, F32},    // downsample, no pad
 		{1, 4, 70, 70, 4, 3, 3, Conv2dOpts{Padding: [2]int{1, 1}, Groups: 4}, true, F32},
+		{3, 4, 6, 10, 5, 3, 3, Conv2dOpts{Stride: [2]int{2, 2}, Padding: [2]int{1, 1}}, true, F32}, // slivers across images
+		{2, 4, 16, 32, 8, 3, 3, Conv2dOpts{Padding: [2]int{1, 1}}, true, F16},                      // whole 16-wide slivers
+		{2, 6, 9, 16, 4, 3, 3, Conv2dOpts{Padding: [2]int{1, 1}, Groups: 2}, false, F32},
 	}
+	// Every case runs with images multiplied one at a time and all at once.
+	defer func(v int) { convBatchBelow = v }(convBatchBelow)
+	for _, batchBelow := range []int{0, 1 << 30} {
+		convBatchBelow = batchBelow
+		testConv2dCases(t, r, cases)
+	}
+	// A strided (permuted) input is made contiguous first.
+	x := randT(r, 1, 5, 6, 3) // [n, h, w, c] → NCHW view
+	wt := randT(r, 2, 3, 3, 3)
+	xv := x.Permute(0, 3, 1, 2)
+	want, mag, _, _ := refConv2d(f64s(xv.Contiguous().f32), 1, 3, 5, 6, f64s(wt.f32), 2, 3, 3, nil, Conv2dOpts{Padding: [2]int{1, 1}})
+	checkNear(t, "conv permuted input", Conv2d(xv, wt, nil, Conv2dOpts{Padding: [2]int{1, 1}}).Data(), want, mag, 1e-6, 0)
+}
+
+type convCase struct {
+	n, cin, h, w, cout, kh, kw int
+	o                          Conv2dOpts
+	bias                       bool
+	dt                         DType
+}
+
+func testConv2dCases(t *testing.T, r *rand.Rand, cases []convCase) {
+	t.Helper()
 	for _, c := range cases {
-		name := fmt.Sprintf("conv %+v", c)
+		name := fmt.Sprintf("conv %+v batch<%d", c, convBatchBelow)
 		x := randT(r, c.n, c.cin, c.h, c.w)
 		wt := randT(r, c.cout, c.cin/max(c.o.Groups, 1), c.kh, c.kw).ToDType(c.dt)
 		var b *Tensor
@@ -574,12 +594,6 @@ func TestForwardConv2d(t *testing.T) {
 		shapeEq(t, name, got.shape, []int{c.n, c.cout, oh, ow})
 		checkNear(t, name, got.Data(), want, mag, 1e-6, 0)
 	}
-	// A strided (permuted) input is made contiguous first.
-	x := randT(r, 1, 5, 6, 3) // [n, h, w, c] → NCHW view
-	wt := randT(r, 2, 3, 3, 3)
-	xv := x.Permute(0, 3, 1, 2)
-	want, mag, _, _ := refConv2d(f64s(xv.Contiguous().f32), 1, 3, 5, 6, f64s(wt.f32), 2, 3, 3, nil, Conv2dOpts{Padding: [2]int{1, 1}})
-	checkNear(t, "conv permuted input", Conv2d(xv, wt, nil, Conv2dOpts{Padding: [2]int{1, 1}}).Data(), want, mag, 1e-6, 0)
 }
 
 // refNorm normalises rows of length l (float64 mean and biased variance).

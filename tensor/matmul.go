@@ -110,22 +110,17 @@ func Linear(x, weight, bias *Tensor) *Tensor {
 	wc := weight.Contiguous()
 	oshape := append(cloneInts(x.shape[:x.Rank()-1]), outF)
 	out := Zeros(oshape...)
+	var o gemm.Opts
 	if bias != nil {
-		bd := bias.Data()
-		if len(bd) != outF {
+		o.ColBias = bias.Data()
+		if len(o.ColBias) != outF {
 			panic(fmt.Sprintf("tensor: Linear bias %v for %d outputs", bias.shape, outF))
 		}
-		for r := 0; r < rows; r++ {
-			copy(out.f32[r*outF:(r+1)*outF], bd)
-		}
 	}
-	beta := float32(0)
-	if bias != nil {
-		beta = 1
-	}
-	// The weight is B (transposed), packed once and usually cached.
+	// The weight is B (transposed), packed once and usually cached; the
+	// bias is added to each output tile as the GEMM writes it.
 	wm := packedWeight(wc, wc.offset, outF, in, true, true)
-	gemm.Gemm(rows, outF, in, 1, xc.mat(xc.offset, rows, in, false), wm, beta, out.f32, outF)
+	gemm.GemmWith(o, rows, outF, in, 1, xc.mat(xc.offset, rows, in, false), wm, 0, out.f32, outF)
 	record(out, []*Tensor{x, weight, bias}, func(g *Tensor) []*Tensor {
 		g2 := g.Reshape(rows, outF)
 		var gx, gw, gb *Tensor

@@ -62,7 +62,7 @@ func grow(s []float32, n int) []float32 {
 }
 
 // gemmFast checks the operands and runs the blocked algorithm with kernel kern.
-func gemmFast(kern microKernel, threads, m, n, k int, alpha float32, a, b Mat, beta float32, c []float32, ldc int) {
+func gemmFast(kern microKernel, o Opts, m, n, k int, alpha float32, a, b Mat, beta float32, c []float32, ldc int) {
 	if m <= 0 || n <= 0 {
 		return
 	}
@@ -72,8 +72,13 @@ func gemmFast(kern microKernel, threads, m, n, k int, alpha float32, a, b Mat, b
 	if len(c) < (m-1)*ldc+n {
 		panic(fmt.Sprintf("gemm: len(C) = %d, need %d", len(c), (m-1)*ldc+n))
 	}
+	if o.RowBias != nil && len(o.RowBias) < m || o.ColBias != nil && len(o.ColBias) < n {
+		panic(fmt.Sprintf("gemm: %d row and %d column biases for a %d×%d product", len(o.RowBias), len(o.ColBias), m, n))
+	}
+	ep := epilogue{row: o.RowBias, col: o.ColBias}
 	if k <= 0 {
 		scaleC(m, n, beta, c, ldc)
+		ep.addTo(m, n, c, ldc)
 		return
 	}
 	checkOperand("A", a, m, k)
@@ -84,7 +89,10 @@ func gemmFast(kern microKernel, threads, m, n, k int, alpha float32, a, b Mat, b
 	// own packed copies, so threads never wait on each other; the price is
 	// that A is packed tn times and B tm times, which the grid minimises.
 	// A pre-packed operand costs nothing to share.
-	t := threads
+	t := o.Threads
+	if t <= 0 {
+		t = Threads()
+	}
 	if macs := m * n * k; macs < parallelMinMACs {
 		t = 1
 	} else if lim := macs / perThreadMinMACs; t > lim {
@@ -95,7 +103,7 @@ func gemmFast(kern microKernel, threads, m, n, k int, alpha float32, a, b Mat, b
 		tm, tn = gridCost(t, m, n, kern.mr, kern.nr, packCost(a, kern.mr), packCost(b, kern.nr))
 	}
 	if tm*tn == 1 {
-		gemmBlock(kern, 0, m, 0, n, k, alpha, a, b, beta, c, ldc)
+		gemmBlock(kern, 0, m, 0, n, k, alpha, a, b, beta, c, ldc, ep)
 		return
 	}
 	var wg sync.WaitGroup
@@ -103,13 +111,13 @@ func gemmFast(kern microKernel, threads, m, n, k int, alpha float32, a, b Mat, b
 		i0, i1 := split(m, kern.mr, tm, g/tn)
 		j0, j1 := split(n, kern.nr, tn, g%tn)
 		if g == 0 {
-			gemmBlock(kern, i0, i1, j0, j1, k, alpha, a, b, beta, c, ldc)
+			gemmBlock(kern, i0, i1, j0, j1, k, alpha, a, b, beta, c, ldc, ep)
 			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			gemmBlock(kern, i0, i1, j0, j1, k, alpha, a, b, beta, c, ldc)
+			gemmBlock(kern, i0, i1, j0, j1, k, alpha, a, b, beta, c, ldc, ep)
 		}()
 	}
 	wg.Wait()
@@ -173,7 +181,7 @@ func blockLen(n, limit, unit int) int {
 }
 
 // gemmBlock computes rows [i0, i1) × columns [j0, j1) of C on the calling goroutine.
-func gemmBlock(kern microKernel, i0, i1, j0, j1, k int, alpha float32, a, b Mat, beta float32, c []float32, ldc int) {
+func gemmBlock(kern microKernel, i0, i1, j0, j1, k int, alpha float32, a, b Mat, beta float32, c []float32, ldc int, ep epilogue) {
 	mr, nr := kern.mr, kern.nr
 	kcb := blockLen(k, kcMax, 8)
 	mcb := blockLen(i1-i0, mcMax, mr)
@@ -212,10 +220,11 @@ func gemmBlock(kern microKernel, i0, i1, j0, j1, k int, alpha float32, a, b Mat,
 			} else {
 				packPanels(bp, b, b.Trans, jc, nc, pc, kc, nr, ws.line)
 			}
-			// Later k blocks accumulate onto what the first one wrote.
-			bet := beta
+			// Later k blocks accumulate onto what the first one wrote,
+			// which includes the biases.
+			bet, e := beta, ep.at(0, jc)
 			if pc > 0 {
-				bet = 1
+				bet, e = 1, epilogue{}
 			}
 			for ic := i0; ic < i1; ic += mcb {
 				mc := min(mcb, i1-ic)
@@ -225,7 +234,7 @@ func gemmBlock(kern microKernel, i0, i1, j0, j1, k int, alpha float32, a, b Mat,
 				} else {
 					packPanels(ap, a, !a.Trans, ic, mc, pc, kc, mr, ws.line)
 				}
-				macroKernel(kern, mc, nc, kc, alpha, ap, bp, bet, c[ic*ldc+jc:], ldc, ws.tile)
+				macroKernel(kern, mc, nc, kc, alpha, ap, bp, bet, c[ic*ldc+jc:], ldc, ws.tile, e.at(ic, 0))
 			}
 		}
 	}
@@ -236,9 +245,10 @@ func gemmBlock(kern microKernel, i0, i1, j0, j1, k int, alpha float32, a, b Mat,
 }
 
 // macroKernel multiplies a packed mc×kc block of A by a packed kc×nc block of
-// B into C (whose top-left element is c[0]). Tiles that stick out of C are
-// computed into tile and then copied in.
-func macroKernel(kern microKernel, mc, nc, kc int, alpha float32, pa, pb []float32, beta float32, c []float32, ldc int, tile []float32) {
+// B into C (whose top-left element is c[0]), adding the biases of ep (whose
+// first row and column are C's). Tiles that stick out of C are computed into
+// tile and then copied in.
+func macroKernel(kern microKernel, mc, nc, kc int, alpha float32, pa, pb []float32, beta float32, c []float32, ldc int, tile []float32, ep epilogue) {
 	mr, nr := kern.mr, kern.nr
 	for jr := 0; jr < nc; jr += nr {
 		bp := pb[jr*kc : jr*kc+nr*kc]
@@ -250,13 +260,22 @@ func macroKernel(kern microKernel, mc, nc, kc int, alpha float32, pa, pb []float
 			if kern.half != nil && cols <= nr/2 {
 				fn, w = kern.half, nr/2
 			}
+			ct := c[ir*ldc+jr:]
 			if rows == mr && cols == w {
-				fn(kc, ap, bp, c[ir*ldc+jr:], ldc, alpha, beta)
+				bet := beta
+				if ep.set() {
+					// Seed the tile with beta·C + biases; the kernel adds
+					// the product to it while it is still in L1.
+					ep.at(ir, jr).seed(rows, cols, beta, ct, ldc)
+					bet = 1
+				}
+				fn(kc, ap, bp, ct, ldc, alpha, bet)
 				continue
 			}
 			fn(kc, ap, bp, tile, nr, 1, 0)
+			e := ep.at(ir, jr)
 			for i := 0; i < rows; i++ {
-				cr := c[(ir+i)*ldc+jr : (ir+i)*ldc+jr+cols]
+				cr := ct[i*ldc : i*ldc+cols]
 				tr := tile[i*nr : i*nr+cols]
 				if beta == 0 {
 					for j, v := range tr {
@@ -267,8 +286,80 @@ func macroKernel(kern microKernel, mc, nc, kc int, alpha float32, pa, pb []float
 						cr[j] = alpha*v + beta*cr[j]
 					}
 				}
+				e.addRow(i, cr)
 			}
 		}
+	}
+}
+
+// epilogue holds the row and column biases of a product, each either nil or
+// starting at the first row or column of the part of C at hand.
+type epilogue struct{ row, col []float32 }
+
+func (e epilogue) set() bool { return e.row != nil || e.col != nil }
+
+// at returns the biases of the part of C starting at row i, column j.
+func (e epilogue) at(i, j int) epilogue {
+	if e.row != nil {
+		e.row = e.row[i:]
+	}
+	if e.col != nil {
+		e.col = e.col[j:]
+	}
+	return e
+}
+
+// addRow adds the biases to cr, row i of C.
+func (e epilogue) addRow(i int, cr []float32) {
+	if e.row != nil {
+		b := e.row[i]
+		for j := range cr {
+			cr[j] += b
+		}
+	}
+	if e.col != nil {
+		for j, b := range e.col[:len(cr)] {
+			cr[j] += b
+		}
+	}
+}
+
+// seed sets a rows×cols tile of C to beta·C + biases (C unread when beta == 0).
+func (e epilogue) seed(rows, cols int, beta float32, c []float32, ldc int) {
+	for i := 0; i < rows; i++ {
+		cr := c[i*ldc : i*ldc+cols]
+		var rb float32
+		if e.row != nil {
+			rb = e.row[i]
+		}
+		switch {
+		case e.col == nil && beta == 0:
+			for j := range cr {
+				cr[j] = rb
+			}
+		case e.col == nil:
+			for j := range cr {
+				cr[j] = beta*cr[j] + rb
+			}
+		case beta == 0:
+			for j, cb := range e.col[:len(cr)] {
+				cr[j] = rb + cb
+			}
+		default:
+			for j, cb := range e.col[:len(cr)] {
+				cr[j] = beta*cr[j] + rb + cb
+			}
+		}
+	}
+}
+
+// addTo adds the biases to an m×n matrix C.
+func (e epilogue) addTo(m, n int, c []float32, ldc int) {
+	if !e.set() {
+		return
+	}
+	for i := 0; i < m; i++ {
+		e.addRow(i, c[i*ldc:i*ldc+n])
 	}
 }
 

@@ -72,7 +72,26 @@ func (m Mat) At(i, j int) float32 {
 // Large products are split across Threads() goroutines. Gemm is safe for
 // concurrent use as long as the calls write disjoint parts of memory.
 func Gemm(m, n, k int, alpha float32, a, b Mat, beta float32, c []float32, ldc int) {
-	gemmFast(activeKernel, Threads(), m, n, k, alpha, a, b, beta, c, ldc)
+	gemmFast(activeKernel, Opts{}, m, n, k, alpha, a, b, beta, c, ldc)
+}
+
+// Opts are the optional parts of a product.
+type Opts struct {
+	// Threads bounds the goroutines; <= 0 means Threads().
+	Threads int
+	// RowBias (m values) and ColBias (n values), when set, are added to
+	// every element of their row or column of C:
+	//
+	//	C[i][j] = alpha·(A·B)[i][j] + beta·C[i][j] + RowBias[i] + ColBias[j]
+	//
+	// They are written into each C tile just before its first product, while
+	// the tile is in cache, instead of in a separate pass over C.
+	RowBias, ColBias []float32
+}
+
+// GemmWith is Gemm with options.
+func GemmWith(o Opts, m, n, k int, alpha float32, a, b Mat, beta float32, c []float32, ldc int) {
+	gemmFast(activeKernel, o, m, n, k, alpha, a, b, beta, c, ldc)
 }
 
 // GemmThreads is Gemm using at most threads goroutines (threads <= 0 means
@@ -80,10 +99,7 @@ func Gemm(m, n, k int, alpha float32, a, b Mat, beta float32, c []float32, ldc i
 // that goroutines do not multiply and each product keeps its packed blocks
 // in its own core's caches.
 func GemmThreads(threads, m, n, k int, alpha float32, a, b Mat, beta float32, c []float32, ldc int) {
-	if threads <= 0 {
-		threads = Threads()
-	}
-	gemmFast(activeKernel, threads, m, n, k, alpha, a, b, beta, c, ldc)
+	gemmFast(activeKernel, Opts{Threads: threads}, m, n, k, alpha, a, b, beta, c, ldc)
 }
 
 // LinesMat returns an operand whose elements are produced by lines (see

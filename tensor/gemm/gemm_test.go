@@ -150,10 +150,32 @@ func TestGemm(t *testing.T) {
 						}
 					}
 					want, tol := exact(m, n, k, p.alpha, a, b, p.beta, c0, ldc)
-					name := fmt.Sprintf("%dx%dx%d A=%d%v B=%d%v α=%v β=%v", m, n, k, kindA, ta, kindB, tb, p.alpha, p.beta)
+					// Some cases add row and/or column biases.
+					var ep epilogue
+					if (si+tr)%3 == 1 {
+						ep.row = randF32(rng, m)
+					}
+					if (si+ka+kb)%3 == 2 {
+						ep.col = randF32(rng, n)
+					}
+					for i := 0; i < m; i++ {
+						for j := 0; j < n; j++ {
+							var bias float64
+							if ep.row != nil {
+								bias += float64(ep.row[i])
+							}
+							if ep.col != nil {
+								bias += float64(ep.col[j])
+							}
+							want[i*n+j] += bias
+							tol[i*n+j] += 2e-7 * math.Abs(bias)
+						}
+					}
+					name := fmt.Sprintf("%dx%dx%d A=%d%v B=%d%v α=%v β=%v bias=%v,%v", m, n, k, kindA, ta, kindB, tb, p.alpha, p.beta, ep.row != nil, ep.col != nil)
 					if m*n*k <= 20000 {
 						c := append([]float32(nil), c0...)
 						gemmRef(m, n, k, p.alpha, a, b, p.beta, c, ldc)
+						ep.addTo(m, n, c, ldc)
 						checkC(t, name+" ref", m, n, c, ldc, want, tol, sentinel)
 					}
 					for _, tk := range testKernels() {
@@ -162,7 +184,7 @@ func TestGemm(t *testing.T) {
 						if tk.noAsm {
 							restore = disableAsm()
 						}
-						gemmFast(tk.k, tk.threads, m, n, k, p.alpha, a, b, p.beta, c, ldc)
+						gemmFast(tk.k, Opts{Threads: tk.threads, RowBias: ep.row, ColBias: ep.col}, m, n, k, p.alpha, a, b, p.beta, c, ldc)
 						restore()
 						checkC(t, fmt.Sprintf("%s %s/%dT", name, tk.k.name, tk.threads), m, n, c, ldc, want, tol, sentinel)
 					}
@@ -281,4 +303,12 @@ func TestGrid(t *testing.T) {
 			t.Errorf("grid(%d, %d, %d) = %d×%d, want %d×%d", tc.t, tc.m, tc.n, tm, tn, tc.tm, tc.tn)
 		}
 	}
+}
+
+func randF32(rng *rand.Rand, n int) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = rng.Float32()*2 - 1
+	}
+	return v
 }

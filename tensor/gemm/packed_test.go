@@ -79,7 +79,7 @@ func TestGemmPacked(t *testing.T) {
 					if tk.noAsm {
 						restore = disableAsm()
 					}
-					gemmFast(tk.k, tk.threads, m, n, k, alpha, aa, bb, beta, c, ldc)
+					gemmFast(tk.k, Opts{Threads: tk.threads}, m, n, k, alpha, aa, bb, beta, c, ldc)
 					restore()
 					checkC(t, fmt.Sprintf("%dx%dx%d mode %d %s/%dT packed for %s", m, n, k, mode, tk.k.name, tk.threads, packer.name), m, n, c, ldc, want, tol, -7)
 					if t.Failed() {
@@ -150,7 +150,7 @@ func TestPanelsB(t *testing.T) {
 				if tk.noAsm {
 					restore = disableAsm()
 				}
-				gemmFast(tk.k, tk.threads, m, n, k, 1, a, pb.Mat(), 0, c, n)
+				gemmFast(tk.k, Opts{Threads: tk.threads}, m, n, k, 1, a, pb.Mat(), 0, c, n)
 				restore()
 				checkC(t, fmt.Sprintf("PanelsB %dx%dx%d %s", m, n, k, tk.k.name), m, n, c, n, want, tol, 0)
 			}
