@@ -122,6 +122,47 @@ func (g convGeom) col2im(dx []float32, img, grp, p0, p1 int, col []float32) {
 	})
 }
 
+// inPlace returns, for a stride-1 convolution whose output rows fill whole
+// B slivers, a function giving the GEMM's B operand for image img (and the
+// images after it) and group grp in a form the micro-kernel reads in place
+// (gemm.InPlace): sliver row r of output positions oy, ox.. is the run of
+// input values that tap r sees, contiguous once the input is zero-padded.
+// The padded copy costs one pass over the input; the unfolded matrix and its
+// packed copy, nine times the input for a 3×3 kernel, are never written.
+// It returns nil where that does not apply.
+func (g convGeom) inPlace(xs []float32) func(img, grp int) *gemm.InPlace {
+	if g.o.Stride != [2]int{1, 1} || g.ow%gemm.NR() != 0 {
+		return nil
+	}
+	ph, pw := g.o.Padding[0], g.o.Padding[1]
+	hp, wp := g.h+2*ph, g.w+2*pw
+	xp := xs
+	if ph != 0 || pw != 0 {
+		xp = make([]float32, g.n*g.cin*hp*wp)
+		parallelFor(g.n*g.cin, max(1, 65536/(hp*wp)), func(lo, hi int) {
+			for pl := lo; pl < hi; pl++ {
+				for y := 0; y < g.h; y++ {
+					copy(xp[(pl*hp+y+ph)*wp+pw:][:g.w], xs[(pl*g.h+y)*g.w:][:g.w])
+				}
+			}
+		})
+	}
+	cg := g.cin / g.groups
+	kc := g.kc()
+	return func(img, grp int) *gemm.InPlace {
+		off := make([]int, kc)
+		for r := range off {
+			c, ky, kx := r/(g.kh*g.kw), r/g.kw%g.kh, r%g.kw
+			off[r] = ((grp*cg+c)*hp+ky*g.o.Dilation[0])*wp + kx*g.o.Dilation[1]
+		}
+		P := g.oh * g.ow
+		return &gemm.InPlace{Data: xp, Off: off, Run: g.ow, Col: func(j int) int {
+			im, pos := img+j/P, j%P
+			return im*g.cin*hp*wp + pos/g.ow*wp + pos%g.ow
+		}}
+	}
+}
+
 // convBatchBelow is the number of output positions per image below which a
 // convolution multiplies all images at once: with few positions the product
 // is bound by streaming the weight, which batching reads only once.
@@ -169,8 +210,13 @@ func Conv2d(x, weight, bias *Tensor, o Conv2dOpts) *Tensor {
 	for grp := range wms {
 		wms[grp] = packedWeight(wc, wc.offset+grp*cog*kc, cog, kc, false, false)
 	}
+	inPlace := g.inPlace(xs)
 	input := func(img, grp int) gemm.Mat {
-		return gemm.LinesMat(true, func(r, p0 int, d []float32) { g.unfold(xs, img, grp, r, p0, d) })
+		m := gemm.LinesMat(true, func(r, p0 int, d []float32) { g.unfold(xs, img, grp, r, p0, d) })
+		if inPlace != nil {
+			m.InPlace = inPlace(img, grp)
+		}
+		return m
 	}
 	if g.n > 1 && P < convBatchBelow {
 		// Few positions per image: one product over all images' positions
@@ -195,7 +241,7 @@ func Conv2d(x, weight, bias *Tensor, o Conv2dOpts) *Tensor {
 			for grp, wm := range wms {
 				dst := out.f32[(img*g.cout+grp*cog)*P:]
 				xm := input(img, grp)
-				if g.direct() {
+				if g.direct() && inPlace == nil {
 					xm = gemm.F32Mat(xs[(img*g.cin+grp*kc)*P:(img*g.cin+(grp+1)*kc)*P], P, false)
 				}
 				var rb []float32

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/diffuse-go/diffuse/half"
+	"github.com/diffuse-go/diffuse/tensor/gemm"
 )
 
 // Forward tests: every op against a plain float64 reference written here
@@ -555,6 +556,10 @@ func TestForwardConv2d(t *testing.T) {
 		{3, 4, 6, 10, 5, 3, 3, Conv2dOpts{Stride: [2]int{2, 2}, Padding: [2]int{1, 1}}, true, F32}, // slivers across images
 		{2, 4, 16, 32, 8, 3, 3, Conv2dOpts{Padding: [2]int{1, 1}}, true, F16},                      // whole 16-wide slivers
 		{2, 6, 9, 16, 4, 3, 3, Conv2dOpts{Padding: [2]int{1, 1}, Groups: 2}, false, F32},
+		// Output widths that are whole B slivers: B read in place.
+		{2, 8, 4, 16, 8, 1, 1, Conv2dOpts{}, true, F32},
+		{1, 4, 12, 16, 6, 3, 3, Conv2dOpts{Padding: [2]int{2, 2}, Dilation: [2]int{2, 2}}, true, F32},
+		{1, 3, 6, 16, 5, 3, 1, Conv2dOpts{Padding: [2]int{1, 0}}, true, BF16},
 	}
 	// Every case runs with images multiplied one at a time and all at once.
 	defer func(v int) { convBatchBelow = v }(convBatchBelow)
@@ -568,6 +573,26 @@ func TestForwardConv2d(t *testing.T) {
 	xv := x.Permute(0, 3, 1, 2)
 	want, mag, _, _ := refConv2d(f64s(xv.Contiguous().f32), 1, 3, 5, 6, f64s(wt.f32), 2, 3, 3, nil, Conv2dOpts{Padding: [2]int{1, 1}})
 	checkNear(t, "conv permuted input", Conv2d(xv, wt, nil, Conv2dOpts{Padding: [2]int{1, 1}}).Data(), want, mag, 1e-6, 0)
+}
+
+// TestConvInPlace checks which convolutions hand the GEMM their input to be
+// read in place (the values are checked by TestForwardConv2d).
+func TestConvInPlace(t *testing.T) {
+	nr := gemm.NR()
+	for _, tc := range []struct {
+		g    convGeom
+		want bool
+	}{
+		{convGeom{n: 1, cin: 2, h: 4, w: nr, cout: 2, kh: 3, kw: 3, oh: 4, ow: nr, groups: 1, o: Conv2dOpts{Padding: [2]int{1, 1}}.norm()}, true},
+		{convGeom{n: 1, cin: 2, h: 4, w: 2 * nr, cout: 2, kh: 1, kw: 1, oh: 4, ow: 2 * nr, groups: 1, o: Conv2dOpts{}.norm()}, true},
+		{convGeom{n: 1, cin: 2, h: 8, w: 2 * nr, cout: 2, kh: 3, kw: 3, oh: 4, ow: nr, groups: 1, o: Conv2dOpts{Stride: [2]int{2, 2}, Padding: [2]int{1, 1}}.norm()}, false},
+		{convGeom{n: 1, cin: 2, h: 4, w: nr + 1, cout: 2, kh: 3, kw: 3, oh: 4, ow: nr + 1, groups: 1, o: Conv2dOpts{Padding: [2]int{1, 1}}.norm()}, false},
+	} {
+		xs := make([]float32, tc.g.n*tc.g.cin*tc.g.h*tc.g.w)
+		if got := tc.g.inPlace(xs) != nil; got != tc.want {
+			t.Errorf("%+v: in place %v, want %v", tc.g, got, tc.want)
+		}
+	}
 }
 
 type convCase struct {

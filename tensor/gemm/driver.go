@@ -199,12 +199,20 @@ func gemmBlock(kern microKernel, i0, i1, j0, j1, k int, alpha float32, a, b Mat,
 		b, pb = pb.src, nil
 	}
 
+	// A B operand that the kernel can read in place is not packed at all,
+	// when every sliver of this part of C starts a run of nr consecutive
+	// columns.
+	ip := b.InPlace
+	if ip == nil || kern.indirect == nil || pb != nil || ip.Run <= 0 || ip.Run%nr != 0 || j0%nr != 0 || j1%nr != 0 || ncb%nr != 0 {
+		ip = nil
+	}
+
 	ws := workspaces.Get().(*workspace)
 	defer workspaces.Put(ws)
 	if pa == nil {
 		ws.a = grow(ws.a, (mcb+mr-1)/mr*mr*kcb)
 	}
-	if pb == nil {
+	if pb == nil && ip == nil {
 		ws.b = grow(ws.b, (ncb+nr-1)/nr*nr*kcb)
 	}
 	ws.tile = grow(ws.tile, mr*nr)
@@ -215,9 +223,13 @@ func gemmBlock(kern microKernel, i0, i1, j0, j1, k int, alpha float32, a, b Mat,
 		for pc := 0; pc < k; pc += kcb {
 			kc := min(kcb, k-pc)
 			bp := ws.b
-			if pb != nil {
+			var ib *inPlaceBlock
+			switch {
+			case ip != nil:
+				ib = newInPlaceBlock(ip, pc, kc, jc, nr)
+			case pb != nil:
 				bp = pb.block(nr, pc, kc, jc)
-			} else {
+			default:
 				packPanels(bp, b, b.Trans, jc, nc, pc, kc, nr, ws.line)
 			}
 			// Later k blocks accumulate onto what the first one wrote,
@@ -234,7 +246,7 @@ func gemmBlock(kern microKernel, i0, i1, j0, j1, k int, alpha float32, a, b Mat,
 				} else {
 					packPanels(ap, a, !a.Trans, ic, mc, pc, kc, mr, ws.line)
 				}
-				macroKernel(kern, mc, nc, kc, alpha, ap, bp, bet, c[ic*ldc+jc:], ldc, ws.tile, e.at(ic, 0))
+				macroKernel(kern, mc, nc, kc, alpha, ap, bp, ib, bet, c[ic*ldc+jc:], ldc, ws.tile, e.at(ic, 0))
 			}
 		}
 	}
@@ -244,20 +256,25 @@ func gemmBlock(kern microKernel, i0, i1, j0, j1, k int, alpha float32, a, b Mat,
 	runtime.KeepAlive(pb)
 }
 
-// macroKernel multiplies a packed mc×kc block of A by a packed kc×nc block of
-// B into C (whose top-left element is c[0]), adding the biases of ep (whose
-// first row and column are C's). Tiles that stick out of C are computed into
-// tile and then copied in.
-func macroKernel(kern microKernel, mc, nc, kc int, alpha float32, pa, pb []float32, beta float32, c []float32, ldc int, tile []float32, ep epilogue) {
+// macroKernel multiplies a packed mc×kc block of A by a kc×nc block of B,
+// packed in pb or read in place through ib, into C (whose top-left element
+// is c[0]), adding the biases of ep (whose first row and column are C's).
+// Tiles that stick out of C are computed into tile and then copied in.
+func macroKernel(kern microKernel, mc, nc, kc int, alpha float32, pa, pb []float32, ib *inPlaceBlock, beta float32, c []float32, ldc int, tile []float32, ep epilogue) {
 	mr, nr := kern.mr, kern.nr
 	for jr := 0; jr < nc; jr += nr {
-		bp := pb[jr*kc : jr*kc+nr*kc]
+		var bp []float32
+		if ib != nil {
+			bp = ib.sliver(jr)
+		} else {
+			bp = pb[jr*kc : jr*kc+nr*kc]
+		}
 		cols := min(nr, nc-jr)
 		for ir := 0; ir < mc; ir += mr {
 			ap := pa[ir*kc : ir*kc+mr*kc]
 			rows := min(mr, mc-ir)
 			fn, w := kern.fn, nr
-			if kern.half != nil && cols <= nr/2 {
+			if kern.half != nil && cols <= nr/2 && ib == nil {
 				fn, w = kern.half, nr/2
 			}
 			ct := c[ir*ldc+jr:]
@@ -269,10 +286,18 @@ func macroKernel(kern microKernel, mc, nc, kc int, alpha float32, pa, pb []float
 					ep.at(ir, jr).seed(rows, cols, beta, ct, ldc)
 					bet = 1
 				}
-				fn(kc, ap, bp, ct, ldc, alpha, bet)
+				if ib != nil {
+					kern.indirect(kc, ap, bp, ib.off, ct, ldc, alpha, bet)
+				} else {
+					fn(kc, ap, bp, ct, ldc, alpha, bet)
+				}
 				continue
 			}
-			fn(kc, ap, bp, tile, nr, 1, 0)
+			if ib != nil {
+				kern.indirect(kc, ap, bp, ib.off, tile, nr, 1, 0)
+			} else {
+				fn(kc, ap, bp, tile, nr, 1, 0)
+			}
 			e := ep.at(ir, jr)
 			for i := 0; i < rows; i++ {
 				cr := ct[i*ldc : i*ldc+cols]
@@ -290,6 +315,40 @@ func macroKernel(kern microKernel, mc, nc, kc int, alpha float32, pa, pb []float
 			}
 		}
 	}
+}
+
+// inPlaceBlock is one k block of an InPlace B operand, for the columns of C
+// from j0 on.
+type inPlaceBlock struct {
+	ip     *InPlace
+	off    []int // the block's row offsets
+	maxOff int
+	j0, nr int
+}
+
+func newInPlaceBlock(ip *InPlace, pc, kc, j0, nr int) *inPlaceBlock {
+	if len(ip.Off) < pc+kc {
+		panic(fmt.Sprintf("gemm: in-place B has %d row offsets, need %d", len(ip.Off), pc+kc))
+	}
+	ib := &inPlaceBlock{ip: ip, off: ip.Off[pc : pc+kc], j0: j0, nr: nr}
+	for p, o := range ib.off {
+		if o < 0 {
+			panic(fmt.Sprintf("gemm: in-place B row %d has offset %d", pc+p, o))
+		}
+		ib.maxOff = max(ib.maxOff, o)
+	}
+	return ib
+}
+
+// sliver returns the data from which the kernel reads the B sliver of
+// columns j0+jr … j0+jr+nr-1, having checked that all its rows lie inside.
+func (ib *inPlaceBlock) sliver(jr int) []float32 {
+	j := ib.j0 + jr
+	base := ib.ip.Col(j)
+	if base < 0 || base+ib.maxOff+ib.nr > len(ib.ip.Data) {
+		panic(fmt.Sprintf("gemm: in-place B columns %d..%d read [%d, %d) of %d values", j, j+ib.nr-1, base, base+ib.maxOff+ib.nr, len(ib.ip.Data)))
+	}
+	return ib.ip.Data[base:]
 }
 
 // epilogue holds the row and column biases of a product, each either nil or

@@ -37,6 +37,23 @@ type Mat struct {
 
 	Packed *Packed
 	Lines  func(p, x0 int, dst []float32)
+	// InPlace, optional beside Lines on a B operand, lets kernels that can
+	// read B where it lies do so instead of packing it from Lines.
+	InPlace *InPlace
+}
+
+// InPlace describes a B operand that the micro-kernel can read where it
+// lies, without packing: element (p, j) is Data[Col(j)+Off[p]], and the
+// columns j, j+1, …, j+Run-1 are consecutive in Data whenever j is a
+// multiple of Run. A stride-1 convolution's zero-padded input is such an
+// operand (one kernel tap per row p, Run = the output width), so its GEMM
+// needs neither the unfolded matrix nor its packed copy. Off must be >= 0
+// and every element addressed must lie inside Data; Gemm checks both.
+type InPlace struct {
+	Data []float32
+	Off  []int
+	Run  int
+	Col  func(j int) int
 }
 
 // At returns logical element (i, j) as float32 (slow; for tests and fallbacks).

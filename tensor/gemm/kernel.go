@@ -15,11 +15,15 @@ import "fmt"
 // half, if set, computes only the left nr/2 columns of the same tile (from
 // the same packed B layout); the driver uses it for column edges that narrow,
 // such as the last 8 of n = 40, instead of multiplying by padding zeros.
+//
+// indirect, if set, is fn with B read in place (see InPlace): row p of the B
+// sliver is b[offs[p] : offs[p]+NR]. Its caller checks those bounds.
 type microKernel struct {
-	name   string
-	mr, nr int
-	fn     func(kc int, a, b, c []float32, ldc int, alpha, beta float32)
-	half   func(kc int, a, b, c []float32, ldc int, alpha, beta float32)
+	name     string
+	mr, nr   int
+	fn       func(kc int, a, b, c []float32, ldc int, alpha, beta float32)
+	half     func(kc int, a, b, c []float32, ldc int, alpha, beta float32)
+	indirect func(kc int, a, b []float32, offs []int, c []float32, ldc int, alpha, beta float32)
 }
 
 // Go kernels. They are compiled and tested on every platform; goKernel4x4 is
@@ -79,9 +83,18 @@ func storeRow4(c []float32, v0, v1, v2, v3, alpha, beta float32) {
 }
 
 // genericKernel returns a slow Go kernel with an arbitrary geometry; with
-// half it also has a half-width variant, like the SIMD kernels.
+// half it also has a half-width variant, like the SIMD kernels. It always
+// has an indirect variant.
 func genericKernel(mr, nr int, half bool) microKernel {
 	k := microKernel{name: fmt.Sprintf("generic%dx%d", mr, nr), mr: mr, nr: nr, fn: genericFn(mr, nr, nr)}
+	k.indirect = func(kc int, a, b []float32, offs []int, c []float32, ldc int, alpha, beta float32) {
+		// Gather the B rows into a packed sliver and run the packed kernel.
+		bp := make([]float32, kc*nr)
+		for p, o := range offs[:kc] {
+			copy(bp[p*nr:p*nr+nr], b[o:o+nr])
+		}
+		k.fn(kc, a, bp, c, ldc, alpha, beta)
+	}
 	if half {
 		k.name += "h"
 		k.half = genericFn(mr, nr, nr/2)

@@ -21,6 +21,12 @@ func kern6x8AVX2(kc int, a, b, c *float32, ldc int, alpha, beta float32)
 func kern6x16AVX512(kc int, a, b, c *float32, ldc int, alpha, beta float32)
 
 //go:noescape
+func kern6x16IndAVX2(kc int, a, b *float32, offs *int, c *float32, ldc int, alpha, beta float32)
+
+//go:noescape
+func kern6x32IndAVX512(kc int, a, b *float32, offs *int, c *float32, ldc int, alpha, beta float32)
+
+//go:noescape
 func widenF16AVX(dst *float32, src *uint16, n int)
 
 //go:noescape
@@ -47,6 +53,10 @@ var avx2Kernel = microKernel{name: "avx2-6x16", mr: 6, nr: 16, fn: func(kc int, 
 }, half: func(kc int, a, b, c []float32, ldc int, alpha, beta float32) {
 	_, _ = a[6*kc-1], b[16*kc-1]
 	kern6x8AVX2(kc, &a[0], &b[0], &c[0], ldc, alpha, beta)
+}, indirect: func(kc int, a, b []float32, offs []int, c []float32, ldc int, alpha, beta float32) {
+	// The driver has checked that every row offs[p] of b is in bounds.
+	_, _ = a[6*kc-1], offs[kc-1]
+	kern6x16IndAVX2(kc, &a[0], &b[0], &offs[0], &c[0], ldc, alpha, beta)
 }}
 
 var avx512Kernel = microKernel{name: "avx512-6x32", mr: 6, nr: 32, fn: func(kc int, a, b, c []float32, ldc int, alpha, beta float32) {
@@ -55,6 +65,9 @@ var avx512Kernel = microKernel{name: "avx512-6x32", mr: 6, nr: 32, fn: func(kc i
 }, half: func(kc int, a, b, c []float32, ldc int, alpha, beta float32) {
 	_, _ = a[6*kc-1], b[32*kc-1]
 	kern6x16AVX512(kc, &a[0], &b[0], &c[0], ldc, alpha, beta)
+}, indirect: func(kc int, a, b []float32, offs []int, c []float32, ldc int, alpha, beta float32) {
+	_, _ = a[6*kc-1], offs[kc-1]
+	kern6x32IndAVX512(kc, &a[0], &b[0], &offs[0], &c[0], ldc, alpha, beta)
 }}
 
 func bestKernel() microKernel {

@@ -1,0 +1,66 @@
+package gemm
+
+// The native side of the interpreter tests (asm_interp_test.go): the kernels
+// are run through the microKernel wrappers of kernel_amd64.go where this CPU
+// can execute them.
+
+func init() {
+	asmNativeKernel = func(name string) (asmNativeFn, int, int) {
+		var k microKernel
+		var fn, raw asmNativeFn
+		can := hasAVX2FMA
+		switch name {
+		case "kern6x16AVX2", "kern6x8AVX2", "kern6x16IndAVX2":
+			k = avx2Kernel
+		case "kern6x32AVX512", "kern6x16AVX512", "kern6x32IndAVX512":
+			k, can = avx512Kernel, hasAVX512
+		default:
+			return nil, 0, 0
+		}
+		if !can {
+			return nil, k.mr, k.nr
+		}
+		packed := func(f func(kc int, a, b, c []float32, ldc int, alpha, beta float32)) asmNativeFn {
+			return func(kc int, a, b []float32, _ []int, c []float32, ldc int, alpha, beta float32) {
+				f(kc, a, b, c, ldc, alpha, beta)
+			}
+		}
+		packedRaw := func(f func(kc int, a, b, c *float32, ldc int, alpha, beta float32)) asmNativeFn {
+			return func(kc int, a, b []float32, _ []int, c []float32, ldc int, alpha, beta float32) {
+				var dummy float32
+				f(kc, &dummy, &dummy, &c[0], ldc, alpha, beta)
+			}
+		}
+		switch name {
+		case "kern6x16AVX2":
+			fn, raw = packed(k.fn), packedRaw(kern6x16AVX2)
+		case "kern6x8AVX2":
+			fn, raw = packed(k.half), packedRaw(kern6x8AVX2)
+		case "kern6x32AVX512":
+			fn, raw = packed(k.fn), packedRaw(kern6x32AVX512)
+		case "kern6x16AVX512":
+			fn, raw = packed(k.half), packedRaw(kern6x16AVX512)
+		case "kern6x16IndAVX2", "kern6x32IndAVX512":
+			ind := kern6x16IndAVX2
+			if name == "kern6x32IndAVX512" {
+				ind = kern6x32IndAVX512
+			}
+			fn = k.indirect
+			raw = func(kc int, a, b []float32, _ []int, c []float32, ldc int, alpha, beta float32) {
+				var dummy float32
+				var noOffs int
+				ind(kc, &dummy, &dummy, &noOffs, &c[0], ldc, alpha, beta)
+			}
+		}
+		return func(kc int, a, b []float32, offs []int, c []float32, ldc int, alpha, beta float32) {
+			if kc == 0 {
+				// The wrappers need kc ≥ 1 (they bounds-check a[6*kc-1]);
+				// the assembly itself allows kc = 0 and must not read a, b
+				// or offs, which here point at dummies.
+				raw(0, nil, nil, nil, c, ldc, alpha, beta)
+				return
+			}
+			fn(kc, a, b, offs, c, ldc, alpha, beta)
+		}, k.mr, k.nr
+	}
+}
