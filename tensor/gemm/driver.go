@@ -100,7 +100,7 @@ func gemmFast(kern microKernel, o Opts, m, n, k int, alpha float32, a, b Mat, be
 	}
 	tm, tn := 1, 1
 	if t > 1 {
-		tm, tn = gridCost(t, m, n, kern.mr, kern.nr, packCost(a, kern.mr), packCost(b, kern.nr))
+		tm, tn = gridCost(t, m, n, kern.mr, kern.nr, packCost(a, kern.mr, false), packCost(b, kern.nr, true))
 	}
 	if tm*tn == 1 {
 		gemmBlock(kern, 0, m, 0, n, k, alpha, a, b, beta, c, ldc, ep)
@@ -123,22 +123,25 @@ func gemmFast(kern microKernel, o Opts, m, n, k int, alpha float32, a, b Mat, be
 	wg.Wait()
 }
 
-// packCost is 0 for an operand whose panels are ready for sliver width w
-// and 1 for one the driver packs itself.
-func packCost(x Mat, w int) int {
-	if x.Packed != nil && x.Packed.w == w {
-		return 0
+// packCost weighs the memory traffic of one value of an operand for a
+// thread group: 1 where the kernel streams it as it is (panels ready for
+// sliver width w, or a B read in place), 3 where the group packs it itself
+// (read the source, write the panel, read that back).
+func packCost(x Mat, w int, isB bool) int {
+	if x.Packed != nil && x.Packed.w == w || isB && x.InPlace != nil {
+		return 1
 	}
-	return 1
+	return 3
 }
 
 // grid factors t threads into tm×tn, minimising the packing traffic
 // tm·n + tn·m while giving every group at least one full tile.
 func grid(t, m, n, mr, nr int) (tm, tn int) { return gridCost(t, m, n, mr, nr, 1, 1) }
 
-// gridCost is grid with the packing traffic weighted: A costs ca per value
-// packed and B cb. With both pre-packed, the cost ties and the first
-// factorisation, all groups along n, wins.
+// gridCost is grid with the traffic weighted (see packCost): each of the tn
+// column groups moves all m rows of A at ca per value, each of the tm row
+// groups all n columns of B at cb. On a tie the first factorisation, all
+// groups along n, wins.
 func gridCost(t, m, n, mr, nr, ca, cb int) (tm, tn int) {
 	best := -1
 	for d := 1; d <= t; d++ {
