@@ -3,10 +3,10 @@ package gemm
 // An interpreter for the micro-kernels of gemm_amd64.s, run on their source
 // text.
 //
-// Why it exists: the AVX-512 kernels (kern6x32AVX512, kern6x16AVX512) cannot
-// be executed on the machines this package is developed on, which have no
-// AVX-512, and no emulator is at hand (no Intel SDE; QEMU's TCG has no
-// AVX-512). The Go assembler's instruction encoding is trusted; what can go
+// Why it exists: the AVX-512 kernels (kern6x32AVX512, kern6x16AVX512,
+// kern6x32IndAVX512) cannot be executed on the machines this package is
+// developed on, which have no AVX-512, and no emulator is at hand (no Intel
+// SDE; QEMU's TCG has no AVX-512). The Go assembler's instruction encoding is trusted; what can go
 // wrong in a generated kernel is its logic: register use, addressing, loop
 // counts and tails, the beta == 0 path, stores outside the tile. Those are
 // checked here by reading the TEXT blocks as Plan 9 assembly and executing
