@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -36,7 +37,7 @@ type benchModels struct {
 // runBench times text encoding, UNet steps (with CFG: batch 2), VAE decoding
 // and the per-step cost of adapters, on random full-size weights or on a
 // real checkpoint (-m).
-func runBench(ctx context.Context, args []string) error {
+func runBench(ctx context.Context, args []string) (err error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	arch := fs.String("arch", "sd15", "model family with random weights: sd15 or sdxl")
 	model := fs.String("m", "", "time this checkpoint (SD 1.x or SDXL file or diffusers folder) instead of random weights")
@@ -45,11 +46,19 @@ func runBench(ctx context.Context, args []string) error {
 	steps := fs.Int("steps", 2, "UNet steps to time (each with CFG, batch 2); the median is reported")
 	only := fs.String("only", "text,unet,vae", "what to time: text, unet, vae, controlnet, lora, t2i")
 	threads := fs.Int("threads", 0, "threads (0 = all cores)")
+	bf16 := fs.Bool("bf16", false, "compute products in bfloat16 (AVX512_BF16 CPUs only; no effect elsewhere); also DIFFUSE_BF16=1")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the timed part of the run (after the models are built; the weight-packing first UNet step included) to this file, for go tool pprof")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *threads > 0 {
 		runtime.GOMAXPROCS(*threads)
+	}
+	bf16Set := false
+	fs.Visit(func(f *flag.Flag) { bf16Set = bf16Set || f.Name == "bf16" })
+	bf16Note, err := configureBF16(*bf16, bf16Set)
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
 	}
 	dt, err := parseDType(*dtype)
 	if err != nil {
@@ -71,6 +80,22 @@ func runBench(ctx context.Context, args []string) error {
 			return err
 		}
 		fmt.Printf("diffuse bench: arch %s, random %s weights (built in %.1fs), %d threads, %s\n", *arch, dt, time.Since(t0).Seconds(), runtime.GOMAXPROCS(0), runtime.GOARCH)
+	}
+	if bf16Note != "" {
+		fmt.Println(bf16Note)
+	}
+	if *cpuprofile != "" {
+		stop, perr := startCPUProfile(*cpuprofile)
+		if perr != nil {
+			return perr
+		}
+		// err is the named result: a failed profile write fails the run
+		// unless it already failed for another reason.
+		defer func() {
+			if perr := stop(); perr != nil && err == nil {
+				err = perr
+			}
+		}()
 	}
 	if *sizes == "" {
 		*sizes = "512"
@@ -102,6 +127,27 @@ func runBench(ctx context.Context, args []string) error {
 	}
 	fmt.Printf("peak RSS: %.2f GiB\n", float64(peakRSS())/(1<<30))
 	return nil
+}
+
+// startCPUProfile starts a CPU profile written to path. The returned stop
+// function ends profiling and closes the file; its error reports a failed
+// write or close, since a truncated profile is useless to pprof.
+func startCPUProfile(path string) (stop func() error, err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("bench: cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("bench: cpu profile: %w", err)
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("bench: cpu profile: %w", err)
+		}
+		return nil
+	}, nil
 }
 
 func randomBenchModels(arch string, dt tensor.DType, want map[string]bool) (benchModels, error) {

@@ -36,7 +36,7 @@ type genFlags struct {
 	cfgScale, strength, guidanceRescale             float64
 	seed                                            int64
 	dtype                                           string
-	quiet                                           bool
+	quiet, bf16                                     bool
 
 	// SDXL micro-conditioning ("WxH" and "T,L" strings) and the refiner.
 	originalSize, cropTopLeft, targetSize          string
@@ -143,6 +143,7 @@ func newGenFlagSet(f *genFlags, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&f.threads, "threads", 0, "same as -t")
 	fs.StringVar(&f.dtype, "type", "", "weight dtype in memory: f32, f16, bf16 (default: as stored)")
 	fs.BoolVar(&f.quiet, "q", false, "no progress output")
+	fs.BoolVar(&f.bf16, "bf16", false, "compute products in bfloat16 (AVX512_BF16 CPUs only; no effect elsewhere); also DIFFUSE_BF16=1")
 
 	// SDXL.
 	fs.StringVar(&f.prompt2, "prompt-2", "", "SDXL: prompt for the second text encoder (default: the prompt)")
@@ -387,6 +388,11 @@ func runGenerate(ctx context.Context, args []string) error {
 	}
 	if f.threads > 0 {
 		runtime.GOMAXPROCS(f.threads)
+	}
+	if note, err := configureBF16(f.bf16, f.set["bf16"]); err != nil {
+		return fmt.Errorf("generate: %w", err)
+	} else if note != "" {
+		fmt.Fprintln(os.Stderr, note)
 	}
 	// LoRA tags in the prompt.
 	prompt, refs, err := lora.ParsePrompt(f.prompt)

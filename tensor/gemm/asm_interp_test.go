@@ -30,6 +30,15 @@ package gemm
 // reference GEMM, with a scalar model of their operation order (bit for
 // bit), and natively where the CPU has AVX-512.
 //
+// Instructions that the Go assembler has no mnemonic for are written as
+// BYTE directives (VDPBF16PS in kern6x32BF16AVX512). Consecutive BYTE, WORD
+// and LONG directives are gathered and decoded as x86 machine code
+// (decodeMachineCode in asm_interp_bf16_test.go), which accepts only the
+// encodings listed there: the bytes themselves are checked, not a comment
+// beside them. VDPBF16PS executes through the Go model of its numerics
+// (dpbf16 in bf16.go), and the bf16 kernel is compared bit for bit with the
+// Go model of the whole kernel (kern6x32BF16Go).
+//
 // Go assembler operand order is the reverse of Intel's: "VFMADD231PS Z0, Z2,
 // Z4" is Intel's "vfmadd231ps zmm4, zmm2, zmm0" (zmm4 += zmm2·zmm0), and
 // "VADDPS Z10, Z4, Z6" is zmm6 = zmm4 + zmm10, as objdump -M intel of the
@@ -357,12 +366,31 @@ func decodeAsm(t *asmText, sig []asmParam, args int) (*asmProgram, error) {
 	}
 	p := &asmProgram{name: t.name, file: t.file, params: sig, args: args}
 	labels := map[string]int{}
+	// Machine code in BYTE/WORD/LONG directives, gathered until the next
+	// instruction or label, with the source line of every byte.
+	var code []byte
+	var codeLines []int
+	flush := func() error {
+		if len(code) == 0 {
+			return nil
+		}
+		ins, err := decodeMachineCode(code, codeLines)
+		if err != nil {
+			return fmt.Errorf("%s:%v", t.file, err)
+		}
+		p.code = append(p.code, ins...)
+		code, codeLines = nil, nil
+		return nil
+	}
 	for _, st := range t.body {
 		text := st.text
 		for {
 			m := asmLabelRE.FindStringSubmatch(text)
 			if m == nil {
 				break
+			}
+			if err := flush(); err != nil {
+				return nil, err
 			}
 			if _, dup := labels[m[1]]; dup {
 				return nil, fmt.Errorf("%s:%d: label %s defined twice", t.file, st.line, m[1])
@@ -373,12 +401,28 @@ func decodeAsm(t *asmText, sig []asmParam, args int) (*asmProgram, error) {
 		if text == "" {
 			continue
 		}
+		if b, ok, err := asmData(text); ok {
+			if err != nil {
+				return nil, fmt.Errorf("%s:%d: %q: %v", t.file, st.line, text, err)
+			}
+			code = append(code, b...)
+			for range b {
+				codeLines = append(codeLines, st.line)
+			}
+			continue
+		}
+		if err := flush(); err != nil {
+			return nil, err
+		}
 		in, err := decodeAsmInstr(text, params)
 		if err != nil {
 			return nil, fmt.Errorf("%s:%d: %q: %v", t.file, st.line, text, err)
 		}
 		in.line = st.line
 		p.code = append(p.code, in)
+	}
+	if err := flush(); err != nil {
+		return nil, err
 	}
 	for i := range p.code {
 		in := &p.code[i]
@@ -401,6 +445,9 @@ func decodeAsmInstr(text string, params map[string]*asmParam) (asmInstr, error) 
 	in := asmInstr{text: text, op: op, h: asmHandlers[op]}
 	if in.h == nil {
 		return in, fmt.Errorf("unsupported instruction %s", op)
+	}
+	if in.h.encoded {
+		return in, fmt.Errorf("the Go assembler has no %s: it must be encoded in BYTE directives", op)
 	}
 	var shape []byte
 	if rest = strings.TrimSpace(rest); rest != "" {
@@ -442,9 +489,10 @@ func decodeAsmInstr(text string, params map[string]*asmParam) (asmInstr, error) 
 // asmHandler implements one mnemonic. shapes lists the operand forms it
 // accepts, as strings of asmArg kinds in source order.
 type asmHandler struct {
-	shapes []string
-	vector bool
-	exec   func(m *asmMachine, in *asmInstr) error
+	shapes  []string
+	vector  bool
+	encoded bool // reached only through machine code (decodeMachineCode)
+	exec    func(m *asmMachine, in *asmInstr) error
 }
 
 // asmHandlers holds every instruction the interpreter implements.
@@ -587,23 +635,9 @@ func init() {
 			}
 			return m.vdst(&in.args[1], in.width, v)
 		}},
-		"VBROADCASTSS": {vector: true, shapes: []string{"mv", "vv"}, exec: func(m *asmMachine, in *asmInstr) error {
-			var x uint32
-			if a := &in.args[0]; a.kind == 'v' {
-				x = m.vec[a.reg][0]
-			} else {
-				b, err := m.read(a, 4)
-				if err != nil {
-					return err
-				}
-				x = binary.LittleEndian.Uint32(b)
-			}
-			var v asmVec
-			for i := range v {
-				v[i] = x
-			}
-			return m.vdst(&in.args[1], in.width, v)
-		}},
+		"VBROADCASTSS": {vector: true, shapes: []string{"mv", "vv"}, exec: broadcast32},
+		// The same dword broadcast from memory (the bf16 kernel's pairs).
+		"VPBROADCASTD": {vector: true, shapes: []string{"mv"}, exec: broadcast32},
 		// "VFMADD231PS s2, s1, d": d = s1·s2 + d, rounded once.
 		"VFMADD231PS": lanes3(func(s2, s1, d float32) float32 { return fma32(s1, s2, d) }),
 		// "VADDPS s2, s1, d": d = s1 + s2; likewise VMULPS.
@@ -611,6 +645,15 @@ func init() {
 		"VMULPS": lanes3(func(s2, s1, _ float32) float32 { return asmMul(s1, s2) }),
 		"VXORPS": bitwise3(func(x, y uint32) uint32 { return x ^ y }),
 		"VPXORD": bitwise3(func(x, y uint32) uint32 { return x ^ y }),
+		// "VDPBF16PS s2, s1, d" (machine code only): per lane, d plus the
+		// products of the bf16 pairs of s1 and s2, as dpbf16 computes it.
+		"VDPBF16PS": {vector: true, encoded: true, exec: func(m *asmMachine, in *asmInstr) error {
+			s2, s1, d := m.vec[in.args[0].reg], m.vec[in.args[1].reg], m.vec[in.args[2].reg]
+			for i := 0; i < in.width/4; i++ {
+				d[i] = math.Float32bits(dpbf16(math.Float32frombits(d[i]), s1[i], s2[i]))
+			}
+			return m.vdst(&in.args[2], in.width, d)
+		}},
 		"VZEROUPPER": {vector: true, shapes: []string{""}, exec: func(m *asmMachine, in *asmInstr) error {
 			for r := 0; r < 16; r++ { // ZMM16-31 are not affected
 				clear(m.vec[r][4:])
@@ -647,6 +690,26 @@ func init() {
 			return nil
 		}}
 	}
+}
+
+// broadcast32 copies a dword (the low one of an X register, or one in
+// memory) into every lane of the destination.
+func broadcast32(m *asmMachine, in *asmInstr) error {
+	var x uint32
+	if a := &in.args[0]; a.kind == 'v' {
+		x = m.vec[a.reg][0]
+	} else {
+		b, err := m.read(a, 4)
+		if err != nil {
+			return err
+		}
+		x = binary.LittleEndian.Uint32(b)
+	}
+	var v asmVec
+	for i := range v {
+		v[i] = x
+	}
+	return m.vdst(&in.args[1], in.width, v)
 }
 
 // lanes3 makes a float32 lane-wise instruction "OP s2, s1, d" (s2 may be a
@@ -687,6 +750,9 @@ func asmFeature(in *asmInstr) string {
 	if !in.h.vector {
 		return ""
 	}
+	if in.op == "VDPBF16PS" { // the 512-bit form; AVX512_BF16 implies AVX512F
+		return "AVX512_BF16"
+	}
 	for _, a := range in.args {
 		if a.kind == 'v' && a.reg >= 16 {
 			if in.width == 64 {
@@ -704,7 +770,7 @@ func asmFeature(in *asmInstr) string {
 		return "AVX512VL"
 	case op == "VFMADD231PS":
 		return "FMA"
-	case op == "VBROADCASTSS" && in.args[0].kind == 'v':
+	case op == "VBROADCASTSS" && in.args[0].kind == 'v', op == "VPBROADCASTD":
 		return "AVX2"
 	}
 	return "AVX"

@@ -83,6 +83,10 @@ func gemmFast(kern microKernel, o Opts, m, n, k int, alpha float32, a, b Mat, be
 	}
 	checkOperand("A", a, m, k)
 	checkOperand("B", b, k, n)
+	if e := bf16State.Load(); e != nil { // opt-in bfloat16 compute (bf16.go)
+		gemmBF16(e, kern, o, m, n, k, alpha, a, b, beta, c, ldc, ep)
+		return
+	}
 
 	// Decide the thread grid: tm row groups × tn column groups of C. Each
 	// group runs the whole blocked algorithm on its own part of C with its
