@@ -120,8 +120,7 @@ func (f *FeedForward) Forward(x *tensor.Tensor) *tensor.Tensor {
 	h := f.Proj.Forward(x)
 	switch f.Act {
 	case "geglu":
-		parts := h.Chunk(2, -1)
-		h = tensor.Mul(parts[0], tensor.GELU(parts[1]))
+		h = tensor.GEGLU(h)
 	case "geglu-approximate":
 		parts := h.Chunk(2, -1)
 		h = tensor.Mul(parts[0], tensor.GELUTanh(parts[1]))

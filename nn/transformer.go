@@ -259,7 +259,10 @@ func (t *Transformer2D) Forward(x, context, contextMask *tensor.Tensor) *tensor.
 	residual := x
 	x = t.Norm.Forward(x)
 	var hs *tensor.Tensor
-	if conv, ok := t.ProjIn.(*Conv2d); ok {
+	if wt, bias, ok := plainProjection(t.ProjIn); ok {
+		// The NCHW → tokens transpose is folded into the projection.
+		hs = tensor.ChannelsToTokens(x, wt, bias)
+	} else if conv, ok := t.ProjIn.(*Conv2d); ok {
 		hs = conv.Forward(x)
 		hs = hs.Permute(0, 2, 3, 1).Reshape(b, h*w, hs.Dim(1))
 	} else {
@@ -269,6 +272,11 @@ func (t *Transformer2D) Forward(x, context, contextMask *tensor.Tensor) *tensor.
 	for _, blk := range t.TransformerBlock {
 		hs = blk.Forward(hs, context, contextMask)
 	}
+	if wt, bias, ok := plainProjection(t.ProjOut); ok {
+		// The tokens → NCHW transpose and the residual add are folded
+		// into the projection.
+		return tensor.TokensToChannels(hs, wt, bias, residual, h, w)
+	}
 	inner := hs.Dim(2)
 	var out *tensor.Tensor
 	if conv, ok := t.ProjOut.(*Conv2d); ok {
@@ -277,4 +285,32 @@ func (t *Transformer2D) Forward(x, context, contextMask *tensor.Tensor) *tensor.
 		out = t.ProjOut.(*Linear).Forward(hs).Reshape(b, h, w, c).Permute(0, 3, 1, 2)
 	}
 	return tensor.Add(out, residual)
+}
+
+// plainProjection returns the weight and bias of a spatial transformer's
+// proj_in or proj_out, a Linear or a 1×1 convolution, when its Forward is
+// just that product (no active LoRA adapter to add), so that the caller can
+// fuse it with the layout change around it.
+func plainProjection(m Module) (weight, bias *tensor.Tensor, ok bool) {
+	switch p := m.(type) {
+	case *Linear:
+		for _, a := range p.LoRA {
+			if a.active() {
+				return nil, nil, false
+			}
+		}
+		return p.Weight, p.Bias, true
+	case *Conv2d:
+		for _, a := range p.LoRA {
+			if a.active() {
+				return nil, nil, false
+			}
+		}
+		// A 1×1 kernel ignores dilation; stride, padding and groups
+		// would make it more than a per-position product.
+		o := p.Opts
+		plain := p.Kernel == 1 && o.Stride[0] <= 1 && o.Stride[1] <= 1 && o.Padding == [2]int{} && o.Groups <= 1
+		return p.Weight, p.Bias, plain
+	}
+	return nil, nil, false
 }

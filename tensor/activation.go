@@ -1,6 +1,7 @@
 package tensor
 
 import (
+	"fmt"
 	"math"
 
 	"github.com/diffuse-go/diffuse/tensor/vec"
@@ -62,13 +63,49 @@ func ReLU(a *Tensor) *Tensor {
 func GELU(a *Tensor) *Tensor {
 	out := unarySlices(a, vec.GELU)
 	record(out, []*Tensor{a}, func(g *Tensor) []*Tensor {
-		d := unaryKernel(a.Detach(), func(x float32) float32 {
-			xf := float64(x)
-			cdf := 0.5 * (1 + math.Erf(xf/math.Sqrt2))
-			pdf := math.Exp(-0.5*xf*xf) / math.Sqrt(2*math.Pi)
-			return float32(cdf + xf*pdf)
-		})
-		return []*Tensor{Mul(g, d)}
+		return []*Tensor{Mul(g, geluGrad(a.Detach()))}
+	})
+	return out
+}
+
+// geluGrad is the derivative of the exact GELU, Φ(x) + x·φ(x).
+func geluGrad(a *Tensor) *Tensor {
+	return unaryKernel(a, func(x float32) float32 {
+		xf := float64(x)
+		cdf := 0.5 * (1 + math.Erf(xf/math.Sqrt2))
+		pdf := math.Exp(-0.5*xf*xf) / math.Sqrt(2*math.Pi)
+		return float32(cdf + xf*pdf)
+	})
+}
+
+// GEGLU is diffusers' GEGLU gate on a projection h [..., 2n]: the first
+// half times the exact GELU of the second, h[..., :n]·GELU(h[..., n:]),
+// giving [..., n]. It reads both halves in place and writes the product in
+// one pass (vec.GELUMul), where Chunk, GELU and Mul would copy the gate
+// half, write its GELU and read it back. The result is the same, rounding
+// included.
+func GEGLU(h *Tensor) *Tensor {
+	if h.Rank() == 0 || h.Dim(-1)%2 != 0 {
+		panic(fmt.Sprintf("tensor: GEGLU of shape %v needs an even last dimension", h.shape))
+	}
+	n := h.Dim(-1) / 2
+	hc := h.Float32().Contiguous()
+	hs := hc.f32[hc.offset : hc.offset+hc.Numel()]
+	oshape := append(cloneInts(h.shape[:h.Rank()-1]), n)
+	out := Zeros(oshape...)
+	o := out.f32
+	rows := len(o) / max(n, 1)
+	parallelFor(rows, max(1, (1<<14)/max(n, 1)), func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			row := hs[2*r*n : 2*(r+1)*n]
+			vec.GELUMul(o[r*n:(r+1)*n], row[n:], row[:n])
+		}
+	})
+	record(out, []*Tensor{h}, func(g *Tensor) []*Tensor {
+		a, x := h.Detach().Narrow(-1, 0, n), h.Detach().Narrow(-1, n, n)
+		ga := Mul(g, GELU(x))
+		gx := Mul(Mul(g, a), geluGrad(x))
+		return []*Tensor{Concat(-1, ga, gx)}
 	})
 	return out
 }
@@ -76,10 +113,7 @@ func GELU(a *Tensor) *Tensor {
 // GELUTanh is the tanh approximation of GELU (approximate="tanh").
 func GELUTanh(a *Tensor) *Tensor {
 	const c = 0.7978845608028654 // sqrt(2/pi)
-	out := unaryKernel(a, func(x float32) float32 {
-		xf := float64(x)
-		return float32(0.5 * xf * (1 + math.Tanh(c*(xf+0.044715*xf*xf*xf))))
-	})
+	out := unarySlices(a, vec.GELUTanh)
 	record(out, []*Tensor{a}, func(g *Tensor) []*Tensor {
 		d := unaryKernel(a.Detach(), func(x float32) float32 {
 			xf := float64(x)

@@ -105,6 +105,7 @@ func TestGradients(t *testing.T) {
 		{"quick-gelu", one(QuickGELU), []*Tensor{randT(r, 6)}},
 		{"softplus", one(Softplus), []*Tensor{randT(r, 6)}},
 		{"geglu", one(func(a *Tensor) *Tensor { c := a.Chunk(2, -1); return Mul(c[0], GELU(c[1])) }), []*Tensor{randT(r, 2, 6)}},
+		{"geglu-fused", one(GEGLU), []*Tensor{randT(r, 2, 3, 8)}},
 		{"sum", one(Sum), []*Tensor{randT(r, 2, 3)}},
 		{"mean", one(Mean), []*Tensor{randT(r, 2, 3)}},
 		{"sumdim", one(func(a *Tensor) *Tensor { return SumDim(a, 1, false) }), []*Tensor{randT(r, 2, 3, 4)}},
@@ -138,6 +139,15 @@ func TestGradients(t *testing.T) {
 			m.f32[4] = float32(math.Inf(-1))
 			return Attention(xs[0], xs[1], xs[2], m, 0.3)
 		}, []*Tensor{randT(r, 2, 1, 3, 4), randT(r, 2, 1, 5, 4), randT(r, 2, 1, 5, 3)}},
+		{"attention-heads-views", func(xs []*Tensor) *Tensor {
+			// q, k, v as heads splits of [B, L, H·D] projections, read in
+			// place, and the output merged back as the models do.
+			split := func(x *Tensor) *Tensor { return x.Reshape(x.Dim(0), x.Dim(1), 2, x.Dim(2)/2).Permute(0, 2, 1, 3) }
+			o := Attention(split(xs[0]), split(xs[1]), split(xs[2]), nil, 0)
+			return o.Permute(0, 2, 1, 3).Reshape(o.Dim(0), o.Dim(2), -1)
+		}, []*Tensor{randT(r, 1, 3, 4), randT(r, 1, 5, 4), randT(r, 1, 5, 6)}},
+		{"channels-to-tokens", func(xs []*Tensor) *Tensor { return ChannelsToTokens(xs[0], xs[1], xs[2]) }, []*Tensor{randT(r, 2, 3, 2, 2), randT(r, 4, 3, 1, 1), randT(r, 4)}},
+		{"tokens-to-channels", func(xs []*Tensor) *Tensor { return TokensToChannels(xs[0], xs[1], xs[2], xs[3], 2, 3) }, []*Tensor{randT(r, 2, 6, 3), randT(r, 4, 3), randT(r, 4), randT(r, 2, 4, 2, 3)}},
 		{"upsample", one(func(a *Tensor) *Tensor { return UpsampleNearest(a, 4, 6) }), []*Tensor{randT(r, 1, 2, 2, 3)}},
 		{"avgpool", one(func(a *Tensor) *Tensor { return AvgPool2d(a, 2, 2) }), []*Tensor{randT(r, 1, 2, 4, 4)}},
 		{"pixel-unshuffle", one(func(a *Tensor) *Tensor { return Square(PixelUnshuffle(a, 2)) }), []*Tensor{randT(r, 1, 2, 4, 4)}},

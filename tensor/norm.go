@@ -259,24 +259,7 @@ func groupNormFused(x *Tensor, groups int, weight, bias *Tensor, eps float64, si
 		var tmp [normBlock]float32
 		for r := lo; r < hi; r++ {
 			row := xs[r*l : (r+1)*l]
-			var s float64
-			for b := 0; b < l; b += normBlock {
-				s += float64(vec.Sum(row[b:min(b+normBlock, l)]))
-			}
-			mean := s / float64(l)
-			mhi := float32(mean)
-			mlo := float32(mean - float64(mhi))
-			var s1, s2 float64
-			for b := 0; b < l; b += normBlock {
-				d := tmp[:min(normBlock, l-b)]
-				vec.NormAffine(d, row[b:b+len(d)], mhi, mlo, 1, 0, false)
-				s1 += float64(vec.Sum(d))
-				s2 += float64(vec.Dot(d, d))
-			}
-			cm := s1 / float64(l)
-			variance := max(s2/float64(l)-cm*cm, 0)
-			rs := 1 / math.Sqrt(variance+eps)
-			lo2 := float32(float64(mlo) + cm)
+			mhi, lo2, rs := rowMoments(row, eps, &tmp)
 			for ci := 0; ci < cg; ci++ {
 				ch := r%groups*cg + ci
 				a, b := float32(rs), float32(0)
@@ -294,10 +277,64 @@ func groupNormFused(x *Tensor, groups int, weight, bias *Tensor, eps float64, si
 	return out
 }
 
+// rowMoments returns the mean of row as mhi + mlo (two float32s, so that
+// values near a large mean keep their precision in x - mhi - mlo) and
+// 1/√(variance + eps). As normRows: float32 sums over normBlock values
+// (tmp holds one block's deviations), float64 across them, and the mean
+// corrected by the mean of the deviations from its first estimate.
+func rowMoments(row []float32, eps float64, tmp *[normBlock]float32) (mhi, mlo float32, rs float64) {
+	l := len(row)
+	var s float64
+	for b := 0; b < l; b += normBlock {
+		s += float64(vec.Sum(row[b:min(b+normBlock, l)]))
+	}
+	mean := s / float64(l)
+	mhi = float32(mean)
+	mlo = float32(mean - float64(mhi))
+	var s1, s2 float64
+	for b := 0; b < l; b += normBlock {
+		d := tmp[:min(normBlock, l-b)]
+		vec.NormAffine(d, row[b:b+len(d)], mhi, mlo, 1, 0, false)
+		s1 += float64(vec.Sum(d))
+		s2 += float64(vec.Dot(d, d))
+	}
+	cm := s1 / float64(l)
+	variance := max(s2/float64(l)-cm*cm, 0)
+	return mhi, float32(float64(mlo) + cm), 1 / math.Sqrt(variance+eps)
+}
+
 // LayerNorm normalises over the last dimension with optional weight and bias.
 func LayerNorm(x, weight, bias *Tensor, eps float64) *Tensor {
 	d := x.Dim(-1)
+	if weight != nil && bias != nil && !anyRequiresGrad([]*Tensor{x, weight, bias}) {
+		return layerNormFused(x, weight, bias, eps)
+	}
 	return normalize(x, weight, bias, x.Numel()/d, d, eps, false, 1)
+}
+
+// layerNormFused is the inference LayerNorm with weight and bias: the
+// statistics of each row as groupNormFused takes them, then one vector pass
+// (vec.NormAffineRow) that writes the normalised, affine-mapped row, where
+// normalize makes three scalar passes and keeps x̂ for a backward pass.
+func layerNormFused(x, weight, bias *Tensor, eps float64) *Tensor {
+	l := x.Dim(-1)
+	wd, bd := weight.Data(), bias.Data()
+	if len(wd) != l || len(bd) != l {
+		panic(fmt.Sprintf("tensor: LayerNorm of %v with weight %v, bias %v", x.shape, weight.shape, bias.shape))
+	}
+	xc := x.Float32().Contiguous()
+	xs := xc.f32[xc.offset : xc.offset+xc.Numel()]
+	out := Zeros(x.shape...)
+	o := out.f32
+	parallelFor(len(o)/max(l, 1), max(1, 4096/max(l, 1)), func(lo, hi int) {
+		var tmp [normBlock]float32
+		for r := lo; r < hi; r++ {
+			row := xs[r*l : (r+1)*l]
+			mhi, mlo, rs := rowMoments(row, eps, &tmp)
+			vec.NormAffineRow(o[r*l:(r+1)*l], row, mhi, mlo, float32(rs), wd, bd)
+		}
+	})
+	return out
 }
 
 // RMSNorm scales by the root mean square over the last dimension (T5 style:

@@ -47,10 +47,35 @@ func Softmax(x *Tensor) *Tensor {
 // per worker. (The forward pass picks its own block; see Attention.)
 const attnBlock = 128
 
+// attnOperand is a rank-4 attention operand [B, H, L, D] as float32 rows:
+// row l of head (b, h) starts at base(b, h) + l·row and its D values are
+// contiguous. Views whose last dimension is contiguous (the [B, L, H·D] →
+// [B, H, L, D] heads split is one) are read in place, without a copy.
+type attnOperand struct {
+	f32              []float32
+	off, sb, sh, row int
+}
+
+func newAttnOperand(t *Tensor) attnOperand {
+	t = t.Float32()
+	if t.shape[3] > 1 && t.strides[3] != 1 || t.shape[2] > 1 && t.strides[2] < t.shape[3] {
+		t = t.Contiguous() // the GEMM needs unit-stride rows that do not overlap
+	}
+	return attnOperand{f32: t.f32, off: t.offset, sb: t.strides[0], sh: t.strides[1], row: t.strides[2]}
+}
+
+// head returns the storage from head (b, h)'s first row on.
+func (a attnOperand) head(b, h int) []float32 { return a.f32[a.off+b*a.sb+h*a.sh:] }
+
 // Attention computes softmax(q·kᵀ·scale + mask)·v for q [B, H, Lq, D],
 // k [B, H, Lk, D], v [B, H, Lk, Dv]. mask (may be nil) is an additive bias
 // broadcastable to [B, H, Lq, Lk] (use -Inf to exclude a key). scale <= 0
 // means 1/√D. Queries are processed in blocks so memory stays O(block·Lk).
+//
+// q, k and v may be strided views (such as the heads split of a [B, L, H·D]
+// projection): any whose last dimension is contiguous is read in place. The
+// result is a [B, H, Lq, Dv] view of [B, Lq, H, Dv] storage, so that the
+// usual heads merge, Permute(0, 2, 1, 3).Reshape(B, Lq, H·Dv), is free.
 func Attention(q, k, v, mask *Tensor, scale float32) *Tensor {
 	if q.Rank() != 4 || k.Rank() != 4 || v.Rank() != 4 {
 		panic(fmt.Sprintf("tensor: Attention wants rank-4 q, k, v; got %v %v %v", q.shape, k.shape, v.shape))
@@ -63,8 +88,7 @@ func Attention(q, k, v, mask *Tensor, scale float32) *Tensor {
 	if scale <= 0 {
 		scale = float32(1 / math.Sqrt(float64(D)))
 	}
-	qc, kc, vc := q.Float32().Contiguous(), k.Float32().Contiguous(), v.Float32().Contiguous()
-	qs, ks, vs := qc.f32[qc.offset:], kc.f32[kc.offset:], vc.f32[vc.offset:]
+	qo, ko, vo := newAttnOperand(q), newAttnOperand(k), newAttnOperand(v)
 	var ms []float32
 	var mstr []int
 	if mask != nil {
@@ -76,7 +100,8 @@ func Attention(q, k, v, mask *Tensor, scale float32) *Tensor {
 		ms, mstr = mb.f32, mb.broadcastStrides(shape4)
 		mstr = append(mstr, mb.offset)
 	}
-	out := Zeros(B, H, Lq, Dv)
+	// Storage [B, Lq, H, Dv], seen as [B, H, Lq, Dv].
+	out := &Tensor{shape: []int{B, H, Lq, Dv}, strides: []int{Lq * H * Dv, Dv, H * Dv, 1}, f32: make([]float32, B*H*Lq*Dv)}
 	// Scores are computed transposed, Sᵀ = scale·K·Qᵀ [Lk, bq]: one query
 	// per column, so the softmax runs down the columns, 8 queries per
 	// vector, and its exp pass writes the probabilities straight into the
@@ -109,18 +134,18 @@ func Attention(q, k, v, mask *Tensor, scale float32) *Tensor {
 		var km, vtm gemm.Mat
 		for t, cur := lo, -1; t < hi; t++ {
 			bh, blk := t/nblk, t%nblk
+			b, h := bh/H, bh%H
 			if bh != cur {
 				cur = bh
-				km = gemm.PackAWith(gemm.PackOpts{Threads: 1}, Lk, D, gemm.F32Mat(ks[bh*Lk*D:(bh+1)*Lk*D], D, false)).Mat()
-				vtm = gemm.PackAWith(gemm.PackOpts{Threads: 1}, Dv, Lk, gemm.F32Mat(vs[bh*Lk*Dv:(bh+1)*Lk*Dv], Dv, true)).Mat()
+				km = gemm.PackAWith(gemm.PackOpts{Threads: 1}, Lk, D, gemm.F32Mat(ko.head(b, h), ko.row, false)).Mat()
+				vtm = gemm.PackAWith(gemm.PackOpts{Threads: 1}, Dv, Lk, gemm.F32Mat(vo.head(b, h), vo.row, true)).Mat()
 			}
 			q0 := blk * bqMax
 			bq := min(bqMax, Lq-q0)
 			npad := (bq + w - 1) / w * w
-			qm := gemm.F32Mat(qs[(bh*Lq+q0)*D:(bh*Lq+q0+bq)*D], D, true)
+			qm := gemm.F32Mat(qo.head(b, h)[q0*qo.row:], qo.row, true)
 			gemm.GemmThreads(1, Lk, bq, D, scale, km, qm, 0, st, npad)
 			if ms != nil {
-				b, h := bh/H, bh%H
 				for i := 0; i < bq; i++ {
 					base := mstr[4] + b*mstr[0] + h*mstr[1] + (q0+i)*mstr[2]
 					for j := 0; j < Lk; j++ {
@@ -152,7 +177,8 @@ func Attention(q, k, v, mask *Tensor, scale float32) *Tensor {
 				if sums[i] > 0 {
 					inv = float32(1 / sums[i])
 				}
-				orow := out.f32[(bh*Lq+q0+i)*Dv : (bh*Lq+q0+i+1)*Dv]
+				o := ((b*Lq+q0+i)*H + h) * Dv
+				orow := out.f32[o : o+Dv]
 				for d := range orow {
 					orow[d] = ot[d*bq+i] * inv
 				}
@@ -160,7 +186,9 @@ func Attention(q, k, v, mask *Tensor, scale float32) *Tensor {
 		}
 	})
 	record(out, []*Tensor{q, k, v}, func(g *Tensor) []*Tensor {
-		return attentionBackward(qs, ks, vs, ms, mstr, g, B, H, Lq, Lk, D, Dv, scale)
+		// The backward pass reads dense [B, H, L, D] copies.
+		dense := func(t *Tensor) []float32 { return t.Detach().Float32().Contiguous().Data() }
+		return attentionBackward(dense(q), dense(k), dense(v), ms, mstr, g, B, H, Lq, Lk, D, Dv, scale)
 	})
 	return out
 }

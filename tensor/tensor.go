@@ -258,14 +258,14 @@ func (t *Tensor) Contiguous() *Tensor {
 	n := t.Numel()
 	switch t.dtype {
 	case F32:
-		out.f32 = make([]float32, 0, n)
-		t.forEachIndex(func(off int) { out.f32 = append(out.f32, t.f32[off]) })
+		out.f32 = make([]float32, n)
+		gatherStrided(out.f32, t.f32, t.shape, t.strides, t.offset)
 	case F16, BF16:
-		out.u16 = make([]uint16, 0, n)
-		t.forEachIndex(func(off int) { out.u16 = append(out.u16, t.u16[off]) })
+		out.u16 = make([]uint16, n)
+		gatherStrided(out.u16, t.u16, t.shape, t.strides, t.offset)
 	case I64:
-		out.i64 = make([]int64, 0, n)
-		t.forEachIndex(func(off int) { out.i64 = append(out.i64, t.i64[off]) })
+		out.i64 = make([]int64, n)
+		gatherStrided(out.i64, t.i64, t.shape, t.strides, t.offset)
 	}
 	if t.requiresGrad {
 		record(out, []*Tensor{t}, func(g *Tensor) []*Tensor { return []*Tensor{g} })

@@ -23,6 +23,9 @@ func MaxCols(x []float32, stride, rows, cols int, m []float32) {
 			maxColsAVX2(&x[c], rows, stride, &m[c])
 		}
 	}
+	if c == cols {
+		return // no ragged columns: skip the row walk (rows is Lk in attention)
+	}
 	for r := 0; r < rows; r++ {
 		row := x[r*stride+c : r*stride+cols]
 		mm := m[c:cols]
@@ -111,5 +114,30 @@ func normAffineGeneric(dst, src []float32, mhi, mlo, a, b float32, silu bool) {
 			y /= 1 + exp32(-y)
 		}
 		dst[i] = y
+	}
+}
+
+// NormAffineRow sets dst[i] = ((src[i]-mhi)-mlo)·a·w[i] + b[i]: the
+// normalisation of a row (mean mhi+mlo as in NormAffine, a = rstd) followed
+// by a per-element affine map, as LayerNorm applies it along the channels.
+// w and b must be at least as long as src; dst may be src.
+func NormAffineRow(dst, src []float32, mhi, mlo, a float32, w, b []float32) {
+	dst, w, b = dst[:len(src)], w[:len(src)], b[:len(src)]
+	n := 0
+	if useAVX2 && len(src) >= 8 {
+		n = len(src) &^ 7
+		var p [24]float32
+		for i := 0; i < 8; i++ {
+			p[i], p[8+i], p[16+i] = mhi, mlo, a
+		}
+		normAffineRowAVX2(&dst[0], &src[0], n, &p[0], &w[0], &b[0])
+	}
+	normAffineRowGeneric(dst[n:], src[n:], mhi, mlo, a, w[n:], b[n:])
+}
+
+func normAffineRowGeneric(dst, src []float32, mhi, mlo, a float32, w, b []float32) {
+	dst, w, b = dst[:len(src)], w[:len(src)], b[:len(src)]
+	for i, x := range src {
+		dst[i] = (x-mhi-mlo)*a*w[i] + b[i]
 	}
 }

@@ -95,3 +95,40 @@ func TestNormAffine(t *testing.T) {
 		}
 	}
 }
+
+// TestNormAffineRow checks the per-element affine normalisation against
+// float64 for every length through 40 and a long row, in place too.
+func TestNormAffineRow(t *testing.T) {
+	xs := sweep(-30, 30, 500)
+	w, b := sweep(-2, 2, 500), sweep(-1, 3, 500)
+	const mhi, mlo, a = 1.5, 1e-8, 0.75
+	for n := 0; n <= len(xs); n++ {
+		if n > 40 && n != len(xs) {
+			continue
+		}
+		got := make([]float32, n+1)
+		got[n] = -7
+		NormAffineRow(got[:n], xs[:n], mhi, mlo, a, w, b)
+		gen := make([]float32, n)
+		normAffineRowGeneric(gen, xs[:n], mhi, mlo, a, w, b)
+		for i, x := range xs[:n] {
+			y := (float64(x)-mhi-mlo)*a*float64(w[i]) + float64(b[i])
+			tol := 1e-6 * math.Max(1, math.Abs((float64(x)-mhi)*a*float64(w[i])))
+			if math.Abs(float64(got[i])-y) > tol || math.Abs(float64(gen[i])-y) > tol {
+				t.Fatalf("n=%d x=%g: asm %g, Go %g, want %g", n, x, got[i], gen[i], y)
+			}
+		}
+		if got[n] != -7 {
+			t.Fatalf("n=%d: wrote past the end", n)
+		}
+	}
+	x := append([]float32(nil), xs...)
+	want := make([]float32, len(x))
+	NormAffineRow(want, x, mhi, mlo, a, w, b)
+	NormAffineRow(x, x, mhi, mlo, a, w, b)
+	for i := range x {
+		if x[i] != want[i] {
+			t.Fatalf("in place [%d]: %g, want %g", i, x[i], want[i])
+		}
+	}
+}

@@ -99,8 +99,38 @@ func Erf(dst, src []float32) {
 
 // GELU sets dst[i] = x·Φ(x) = x/2·(1 + erf(x/√2)), the exact (erf) GELU.
 // Negative x use erfc directly, so the small negative tail keeps its
-// relative accuracy instead of cancelling in 1 + erf.
+// relative accuracy instead of cancelling in 1 + erf. dst may be src.
 func GELU(dst, src []float32) {
+	dst = dst[:len(src)]
+	if useAVX2 {
+		tail8(dst, src, geluAVX2)
+		return
+	}
+	geluGeneric(dst, src)
+}
+
+// GELUMul sets dst[i] = a[i]·GELU(src[i]), the gated product of GEGLU,
+// in one pass. a must be at least as long as src; dst may be src or a.
+func GELUMul(dst, src, a []float32) {
+	dst, a = dst[:len(src)], a[:len(src)]
+	if !useAVX2 {
+		geluMulGeneric(dst, src, a)
+		return
+	}
+	n := len(src) &^ 7
+	if n > 0 {
+		geluMulAVX2(&dst[0], &src[0], &a[0], n)
+	}
+	if r := len(src) - n; r > 0 {
+		var x, y [blk]float32
+		copy(x[:], src[n:])
+		copy(y[:], a[n:])
+		geluMulAVX2(&x[0], &x[0], &y[0], blk)
+		copy(dst[n:], x[:r])
+	}
+}
+
+func geluGeneric(dst, src []float32) {
 	const rsqrt2 = 0.70710678118654752440
 	dst = dst[:len(src)]
 	var e [gaussBlock]float32
@@ -109,7 +139,7 @@ func GELU(dst, src []float32) {
 		for i, x := range xs {
 			e[i] = -0.5 * (x * x) // -z², with one rounding
 		}
-		Exp(e[:len(xs)], e[:len(xs)])
+		expGeneric(e[:len(xs)], e[:len(xs)])
 		d := dst[lo : lo+len(xs)]
 		for i, x := range xs {
 			z := x * rsqrt2
@@ -121,5 +151,40 @@ func GELU(dst, src []float32) {
 				d[i] = 0.5 * x * (1 + erf)
 			}
 		}
+	}
+}
+
+func geluMulGeneric(dst, src, a []float32) {
+	var g [gaussBlock]float32
+	for lo := 0; lo < len(src); lo += gaussBlock {
+		hi := min(lo+gaussBlock, len(src))
+		geluGeneric(g[:hi-lo], src[lo:hi])
+		for i, v := range g[:hi-lo] {
+			dst[lo+i] = a[lo+i] * v
+		}
+	}
+}
+
+// GELUTanh sets dst[i] to the tanh approximation of GELU,
+// x/2·(1 + tanh(u)) with u = √(2/π)·(x + 0.044715·x³), computed as the
+// equal x/(1 + e^(-2u)): one exp, and no cancellation in 1 + tanh for
+// negative x. dst may be src.
+func GELUTanh(dst, src []float32) {
+	dst = dst[:len(src)]
+	if useAVX2 {
+		tail8(dst, src, geluTanhAVX2)
+		return
+	}
+	geluTanhGeneric(dst, src)
+}
+
+func geluTanhGeneric(dst, src []float32) {
+	const (
+		k   = 0.044715
+		m2c = -1.5957691216057308 // -2·√(2/π)
+	)
+	dst = dst[:len(src)]
+	for i, x := range src {
+		dst[i] = x / (1 + exp32(m2c*(x+k*(x*x*x))))
 	}
 }

@@ -3,7 +3,8 @@
 //
 // Every kernel has a pure Go version (always built, and the reference the
 // tests hold the assembly to); on amd64 with AVX2 and FMA, Exp, SoftmaxRow,
-// SiLU, Sigmoid, Sum, Dot, Axpy and Scale run AVX2 assembly instead.
+// SiLU, Sigmoid, GELU, GELUMul, GELUTanh, Sum, Dot, Axpy, Scale and the
+// column and normalisation kernels run AVX2 assembly instead.
 //
 // Accuracy: Exp is within 2 ulp of the correctly rounded result over the
 // whole float32 range (subnormal results included; large negative inputs

@@ -47,3 +47,15 @@ func normAffineAVX2(dst, src *float32, n int, p *float32)
 
 //go:noescape
 func normAffineSiLUAVX2(dst, src *float32, n int, p *float32)
+
+//go:noescape
+func geluAVX2(dst, src *float32, n int)
+
+//go:noescape
+func geluMulAVX2(dst, src, a *float32, n int)
+
+//go:noescape
+func geluTanhAVX2(dst, src *float32, n int)
+
+//go:noescape
+func normAffineRowAVX2(dst, src *float32, n int, p, w, b *float32)

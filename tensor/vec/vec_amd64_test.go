@@ -17,7 +17,10 @@ func TestPureGoPaths(t *testing.T) {
 	t.Run("max", TestMax)
 	t.Run("erf", TestErf)
 	t.Run("gelu", TestGELU)
+	t.Run("gelu-mul", TestGELUMul)
+	t.Run("gelu-tanh", TestGELUTanh)
 	t.Run("reductions", TestReductions)
 	t.Run("columns", TestColumnKernels)
 	t.Run("norm-affine", TestNormAffine)
+	t.Run("norm-affine-row", TestNormAffineRow)
 }

@@ -128,10 +128,22 @@ func BenchmarkGELU(b *testing.B) {
 			}
 		}
 	})
+	b.Run("go", func(b *testing.B) {
+		setBytes(b, n)
+		for b.Loop() {
+			geluGeneric(dst, src)
+		}
+	})
 	b.Run("vec", func(b *testing.B) {
 		setBytes(b, n)
 		for b.Loop() {
 			GELU(dst, src)
+		}
+	})
+	b.Run("vec-mul", func(b *testing.B) {
+		setBytes(b, n)
+		for b.Loop() {
+			GELUMul(dst, src, src)
 		}
 	})
 }

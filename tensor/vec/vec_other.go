@@ -19,5 +19,9 @@ func maxColsAVX2(x *float32, rows, stride int, m *float32) { panic("vec: no asse
 func expSubSumColsAVX2(dst *float32, dstride int, x *float32, rows, stride int, m, sums *float32) {
 	panic("vec: no assembly")
 }
-func normAffineAVX2(dst, src *float32, n int, p *float32)     { panic("vec: no assembly") }
-func normAffineSiLUAVX2(dst, src *float32, n int, p *float32) { panic("vec: no assembly") }
+func normAffineAVX2(dst, src *float32, n int, p *float32)          { panic("vec: no assembly") }
+func normAffineSiLUAVX2(dst, src *float32, n int, p *float32)      { panic("vec: no assembly") }
+func geluAVX2(dst, src *float32, n int)                            { panic("vec: no assembly") }
+func geluMulAVX2(dst, src, a *float32, n int)                      { panic("vec: no assembly") }
+func geluTanhAVX2(dst, src *float32, n int)                        { panic("vec: no assembly") }
+func normAffineRowAVX2(dst, src *float32, n int, p, w, b *float32) { panic("vec: no assembly") }
