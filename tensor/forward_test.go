@@ -561,11 +561,14 @@ func TestForwardConv2d(t *testing.T) {
 		{1, 4, 12, 16, 6, 3, 3, Conv2dOpts{Padding: [2]int{2, 2}, Dilation: [2]int{2, 2}}, true, F32},
 		{1, 3, 6, 16, 5, 3, 1, Conv2dOpts{Padding: [2]int{1, 0}}, true, BF16},
 	}
-	// Every case runs with images multiplied one at a time and all at once.
-	defer func(v int) { convBatchBelow = v }(convBatchBelow)
+	// Every case runs with images multiplied one at a time and all at once,
+	// and with the input unfolded or read in place where that applies.
+	defer func(v int, ip bool) { convBatchBelow, convInPlace = v, ip }(convBatchBelow, convInPlace)
 	for _, batchBelow := range []int{0, 1 << 30} {
-		convBatchBelow = batchBelow
-		testConv2dCases(t, r, cases)
+		for _, ip := range []bool{false, true} {
+			convBatchBelow, convInPlace = batchBelow, ip
+			testConv2dCases(t, r, cases)
+		}
 	}
 	// A strided (permuted) input is made contiguous first.
 	x := randT(r, 1, 5, 6, 3) // [n, h, w, c] → NCHW view
@@ -578,6 +581,8 @@ func TestForwardConv2d(t *testing.T) {
 // TestConvInPlace checks which convolutions hand the GEMM their input to be
 // read in place (the values are checked by TestForwardConv2d).
 func TestConvInPlace(t *testing.T) {
+	defer func(v bool) { convInPlace = v }(convInPlace)
+	convInPlace = true
 	nr := gemm.NR()
 	for _, tc := range []struct {
 		g    convGeom
@@ -605,7 +610,7 @@ type convCase struct {
 func testConv2dCases(t *testing.T, r *rand.Rand, cases []convCase) {
 	t.Helper()
 	for _, c := range cases {
-		name := fmt.Sprintf("conv %+v batch<%d", c, convBatchBelow)
+		name := fmt.Sprintf("conv %+v batch<%d inplace=%v", c, convBatchBelow, convInPlace)
 		x := randT(r, c.n, c.cin, c.h, c.w)
 		wt := randT(r, c.cout, c.cin/max(c.o.Groups, 1), c.kh, c.kw).ToDType(c.dt)
 		var b *Tensor

@@ -49,6 +49,7 @@ func reportOpFlops(b *testing.B, flops float64, t0 opTimer) {
 }
 
 func BenchmarkConv2d(b *testing.B) {
+	defer func(v bool) { convInPlace = v }(convInPlace)
 	for _, s := range []struct {
 		name             string
 		n, cin, cout, hw int
@@ -60,18 +61,26 @@ func BenchmarkConv2d(b *testing.B) {
 		{"vae128@256", 1, 128, 128, 256},
 		{"vae512@64", 1, 512, 512, 64},
 	} {
-		b.Run(s.name, func(b *testing.B) {
-			x := benchRand(1, s.n, s.cin, s.hw, s.hw)
-			w := Mul(benchRand(2, s.cout, s.cin, 3, 3), Scalar(0.02)).ToDType(F16)
-			bias := benchRand(3, s.cout)
-			o := Conv2dOpts{Padding: [2]int{1, 1}}
-			Conv2d(x, w, bias, o)
-			t0 := startOpTimer()
-			for b.Loop() {
+		x := benchRand(1, s.n, s.cin, s.hw, s.hw)
+		w := Mul(benchRand(2, s.cout, s.cin, 3, 3), Scalar(0.02)).ToDType(F16)
+		bias := benchRand(3, s.cout)
+		o := Conv2dOpts{Padding: [2]int{1, 1}}
+		// B read in place (the default) and unfolded and packed, one
+		// after the other so both see the same machine load.
+		for _, mode := range []struct {
+			name    string
+			inPlace bool
+		}{{"inplace", true}, {"packed", false}} {
+			b.Run(s.name+"/"+mode.name, func(b *testing.B) {
+				convInPlace = mode.inPlace
 				Conv2d(x, w, bias, o)
-			}
-			reportOpFlops(b, 2*float64(s.n*s.cout*s.cin*9*s.hw*s.hw), t0)
-		})
+				t0 := startOpTimer()
+				for b.Loop() {
+					Conv2d(x, w, bias, o)
+				}
+				reportOpFlops(b, 2*float64(s.n*s.cout*s.cin*9*s.hw*s.hw), t0)
+			})
+		}
 	}
 }
 
