@@ -392,6 +392,11 @@ func (e epilogue) addRow(i int, cr []float32) {
 
 // seed sets a rows×cols tile of C to beta·C + biases (C unread when beta == 0).
 func (e epilogue) seed(rows, cols int, beta float32, c []float32, ldc int) {
+	// The common cases, one kind of bias and no C to keep, are vector
+	// stores: this runs once per tile, in every convolution and linear.
+	if beta == 0 && (e.row == nil) != (e.col == nil) && seedAsm(rows, cols, e.row, e.col, c, ldc) {
+		return
+	}
 	for i := 0; i < rows; i++ {
 		cr := c[i*ldc : i*ldc+cols]
 		var rb float32

@@ -1743,3 +1743,61 @@ copyPanels_vec:
 	JNZ copyPanels_panel
 	VZEROUPPER
 	RET
+
+// func seedRowsAVX(c *float32, ldc int, bias *float32, rows, cols int)
+//
+// Sets c[i*ldc+j] = bias[i] for i < rows, j < cols (rows >= 1, cols a
+// positive multiple of 8): a C tile seeded with its row biases before the
+// kernel adds the product (see epilogue.seed).
+TEXT ·seedRowsAVX(SB), NOSPLIT, $0-40
+	MOVQ c+0(FP), DI
+	MOVQ ldc+8(FP), R8
+	SHLQ $2, R8
+	MOVQ bias+16(FP), SI
+	MOVQ rows+24(FP), CX
+	MOVQ cols+32(FP), R9
+	SHRQ $3, R9
+seedRows_row:
+	VBROADCASTSS (SI), Y0
+	MOVQ DI, R10
+	MOVQ R9, R11
+seedRows_vec:
+	VMOVUPS Y0, (R10)
+	ADDQ $32, R10
+	DECQ R11
+	JNZ seedRows_vec
+	ADDQ $4, SI
+	ADDQ R8, DI
+	DECQ CX
+	JNZ seedRows_row
+	VZEROUPPER
+	RET
+
+// func seedColsAVX(c *float32, ldc int, bias *float32, rows, cols int)
+//
+// Sets c[i*ldc+j] = bias[j] for i < rows, j < cols (rows >= 1, cols a
+// positive multiple of 8): the column-bias counterpart of seedRowsAVX.
+TEXT ·seedColsAVX(SB), NOSPLIT, $0-40
+	MOVQ c+0(FP), DI
+	MOVQ ldc+8(FP), R8
+	SHLQ $2, R8
+	MOVQ bias+16(FP), SI
+	MOVQ rows+24(FP), CX
+	MOVQ cols+32(FP), R9
+	SHRQ $3, R9
+seedCols_row:
+	MOVQ DI, R10
+	MOVQ SI, R12
+	MOVQ R9, R11
+seedCols_vec:
+	VMOVUPS (R12), Y0
+	VMOVUPS Y0, (R10)
+	ADDQ $32, R12
+	ADDQ $32, R10
+	DECQ R11
+	JNZ seedCols_vec
+	ADDQ R8, DI
+	DECQ CX
+	JNZ seedCols_row
+	VZEROUPPER
+	RET

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/diffuse-go/diffuse/half"
@@ -311,4 +312,53 @@ func randF32(rng *rand.Rand, n int) []float32 {
 		v[i] = rng.Float32()*2 - 1
 	}
 	return v
+}
+
+// TestSeed checks the tile seeding of the bias epilogue, whose common cases
+// have assembly versions, against the plain loop.
+func TestSeed(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	for _, sh := range [][2]int{{6, 16}, {6, 8}, {1, 32}, {5, 24}, {6, 12}} {
+		rows, cols := sh[0], sh[1]
+		ldc := cols + 3
+		for _, kind := range []string{"row", "col"} {
+			var e epilogue
+			if kind == "row" {
+				e.row = randF32(rng, rows)
+			} else {
+				e.col = randF32(rng, cols)
+			}
+			want := make([]float32, rows*ldc)
+			for i := range want {
+				want[i] = -9 // outside the tile: untouched
+			}
+			for i := 0; i < rows; i++ {
+				for j := 0; j < cols; j++ {
+					if e.row != nil {
+						want[i*ldc+j] = e.row[i]
+					} else {
+						want[i*ldc+j] = e.col[j]
+					}
+				}
+			}
+			for _, asm := range []bool{true, false} {
+				c := make([]float32, rows*ldc)
+				for i := range c {
+					c[i] = -9
+					if i%ldc < cols {
+						c[i] = float32(math.NaN()) // beta 0: never read
+					}
+				}
+				restore := func() {}
+				if !asm {
+					restore = disableAsm()
+				}
+				e.seed(rows, cols, 0, c, ldc)
+				restore()
+				if !slices.Equal(c, want) {
+					t.Fatalf("%d×%d %s bias asm=%v: got %v, want %v", rows, cols, kind, asm, c, want)
+				}
+			}
+		}
+	}
 }

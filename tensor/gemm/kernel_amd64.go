@@ -167,6 +167,30 @@ func copyPanelsAsm(dst, src []float32, n, w, stride int) bool {
 	return true
 }
 
+//go:noescape
+func seedRowsAVX(c *float32, ldc int, bias *float32, rows, cols int)
+
+//go:noescape
+func seedColsAVX(c *float32, ldc int, bias *float32, rows, cols int)
+
+// seedAsm sets a rows×cols tile of C to its row biases (row) or column
+// biases (col; exactly one of them is non-nil) when cols is a multiple of 8,
+// and reports whether it did.
+func seedAsm(rows, cols int, row, col, c []float32, ldc int) bool {
+	if !hasAVX2FMA || rows <= 0 || cols <= 0 || cols%8 != 0 {
+		return false
+	}
+	_ = c[(rows-1)*ldc+cols-1]
+	if row != nil {
+		_ = row[rows-1]
+		seedRowsAVX(&c[0], ldc, &row[0], rows, cols)
+	} else {
+		_ = col[cols-1]
+		seedColsAVX(&c[0], ldc, &col[0], rows, cols)
+	}
+	return true
+}
+
 // disableAsm turns off the assembly packing and widening helpers, so that
 // tests cover the pure-Go paths that machines without AVX2 take, and returns
 // a function that restores them.
