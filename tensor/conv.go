@@ -5,6 +5,7 @@ import (
 	"os"
 
 	"github.com/diffuse-go/diffuse/tensor/gemm"
+	"github.com/diffuse-go/diffuse/tensor/vec"
 )
 
 // Conv2dOpts are a 2-D convolution's geometry.
@@ -56,6 +57,29 @@ func (g convGeom) unfold(x []float32, img, grp, r, p0 int, dst []float32) {
 		orow := p / g.ow // output row counted across images
 		im, oy, ox := img+orow/g.oh, orow%g.oh, p%g.ow
 		src := x[((im*g.cin)+grp*cg+c)*g.h*g.w:]
+		if sx == 1 && g.o.Stride[0] == 1 && ox == 0 && p+g.ow <= p1 {
+			// Whole output rows of one image: input rows oy+dy, … shifted
+			// by dx, written in one call. Rows whose input row lies in the
+			// padding are zero.
+			rows := min((p1-p)/g.ow, g.oh-oy)
+			d := dst[p-p0 : p-p0+rows*g.ow]
+			p += rows * g.ow
+			lo, hi := max(oy, -dy), min(oy+rows, g.h-dy) // output rows with an input row
+			if hi <= lo {
+				clear(d)
+				continue
+			}
+			clear(d[:(lo-oy)*g.ow])
+			clear(d[(hi-oy)*g.ow:])
+			lead := min(max(-dx, 0), g.ow)
+			end := max(min(g.w-dx, g.ow), lead)
+			var s []float32
+			if end > lead {
+				s = src[(lo+dy)*g.w+lead+dx:]
+			}
+			vec.CopyRowsPad(d[(lo-oy)*g.ow:], g.ow, s, g.w, hi-lo, lead, end-lead, g.ow-end)
+			continue
+		}
 		iy := oy*g.o.Stride[0] + dy
 		end := min(p1, (orow+1)*g.ow) // rest of this output row
 		d := dst[p-p0 : end-p0]

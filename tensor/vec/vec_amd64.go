@@ -59,3 +59,6 @@ func geluTanhAVX2(dst, src *float32, n int)
 
 //go:noescape
 func normAffineRowAVX2(dst, src *float32, n int, p, w, b *float32)
+
+//go:noescape
+func copyRowsPadAVX2(dst *float32, dstStride int, src *float32, srcStride, rows, lead, n, trail int)

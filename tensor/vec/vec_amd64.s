@@ -1056,3 +1056,67 @@ narLoop:
 	JNZ         narLoop
 	VZEROUPPER
 	RET
+
+// func copyRowsPadAVX2(dst *float32, dstStride int, src *float32, srcStride, rows, lead, n, trail int)
+//
+// For each of rows rows: lead zeros, the n >= 8 values at src, trail zeros,
+// written from dst; then dst and src advance by their strides (in floats).
+// A tail shorter than 8 is copied by one overlapping 8-wide move.
+TEXT ·copyRowsPadAVX2(SB), NOSPLIT, $0-64
+	MOVQ dst+0(FP), DI
+	MOVQ dstStride+8(FP), R8
+	SHLQ $2, R8
+	MOVQ src+16(FP), SI
+	MOVQ srcStride+24(FP), R9
+	SHLQ $2, R9
+	MOVQ rows+32(FP), CX
+	MOVQ lead+40(FP), R10
+	MOVQ n+48(FP), R11
+	MOVQ trail+56(FP), R12
+
+crp_row:
+	MOVQ DI, AX
+	MOVQ SI, BX
+	MOVQ R10, DX
+	TESTQ DX, DX
+	JZ crp_copy
+crp_lead:
+	MOVL $0, (AX)
+	ADDQ $4, AX
+	DECQ DX
+	JNZ crp_lead
+
+crp_copy:
+	MOVQ R11, DX
+crp_copy8:
+	VMOVUPS (BX), Y0
+	VMOVUPS Y0, (AX)
+	ADDQ $32, BX
+	ADDQ $32, AX
+	SUBQ $8, DX
+	CMPQ DX, $8
+	JGE crp_copy8
+	TESTQ DX, DX
+	JZ crp_trail
+	// The last DX < 8 values: move the 8 that end there (n >= 8).
+	VMOVUPS -32(BX)(DX*4), Y0
+	VMOVUPS Y0, -32(AX)(DX*4)
+	LEAQ (AX)(DX*4), AX
+
+crp_trail:
+	MOVQ R12, DX
+	TESTQ DX, DX
+	JZ crp_next
+crp_trail1:
+	MOVL $0, (AX)
+	ADDQ $4, AX
+	DECQ DX
+	JNZ crp_trail1
+
+crp_next:
+	ADDQ R8, DI
+	ADDQ R9, SI
+	DECQ CX
+	JNZ crp_row
+	VZEROUPPER
+	RET

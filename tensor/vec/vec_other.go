@@ -25,3 +25,7 @@ func geluAVX2(dst, src *float32, n int)                            { panic("vec:
 func geluMulAVX2(dst, src, a *float32, n int)                      { panic("vec: no assembly") }
 func geluTanhAVX2(dst, src *float32, n int)                        { panic("vec: no assembly") }
 func normAffineRowAVX2(dst, src *float32, n int, p, w, b *float32) { panic("vec: no assembly") }
+
+func copyRowsPadAVX2(dst *float32, dstStride int, src *float32, srcStride, rows, lead, n, trail int) {
+	panic("vec: no assembly")
+}
