@@ -240,7 +240,7 @@ func gemmBlockBF16(e *bf16Engine, kern microKernel, i0, i1, j0, j1, k int, alpha
 	ws.a = growU32(ws.a, na*kcb)
 	ws.b = growU32(ws.b, nb*kcb)
 	ws.tile = grow(ws.tile, mr*nr)
-	ws.line = grow(ws.line, max(max(mr, nr)*kcb, mcb, ncb))
+	ws.line = grow(ws.line, max(max(mr, nr)*kcb, lineGroup*max(mcb, ncb)))
 	ap, bp := f32View(ws.a), f32View(ws.b)
 
 	for jc := j0; jc < j1; jc += ncb {

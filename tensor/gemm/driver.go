@@ -223,7 +223,7 @@ func gemmBlock(kern microKernel, i0, i1, j0, j1, k int, alpha float32, a, b Mat,
 		ws.b = grow(ws.b, (ncb+nr-1)/nr*nr*kcb)
 	}
 	ws.tile = grow(ws.tile, mr*nr)
-	ws.line = grow(ws.line, max(max(mr, nr)*kcb, mcb, ncb))
+	ws.line = grow(ws.line, max(max(mr, nr)*kcb, lineGroup*max(mcb, ncb)))
 
 	for jc := j0; jc < j1; jc += ncb {
 		nc := min(ncb, j1-jc)

@@ -191,6 +191,21 @@ func seedAsm(rows, cols int, row, col, c []float32, ldc int) bool {
 	return true
 }
 
+//go:noescape
+func gatherChunksAVX(dst *float32, dstStride int, src *float32, srcStride, rows, chunks, w int)
+
+// gatherChunksAsm copies, for q < chunks and r < rows, the w floats
+// src[r*srcStride+q*w:] to dst[q*dstStride+r*w:] when w is a multiple of 8,
+// and reports whether it did.
+func gatherChunksAsm(dst []float32, dstStride int, src []float32, srcStride, rows, chunks, w int) bool {
+	if !hasAVX2FMA || rows <= 0 || chunks <= 0 || w <= 0 || w%8 != 0 {
+		return false
+	}
+	_, _ = dst[(chunks-1)*dstStride+rows*w-1], src[(rows-1)*srcStride+chunks*w-1]
+	gatherChunksAVX(&dst[0], dstStride, &src[0], srcStride, rows, chunks, w)
+	return true
+}
+
 // disableAsm turns off the assembly packing and widening helpers, so that
 // tests cover the pure-Go paths that machines without AVX2 take, and returns
 // a function that restores them.

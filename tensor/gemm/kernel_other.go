@@ -19,3 +19,7 @@ func copyPanelsAsm(dst, src []float32, n, w, stride int) bool { return false }
 func disableAsm() (restore func()) { return func() {} }
 
 func seedAsm(rows, cols int, row, col, c []float32, ldc int) bool { return false }
+
+func gatherChunksAsm(dst []float32, dstStride int, src []float32, srcStride, rows, chunks, w int) bool {
+	return false
+}

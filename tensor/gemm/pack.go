@@ -16,8 +16,9 @@ import "math"
 
 // packPanels packs x in [x0, x0+nx) and p in [p0, p0+kc) into ceil(nx/w)
 // slivers of w×kc values each, zero-padding the last sliver. alongK selects the
-// source orientation. line is scratch of at least max(w·kc, nx) floats, used
-// to widen 16-bit data before it is rearranged.
+// source orientation. line is scratch of at least max(w·kc, lineGroup·nx)
+// floats, used to widen 16-bit data and hold generated lines before they are
+// rearranged.
 //
 // A Lines operand is always produced one k index at a time, across k.
 func packPanels(dst []float32, X Mat, alongK bool, x0, nx, p0, kc, w int, line []float32) {
@@ -58,32 +59,51 @@ func packPanels(dst []float32, X Mat, alongK bool, x0, nx, p0, kc, w int, line [
 		}
 		return
 	}
-	for p := 0; p < kc; p++ {
-		off := (p0+p)*s + x0
-		var src []float32
+	// k rows go in groups of lineGroup: a group is gathered into the panels
+	// one sliver at a time, so each sliver receives lineGroup·w contiguous
+	// values rather than w values a whole sliver apart for every row.
+	full := nx / w // slivers that a line fills completely
+	for pg := 0; pg < kc; pg += lineGroup {
+		rows := min(lineGroup, kc-pg)
+		// The group's rows as one matrix: base with row stride bs.
+		var base []float32
+		bs := nx
 		switch {
 		case X.Lines != nil:
-			src = line[:nx]
-			X.Lines(p0+p, x0, src)
+			base = line
+			for r := 0; r < rows; r++ {
+				X.Lines(p0+pg+r, x0, line[r*nx:(r+1)*nx])
+			}
 		case X.Kind == F32:
-			src = X.F32[off : off+nx]
+			base, bs = X.F32[(p0+pg)*s+x0:], s
 		default:
-			src = line[:nx]
-			widen(src, X.U16[off:off+nx], X.Kind)
+			base = line
+			for r := 0; r < rows; r++ {
+				off := (p0+pg+r)*s + x0
+				widen(line[r*nx:(r+1)*nx], X.U16[off:off+nx], X.Kind)
+			}
 		}
-		full := nx / w // slivers that src fills completely
-		if !copyPanelsAsm(dst[p*w:], src, full, w, w*kc) {
+		d := dst[pg*w:]
+		if full > 0 && !gatherChunksAsm(d, w*kc, base, bs, rows, full, w) {
 			for q := 0; q < full; q++ {
-				copy(dst[q*w*kc+p*w:q*w*kc+p*w+w], src[q*w:])
+				for r := 0; r < rows; r++ {
+					copy(d[q*w*kc+r*w:q*w*kc+r*w+w], base[r*bs+q*w:])
+				}
 			}
 		}
 		if full < np {
-			d := dst[full*w*kc+p*w : full*w*kc+p*w+w]
-			n := copy(d, src[full*w:])
-			clear(d[n:])
+			for r := 0; r < rows; r++ {
+				dd := d[full*w*kc+r*w : full*w*kc+r*w+w]
+				n := copy(dd, base[r*bs+full*w:r*bs+nx])
+				clear(dd[n:])
+			}
 		}
 	}
 }
+
+// lineGroup is the number of k rows packed together across k (see
+// packPanels); line buffers hold that many lines.
+const lineGroup = 8
 
 // scatter writes src[p] to dst[p*w].
 func scatter(dst, src []float32, w int) {

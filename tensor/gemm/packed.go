@@ -120,7 +120,7 @@ func packOperand(kern microKernel, o PackOpts, isB bool, x, k int, src Mat) *Pac
 		}
 	}
 	work := func(lo, hi int) {
-		line := make([]float32, max(w*p.kcb, run*w))
+		line := make([]float32, max(w*p.kcb, lineGroup*run*w))
 		for _, it := range items[lo:hi] {
 			x0 := it.q0 * w
 			nx := min(x, it.q1*w) - x0

@@ -526,3 +526,45 @@ seedCols_vec:
 	VZEROUPPER
 	RET
 """)
+
+open("gemm_amd64.s", "a").write("""
+// func gatherChunksAVX(dst *float32, dstStride int, src *float32, srcStride, rows, chunks, w int)
+//
+// For q < chunks and r < rows, copies the w floats src[r*srcStride+q*w:] to
+// dst[q*dstStride+r*w:] (rows, chunks >= 1; w a positive multiple of 8):
+// rows consecutive k rows of chunks packed slivers, written one sliver at a
+// time so that the writes are contiguous.
+TEXT ·gatherChunksAVX(SB), NOSPLIT, $0-56
+	MOVQ dst+0(FP), DI
+	MOVQ dstStride+8(FP), R8
+	SHLQ $2, R8
+	MOVQ src+16(FP), SI
+	MOVQ srcStride+24(FP), R9
+	SHLQ $2, R9
+	MOVQ chunks+40(FP), CX
+	MOVQ w+48(FP), R12
+	SHLQ $2, R12
+gatherChunks_chunk:
+	MOVQ DI, AX
+	MOVQ SI, BX
+	MOVQ rows+32(FP), DX
+gatherChunks_row:
+	MOVQ R12, R11
+	MOVQ BX, R10
+gatherChunks_vec:
+	VMOVUPS (R10), Y0
+	VMOVUPS Y0, (AX)
+	ADDQ $32, R10
+	ADDQ $32, AX
+	SUBQ $32, R11
+	JNZ gatherChunks_vec
+	ADDQ R9, BX
+	DECQ DX
+	JNZ gatherChunks_row
+	ADDQ R8, DI
+	ADDQ R12, SI
+	DECQ CX
+	JNZ gatherChunks_chunk
+	VZEROUPPER
+	RET
+""")
