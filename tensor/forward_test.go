@@ -560,6 +560,7 @@ func TestForwardConv2d(t *testing.T) {
 		{2, 8, 4, 16, 8, 1, 1, Conv2dOpts{}, true, F32},
 		{1, 4, 12, 16, 6, 3, 3, Conv2dOpts{Padding: [2]int{2, 2}, Dilation: [2]int{2, 2}}, true, F32},
 		{1, 3, 6, 16, 5, 3, 1, Conv2dOpts{Padding: [2]int{1, 0}}, true, BF16},
+		{2, 4, 5, 1, 3, 3, 3, Conv2dOpts{Padding: [2]int{1, 1}}, true, F32}, // 1-wide input: side taps see only padding
 	}
 	// Every case runs with images multiplied one at a time and all at once,
 	// and with the input unfolded or read in place where that applies.

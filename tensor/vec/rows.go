@@ -24,7 +24,9 @@ func copyRowsPadGeneric(dst []float32, dstStride int, src []float32, srcStride, 
 	for r := 0; r < rows; r++ {
 		d := dst[r*dstStride : r*dstStride+lead+n+trail]
 		clear(d[:lead])
-		copy(d[lead:lead+n], src[r*srcStride:r*srcStride+n])
+		if n > 0 { // src may be empty when nothing is copied
+			copy(d[lead:lead+n], src[r*srcStride:r*srcStride+n])
+		}
 		clear(d[lead+n:])
 	}
 }

@@ -40,6 +40,16 @@ func TestCopyRowsPad(t *testing.T) {
 	}
 }
 
+// TestCopyRowsPadNoSource checks rows that are all padding: nothing is read,
+// so the source may be empty (a 1-wide input seen by a tap beside it).
+func TestCopyRowsPadNoSource(t *testing.T) {
+	dst := slices.Repeat([]float32{-1}, 7)
+	CopyRowsPad(dst, 3, nil, 1, 2, 1, 0, 2)
+	if want := []float32{0, 0, 0, 0, 0, 0, -1}; !slices.Equal(dst, want) {
+		t.Fatalf("got %v, want %v", dst, want)
+	}
+}
+
 func TestCopyRowsPadBounds(t *testing.T) {
 	defer func() {
 		if recover() == nil {
