@@ -16,9 +16,11 @@ import (
 // packing them into the GEMM panel layout (and widening float16/bfloat16 to
 // float32) once and keeping the panels saves work that otherwise costs about
 // as much as the multiplications themselves on small spatial sizes and short
-// sequences. The panels are float32, so a cached float16 weight takes three
-// times its stored size in all; the cache is therefore bounded by a byte
-// budget, DIFFUSE_PACK_CACHE_MB (default 4096, 0 disables it). Weights that
+// sequences. The panels of float16/bfloat16 weights stay 16-bit
+// (gemm.PackOpts.Keep16: the GEMM widens each block as it uses it), so a
+// cached weight takes twice its stored size in all, a float32 one too; the
+// cache is bounded by a byte budget, DIFFUSE_PACK_CACHE_MB (default 4096, 0
+// disables it). Weights that
 // do not fit are packed once per call instead (shared by the call's threads
 // and images), which is slower but needs no lasting memory.
 //
@@ -106,8 +108,12 @@ func packedWeight(w *Tensor, off, rows, cols int, isB, trans bool) gemm.Mat {
 		runtime.AddCleanup(w, dropPacked, key)
 	}
 	packCache.Unlock()
+	keep16 := w.dtype == F16 || w.dtype == BF16
 	e.once.Do(func() {
 		need := gemm.PackedBytes(isB, x, k)
+		if keep16 {
+			need = gemm.PackedBytes16(isB, x, k)
+		}
 		packCache.Lock()
 		ok := packCache.bytes+need <= packCache.budget
 		if ok {
@@ -117,7 +123,13 @@ func packedWeight(w *Tensor, off, rows, cols int, isB, trans bool) gemm.Mat {
 		if !ok {
 			return
 		}
-		e.p = pack(gemm.PackOpts{OffHeap: true})
+		e.p = pack(gemm.PackOpts{OffHeap: true, Keep16: keep16})
+		if got := e.p.Bytes(); got != need {
+			// Keep16 does not apply to this layout: float32 panels.
+			packCache.Lock()
+			packCache.bytes += got - need
+			packCache.Unlock()
+		}
 	})
 	if e.p == nil {
 		return pack(gemm.PackOpts{}).Mat()

@@ -231,10 +231,10 @@ func gemmBlockBF16(e *bf16Engine, kern microKernel, i0, i1, j0, j1, k int, alpha
 	ws := bf16Workspaces.Get().(*bf16Workspace)
 	defer bf16Workspaces.Put(ws)
 	na, nb := (mcb+mr-1)/mr*mr, (ncb+nr-1)/nr*nr // padded block sizes
-	if pa == nil {
+	if pa == nil || pa.half != nil {
 		ws.a32 = grow(ws.a32, na*kcb)
 	}
-	if pb == nil {
+	if pb == nil || pb.half != nil {
 		ws.b32 = grow(ws.b32, nb*kcb)
 	}
 	ws.a = growU32(ws.a, na*kcb)
@@ -249,7 +249,7 @@ func gemmBlockBF16(e *bf16Engine, kern microKernel, i0, i1, j0, j1, k int, alpha
 			kc := min(kcb, k-pc)
 			b32 := ws.b32
 			if pb != nil {
-				b32 = pb.block(nr, pc, kc, jc)
+				b32 = pb.block(nr, pc, kc, jc, nc, ws.b32)
 			} else {
 				packPanels(b32, b, b.Trans, jc, nc, pc, kc, nr, ws.line)
 			}
@@ -262,7 +262,7 @@ func gemmBlockBF16(e *bf16Engine, kern microKernel, i0, i1, j0, j1, k int, alpha
 				mc := min(mcb, i1-ic)
 				a32 := ws.a32
 				if pa != nil {
-					a32 = pa.block(mr, pc, kc, ic)
+					a32 = pa.block(mr, pc, kc, ic, mc, ws.a32)
 				} else {
 					packPanels(a32, a, !a.Trans, ic, mc, pc, kc, mr, ws.line)
 				}

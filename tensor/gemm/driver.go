@@ -216,10 +216,10 @@ func gemmBlock(kern microKernel, i0, i1, j0, j1, k int, alpha float32, a, b Mat,
 
 	ws := workspaces.Get().(*workspace)
 	defer workspaces.Put(ws)
-	if pa == nil {
+	if pa == nil || pa.half != nil {
 		ws.a = grow(ws.a, (mcb+mr-1)/mr*mr*kcb)
 	}
-	if pb == nil && ip == nil {
+	if pb == nil && ip == nil || pb != nil && pb.half != nil {
 		ws.b = grow(ws.b, (ncb+nr-1)/nr*nr*kcb)
 	}
 	ws.tile = grow(ws.tile, mr*nr)
@@ -235,7 +235,7 @@ func gemmBlock(kern microKernel, i0, i1, j0, j1, k int, alpha float32, a, b Mat,
 			case ip != nil:
 				ib = newInPlaceBlock(ip, pc, kc, jc, nr)
 			case pb != nil:
-				bp = pb.block(nr, pc, kc, jc)
+				bp = pb.block(nr, pc, kc, jc, nc, ws.b)
 			default:
 				packPanels(bp, b, b.Trans, jc, nc, pc, kc, nr, ws.line)
 			}
@@ -249,7 +249,7 @@ func gemmBlock(kern microKernel, i0, i1, j0, j1, k int, alpha float32, a, b Mat,
 				mc := min(mcb, i1-ic)
 				ap := ws.a
 				if pa != nil {
-					ap = pa.block(mr, pc, kc, ic)
+					ap = pa.block(mr, pc, kc, ic, mc, ws.a)
 				} else {
 					packPanels(ap, a, !a.Trans, ic, mc, pc, kc, mr, ws.line)
 				}

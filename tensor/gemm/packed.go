@@ -3,6 +3,7 @@ package gemm
 import (
 	"fmt"
 	"sync"
+	"unsafe"
 )
 
 // Packed is one operand of a product stored in the micro-kernel's panel
@@ -22,7 +23,11 @@ type Packed struct {
 	w    int // sliver width the panels were packed for
 	kcb  int
 	data []float32
-	src  Mat // the unpacked operand, used when a kernel of another geometry runs
+	// half holds the panels instead of data for an operand kept in its
+	// 16-bit format (PackOpts.Keep16); each block is widened as it is used.
+	half  []uint16
+	hkind Kind
+	src   Mat // the unpacked operand, used when a kernel of another geometry runs
 }
 
 // PackA packs op(A), an m×k matrix, for use as the A operand of Gemm.
@@ -43,6 +48,12 @@ type PackOpts struct {
 	// activations' memory would be recycled far less often and every op
 	// would fault in fresh pages.
 	OffHeap bool
+	// Keep16 keeps the panels of a float16 or bfloat16 operand in that
+	// format, halving their memory; Gemm widens each block of them as it
+	// uses it, which costs little beside the block's arithmetic. It applies
+	// to operands packed along k (an untransposed A, a transposed B: weight
+	// matrices in their usual layouts); others are packed as float32.
+	Keep16 bool
 }
 
 // PackAWith is PackA with options.
@@ -59,7 +70,7 @@ func PackBWith(o PackOpts, k, n int, b Mat) *Packed {
 func (p *Packed) Mat() Mat { return Mat{Packed: p} }
 
 // Bytes is the memory the packed panels take.
-func (p *Packed) Bytes() int64 { return int64(len(p.data)) * 4 }
+func (p *Packed) Bytes() int64 { return int64(len(p.data))*4 + int64(len(p.half))*2 }
 
 // PackedBytes is the memory PackA (isB false, an x×k operand) or PackB
 // (isB true, a k×x operand) will allocate, for budgeting before packing.
@@ -70,6 +81,10 @@ func PackedBytes(isB bool, x, k int) int64 {
 	}
 	return int64(packedLen(x, k, w)) * 4
 }
+
+// PackedBytes16 is PackedBytes for panels kept in a 16-bit format
+// (PackOpts.Keep16).
+func PackedBytes16(isB bool, x, k int) int64 { return PackedBytes(isB, x, k) / 2 }
 
 // packedLen is the number of floats an operand with non-k size x packs into.
 func packedLen(x, k, w int) int { return (x + w - 1) / w * w * k }
@@ -97,16 +112,29 @@ func packOperand(kern microKernel, o PackOpts, isB bool, x, k int, src Mat) *Pac
 		}
 	}
 	p := &Packed{isB: isB, x: x, k: k, w: w, kcb: blockLen(k, kcMax, 8), src: src}
-	if o.OffHeap {
-		p.data = allocOffHeap(p, packedLen(x, k, w))
-	}
-	if p.data == nil {
-		p.data = make([]float32, packedLen(x, k, w))
-	}
-	xpad := (x + w - 1) / w * w
 	// An operand is packed along k exactly when the driver would: A
 	// untransposed, B transposed.
 	alongK := src.Trans == isB
+	n := packedLen(x, k, w)
+	if o.Keep16 && alongK && src.Lines == nil && src.Kind != F32 {
+		p.hkind = src.Kind
+		if o.OffHeap {
+			if f := allocOffHeap(p, (n+1)/2); f != nil {
+				p.half = unsafe.Slice((*uint16)(unsafe.Pointer(&f[0])), n)
+			}
+		}
+		if p.half == nil {
+			p.half = make([]uint16, n)
+		}
+	} else {
+		if o.OffHeap {
+			p.data = allocOffHeap(p, n)
+		}
+		if p.data == nil {
+			p.data = make([]float32, n)
+		}
+	}
+	xpad := (x + w - 1) / w * w
 	slivers := xpad / w
 	// Work items are (k block, run of slivers); runs of about 64 slivers
 	// keep the items large enough to be worth a goroutine.
@@ -124,6 +152,10 @@ func packOperand(kern microKernel, o PackOpts, isB bool, x, k int, src Mat) *Pac
 		for _, it := range items[lo:hi] {
 			x0 := it.q0 * w
 			nx := min(x, it.q1*w) - x0
+			if p.half != nil {
+				packPanels16(p.half[it.pc*xpad+x0*it.kc:], src, x0, nx, it.pc, it.kc, w)
+				continue
+			}
 			dst := p.data[it.pc*xpad+x0*it.kc:]
 			packPanels(dst, src, alongK, x0, nx, it.pc, it.kc, w, line)
 		}
@@ -146,15 +178,45 @@ func packOperand(kern microKernel, o PackOpts, isB bool, x, k int, src Mat) *Pac
 	return p
 }
 
-// block returns the packed slivers for k block pc and non-k indices from x0
-// (a multiple of the sliver width) for the kernel geometry w, or nil when
-// the operand was packed for another geometry and must be packed afresh.
-func (p *Packed) block(w, pc, kc, x0 int) []float32 {
+// block returns the packed slivers for k block pc and the nx non-k indices
+// from x0 (a multiple of the sliver width) for the kernel geometry w, or nil
+// when the operand was packed for another geometry and must be packed
+// afresh. Panels kept in 16 bits are widened into buf, which must hold
+// ceil(nx/w)·w·kc floats.
+func (p *Packed) block(w, pc, kc, x0, nx int, buf []float32) []float32 {
 	if p.w != w {
 		return nil
 	}
 	xpad := (p.x + p.w - 1) / p.w * p.w
-	return p.data[pc*xpad+x0*kc:]
+	off := pc*xpad + x0*kc
+	if p.half != nil {
+		n := (nx + w - 1) / w * w * kc
+		widen(buf[:n], p.half[off:off+n], p.hkind)
+		return buf
+	}
+	return p.data[off:]
+}
+
+// packPanels16 is packPanels for 16-bit panels of an operand packed along k:
+// the stored values are rearranged as they are, without widening.
+func packPanels16(dst []uint16, X Mat, x0, nx, p0, kc, w int) {
+	np := (nx + w - 1) / w
+	dst = dst[:np*w*kc]
+	for q := 0; q < np; q++ {
+		panel := dst[q*w*kc : (q+1)*w*kc]
+		rows := min(w, nx-q*w)
+		for xi := 0; xi < rows; xi++ {
+			o := (x0+q*w+xi)*X.Stride + p0
+			for p, v := range X.U16[o : o+kc] {
+				panel[p*w+xi] = v
+			}
+		}
+		for xi := rows; xi < w; xi++ {
+			for p := 0; p < kc; p++ {
+				panel[p*w+xi] = 0
+			}
+		}
+	}
 }
 
 // NR is the width of the B slivers of the micro-kernel Gemm runs: the number

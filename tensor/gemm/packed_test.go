@@ -2,6 +2,7 @@ package gemm
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"testing"
 )
@@ -57,15 +58,16 @@ func TestGemmPacked(t *testing.T) {
 				for _, packer := range []microKernel{tk.k, activeKernel} {
 					// modes: 0,1 packed A; 2,3 packed B; 4 both; 5 packed A and Lines B.
 					var aa, bb Mat = a, b
+					keep16 := (si+mode)%2 == 0
 					switch mode {
 					case 0, 1:
-						aa = packOperand(packer, PackOpts{Threads: tk.threads, OffHeap: mode == 4}, false, m, k, a).Mat()
+						aa = packOperand(packer, PackOpts{Threads: tk.threads, OffHeap: mode == 4, Keep16: keep16}, false, m, k, a).Mat()
 						bb = linesOf(b, true)
 					case 2, 3:
 						aa = linesOf(a, false)
-						bb = packOperand(packer, PackOpts{Threads: tk.threads, OffHeap: mode == 4}, true, n, k, b).Mat()
+						bb = packOperand(packer, PackOpts{Threads: tk.threads, OffHeap: mode == 4, Keep16: keep16}, true, n, k, b).Mat()
 					case 4:
-						aa = packOperand(packer, PackOpts{Threads: tk.threads, OffHeap: mode == 4}, false, m, k, a).Mat()
+						aa = packOperand(packer, PackOpts{Threads: tk.threads, OffHeap: mode == 4, Keep16: keep16}, false, m, k, a).Mat()
 						bb = packOperand(packer, PackOpts{Threads: 1}, true, n, k, b).Mat()
 					case 5:
 						aa = packOperand(packer, PackOpts{Threads: 1}, false, m, k, linesOf(a, false)).Mat()
@@ -81,7 +83,7 @@ func TestGemmPacked(t *testing.T) {
 					}
 					gemmFast(tk.k, Opts{Threads: tk.threads}, m, n, k, alpha, aa, bb, beta, c, ldc)
 					restore()
-					checkC(t, fmt.Sprintf("%dx%dx%d mode %d %s/%dT packed for %s", m, n, k, mode, tk.k.name, tk.threads, packer.name), m, n, c, ldc, want, tol, -7)
+					checkC(t, fmt.Sprintf("%dx%dx%d mode %d %s/%dT packed for %s keep16=%v", m, n, k, mode, tk.k.name, tk.threads, packer.name, keep16), m, n, c, ldc, want, tol, -7)
 					if t.Failed() {
 						t.FailNow()
 					}
@@ -153,6 +155,49 @@ func TestPanelsB(t *testing.T) {
 				gemmFast(tk.k, Opts{Threads: tk.threads}, m, n, k, 1, a, pb.Mat(), 0, c, n)
 				restore()
 				checkC(t, fmt.Sprintf("PanelsB %dx%dx%d %s", m, n, k, tk.k.name), m, n, c, n, want, tol, 0)
+			}
+		}
+	}
+}
+
+// TestKeep16 checks that 16-bit panels give exactly the products of float32
+// panels of the same values, at half the memory, for weights in both of
+// their layouts (A untransposed, B transposed), with and without AVX2.
+func TestKeep16(t *testing.T) {
+	rng := rand.New(rand.NewPCG(15, 16))
+	for _, kind := range []Kind{F16, BF16} {
+		for _, isB := range []bool{false, true} {
+			for _, asm := range []bool{true, false} {
+				m, n, k := 37, 70, kcMax+30
+				a := randMat(rng, F32, m, k, false, 0)
+				b := randMat(rng, F32, k, n, true, 0)
+				x, w := m, randMat(rng, kind, m, k, false, 0)
+				if isB {
+					x, w = n, randMat(rng, kind, k, n, true, 0)
+				}
+				p32 := packOperand(activeKernel, PackOpts{}, isB, x, k, w)
+				p16 := packOperand(activeKernel, PackOpts{Keep16: true, OffHeap: true}, isB, x, k, w)
+				if p16.half == nil || p16.Bytes()*2 != p32.Bytes() {
+					t.Fatalf("%v isB=%v: 16-bit panels not kept (%d vs %d bytes)", kind, isB, p16.Bytes(), p32.Bytes())
+				}
+				c32, c16 := make([]float32, m*n), make([]float32, m*n)
+				restore := func() {}
+				if !asm {
+					restore = disableAsm()
+				}
+				if isB {
+					gemmFast(activeKernel, Opts{Threads: 2}, m, n, k, 1, a, p32.Mat(), 0, c32, n)
+					gemmFast(activeKernel, Opts{Threads: 2}, m, n, k, 1, a, p16.Mat(), 0, c16, n)
+				} else {
+					gemmFast(activeKernel, Opts{Threads: 2}, m, n, k, 1, p32.Mat(), b, 0, c32, n)
+					gemmFast(activeKernel, Opts{Threads: 2}, m, n, k, 1, p16.Mat(), b, 0, c16, n)
+				}
+				restore()
+				for i := range c32 {
+					if math.Float32bits(c32[i]) != math.Float32bits(c16[i]) {
+						t.Fatalf("%v isB=%v asm=%v: C[%d] = %v with 16-bit panels, %v with float32", kind, isB, asm, i, c16[i], c32[i])
+					}
+				}
 			}
 		}
 	}
