@@ -38,7 +38,7 @@ SEED=${SEED:-42}
 REPEAT=${REPEAT:-1}
 MODEL=${MODEL:-$D/sd15-random.safetensors}
 PROMPT=${PROMPT:-"a lighthouse at dusk"}
-SD_VARIANTS=${SD_VARIANTS:-"default llamafile llamafile-fa"}
+SD_VARIANTS=${SD_VARIANTS-"default llamafile llamafile-fa"} # empty: diffuse only
 DIFFUSE_RUNS=${DIFFUSE_RUNS:-"generate bench"}
 NICE=${NICE:-0}
 SD_BIN=$D/bin/sd-cli
@@ -189,7 +189,7 @@ for r in rows:
 print()
 print("seconds. wall = whole process (/usr/bin/time -v); load = weight loading; text = text-encoder compute for cond+uncond")
 print("(sd.cpp: two batch-1 CLIP passes; diffuse bench: one 2x77 batch); step1 = first sampling step (diffuse packs")
-print("f16 weights into its f32 GEMM panel cache here); step = mean (sd.cpp, diffuse generate) or median (diffuse bench) of")
+print("the weights into its GEMM panel cache here); step = mean (sd.cpp, diffuse generate) or median (diffuse bench) of")
 print(f"the later steps, each one CFG step = cond+uncond UNet evals (sd.cpp: two batch-1 passes; diffuse: one batch-2 pass);")
 print("sampl = whole sampling loop; vae = VAE decode; RSS = peak resident set size.")
 EOF
