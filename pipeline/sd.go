@@ -34,7 +34,7 @@ type Request struct {
 	Steps                        int
 	Guidance                     float64 // classifier-free guidance scale; <= 1 disables CFG
 	GuidanceRescale              float64 // diffusers guidance_rescale (0 = off)
-	ClipSkip                     int     // A1111 convention: 2 = penultimate layer
+	ClipSkip                     int     // A1111 convention: 2 = penultimate layer (SDXL: the default; 3+ earlier layers)
 	Scheduler                    scheduler.Scheduler
 	// Noise draws every random tensor, in diffusers' order (initial
 	// latents, VAE posterior samples, img2img noise, sampler noise).

@@ -50,9 +50,12 @@ type Embeddings struct {
 }
 
 // encodeXL runs the encoders as diffusers' SDXL encode_prompt does: the
-// penultimate hidden states of each encoder concatenated, and the pooled
-// projection of the last encoder.
-func (p *SDXL) encodeXL(prompts, prompts2 []string) (*tensor.Tensor, *tensor.Tensor, error) {
+// penultimate hidden states of each encoder concatenated (no final layer
+// norm), and the pooled projection of the last encoder. clipSkip (A1111's
+// convention, see Request.ClipSkip) of 3 or more takes earlier layers of
+// both encoders, hidden state -clipSkip, which is diffusers' clip_skip =
+// clipSkip-2; below 3 it is the penultimate layer, SDXL's default.
+func (p *SDXL) encodeXL(prompts, prompts2 []string, clipSkip int) (*tensor.Tensor, *tensor.Tensor, error) {
 	type pair struct {
 		enc *clip.Model
 		tok Tokenizer
@@ -84,7 +87,11 @@ func (p *SDXL) encodeXL(prompts, prompts2 []string) (*tensor.Tensor, *tensor.Ten
 			return nil, nil, err
 		}
 		hs := out.HiddenStates
-		states = append(states, hs[len(hs)-2])
+		idx := len(hs) - max(2, clipSkip)
+		if idx < 1 {
+			return nil, nil, fmt.Errorf("pipeline: clip skip %d exceeds the SDXL encoder's %d layers", clipSkip, len(hs)-1)
+		}
+		states = append(states, hs[idx])
 		pooled = out.TextEmbeds
 		if pooled == nil {
 			pooled = out.Pooled
@@ -125,7 +132,7 @@ func (p *SDXL) Encode(r *XLRequest) (*Embeddings, error) {
 		return nil, err
 	}
 	e := &Embeddings{}
-	if e.PromptEmbeds, e.Pooled, err = p.encodeXL(r.Prompts, p2); err != nil {
+	if e.PromptEmbeds, e.Pooled, err = p.encodeXL(r.Prompts, p2, r.ClipSkip); err != nil {
 		return nil, err
 	}
 	if r.Guidance <= 1 {
@@ -147,7 +154,7 @@ func (p *SDXL) Encode(r *XLRequest) (*Embeddings, error) {
 	if err != nil {
 		return nil, err
 	}
-	if e.NegativeEmbeds, e.NegativePooled, err = p.encodeXL(neg, neg2); err != nil {
+	if e.NegativeEmbeds, e.NegativePooled, err = p.encodeXL(neg, neg2, r.ClipSkip); err != nil {
 		return nil, err
 	}
 	return e, nil

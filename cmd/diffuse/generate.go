@@ -133,7 +133,7 @@ func newGenFlagSet(f *genFlags, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&f.mask, "mask", "", "inpainting mask (white = repaint); needs --init-img")
 	fs.IntVar(&f.batchCount, "batch-count", 1, "images to generate (seed, seed+1, ...)")
 	fs.IntVar(&f.batchCount, "b", 1, "same as --batch-count")
-	fs.IntVar(&f.clipSkip, "clip-skip", -1, "skip the last N-1 CLIP layers (2 = penultimate); <= 0: model default (SDXL always uses the penultimate)")
+	fs.IntVar(&f.clipSkip, "clip-skip", -1, "skip the last N-1 CLIP layers (2 = penultimate); <= 0: model default (SDXL: the penultimate, so only 3 and more change it)")
 	fs.StringVar(&f.output, "o", "output.png", "output PNG (image N>1 gets _N before the extension)")
 	fs.StringVar(&f.output, "output", "output.png", "same as -o")
 	fs.Var(&f.loras, "lora", "LoRA file[:weight] (repeatable)")
@@ -583,7 +583,7 @@ func runGenerate(ctx context.Context, args []string) error {
 		if strings.Contains(strings.ToLower(f.samplerName), "karras") {
 			params.Scheduler = "Karras"
 		}
-		if f.clipSkip > 1 && !mdl.isXL() {
+		if f.clipSkip > 1 && !mdl.isXL() || f.clipSkip > 2 {
 			params.ClipSkip = f.clipSkip
 		}
 		if initImg != nil {
