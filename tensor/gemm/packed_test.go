@@ -180,22 +180,28 @@ func TestKeep16(t *testing.T) {
 				if p16.half == nil || p16.Bytes()*2 != p32.Bytes() {
 					t.Fatalf("%v isB=%v: 16-bit panels not kept (%d vs %d bytes)", kind, isB, p16.Bytes(), p32.Bytes())
 				}
-				c32, c16 := make([]float32, m*n), make([]float32, m*n)
-				restore := func() {}
-				if !asm {
-					restore = disableAsm()
-				}
-				if isB {
-					gemmFast(activeKernel, Opts{Threads: 2}, m, n, k, 1, a, p32.Mat(), 0, c32, n)
-					gemmFast(activeKernel, Opts{Threads: 2}, m, n, k, 1, a, p16.Mat(), 0, c16, n)
-				} else {
-					gemmFast(activeKernel, Opts{Threads: 2}, m, n, k, 1, p32.Mat(), b, 0, c32, n)
-					gemmFast(activeKernel, Opts{Threads: 2}, m, n, k, 1, p16.Mat(), b, 0, c16, n)
-				}
-				restore()
-				for i := range c32 {
-					if math.Float32bits(c32[i]) != math.Float32bits(c16[i]) {
-						t.Fatalf("%v isB=%v asm=%v: C[%d] = %v with 16-bit panels, %v with float32", kind, isB, asm, i, c16[i], c32[i])
+				// Also through the bf16 driver (its software mode), which
+				// reads the same panels.
+				for _, mode := range []BF16Mode{BF16Off, BF16Round} {
+					c32, c16 := make([]float32, m*n), make([]float32, m*n)
+					restore := func() {}
+					if !asm {
+						restore = disableAsm()
+					}
+					withBF16(t, mode, func() {
+						if isB {
+							gemmFast(activeKernel, Opts{Threads: 2}, m, n, k, 1, a, p32.Mat(), 0, c32, n)
+							gemmFast(activeKernel, Opts{Threads: 2}, m, n, k, 1, a, p16.Mat(), 0, c16, n)
+						} else {
+							gemmFast(activeKernel, Opts{Threads: 2}, m, n, k, 1, p32.Mat(), b, 0, c32, n)
+							gemmFast(activeKernel, Opts{Threads: 2}, m, n, k, 1, p16.Mat(), b, 0, c16, n)
+						}
+					})
+					restore()
+					for i := range c32 {
+						if math.Float32bits(c32[i]) != math.Float32bits(c16[i]) {
+							t.Fatalf("%v isB=%v asm=%v bf16 mode %v: C[%d] = %v with 16-bit panels, %v with float32", kind, isB, asm, mode, i, c16[i], c32[i])
+						}
 					}
 				}
 			}
