@@ -102,8 +102,9 @@ func packPanels(dst []float32, X Mat, alongK bool, x0, nx, p0, kc, w int, line [
 }
 
 // lineGroup is the number of k rows packed together across k (see
-// packPanels); line buffers hold that many lines.
-const lineGroup = 8
+// packPanels); line buffers hold that many lines. Four lines of a 2048-wide
+// block stay in L1; eight or sixteen made convolution packing slower.
+const lineGroup = 4
 
 // scatter writes src[p] to dst[p*w].
 func scatter(dst, src []float32, w int) {
