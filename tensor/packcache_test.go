@@ -2,7 +2,9 @@ package tensor
 
 import (
 	"math/rand"
+	"runtime"
 	"testing"
+	"weak"
 
 	"github.com/diffuse-go/diffuse/tensor/gemm"
 )
@@ -21,16 +23,23 @@ func TestPackCacheBytes(t *testing.T) {
 		old := SetPackCacheBudget(0)
 		want := Linear(x, wref, nil).Data() // packed for the call only
 		SetPackCacheBudget(old)
-		before := PackCacheBytes()
 		got := Linear(x, w, nil).Data()
-		grew := PackCacheBytes() - before
+		// The entry itself, not the cache total: other tests' weights may
+		// be collected (and their panels dropped) meanwhile.
+		packCache.Lock()
+		e := packCache.m[packKey{weak.Make(w), w.offset, 40, 24, true, true}]
+		packCache.Unlock()
 		need := gemm.PackedBytes(true, 40, 24)
 		if dt != F32 {
 			need = gemm.PackedBytes16(true, 40, 24)
 		}
-		if grew != need {
-			t.Errorf("%v weight: cache grew by %d bytes, want %d", dt, grew, need)
+		if e == nil || e.p == nil {
+			t.Fatalf("%v weight: not cached", dt)
 		}
+		if e.p.Bytes() != need {
+			t.Errorf("%v weight: cached panels take %d bytes, want %d", dt, e.p.Bytes(), need)
+		}
+		runtime.KeepAlive(w)
 		for i := range want {
 			if got[i] != want[i] {
 				t.Fatalf("%v weight: cached product [%d] = %v, uncached %v", dt, i, got[i], want[i])

@@ -154,20 +154,6 @@ func packRowsAsm(panel, src []float32, lds, kc, w int) int {
 }
 
 //go:noescape
-func copyPanelsAVX(dst, src *float32, n, w, dstStride int)
-
-// copyPanelsAsm copies src[q*w : q*w+w] to dst[q*stride:] for q < n when w
-// is a multiple of 8, and reports whether it did.
-func copyPanelsAsm(dst, src []float32, n, w, stride int) bool {
-	if !hasAVX2FMA || n == 0 || w%8 != 0 {
-		return false
-	}
-	_, _ = dst[(n-1)*stride+w-1], src[n*w-1]
-	copyPanelsAVX(&dst[0], &src[0], n, w, stride)
-	return true
-}
-
-//go:noescape
 func seedRowsAVX(c *float32, ldc int, bias *float32, rows, cols int)
 
 //go:noescape

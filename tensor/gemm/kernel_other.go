@@ -14,8 +14,6 @@ func runnableKernels() []microKernel { return nil }
 
 func packRowsAsm(panel, src []float32, lds, kc, w int) int { return 0 }
 
-func copyPanelsAsm(dst, src []float32, n, w, stride int) bool { return false }
-
 func disableAsm() (restore func()) { return func() {} }
 
 func seedAsm(rows, cols int, row, col, c []float32, ldc int) bool { return false }

@@ -437,35 +437,6 @@ pack2_loop:
 """
 open("gemm_amd64.s", "a").write(tail)
 
-open("gemm_amd64.s", "a").write("""
-// func copyPanelsAVX(dst, src *float32, n, w, dstStride int)
-//
-// For q < n, copies the w floats src[q*w:] to dst[q*dstStride:] (w a positive
-// multiple of 8): one row of each of n packed slivers of B.
-TEXT ·copyPanelsAVX(SB), NOSPLIT, $0-40
-	MOVQ dst+0(FP), DI
-	MOVQ src+8(FP), SI
-	MOVQ n+16(FP), CX
-	MOVQ w+24(FP), R8
-	SHRQ $3, R8
-	MOVQ dstStride+32(FP), R9
-	SHLQ $2, R9
-copyPanels_panel:
-	MOVQ DI, R10
-	MOVQ R8, R11
-copyPanels_vec:
-	VMOVUPS (SI), Y0
-	VMOVUPS Y0, (R10)
-	ADDQ $32, SI
-	ADDQ $32, R10
-	DECQ R11
-	JNZ copyPanels_vec
-	ADDQ R9, DI
-	DECQ CX
-	JNZ copyPanels_panel
-	VZEROUPPER
-	RET
-""")
 
 open("gemm_amd64.s", "a").write("""
 // func seedRowsAVX(c *float32, ldc int, bias *float32, rows, cols int)
