@@ -3,6 +3,9 @@ package gemm
 import (
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -20,7 +23,20 @@ var benchShapes = [][3]int{
 	{77, 768, 768},
 }
 
-var benchThreads = []int{1, 2}
+// benchThreads are the thread counts timed: 1 and 2, or the list in
+// DIFFUSE_BENCH_THREADS ("1,2,16") for machines with more cores.
+var benchThreads = func() []int {
+	ts := []int{1, 2}
+	if s := os.Getenv("DIFFUSE_BENCH_THREADS"); s != "" {
+		ts = ts[:0]
+		for _, f := range strings.Split(s, ",") {
+			if t, err := strconv.Atoi(strings.TrimSpace(f)); err == nil && t > 0 {
+				ts = append(ts, t)
+			}
+		}
+	}
+	return ts
+}()
 
 // peakGFLOPS is the fp32 peak of one core (see PeakGFLOPS).
 func peakGFLOPS() float64 { return PeakGFLOPS() }
@@ -85,6 +101,49 @@ func BenchmarkGemmB16(b *testing.B) {
 					Gemm(m, n, k, 1, op.a, op.b, 0, op.c, n)
 				}
 				reportFlops(b, 2*float64(m*n*k)*float64(b.N), time.Since(t0), 1)
+			})
+		}
+	}
+}
+
+// BenchmarkGemmBF16 times the bf16 kernel (BF16Native) against float32 on
+// the model's shapes, alternating the two so both see the same machine
+// load, and reports the best rate of each and their ratio (bf16/f32).
+func BenchmarkGemmBF16(b *testing.B) {
+	if !HasBF16() {
+		b.Skip("no AVX512_BF16 on this CPU")
+	}
+	defer SetThreads(0)
+	defer SetBF16Mode(BF16Off)
+	for _, s := range benchShapes {
+		m, n, k := s[0], s[1], s[2]
+		for _, t := range benchThreads {
+			b.Run(fmt.Sprintf("%dx%dx%d/T%d", m, n, k, t), func(b *testing.B) {
+				op := newBenchOperands(m, n, k, F32, false)
+				SetThreads(t)
+				best := [2]time.Duration{1 << 62, 1 << 62}
+				for b.Loop() {
+					for range 3 {
+						for i, mode := range []BF16Mode{BF16Off, BF16Native} {
+							SetBF16Mode(mode)
+							t0 := time.Now()
+							calls := 0
+							for time.Since(t0) < 50*time.Millisecond {
+								Gemm(m, n, k, 1, op.a, op.b, 0, op.c, n)
+								calls++
+							}
+							if d := time.Since(t0) / time.Duration(calls); d < best[i] {
+								best[i] = d
+							}
+						}
+					}
+				}
+				SetBF16Mode(BF16Off)
+				flops := 2 * float64(m*n*k)
+				b.ReportMetric(flops/best[0].Seconds()/1e9, "f32GFLOP/s")
+				b.ReportMetric(flops/best[1].Seconds()/1e9, "bf16GFLOP/s")
+				b.ReportMetric(best[0].Seconds()/best[1].Seconds(), "speedup")
+				b.ReportMetric(0, "ns/op")
 			})
 		}
 	}
