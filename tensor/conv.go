@@ -235,6 +235,14 @@ func Conv2d(x, weight, bias *Tensor, o Conv2dOpts) *Tensor {
 			panic(fmt.Sprintf("tensor: Conv2d bias %v for %d channels", bias.shape, g.cout))
 		}
 	}
+	if g.winograd() {
+		wf := wc.Float32()
+		conv2dWinograd(g, xs, wf.f32[wf.offset:wf.offset+wf.Numel()], bd, out.f32)
+		record(out, []*Tensor{x, weight, bias}, func(gout *Tensor) []*Tensor {
+			return conv2dBackward(g, xs, x, weight, bias, gout)
+		})
+		return out
+	}
 	// The weight is the A operand of every product, packed once (and
 	// usually cached across calls); the unfolded input is generated line by
 	// line while each GEMM thread packs its own columns of B, and the bias is

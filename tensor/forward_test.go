@@ -563,20 +563,45 @@ func TestForwardConv2d(t *testing.T) {
 		{2, 4, 5, 1, 3, 3, 3, Conv2dOpts{Padding: [2]int{1, 1}}, true, F32}, // 1-wide input: side taps see only padding
 	}
 	// Every case runs with images multiplied one at a time and all at once,
-	// and with the input unfolded or read in place where that applies.
+	// and with the input unfolded or read in place where that applies; then
+	// with the Winograd algorithm wherever the geometry allows it.
 	defer func(v int, ip bool) { convBatchBelow, convInPlace = v, ip }(convBatchBelow, convInPlace)
+	defer forceWinograd(false)()
 	for _, batchBelow := range []int{0, 1 << 30} {
 		for _, ip := range []bool{false, true} {
 			convBatchBelow, convInPlace = batchBelow, ip
 			testConv2dCases(t, r, cases)
 		}
 	}
+	restore := forceWinograd(true)
+	testConv2dCases(t, r, append(cases,
+		convCase{1, 3, 5, 4, 2, 3, 3, Conv2dOpts{}, true, F32},                          // no padding: 3×2 output
+		convCase{2, 5, 9, 7, 3, 3, 3, Conv2dOpts{Padding: [2]int{2, 1}}, true, F16},     // odd output sizes
+		convCase{1, 6, 7, 8, 5, 3, 3, Conv2dOpts{Padding: [2]int{0, 2}}, false, F32},    // mixed padding
+		convCase{3, 40, 23, 21, 33, 3, 3, Conv2dOpts{Padding: [2]int{1, 1}}, true, F32}, // several tile blocks, across images
+		convCase{1, 300, 6, 6, 20, 3, 3, Conv2dOpts{Padding: [2]int{1, 1}}, true, BF16}, // several k blocks
+		convCase{1, 2, 1, 1, 3, 3, 3, Conv2dOpts{Padding: [2]int{1, 1}}, true, F32},     // one position
+		convCase{2, 4, 3, 50, 4, 3, 3, Conv2dOpts{Padding: [2]int{1, 1}}, true, F32},    // wide and flat
+	))
+	restore()
 	// A strided (permuted) input is made contiguous first.
 	x := randT(r, 1, 5, 6, 3) // [n, h, w, c] → NCHW view
 	wt := randT(r, 2, 3, 3, 3)
 	xv := x.Permute(0, 3, 1, 2)
 	want, mag, _, _ := refConv2d(f64s(xv.Contiguous().f32), 1, 3, 5, 6, f64s(wt.f32), 2, 3, 3, nil, Conv2dOpts{Padding: [2]int{1, 1}})
 	checkNear(t, "conv permuted input", Conv2d(xv, wt, nil, Conv2dOpts{Padding: [2]int{1, 1}}).Data(), want, mag, 1e-6, 0)
+}
+
+// forceWinograd makes Conv2d use the Winograd algorithm for every geometry
+// it supports (on) or for none (off), and returns a function restoring the
+// defaults.
+func forceWinograd(on bool) func() {
+	m := WinogradOff
+	if on {
+		m = WinogradAll
+	}
+	old := SetWinograd(m)
+	return func() { SetWinograd(old) }
 }
 
 // TestConvInPlace checks which convolutions hand the GEMM their input to be
@@ -611,7 +636,7 @@ type convCase struct {
 func testConv2dCases(t *testing.T, r *rand.Rand, cases []convCase) {
 	t.Helper()
 	for _, c := range cases {
-		name := fmt.Sprintf("conv %+v batch<%d inplace=%v", c, convBatchBelow, convInPlace)
+		name := fmt.Sprintf("conv %+v batch<%d inplace=%v winograd=%v", c, convBatchBelow, convInPlace, WinogradMode(winogradMode.Load()))
 		x := randT(r, c.n, c.cin, c.h, c.w)
 		wt := randT(r, c.cout, c.cin/max(c.o.Groups, 1), c.kh, c.kw).ToDType(c.dt)
 		var b *Tensor

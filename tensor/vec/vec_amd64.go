@@ -62,3 +62,9 @@ func normAffineRowAVX2(dst, src *float32, n int, p, w, b *float32)
 
 //go:noescape
 func copyRowsPadAVX2(dst *float32, dstStride int, src *float32, srcStride, rows, lead, n, trail int)
+
+//go:noescape
+func winogradIn8AVX2(x *float32, ldx int, v *float32, stride int)
+
+//go:noescape
+func winogradOut8AVX2(m *float32, stride int, out *float32, ldo int, bias float32)

@@ -1,0 +1,329 @@
+package tensor
+
+import (
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"github.com/diffuse-go/diffuse/tensor/gemm"
+	"github.com/diffuse-go/diffuse/tensor/vec"
+)
+
+// Winograd convolution F(2×2, 3×3) (Lavin and Gray, "Fast Algorithms for
+// Convolutional Neural Networks", 2015) for stride-1 3×3 convolutions.
+//
+// Each 2×2 block of output (a tile) is computed from the 4×4 input patch
+// under it: with d the patch and g a 3×3 filter,
+//
+//	Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A
+//
+// so per tile and channel pair it takes 16 multiplications where the direct
+// convolution takes 36. Summed over input channels, the elementwise
+// products become 16 independent GEMMs, one per position ξ of the 4×4
+// transformed tile:
+//
+//	M[ξ] (cout × tiles) = U[ξ] (cout × cin) · V[ξ] (cin × tiles)
+//
+// with U = G g Gᵀ the transformed weights and V = Bᵀ d B the transformed
+// input. That is 2.25 times fewer multiply-adds than the im2col GEMM, for
+// the price of the two transforms, which are additions only, and of the
+// transformed weights, 16/9 times the weight.
+//
+// The transforms' coefficients are 0, ±1 and ±½, so they add rounding
+// comparable to a different summation order, not more: the F(4×4, 3×3)
+// variant, with larger coefficients, loses about three more bits and is not
+// used.
+//
+// Tiles are processed in blocks of winogradTiles, each block by one
+// goroutine from start to end (input transform, 16 GEMMs, output
+// transform), so that its transformed input and products stay in the
+// core's caches. The input transform writes V directly in the GEMM's packed
+// B layout (gemm.PanelsB), and the 16 weight matrices are packed once per
+// call and shared by all goroutines.
+
+// WinogradMode selects when Conv2d uses the Winograd algorithm.
+type WinogradMode int32
+
+const (
+	// WinogradAuto uses it for stride-1 3×3 convolutions large enough to
+	// gain: at least winogradMinPositions output positions per image and
+	// winogradMinChannels input and output channels (the default).
+	WinogradAuto WinogradMode = iota
+	// WinogradOff never uses it (DIFFUSE_WINOGRAD=0): every convolution
+	// is one im2col GEMM.
+	WinogradOff
+	// WinogradAll uses it for every convolution it supports, whatever its
+	// size (DIFFUSE_WINOGRAD=all): for testing whole models through it.
+	WinogradAll
+)
+
+var winogradMode atomic.Int32
+
+func init() {
+	switch os.Getenv("DIFFUSE_WINOGRAD") {
+	case "0", "off":
+		winogradMode.Store(int32(WinogradOff))
+	case "all":
+		winogradMode.Store(int32(WinogradAll))
+	}
+}
+
+// SetWinograd sets when Conv2d uses the Winograd algorithm and returns the
+// previous mode. Calls already running finish as they started.
+func SetWinograd(m WinogradMode) WinogradMode {
+	return WinogradMode(winogradMode.Swap(int32(m)))
+}
+
+// Below these sizes WinogradAuto uses the im2col GEMM: with few output
+// positions per call the per-call weight transform and packing (16
+// matrices of cout×cin) is not repaid, and with few channels the
+// transforms outweigh the GEMMs.
+const (
+	winogradMinPositions = 1024
+	winogradMinChannels  = 32
+)
+
+// winogradTiles is the number of tiles in a block (a multiple of every
+// kernel's sliver width).
+const winogradTiles = 128
+
+// winograd reports whether Conv2d computes g with the Winograd algorithm.
+func (g convGeom) winograd() bool {
+	mode := WinogradMode(winogradMode.Load())
+	if mode == WinogradOff || g.kh != 3 || g.kw != 3 || g.groups != 1 ||
+		g.o.Stride != [2]int{1, 1} || g.o.Dilation != [2]int{1, 1} ||
+		g.o.Padding[0] > 2 || g.o.Padding[1] > 2 {
+		return false
+	}
+	return mode == WinogradAll ||
+		g.oh*g.ow >= winogradMinPositions && g.cin >= winogradMinChannels && g.cout >= winogradMinChannels
+}
+
+// winogradWeights returns U[ξ] = G g Gᵀ for every filter g of w (cout ×
+// cin × 3 × 3, float32), as 16 packed cout×cin A operands.
+func winogradWeights(w []float32, cout, cin int) []gemm.Mat {
+	u := make([]float32, 16*cout*cin)
+	plane := cout * cin
+	parallelFor(plane, 4096, func(lo, hi int) {
+		for f := lo; f < hi; f++ {
+			g := w[f*9 : f*9+9 : f*9+9]
+			// t = G g (4×3), then U = t Gᵀ (4×4).
+			var t [4][3]float32
+			for j := 0; j < 3; j++ {
+				g0, g1, g2 := g[j], g[3+j], g[6+j]
+				t[0][j] = g0
+				t[1][j] = 0.5 * (g0 + g1 + g2)
+				t[2][j] = 0.5 * (g0 - g1 + g2)
+				t[3][j] = g2
+			}
+			for i := 0; i < 4; i++ {
+				r0, r1, r2 := t[i][0], t[i][1], t[i][2]
+				u[(4*i+0)*plane+f] = r0
+				u[(4*i+1)*plane+f] = 0.5 * (r0 + r1 + r2)
+				u[(4*i+2)*plane+f] = 0.5 * (r0 - r1 + r2)
+				u[(4*i+3)*plane+f] = r2
+			}
+		}
+	})
+	ms := make([]gemm.Mat, 16)
+	var wg sync.WaitGroup
+	for xi := range ms {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ms[xi] = gemm.PackAWith(gemm.PackOpts{Threads: 1}, cout, cin, gemm.F32Mat(u[xi*plane:(xi+1)*plane], cin, false)).Mat()
+		}()
+	}
+	wg.Wait()
+	return ms
+}
+
+// winogradWork is one goroutine's buffers: the transformed input V and the
+// products M of a block, 16 matrices each.
+type winogradWork struct {
+	v, m []float32
+	base []int // per tile of the block: its patch's offset in the padded input
+	out  []int // per tile: its output offset, or -1 past the last tile
+	odd  []uint8
+	// run: at a tile whose index in the block is a multiple of 8, how many
+	// tiles from it on lie in the same row of tiles (else 0); full: whether
+	// the 8 tiles from it on are all whole (no output row or column cut
+	// off at the bottom or right edge).
+	run  []int
+	full []bool
+}
+
+var winogradPool = sync.Pool{New: func() any { return new(winogradWork) }}
+
+// conv2dWinograd computes the convolution g of xs (contiguous [n, cin, h,
+// w]) with the float32 weight wf into out ([n, cout, oh, ow]), adding bias
+// bd when not nil.
+func conv2dWinograd(g convGeom, xs, wf, bd, out []float32) {
+	th, tw := (g.oh+1)/2, (g.ow+1)/2
+	ph, pw := g.o.Padding[0], g.o.Padding[1]
+	// The zero-padded input covers every tile's 4×4 patch.
+	hp, wp := 2*th+2, 2*tw+2
+	xp := make([]float32, g.n*g.cin*hp*wp)
+	parallelFor(g.n*g.cin, max(1, 65536/(hp*wp)), func(lo, hi int) {
+		// hp ≥ h + 2·ph and wp ≥ w + 2·pw, so every input row fits.
+		for pl := lo; pl < hi; pl++ {
+			for y := 0; y < g.h; y++ {
+				copy(xp[(pl*hp+y+ph)*wp+pw:][:g.w], xs[(pl*g.h+y)*g.w:][:g.w])
+			}
+		}
+	})
+	u := winogradWeights(wf, g.cout, g.cin)
+
+	tiles := g.n * th * tw
+	blocks := (tiles + winogradTiles - 1) / winogradTiles
+	var next atomic.Int64
+	workers := min(runtime.GOMAXPROCS(0), blocks)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ws := winogradPool.Get().(*winogradWork)
+			defer winogradPool.Put(ws)
+			for {
+				b := int(next.Add(1)) - 1
+				if b >= blocks {
+					return
+				}
+				winogradBlock(g, ws, xp, hp, wp, th, tw, b*winogradTiles, min(tiles, (b+1)*winogradTiles), u, bd, out)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// winogradBlock computes the tiles [t0, t1) (counted across images, row by
+// row) on the calling goroutine.
+func winogradBlock(g convGeom, ws *winogradWork, xp []float32, hp, wp, th, tw, t0, t1 int, u []gemm.Mat, bd, out []float32) {
+	const nt = winogradTiles
+	cin, cout := g.cin, g.cout
+	P := g.oh * g.ow
+	ws.v = growFloats(ws.v, 16*cin*nt)
+	ws.m = growFloats(ws.m, 16*cout*nt)
+	ws.base = growInts(ws.base, nt)
+	ws.out = growInts(ws.out, nt)
+	ws.run = growInts(ws.run, nt)
+	if cap(ws.odd) < nt {
+		ws.odd = make([]uint8, nt)
+		ws.full = make([]bool, nt)
+	}
+	odd := ws.odd[:nt]
+	for j := 0; j < nt; j++ {
+		t := t0 + j
+		if t >= t1 {
+			ws.base[j], ws.out[j] = -1, -1
+			continue
+		}
+		img, r := t/(th*tw), t%(th*tw)
+		ty, tx := r/tw, r%tw
+		ws.base[j] = img*cin*hp*wp + 2*ty*wp + 2*tx
+		ws.out[j] = img*cout*P + 2*ty*g.ow + 2*tx
+		// Bit 0: the tile's second row is inside the output; bit 1: its
+		// second column.
+		odd[j] = 0
+		if 2*ty+1 < g.oh {
+			odd[j] |= 1
+		}
+		if 2*tx+1 < g.ow {
+			odd[j] |= 2
+		}
+	}
+	for j := 0; j < nt; j += 8 {
+		ws.run[j], ws.full[j] = 0, false
+		t := t0 + j
+		if t+8 > t1 {
+			continue
+		}
+		if r := t % (th * tw); r%tw+8 <= tw {
+			ws.run[j] = 8
+			ws.full[j] = odd[j+7] == 3 && odd[j] == 3
+		}
+	}
+
+	// Input transform: V[ξ] = (Bᵀ d B)[ξ] for every channel and tile,
+	// written in the packed B layout (see gemm.PanelsB).
+	w := gemm.NR()
+	kcb := gemm.KBlock(cin)
+	plane := hp * wp
+	v := ws.v
+	for ci := 0; ci < cin; ci++ {
+		pc := ci / kcb * kcb
+		kc := min(kcb, cin-pc)
+		rowOff := pc*nt + (ci-pc)*w
+		for j := 0; j < nt; {
+			// j is a multiple of 8, and 8 divides the sliver width, so
+			// tiles j..j+7 are consecutive in V.
+			o := rowOff + j/w*w*kc + j%w
+			if ws.run[j] >= 8 {
+				vec.WinogradIn8(xp[ws.base[j]+ci*plane:], wp, v[o:], cin*nt)
+				j += 8
+				continue
+			}
+			if b := ws.base[j]; b >= 0 {
+				vec.WinogradIn1(xp[b+ci*plane:], wp, v[o:], cin*nt)
+			} else {
+				for xi := 0; xi < 16; xi++ {
+					v[xi*cin*nt+o] = 0
+				}
+			}
+			j++
+		}
+	}
+
+	for xi := 0; xi < 16; xi++ {
+		gemm.GemmThreads(1, cout, nt, cin, 1, u[xi], gemm.PanelsB(cin, nt, v[xi*cin*nt:(xi+1)*cin*nt]).Mat(), 0, ws.m[xi*cout*nt:], nt)
+	}
+
+	// Output transform: Y = Aᵀ M A, plus the bias.
+	m := ws.m
+	for co := 0; co < cout; co++ {
+		var bias float32
+		if bd != nil {
+			bias = bd[co]
+		}
+		for j := 0; j < nt; {
+			o := ws.out[j]
+			if o < 0 {
+				break
+			}
+			o += co * P
+			if ws.run[j] >= 8 && ws.full[j] {
+				vec.WinogradOut8(m[co*nt+j:], cout*nt, out[o:], g.ow, bias)
+				j += 8
+				continue
+			}
+			y00, y01, y10, y11 := vec.WinogradOut1(m[co*nt+j:], cout*nt)
+			out[o] = y00 + bias
+			if odd[j]&2 != 0 {
+				out[o+1] = y01 + bias
+			}
+			if odd[j]&1 != 0 {
+				out[o+g.ow] = y10 + bias
+				if odd[j]&2 != 0 {
+					out[o+g.ow+1] = y11 + bias
+				}
+			}
+			j++
+		}
+	}
+}
+
+func growFloats(s []float32, n int) []float32 {
+	if cap(s) < n {
+		return make([]float32, n)
+	}
+	return s[:n]
+}
+
+func growInts(s []int, n int) []int {
+	if cap(s) < n {
+		return make([]int, n)
+	}
+	return s[:n]
+}
