@@ -236,8 +236,7 @@ func Conv2d(x, weight, bias *Tensor, o Conv2dOpts) *Tensor {
 		}
 	}
 	if g.winograd() {
-		wf := wc.Float32()
-		conv2dWinograd(g, xs, wf.f32[wf.offset:wf.offset+wf.Numel()], bd, out.f32)
+		conv2dWinograd(g, xs, wc, bd, out.f32)
 		record(out, []*Tensor{x, weight, bias}, func(gout *Tensor) []*Tensor {
 			return conv2dBackward(g, xs, x, weight, bias, gout)
 		})

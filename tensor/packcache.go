@@ -36,11 +36,51 @@ type packKey struct {
 	off        int // storage offset of the matrix (Conv2d groups)
 	rows, cols int // stored shape
 	isB, trans bool
+	winograd   bool // the 16 transformed matrices of a 3×3 convolution
 }
 
 type packEntry struct {
 	once sync.Once
-	p    *gemm.Packed // nil when the budget was exhausted
+	p    *gemm.Packed   // nil when the budget was exhausted
+	u    []*gemm.Packed // winograd entries: U[ξ], or nil likewise
+}
+
+// bytes returns the memory held by the entry's panels.
+func (e *packEntry) bytes() int64 {
+	var n int64
+	if e.p != nil {
+		n += e.p.Bytes()
+	}
+	for _, p := range e.u {
+		n += p.Bytes()
+	}
+	return n
+}
+
+// reserve takes need bytes of the cache budget and reports whether they
+// were available.
+func reserve(need int64) bool {
+	packCache.Lock()
+	defer packCache.Unlock()
+	if packCache.bytes+need > packCache.budget {
+		return false
+	}
+	packCache.bytes += need
+	return true
+}
+
+// cacheEntry returns the cache entry for key, creating it (and arranging
+// its removal when w is collected) if needed.
+func cacheEntry(w *Tensor, key packKey) *packEntry {
+	packCache.Lock()
+	defer packCache.Unlock()
+	e := packCache.m[key]
+	if e == nil {
+		e = new(packEntry)
+		packCache.m[key] = e
+		runtime.AddCleanup(w, dropPacked, key)
+	}
+	return e
 }
 
 var packCache = struct {
@@ -99,28 +139,14 @@ func packedWeight(w *Tensor, off, rows, cols int, isB, trans bool) gemm.Mat {
 	if w.requiresGrad {
 		return pack(gemm.PackOpts{}).Mat()
 	}
-	key := packKey{weak.Make(w), off, rows, cols, isB, trans}
-	packCache.Lock()
-	e := packCache.m[key]
-	if e == nil {
-		e = new(packEntry)
-		packCache.m[key] = e
-		runtime.AddCleanup(w, dropPacked, key)
-	}
-	packCache.Unlock()
+	e := cacheEntry(w, packKey{t: weak.Make(w), off: off, rows: rows, cols: cols, isB: isB, trans: trans})
 	keep16 := w.dtype == F16 || w.dtype == BF16
 	e.once.Do(func() {
 		need := gemm.PackedBytes(isB, x, k)
 		if keep16 {
 			need = gemm.PackedBytes16(isB, x, k)
 		}
-		packCache.Lock()
-		ok := packCache.bytes+need <= packCache.budget
-		if ok {
-			packCache.bytes += need
-		}
-		packCache.Unlock()
-		if !ok {
+		if !reserve(need) {
 			return
 		}
 		e.p = pack(gemm.PackOpts{OffHeap: true, Keep16: keep16})
@@ -145,8 +171,6 @@ func dropPacked(key packKey) {
 		delete(packCache.m, key)
 		// The cleanup runs after every user of the tensor is gone, so
 		// the entry's Once has finished.
-		if e.p != nil {
-			packCache.bytes -= e.p.Bytes()
-		}
+		packCache.bytes -= e.bytes()
 	}
 }

@@ -27,7 +27,7 @@ func TestPackCacheBytes(t *testing.T) {
 		// The entry itself, not the cache total: other tests' weights may
 		// be collected (and their panels dropped) meanwhile.
 		packCache.Lock()
-		e := packCache.m[packKey{weak.Make(w), w.offset, 40, 24, true, true}]
+		e := packCache.m[packKey{t: weak.Make(w), off: w.offset, rows: 40, cols: 24, isB: true, trans: true}]
 		packCache.Unlock()
 		need := gemm.PackedBytes(true, 40, 24)
 		if dt != F32 {
@@ -44,6 +44,39 @@ func TestPackCacheBytes(t *testing.T) {
 			if got[i] != want[i] {
 				t.Fatalf("%v weight: cached product [%d] = %v, uncached %v", dt, i, got[i], want[i])
 			}
+		}
+	}
+}
+
+// TestPackCacheWinograd checks that a convolution computed with the
+// Winograd algorithm caches its 16 transformed weight matrices, float32 at
+// any weight dtype, and gives the result it gives uncached.
+func TestPackCacheWinograd(t *testing.T) {
+	r := rand.New(rand.NewSource(4))
+	defer SetPackCacheBudget(SetPackCacheBudget(1 << 30))
+	defer SetWinograd(SetWinograd(WinogradAll))
+	const cout, cin = 12, 7
+	base := randT(r, cout, cin, 3, 3)
+	w, wref := Mul(base, Scalar(1)).ToDType(F16), Mul(base, Scalar(1)).ToDType(F16)
+	x := randT(r, 2, cin, 9, 10)
+	o := Conv2dOpts{Padding: [2]int{1, 1}}
+	old := SetPackCacheBudget(0)
+	want := Conv2d(x, wref, nil, o).Data()
+	SetPackCacheBudget(old)
+	got := Conv2d(x, w, nil, o).Data()
+	packCache.Lock()
+	e := packCache.m[packKey{t: weak.Make(w), off: w.offset, rows: cout, cols: cin, winograd: true}]
+	packCache.Unlock()
+	if e == nil || len(e.u) != 16 {
+		t.Fatal("transformed weights not cached")
+	}
+	if got, want := e.bytes(), 16*gemm.PackedBytes(false, cout, cin); got != want {
+		t.Errorf("cached transformed weights take %d bytes, want %d", got, want)
+	}
+	runtime.KeepAlive(w)
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("cached [%d] = %v, uncached %v", i, got[i], want[i])
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"weak"
 
 	"github.com/diffuse-go/diffuse/tensor/gemm"
 	"github.com/diffuse-go/diffuse/tensor/vec"
@@ -35,7 +36,7 @@ import (
 // variant, with larger coefficients, loses about three more bits and is not
 // used.
 //
-// Tiles are processed in blocks of winogradTiles, each block by one
+// Tiles are processed in blocks of up to winogradTiles, each block by one
 // goroutine from start to end (input transform, 16 GEMMs, output
 // transform), so that its transformed input and products stay in the
 // core's caches. The input transform writes V directly in the GEMM's packed
@@ -80,12 +81,13 @@ func SetWinograd(m WinogradMode) WinogradMode {
 // matrices of cout×cin) is not repaid, and with few channels the
 // transforms outweigh the GEMMs.
 const (
-	winogradMinPositions = 1024
+	winogradMinPositions = 4096
 	winogradMinChannels  = 32
 )
 
-// winogradTiles is the number of tiles in a block (a multiple of every
-// kernel's sliver width).
+// winogradTiles is the largest number of tiles in a block; blocks shrink
+// (to 32 at least, a multiple of every kernel's sliver width) until every
+// thread has two of them.
 const winogradTiles = 128
 
 // winograd reports whether Conv2d computes g with the Winograd algorithm.
@@ -100,9 +102,41 @@ func (g convGeom) winograd() bool {
 		g.oh*g.ow >= winogradMinPositions && g.cin >= winogradMinChannels && g.cout >= winogradMinChannels
 }
 
-// winogradWeights returns U[ξ] = G g Gᵀ for every filter g of w (cout ×
-// cin × 3 × 3, float32), as 16 packed cout×cin A operands.
-func winogradWeights(w []float32, cout, cin int) []gemm.Mat {
+// winogradWeights returns the transformed weights of the contiguous 3×3
+// convolution weight w (cout × cin × 3 × 3, any float dtype) as 16 packed
+// cout×cin A operands, from the pack cache when they fit its budget: they
+// are float32, 64 bytes per channel pair against the 18 of the cached
+// float16 im2col panels they replace.
+func winogradWeights(w *Tensor, cout, cin int) []gemm.Mat {
+	transform := func(o gemm.PackOpts) []*gemm.Packed {
+		wf := w.Float32()
+		return winogradTransform(wf.f32[wf.offset:wf.offset+wf.Numel()], cout, cin, o)
+	}
+	mats := func(ps []*gemm.Packed) []gemm.Mat {
+		ms := make([]gemm.Mat, len(ps))
+		for i, p := range ps {
+			ms[i] = p.Mat()
+		}
+		return ms
+	}
+	if w.requiresGrad {
+		return mats(transform(gemm.PackOpts{Threads: 1}))
+	}
+	e := cacheEntry(w, packKey{t: weak.Make(w), off: w.offset, rows: cout, cols: cin, winograd: true})
+	e.once.Do(func() {
+		if reserve(16 * gemm.PackedBytes(false, cout, cin)) {
+			e.u = transform(gemm.PackOpts{Threads: 1, OffHeap: true})
+		}
+	})
+	if e.u == nil {
+		return mats(transform(gemm.PackOpts{Threads: 1}))
+	}
+	return mats(e.u)
+}
+
+// winogradTransform returns U[ξ] = G g Gᵀ for every filter g of w (cout ×
+// cin × 3 × 3, float32), packed as 16 cout×cin A operands with options o.
+func winogradTransform(w []float32, cout, cin int, o gemm.PackOpts) []*gemm.Packed {
 	u := make([]float32, 16*cout*cin)
 	plane := cout * cin
 	parallelFor(plane, 4096, func(lo, hi int) {
@@ -126,17 +160,13 @@ func winogradWeights(w []float32, cout, cin int) []gemm.Mat {
 			}
 		}
 	})
-	ms := make([]gemm.Mat, 16)
-	var wg sync.WaitGroup
-	for xi := range ms {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ms[xi] = gemm.PackAWith(gemm.PackOpts{Threads: 1}, cout, cin, gemm.F32Mat(u[xi*plane:(xi+1)*plane], cin, false)).Mat()
-		}()
-	}
-	wg.Wait()
-	return ms
+	ps := make([]*gemm.Packed, 16)
+	parallelFor(16, 1, func(lo, hi int) {
+		for xi := lo; xi < hi; xi++ {
+			ps[xi] = gemm.PackAWith(o, cout, cin, gemm.F32Mat(u[xi*plane:(xi+1)*plane], cin, false))
+		}
+	})
+	return ps
 }
 
 // winogradWork is one goroutine's buffers: the transformed input V and the
@@ -157,9 +187,9 @@ type winogradWork struct {
 var winogradPool = sync.Pool{New: func() any { return new(winogradWork) }}
 
 // conv2dWinograd computes the convolution g of xs (contiguous [n, cin, h,
-// w]) with the float32 weight wf into out ([n, cout, oh, ow]), adding bias
-// bd when not nil.
-func conv2dWinograd(g convGeom, xs, wf, bd, out []float32) {
+// w]) with the contiguous weight w into out ([n, cout, oh, ow]), adding
+// bias bd when not nil.
+func conv2dWinograd(g convGeom, xs []float32, w *Tensor, bd, out []float32) {
 	th, tw := (g.oh+1)/2, (g.ow+1)/2
 	ph, pw := g.o.Padding[0], g.o.Padding[1]
 	// The zero-padded input covers every tile's 4×4 patch.
@@ -173,12 +203,17 @@ func conv2dWinograd(g convGeom, xs, wf, bd, out []float32) {
 			}
 		}
 	})
-	u := winogradWeights(wf, g.cout, g.cin)
+	u := winogradWeights(w, g.cout, g.cin)
 
 	tiles := g.n * th * tw
-	blocks := (tiles + winogradTiles - 1) / winogradTiles
+	threads := runtime.GOMAXPROCS(0)
+	nt := winogradTiles
+	for nt > 32 && (tiles+nt-1)/nt < 2*threads {
+		nt /= 2
+	}
+	blocks := (tiles + nt - 1) / nt
 	var next atomic.Int64
-	workers := min(runtime.GOMAXPROCS(0), blocks)
+	workers := min(threads, blocks)
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Add(1)
@@ -191,7 +226,7 @@ func conv2dWinograd(g convGeom, xs, wf, bd, out []float32) {
 				if b >= blocks {
 					return
 				}
-				winogradBlock(g, ws, xp, hp, wp, th, tw, b*winogradTiles, min(tiles, (b+1)*winogradTiles), u, bd, out)
+				winogradBlock(g, ws, xp, hp, wp, th, tw, nt, b*nt, min(tiles, (b+1)*nt), u, bd, out)
 			}
 		}()
 	}
@@ -199,9 +234,8 @@ func conv2dWinograd(g convGeom, xs, wf, bd, out []float32) {
 }
 
 // winogradBlock computes the tiles [t0, t1) (counted across images, row by
-// row) on the calling goroutine.
-func winogradBlock(g convGeom, ws *winogradWork, xp []float32, hp, wp, th, tw, t0, t1 int, u []gemm.Mat, bd, out []float32) {
-	const nt = winogradTiles
+// row; t1-t0 <= nt, the block size) on the calling goroutine.
+func winogradBlock(g convGeom, ws *winogradWork, xp []float32, hp, wp, th, tw, nt, t0, t1 int, u []gemm.Mat, bd, out []float32) {
 	cin, cout := g.cin, g.cout
 	P := g.oh * g.ow
 	ws.v = growFloats(ws.v, 16*cin*nt)
