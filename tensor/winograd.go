@@ -85,6 +85,10 @@ const (
 	winogradMinChannels  = 32
 )
 
+// winogradCacheBelow is the number of output positions per image from
+// which the transformed weights are computed per call instead of cached.
+const winogradCacheBelow = 16384
+
 // winogradTiles is the largest number of tiles in a block; blocks shrink
 // (to 32 at least, a multiple of every kernel's sliver width) until every
 // thread has two of them.
@@ -104,10 +108,10 @@ func (g convGeom) winograd() bool {
 
 // winogradWeights returns the transformed weights of the contiguous 3×3
 // convolution weight w (cout × cin × 3 × 3, any float dtype) as 16 packed
-// cout×cin A operands, from the pack cache when they fit its budget: they
-// are float32, 64 bytes per channel pair against the 18 of the cached
-// float16 im2col panels they replace.
-func winogradWeights(w *Tensor, cout, cin int) []gemm.Mat {
+// cout×cin A operands. With cache, they come from the pack cache when they
+// fit its budget: they are float32, 64 bytes per channel pair against the
+// 18 of the cached float16 im2col panels.
+func winogradWeights(w *Tensor, cout, cin int, cache bool) []gemm.Mat {
 	transform := func(o gemm.PackOpts) []*gemm.Packed {
 		wf := w.Float32()
 		return winogradTransform(wf.f32[wf.offset:wf.offset+wf.Numel()], cout, cin, o)
@@ -119,7 +123,7 @@ func winogradWeights(w *Tensor, cout, cin int) []gemm.Mat {
 		}
 		return ms
 	}
-	if w.requiresGrad {
+	if w.requiresGrad || !cache {
 		return mats(transform(gemm.PackOpts{Threads: 1}))
 	}
 	e := cacheEntry(w, packKey{t: weak.Make(w), off: w.offset, rows: cout, cols: cin, winograd: true})
@@ -173,8 +177,7 @@ func winogradTransform(w []float32, cout, cin int, o gemm.PackOpts) []*gemm.Pack
 // products M of a block, 16 matrices each.
 type winogradWork struct {
 	v, m []float32
-	base []int // per tile of the block: its patch's offset in the padded input
-	out  []int // per tile: its output offset, or -1 past the last tile
+	out []int // per tile of the block: its output offset, or -1 past the last tile
 	odd  []uint8
 	// run: at a tile whose index in the block is a multiple of 8, how many
 	// tiles from it on lie in the same row of tiles (else 0); full: whether
@@ -182,7 +185,15 @@ type winogradWork struct {
 	// off at the bottom or right edge).
 	run  []int
 	full []bool
+	// segs: the block's runs of tiles in one row of tiles; strip: a
+	// zero-padded copy of the four input rows under one of them.
+	segs  []winogradSeg
+	strip []float32
 }
+
+// winogradSeg is a run of a block's tiles in one row of tiles: block tiles
+// j0..j1-1, in image img, tile row ty, from tile column tx0 on.
+type winogradSeg struct{ j0, j1, img, ty, tx0 int }
 
 var winogradPool = sync.Pool{New: func() any { return new(winogradWork) }}
 
@@ -191,19 +202,10 @@ var winogradPool = sync.Pool{New: func() any { return new(winogradWork) }}
 // bias bd when not nil.
 func conv2dWinograd(g convGeom, xs []float32, w *Tensor, bd, out []float32) {
 	th, tw := (g.oh+1)/2, (g.ow+1)/2
-	ph, pw := g.o.Padding[0], g.o.Padding[1]
-	// The zero-padded input covers every tile's 4×4 patch.
-	hp, wp := 2*th+2, 2*tw+2
-	xp := make([]float32, g.n*g.cin*hp*wp)
-	parallelFor(g.n*g.cin, max(1, 65536/(hp*wp)), func(lo, hi int) {
-		// hp ≥ h + 2·ph and wp ≥ w + 2·pw, so every input row fits.
-		for pl := lo; pl < hi; pl++ {
-			for y := 0; y < g.h; y++ {
-				copy(xp[(pl*hp+y+ph)*wp+pw:][:g.w], xs[(pl*g.h+y)*g.w:][:g.w])
-			}
-		}
-	})
-	u := winogradWeights(w, g.cout, g.cin)
+	// Transforming and packing the weights costs as much as about 100
+	// tiles' GEMMs: worth keeping for the sizes of a UNet's 64×64 latents,
+	// not for a VAE decoder's larger images, each decoded once.
+	u := winogradWeights(w, g.cout, g.cin, g.oh*g.ow < winogradCacheBelow)
 
 	tiles := g.n * th * tw
 	threads := runtime.GOMAXPROCS(0)
@@ -226,7 +228,7 @@ func conv2dWinograd(g convGeom, xs []float32, w *Tensor, bd, out []float32) {
 				if b >= blocks {
 					return
 				}
-				winogradBlock(g, ws, xp, hp, wp, th, tw, nt, b*nt, min(tiles, (b+1)*nt), u, bd, out)
+				winogradBlock(g, ws, xs, th, tw, nt, b*nt, min(tiles, (b+1)*nt), u, bd, out)
 			}
 		}()
 	}
@@ -235,13 +237,13 @@ func conv2dWinograd(g convGeom, xs []float32, w *Tensor, bd, out []float32) {
 
 // winogradBlock computes the tiles [t0, t1) (counted across images, row by
 // row; t1-t0 <= nt, the block size) on the calling goroutine.
-func winogradBlock(g convGeom, ws *winogradWork, xp []float32, hp, wp, th, tw, nt, t0, t1 int, u []gemm.Mat, bd, out []float32) {
+func winogradBlock(g convGeom, ws *winogradWork, xs []float32, th, tw, nt, t0, t1 int, u []gemm.Mat, bd, out []float32) {
 	cin, cout := g.cin, g.cout
 	P := g.oh * g.ow
 	ws.v = growFloats(ws.v, 16*cin*nt)
 	ws.m = growFloats(ws.m, 16*cout*nt)
-	ws.base = growInts(ws.base, nt)
 	ws.out = growInts(ws.out, nt)
+	ws.segs = ws.segs[:0]
 	ws.run = growInts(ws.run, nt)
 	if cap(ws.odd) < nt {
 		ws.odd = make([]uint8, nt)
@@ -251,12 +253,16 @@ func winogradBlock(g convGeom, ws *winogradWork, xp []float32, hp, wp, th, tw, n
 	for j := 0; j < nt; j++ {
 		t := t0 + j
 		if t >= t1 {
-			ws.base[j], ws.out[j] = -1, -1
+			ws.out[j] = -1
 			continue
 		}
 		img, r := t/(th*tw), t%(th*tw)
 		ty, tx := r/tw, r%tw
-		ws.base[j] = img*cin*hp*wp + 2*ty*wp + 2*tx
+		if n := len(ws.segs); n == 0 || tx == 0 {
+			ws.segs = append(ws.segs, winogradSeg{j0: j, j1: j + 1, img: img, ty: ty, tx0: tx})
+		} else {
+			ws.segs[n-1].j1 = j + 1
+		}
 		ws.out[j] = img*cout*P + 2*ty*g.ow + 2*tx
 		// Bit 0: the tile's second row is inside the output; bit 1: its
 		// second column.
@@ -281,32 +287,60 @@ func winogradBlock(g convGeom, ws *winogradWork, xp []float32, hp, wp, th, tw, n
 	}
 
 	// Input transform: V[ξ] = (Bᵀ d B)[ξ] for every channel and tile,
-	// written in the packed B layout (see gemm.PanelsB).
+	// written in the packed B layout (see gemm.PanelsB). Each run of tiles
+	// in one tile row reads a zero-padded copy of the four input rows under
+	// it, so that border tiles need no special case.
 	w := gemm.NR()
 	kcb := gemm.KBlock(cin)
-	plane := hp * wp
+	ph, pw := g.o.Padding[0], g.o.Padding[1]
+	plane := g.h * g.w
 	v := ws.v
-	for ci := 0; ci < cin; ci++ {
-		pc := ci / kcb * kcb
-		kc := min(kcb, cin-pc)
-		rowOff := pc*nt + (ci-pc)*w
-		for j := 0; j < nt; {
-			// j is a multiple of 8, and 8 divides the sliver width, so
-			// tiles j..j+7 are consecutive in V.
-			o := rowOff + j/w*w*kc + j%w
-			if ws.run[j] >= 8 {
-				vec.WinogradIn8(xp[ws.base[j]+ci*plane:], wp, v[o:], cin*nt)
-				j += 8
-				continue
+	// Tiles past t1 (only in the last block) multiply zeros.
+	for j := t1 - t0; j < nt; j++ {
+		for ci := 0; ci < cin; ci++ {
+			pc := ci / kcb * kcb
+			o := pc*nt + (ci-pc)*w + j/w*w*min(kcb, cin-pc) + j%w
+			for xi := 0; xi < 16; xi++ {
+				v[xi*cin*nt+o] = 0
 			}
-			if b := ws.base[j]; b >= 0 {
-				vec.WinogradIn1(xp[b+ci*plane:], wp, v[o:], cin*nt)
-			} else {
-				for xi := 0; xi < 16; xi++ {
-					v[xi*cin*nt+o] = 0
+		}
+	}
+	for _, sg := range ws.segs {
+		// The strip holds input columns x0, x0+1, … of rows y0..y0+3.
+		n := sg.j1 - sg.j0
+		y0, x0 := 2*sg.ty-ph, 2*sg.tx0-pw
+		ld := max(2*n+2, 18)
+		ws.strip = growFloats(ws.strip, 4*ld)
+		strip := ws.strip
+		xa, xb := max(x0, 0), min(x0+2*n+2, g.w) // input columns inside the strip
+		for ci := 0; ci < cin; ci++ {
+			src := xs[(sg.img*cin+ci)*plane:]
+			for r := 0; r < 4; r++ {
+				row := strip[r*ld : r*ld+ld]
+				y := y0 + r
+				if y < 0 || y >= g.h || xa >= xb {
+					clear(row)
+					continue
 				}
+				clear(row[:xa-x0])
+				copy(row[xa-x0:xb-x0], src[y*g.w+xa:y*g.w+xb])
+				clear(row[xb-x0:])
 			}
-			j++
+			pc := ci / kcb * kcb
+			kc := min(kcb, cin-pc)
+			rowOff := pc*nt + (ci-pc)*w
+			for j := sg.j0; j < sg.j1; {
+				o := rowOff + j/w*w*kc + j%w
+				if ws.run[j] >= 8 {
+					// j is a multiple of 8, and 8 divides the sliver
+					// width, so tiles j..j+7 are consecutive in V.
+					vec.WinogradIn8(strip[2*(j-sg.j0):], ld, v[o:], cin*nt)
+					j += 8
+					continue
+				}
+				vec.WinogradIn1(strip[2*(j-sg.j0):], ld, v[o:], cin*nt)
+				j++
+			}
 		}
 	}
 
