@@ -177,7 +177,7 @@ func winogradTransform(w []float32, cout, cin int, o gemm.PackOpts) []*gemm.Pack
 // products M of a block, 16 matrices each.
 type winogradWork struct {
 	v, m []float32
-	out []int // per tile of the block: its output offset, or -1 past the last tile
+	out  []int // per tile of the block: its output offset, or -1 past the last tile
 	odd  []uint8
 	// run: at a tile whose index in the block is a multiple of 8, how many
 	// tiles from it on lie in the same row of tiles (else 0); full: whether
