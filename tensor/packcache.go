@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"weak"
 
 	"github.com/diffuse-go/diffuse/tensor/gemm"
@@ -40,6 +41,7 @@ type packKey struct {
 }
 
 type packEntry struct {
+	uses atomic.Int32 // winograd entries: calls so far
 	once sync.Once
 	p    *gemm.Packed   // nil when the budget was exhausted
 	u    []*gemm.Packed // winograd entries: U[ξ], or nil likewise

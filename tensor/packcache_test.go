@@ -49,8 +49,9 @@ func TestPackCacheBytes(t *testing.T) {
 }
 
 // TestPackCacheWinograd checks that a convolution computed with the
-// Winograd algorithm caches its 16 transformed weight matrices, float32 at
-// any weight dtype, and gives the result it gives uncached.
+// Winograd algorithm caches its 16 transformed weight matrices (float32 at
+// any weight dtype) from the weight's second use on, and gives the result
+// it gives uncached.
 func TestPackCacheWinograd(t *testing.T) {
 	r := rand.New(rand.NewSource(4))
 	defer SetPackCacheBudget(SetPackCacheBudget(1 << 30))
@@ -63,20 +64,28 @@ func TestPackCacheWinograd(t *testing.T) {
 	old := SetPackCacheBudget(0)
 	want := Conv2d(x, wref, nil, o).Data()
 	SetPackCacheBudget(old)
+	key := packKey{t: weak.Make(w), off: w.offset, rows: cout, cols: cin, winograd: true}
+	entry := func() *packEntry {
+		packCache.Lock()
+		defer packCache.Unlock()
+		return packCache.m[key]
+	}
+	first := Conv2d(x, w, nil, o).Data()
+	if e := entry(); e == nil || e.u != nil {
+		t.Fatal("transformed weights cached at their first use")
+	}
 	got := Conv2d(x, w, nil, o).Data()
-	packCache.Lock()
-	e := packCache.m[packKey{t: weak.Make(w), off: w.offset, rows: cout, cols: cin, winograd: true}]
-	packCache.Unlock()
+	e := entry()
 	if e == nil || len(e.u) != 16 {
-		t.Fatal("transformed weights not cached")
+		t.Fatal("transformed weights not cached at their second use")
 	}
 	if got, want := e.bytes(), 16*gemm.PackedBytes(false, cout, cin); got != want {
 		t.Errorf("cached transformed weights take %d bytes, want %d", got, want)
 	}
 	runtime.KeepAlive(w)
 	for i := range want {
-		if got[i] != want[i] {
-			t.Fatalf("cached [%d] = %v, uncached %v", i, got[i], want[i])
+		if got[i] != want[i] || first[i] != want[i] {
+			t.Fatalf("[%d]: cached %v, first use %v, uncached %v", i, got[i], first[i], want[i])
 		}
 	}
 }

@@ -203,6 +203,23 @@ func (t *Tensor) at(off int) float32 {
 	return t.f32[off]
 }
 
+// valuesAt converts the len(dst) stored values from storage offset off on
+// (contiguous storage) to float32.
+func (t *Tensor) valuesAt(off int, dst []float32) {
+	switch t.dtype {
+	case F16:
+		half.F16sToF32s(dst, t.u16[off:off+len(dst)])
+	case BF16:
+		half.BF16sToF32s(dst, t.u16[off:off+len(dst)])
+	case F32:
+		copy(dst, t.f32[off:off+len(dst)])
+	default:
+		for i := range dst {
+			dst[i] = t.at(off + i)
+		}
+	}
+}
+
 // At returns the element at the given index (slow; for tests and debugging).
 func (t *Tensor) At(idx ...int) float32 {
 	off := t.offset

@@ -108,14 +108,11 @@ func (g convGeom) winograd() bool {
 
 // winogradWeights returns the transformed weights of the contiguous 3×3
 // convolution weight w (cout × cin × 3 × 3, any float dtype) as 16 packed
-// cout×cin A operands. With cache, they come from the pack cache when they
-// fit its budget: they are float32, 64 bytes per channel pair against the
-// 18 of the cached float16 im2col panels.
-func winogradWeights(w *Tensor, cout, cin int, cache bool) []gemm.Mat {
-	transform := func(o gemm.PackOpts) []*gemm.Packed {
-		wf := w.Float32()
-		return winogradTransform(wf.f32[wf.offset:wf.offset+wf.Numel()], cout, cin, o)
-	}
+// cout×cin A operands. With cache, a weight used a second time keeps them
+// in the pack cache, within its budget: they are float32, 64 bytes per
+// channel pair against the 18 of the cached float16 im2col panels, so a
+// weight used once (a VAE decoder's, per image) does not keep them.
+func winogradWeights(w *Tensor, cout, cin int, cache bool) (u []gemm.Mat, release func()) {
 	mats := func(ps []*gemm.Packed) []gemm.Mat {
 		ms := make([]gemm.Mat, len(ps))
 		for i, p := range ps {
@@ -123,29 +120,52 @@ func winogradWeights(w *Tensor, cout, cin int, cache bool) []gemm.Mat {
 		}
 		return ms
 	}
+	// perCall packs into a recycled buffer, returned by release once the
+	// convolution is done with it.
+	perCall := func() ([]gemm.Mat, func()) {
+		n := int(gemm.PackedBytes(false, cout, cin) / 4)
+		buf := winogradScratch.Get().(*[]float32)
+		*buf = growFloats(*buf, 16*n)
+		ps := winogradTransform(w, cout, cin, func(xi int) gemm.PackOpts {
+			return gemm.PackOpts{Threads: 1, Buf: (*buf)[xi*n : (xi+1)*n]}
+		})
+		return mats(ps), func() { winogradScratch.Put(buf) }
+	}
 	if w.requiresGrad || !cache {
-		return mats(transform(gemm.PackOpts{Threads: 1}))
+		return perCall()
 	}
 	e := cacheEntry(w, packKey{t: weak.Make(w), off: w.offset, rows: cout, cols: cin, winograd: true})
+	if e.uses.Add(1) < 2 {
+		return perCall()
+	}
 	e.once.Do(func() {
 		if reserve(16 * gemm.PackedBytes(false, cout, cin)) {
-			e.u = transform(gemm.PackOpts{Threads: 1, OffHeap: true})
+			e.u = winogradTransform(w, cout, cin, func(int) gemm.PackOpts { return gemm.PackOpts{Threads: 1, OffHeap: true} })
 		}
 	})
 	if e.u == nil {
-		return mats(transform(gemm.PackOpts{Threads: 1}))
+		return perCall()
 	}
-	return mats(e.u)
+	return mats(e.u), func() {}
 }
 
-// winogradTransform returns U[ξ] = G g Gᵀ for every filter g of w (cout ×
-// cin × 3 × 3, float32), packed as 16 cout×cin A operands with options o.
-func winogradTransform(w []float32, cout, cin int, o gemm.PackOpts) []*gemm.Packed {
-	u := make([]float32, 16*cout*cin)
+// winogradScratch recycles the float32 buffers of the weight transform (16
+// matrices of cout×cin, staged and then packed) between calls.
+var winogradScratch = sync.Pool{New: func() any { return new([]float32) }}
+
+// winogradTransform returns U[ξ] = G g Gᵀ for every filter g of the
+// contiguous weight w (cout × cin × 3 × 3), packed as 16 cout×cin A
+// operands, U[ξ] with options o(ξ).
+func winogradTransform(w *Tensor, cout, cin int, o func(xi int) gemm.PackOpts) []*gemm.Packed {
 	plane := cout * cin
+	buf := winogradScratch.Get().(*[]float32)
+	defer winogradScratch.Put(buf)
+	*buf = growFloats(*buf, 16*plane)
+	u := *buf
 	parallelFor(plane, 4096, func(lo, hi int) {
+		var g [9]float32
 		for f := lo; f < hi; f++ {
-			g := w[f*9 : f*9+9 : f*9+9]
+			w.valuesAt(w.offset+f*9, g[:])
 			// t = G g (4×3), then U = t Gᵀ (4×4).
 			var t [4][3]float32
 			for j := 0; j < 3; j++ {
@@ -167,7 +187,7 @@ func winogradTransform(w []float32, cout, cin int, o gemm.PackOpts) []*gemm.Pack
 	ps := make([]*gemm.Packed, 16)
 	parallelFor(16, 1, func(lo, hi int) {
 		for xi := lo; xi < hi; xi++ {
-			ps[xi] = gemm.PackAWith(o, cout, cin, gemm.F32Mat(u[xi*plane:(xi+1)*plane], cin, false))
+			ps[xi] = gemm.PackAWith(o(xi), cout, cin, gemm.F32Mat(u[xi*plane:(xi+1)*plane], cin, false))
 		}
 	})
 	return ps
@@ -205,7 +225,8 @@ func conv2dWinograd(g convGeom, xs []float32, w *Tensor, bd, out []float32) {
 	// Transforming and packing the weights costs as much as about 100
 	// tiles' GEMMs: worth keeping for the sizes of a UNet's 64×64 latents,
 	// not for a VAE decoder's larger images, each decoded once.
-	u := winogradWeights(w, g.cout, g.cin, g.oh*g.ow < winogradCacheBelow)
+	u, release := winogradWeights(w, g.cout, g.cin, g.oh*g.ow < winogradCacheBelow)
+	defer release()
 
 	tiles := g.n * th * tw
 	threads := runtime.GOMAXPROCS(0)

@@ -54,6 +54,11 @@ type PackOpts struct {
 	// to operands packed along k (an untransposed A, a transposed B: weight
 	// matrices in their usual layouts); others are packed as float32.
 	Keep16 bool
+	// Buf, when it holds at least PackedBytes/4 values, receives float32
+	// panels (OffHeap and Keep16 then do not apply): for operands packed
+	// afresh on every call, so that their panels are not garbage. The
+	// caller must not reuse it while the Packed is in use.
+	Buf []float32
 }
 
 // PackAWith is PackA with options.
@@ -116,7 +121,9 @@ func packOperand(kern microKernel, o PackOpts, isB bool, x, k int, src Mat) *Pac
 	// untransposed, B transposed.
 	alongK := src.Trans == isB
 	n := packedLen(x, k, w)
-	if o.Keep16 && alongK && src.Lines == nil && src.Kind != F32 {
+	if len(o.Buf) >= n {
+		p.data = o.Buf[:n]
+	} else if o.Keep16 && alongK && src.Lines == nil && src.Kind != F32 {
 		p.hkind = src.Kind
 		if o.OffHeap {
 			if f := allocOffHeap(p, (n+1)/2); f != nil {

@@ -208,3 +208,29 @@ func TestKeep16(t *testing.T) {
 		}
 	}
 }
+
+// TestPackBuf checks packing into a caller's buffer that holds old values
+// (NaN): the panels, padding included, are all written.
+func TestPackBuf(t *testing.T) {
+	rng := rand.New(rand.NewPCG(50, 51))
+	for _, sh := range [][3]int{{7, 13, 5}, {mcMax + 3, 40, kcMax + 9}} {
+		m, n, k := sh[0], sh[1], sh[2]
+		a, b := randMat(rng, F32, m, k, false, 0), randMat(rng, F32, k, n, false, 0)
+		buf := make([]float32, PackedBytes(false, m, k)/4)
+		for i := range buf {
+			buf[i] = float32(math.NaN())
+		}
+		pa := PackAWith(PackOpts{Buf: buf}, m, k, a)
+		if &pa.data[0] != &buf[0] {
+			t.Fatalf("%v: panels not in the buffer", sh)
+		}
+		got, want := make([]float32, m*n), make([]float32, m*n)
+		Gemm(m, n, k, 1, pa.Mat(), b, 0, got, n)
+		Gemm(m, n, k, 1, PackA(m, k, a).Mat(), b, 0, want, n)
+		for i := range want {
+			if got[i] != want[i] {
+				t.Fatalf("%v: C[%d] = %v, want %v", sh, i, got[i], want[i])
+			}
+		}
+	}
+}
