@@ -31,17 +31,19 @@ import (
 // the price of the two transforms, which are additions only, and of the
 // transformed weights, 16/9 times the weight.
 //
-// The transforms' coefficients are 0, ±1 and ±½, so they add rounding
-// comparable to a different summation order, not more: the F(4×4, 3×3)
-// variant, with larger coefficients, loses about three more bits and is not
+// The transforms' coefficients are 0, ±1 and ±½, exact in binary, so they
+// add rounding comparable to a different summation order. F(4×4, 3×3)
+// would save more (36 multiplications per 16 outputs) but its coefficients
+// include fractions such as 1/6 that add rounding of their own; it is not
 // used.
 //
 // Tiles are processed in blocks of up to winogradTiles, each block by one
 // goroutine from start to end (input transform, 16 GEMMs, output
 // transform), so that its transformed input and products stay in the
 // core's caches. The input transform writes V directly in the GEMM's packed
-// B layout (gemm.PanelsB), and the 16 weight matrices are packed once per
-// call and shared by all goroutines.
+// B layout (gemm.PanelsB); the 16 weight matrices are transformed and
+// packed once per call, or kept in the pack cache, and shared by all
+// goroutines.
 
 // WinogradMode selects when Conv2d uses the Winograd algorithm.
 type WinogradMode int32
@@ -222,8 +224,8 @@ var winogradPool = sync.Pool{New: func() any { return new(winogradWork) }}
 // bias bd when not nil.
 func conv2dWinograd(g convGeom, xs []float32, w *Tensor, bd, out []float32) {
 	th, tw := (g.oh+1)/2, (g.ow+1)/2
-	// Transforming and packing the weights costs as much as about 100
-	// tiles' GEMMs: worth keeping for the sizes of a UNet's 64×64 latents,
+	// Transforming and packing the weights costs about as much as a
+	// hundred tiles' GEMMs: worth keeping for the sizes of a UNet's 64×64 latents,
 	// not for a VAE decoder's larger images, each decoded once.
 	u, release := winogradWeights(w, g.cout, g.cin, g.oh*g.ow < winogradCacheBelow)
 	defer release()
