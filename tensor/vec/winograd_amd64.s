@@ -169,7 +169,7 @@ TEXT ·winogradIn8AVX2(SB), $512-32
 // func winogradOut8AVX2(m *float32, stride int, out *float32, ldo int, bias float32)
 //
 // Per column c: s0 = m0c+m1c+m2c, s1 = m1c-m2c-m3c (rows i of ξ = 4i+c);
-// then y = s B-side combination plus bias, and each output row's two
+// then Y = s A plus bias (columns), and each output row's two
 // values per tile are interleaved into 16 consecutive floats.
 TEXT ·winogradOut8AVX2(SB), NOSPLIT, $0-36
 	MOVQ m+0(FP), SI
