@@ -65,13 +65,14 @@ func BenchmarkConv2d(b *testing.B) {
 		w := Mul(benchRand(2, s.cout, s.cin, 3, 3), Scalar(0.02)).ToDType(F16)
 		bias := benchRand(3, s.cout)
 		o := Conv2dOpts{Padding: [2]int{1, 1}}
-		// B read in place and unfolded and packed, then Winograd, one
-		// after the other so all see the same machine load. Winograd's
-		// rate counts the direct convolution's flops.
+		// The im2col GEMM with B read in place and with B unfolded and
+		// packed, then the default (Winograd where it applies), one after
+		// the other so all see the same machine load. Rates count the
+		// direct convolution's flops.
 		for _, mode := range []struct {
 			name              string
 			inPlace, winograd bool
-		}{{"inplace", true, false}, {"packed", false, false}, {"winograd", false, true}} {
+		}{{"inplace", true, false}, {"packed", false, false}, {"default", false, true}} {
 			b.Run(s.name+"/"+mode.name, func(b *testing.B) {
 				convInPlace = mode.inPlace
 				defer SetWinograd(SetWinograd(map[bool]WinogradMode{false: WinogradOff, true: WinogradAuto}[mode.winograd]))
