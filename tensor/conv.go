@@ -225,9 +225,6 @@ func Conv2d(x, weight, bias *Tensor, o Conv2dOpts) *Tensor {
 	xs := xc.f32[xc.offset : xc.offset+xc.Numel()]
 	wc := weight.Contiguous()
 	out := Zeros(g.n, g.cout, g.oh, g.ow)
-	P := g.oh * g.ow
-	kc := g.kc()
-	cog := g.cout / g.groups
 	var bd []float32
 	if bias != nil {
 		bd = bias.Data()
@@ -237,11 +234,22 @@ func Conv2d(x, weight, bias *Tensor, o Conv2dOpts) *Tensor {
 	}
 	if g.winograd() {
 		conv2dWinograd(g, xs, wc, bd, out.f32)
-		record(out, []*Tensor{x, weight, bias}, func(gout *Tensor) []*Tensor {
-			return conv2dBackward(g, xs, x, weight, bias, gout)
-		})
-		return out
+	} else {
+		conv2dGEMM(g, xs, wc, bd, out.f32)
 	}
+	record(out, []*Tensor{x, weight, bias}, func(gout *Tensor) []*Tensor {
+		return conv2dBackward(g, xs, x, weight, bias, gout)
+	})
+	return out
+}
+
+// conv2dGEMM computes the convolution g of xs (contiguous [n, cin, h, w])
+// with the contiguous weight wc into out ([n, cout, oh, ow]) as one GEMM
+// per image and group (or one for all images), adding bias bd when not nil.
+func conv2dGEMM(g convGeom, xs []float32, wc *Tensor, bd, out []float32) {
+	P := g.oh * g.ow
+	kc := g.kc()
+	cog := g.cout / g.groups
 	// The weight is the A operand of every product, packed once (and
 	// usually cached across calls); the unfolded input is generated line by
 	// line while each GEMM thread packs its own columns of B, and the bias is
@@ -272,14 +280,14 @@ func Conv2d(x, weight, bias *Tensor, o Conv2dOpts) *Tensor {
 			parallelFor(g.n*cog, max(1, 65536/P), func(lo, hi int) {
 				for i := lo; i < hi; i++ {
 					img, c := i/cog, i%cog
-					copy(out.f32[(img*g.cout+grp*cog+c)*P:(img*g.cout+grp*cog+c+1)*P], tmp[(c*g.n+img)*P:])
+					copy(out[(img*g.cout+grp*cog+c)*P:(img*g.cout+grp*cog+c+1)*P], tmp[(c*g.n+img)*P:])
 				}
 			})
 		}
 	} else {
 		for img := 0; img < g.n; img++ {
 			for grp, wm := range wms {
-				dst := out.f32[(img*g.cout+grp*cog)*P:]
+				dst := out[(img*g.cout+grp*cog)*P:]
 				xm := input(img, grp)
 				if g.direct() && inPlace == nil {
 					xm = gemm.F32Mat(xs[(img*g.cin+grp*kc)*P:(img*g.cin+(grp+1)*kc)*P], P, false)
@@ -292,10 +300,6 @@ func Conv2d(x, weight, bias *Tensor, o Conv2dOpts) *Tensor {
 			}
 		}
 	}
-	record(out, []*Tensor{x, weight, bias}, func(gout *Tensor) []*Tensor {
-		return conv2dBackward(g, xs, x, weight, bias, gout)
-	})
-	return out
 }
 
 func conv2dBackward(g convGeom, xs []float32, x, weight, bias, gout *Tensor) []*Tensor {

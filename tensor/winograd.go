@@ -127,7 +127,7 @@ func winogradWeights(w *Tensor, cout, cin int, cache bool) (u []gemm.Mat, releas
 	perCall := func() ([]gemm.Mat, func()) {
 		n := int(gemm.PackedBytes(false, cout, cin) / 4)
 		buf := winogradScratch.Get().(*[]float32)
-		*buf = growFloats(*buf, 16*n)
+		*buf = grown(*buf, 16*n)
 		ps := winogradTransform(w, cout, cin, func(xi int) gemm.PackOpts {
 			return gemm.PackOpts{Threads: 1, Buf: (*buf)[xi*n : (xi+1)*n]}
 		})
@@ -162,7 +162,7 @@ func winogradTransform(w *Tensor, cout, cin int, o func(xi int) gemm.PackOpts) [
 	plane := cout * cin
 	buf := winogradScratch.Get().(*[]float32)
 	defer winogradScratch.Put(buf)
-	*buf = growFloats(*buf, 16*plane)
+	*buf = grown(*buf, 16*plane)
 	u := *buf
 	parallelFor(plane, 4096, func(lo, hi int) {
 		var g [9]float32
@@ -263,16 +263,14 @@ func conv2dWinograd(g convGeom, xs []float32, w *Tensor, bd, out []float32) {
 func winogradBlock(g convGeom, ws *winogradWork, xs []float32, th, tw, nt, t0, t1 int, u []gemm.Mat, bd, out []float32) {
 	cin, cout := g.cin, g.cout
 	P := g.oh * g.ow
-	ws.v = growFloats(ws.v, 16*cin*nt)
-	ws.m = growFloats(ws.m, 16*cout*nt)
-	ws.out = growInts(ws.out, nt)
+	ws.v = grown(ws.v, 16*cin*nt)
+	ws.m = grown(ws.m, 16*cout*nt)
+	ws.out = grown(ws.out, nt)
 	ws.segs = ws.segs[:0]
-	ws.run = growInts(ws.run, nt)
-	if cap(ws.odd) < nt {
-		ws.odd = make([]uint8, nt)
-		ws.full = make([]bool, nt)
-	}
-	odd := ws.odd[:nt]
+	ws.run = grown(ws.run, nt)
+	ws.odd = grown(ws.odd, nt)
+	ws.full = grown(ws.full, nt)
+	odd := ws.odd
 	for j := 0; j < nt; j++ {
 		t := t0 + j
 		if t >= t1 {
@@ -333,7 +331,7 @@ func winogradBlock(g convGeom, ws *winogradWork, xs []float32, th, tw, nt, t0, t
 		n := sg.j1 - sg.j0
 		y0, x0 := 2*sg.ty-ph, 2*sg.tx0-pw
 		ld := max(2*n+2, 18)
-		ws.strip = growFloats(ws.strip, 4*ld)
+		ws.strip = grown(ws.strip, 4*ld)
 		strip := ws.strip
 		xa, xb := max(x0, 0), min(x0+2*n+2, g.w) // input columns inside the strip
 		for ci := 0; ci < cin; ci++ {
@@ -405,16 +403,11 @@ func winogradBlock(g convGeom, ws *winogradWork, xs []float32, th, tw, nt, t0, t
 	}
 }
 
-func growFloats(s []float32, n int) []float32 {
+// grown returns s with length n, reallocated (contents lost) when its
+// capacity is short: for reusable work buffers.
+func grown[T any](s []T, n int) []T {
 	if cap(s) < n {
-		return make([]float32, n)
-	}
-	return s[:n]
-}
-
-func growInts(s []int, n int) []int {
-	if cap(s) < n {
-		return make([]int, n)
+		return make([]T, n)
 	}
 	return s[:n]
 }
