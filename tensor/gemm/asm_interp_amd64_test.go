@@ -10,9 +10,9 @@ func init() {
 		var fn, raw asmNativeFn
 		can := hasAVX2FMA
 		switch name {
-		case "kern6x16AVX2", "kern6x8AVX2", "kern6x16IndAVX2":
+		case "kern6x16AVX2", "kern6x8AVX2", "kern6x16IndAVX2", "kern6x16DirAVX2", "kern6x8DirAVX2":
 			k = avx2Kernel
-		case "kern6x32AVX512", "kern6x16AVX512", "kern6x32IndAVX512":
+		case "kern6x32AVX512", "kern6x16AVX512", "kern6x32IndAVX512", "kern6x32DirAVX512", "kern6x16DirAVX512":
 			k, can = avx512Kernel, hasAVX512
 		default:
 			return nil, 0, 0
@@ -31,7 +31,26 @@ func init() {
 				f(kc, &dummy, &dummy, &c[0], ldc, alpha, beta)
 			}
 		}
+		direct := func(f directFn, g func(kc int, a, b, c *float32, ldc int, alpha, beta float32, lda int)) {
+			// A laid out in rows with a stride longer than kc.
+			fn = func(kc int, a, b []float32, _ []int, c []float32, ldc int, alpha, beta float32) {
+				lda := kc + 5
+				f(kc, asmRows(a, kc, lda, 0), lda, b, c, ldc, alpha, beta)
+			}
+			raw = func(kc int, a, b []float32, _ []int, c []float32, ldc int, alpha, beta float32) {
+				var dummy float32
+				g(kc, &dummy, &dummy, &c[0], ldc, alpha, beta, 1)
+			}
+		}
 		switch name {
+		case "kern6x16DirAVX2":
+			direct(k.direct, kern6x16DirAVX2)
+		case "kern6x8DirAVX2":
+			direct(k.directHalf, kern6x8DirAVX2)
+		case "kern6x32DirAVX512":
+			direct(k.direct, kern6x32DirAVX512)
+		case "kern6x16DirAVX512":
+			direct(k.directHalf, kern6x16DirAVX512)
 		case "kern6x16AVX2":
 			fn, raw = packed(k.fn), packedRaw(kern6x16AVX2)
 		case "kern6x8AVX2":

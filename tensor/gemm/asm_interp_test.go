@@ -1159,12 +1159,14 @@ func asmCall(m *asmMachine, p *asmProgram, counts []int, args map[string]uint64,
 // asmKernelSpec describes a micro-kernel of gemm_amd64.s (see microKernel):
 // it reads a packed 6×kc sliver of A and a kc×nr sliver of B and writes the
 // left cols columns of a 6-row tile of C. B is packed (row p at b + 4·nr·p)
-// or, for an indirect kernel, read in place (row p at b + 4·offs[p]).
+// or, for an indirect kernel, read in place (row p at b + 4·offs[p]); a
+// direct kernel reads A in place instead (row i at a + 4·i·lda).
 type asmKernelSpec struct {
 	name     string
 	nr, cols int
 	indirect bool
 	features []string // what the Go dispatch's CPUID test guarantees
+	direct   bool
 }
 
 var (
@@ -1173,18 +1175,23 @@ var (
 	asmAVX512 = []string{"AVX", "AVX512F"}
 
 	asmAVX2Specs = []asmKernelSpec{
-		{"kern6x16AVX2", 16, 16, false, asmAVX2},
-		{"kern6x8AVX2", 16, 8, false, asmAVX2},
-		{"kern6x16IndAVX2", 16, 16, true, asmAVX2},
+		{"kern6x16AVX2", 16, 16, false, asmAVX2, false},
+		{"kern6x8AVX2", 16, 8, false, asmAVX2, false},
+		{"kern6x16IndAVX2", 16, 16, true, asmAVX2, false},
+		{"kern6x16DirAVX2", 16, 16, false, asmAVX2, true},
+		{"kern6x8DirAVX2", 16, 8, false, asmAVX2, true},
 	}
 	asmAVX512Specs = []asmKernelSpec{
-		{"kern6x32AVX512", 32, 32, false, asmAVX512},
-		{"kern6x16AVX512", 32, 16, false, asmAVX512},
-		{"kern6x32IndAVX512", 32, 32, true, asmAVX512},
+		{"kern6x32AVX512", 32, 32, false, asmAVX512, false},
+		{"kern6x16AVX512", 32, 16, false, asmAVX512, false},
+		{"kern6x32IndAVX512", 32, 32, true, asmAVX512, false},
+		{"kern6x32DirAVX512", 32, 32, false, asmAVX512, true},
+		{"kern6x16DirAVX512", 32, 16, false, asmAVX512, true},
 	}
 )
 
-// asmNativeFn runs a kernel natively; offs is ignored by packed kernels.
+// asmNativeFn runs a kernel natively; offs is ignored by packed kernels. A
+// is passed packed; the runner of a direct kernel lays it out in rows.
 type asmNativeFn func(kc int, a, b []float32, offs []int, c []float32, ldc int, alpha, beta float32)
 
 // asmNativeKernel, set on amd64, returns a way to run kernel name on this
@@ -1207,6 +1214,25 @@ type asmCase struct {
 	alpha, beta float32
 	a, b, c     []float32
 	offs        []int
+	// For a direct kernel, A as it reads it: arows[i*lda+p] = a[6*p+i],
+	// each row followed by lda-kc sentinels that it must not read.
+	arows []float32
+	lda   int
+}
+
+// asmRows lays out a packed 6×kc sliver as 6 rows of stride lda, the
+// padding filled with fill.
+func asmRows(a []float32, kc, lda int, fill float32) []float32 {
+	rows := make([]float32, 6*lda)
+	for i := range rows {
+		rows[i] = fill
+	}
+	for p := 0; p < kc; p++ {
+		for i := 0; i < 6; i++ {
+			rows[i*lda+p] = a[6*p+i]
+		}
+	}
+	return rows
 }
 
 // brow is the index in b of row p of the B sliver.
@@ -1244,6 +1270,10 @@ func newAsmCase(rng *rand.Rand, spec asmKernelSpec, kc, ldc int, alpha, beta flo
 		for i := range s {
 			s[i] = rng.Float32()*2 - 1
 		}
+	}
+	if spec.direct {
+		cs.lda = kc + 3
+		cs.arows = asmRows(cs.a, kc, cs.lda, math.Float32frombits(asmSentinel))
 	}
 	for i := range cs.c {
 		cs.c[i] = math.Float32frombits(asmSentinel)
@@ -1288,14 +1318,24 @@ func interpretKernel(rng *rand.Rand, p *asmProgram, spec asmKernelSpec, cs *asmC
 	mem := &asmMemory{}
 	// Separate regions with unmapped gaps: any access outside them faults.
 	// The bases are 4-byte but not vector aligned, like Go slices may be.
-	ra := mem.mapRegion("A", 0x10_0004, asmBytes(cs.a))
+	aData := cs.a
+	if spec.direct {
+		aData = cs.arows
+	}
+	ra := mem.mapRegion("A", 0x10_0004, asmBytes(aData))
 	rb := mem.mapRegion("B", 0x20_0008, asmBytes(cs.b))
 	rc := mem.mapRegion("C", 0x30_000c, asmBytes(cs.c))
 	args := map[string]uint64{
 		"kc": uint64(cs.kc), "a": ra.base, "b": rb.base, "c": rc.base + 4*asmGuard,
 		"ldc": uint64(cs.ldc), "alpha": uint64(math.Float32bits(cs.alpha)), "beta": uint64(math.Float32bits(cs.beta)),
 	}
-	read := []*asmRegion{ra}
+	if spec.direct {
+		args["lda"] = uint64(cs.lda)
+	}
+	read := []*asmRegion{}
+	if !spec.direct {
+		read = append(read, ra)
+	}
 	if spec.indirect {
 		offs := make([]byte, 0, 8*cs.kc)
 		for _, o := range cs.offs {
@@ -1313,6 +1353,16 @@ func interpretKernel(rng *rand.Rand, p *asmProgram, spec asmKernelSpec, cs *asmC
 		for i := range r.data {
 			if r.reads[i] == 0 || r.writes[i] != 0 {
 				return nil, fmt.Errorf("%s byte %d: read %d times, written %d times", r.name, i, r.reads[i], r.writes[i])
+			}
+		}
+	}
+	if spec.direct {
+		// Every element of the rows is read, the padding after them never.
+		for i := range ra.data {
+			e := i / 4
+			if used := e%cs.lda < cs.kc; used != (ra.reads[i] != 0) || ra.writes[i] != 0 {
+				return nil, fmt.Errorf("A row %d element %d (used: %v): byte read %d times, written %d times",
+					e/cs.lda, e%cs.lda, used, ra.reads[i], ra.writes[i])
 			}
 		}
 	}

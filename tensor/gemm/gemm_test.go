@@ -112,14 +112,46 @@ func testKernels() []testKernel {
 }
 
 func TestGemm(t *testing.T) {
+	gemmCases(t, [][3]int{
+		{1, 1, 1}, {7, 13, 5}, {6, 16, 8}, {12, 32, 17}, {5, 3, 2}, {2, 40, 1}, {6, 40, 7}, {12, 24, 3},
+		{13, 17, kcMax + 9}, {37, 70, 9}, {mcMax + 11, 20, 30}, {3, ncMax + 21, 3},
+	})
+}
+
+// TestGemmDirectA runs narrow products through gemmDirectA (A read where it
+// lies), made to apply from k = 1 and to cut rows into blocks of 12, so
+// that small shapes reach several row blocks, several k blocks, rows left
+// over after the last whole sliver, and column edges.
+func TestGemmDirectA(t *testing.T) {
+	oldK, oldRows := directMinK, directRows
+	directMinK, directRows = 1, 12
+	defer func() { directMinK, directRows = oldK, oldRows }()
+	shapes := [][3]int{
+		{6, 1, 1}, {7, 13, 5}, {12, 40, 17}, {31, 8, 3}, {29, 40, kcMax + 9}, {50, 17, 2*kcMax + 3}, {41, 64, 30},
+	}
+	a := Mat{Kind: F32}
+	for _, tk := range testKernels() {
+		k := tk.k
+		if k.direct == nil {
+			continue
+		}
+		for _, sh := range shapes {
+			if sh[0] >= k.mr && sh[1] <= directMaxCols && !useDirectA(k, a, sh[0], sh[1], sh[2]) {
+				t.Fatalf("%s: %v does not take the direct path", k.name, sh)
+			}
+		}
+	}
+	gemmCases(t, shapes)
+}
+
+// gemmCases checks every kernel of testKernels on each shape, with float32,
+// float16 and bfloat16 operands, each transposed or not, several alpha and
+// beta values, padded strides and row and column biases.
+func gemmCases(t *testing.T, shapes [][3]int) {
 	oldMin, oldPer := parallelMinMACs, perThreadMinMACs
 	parallelMinMACs, perThreadMinMACs = 0, 1
 	defer func() { parallelMinMACs, perThreadMinMACs = oldMin, oldPer }()
 
-	shapes := [][3]int{
-		{1, 1, 1}, {7, 13, 5}, {6, 16, 8}, {12, 32, 17}, {5, 3, 2}, {2, 40, 1}, {6, 40, 7}, {12, 24, 3},
-		{13, 17, kcMax + 9}, {37, 70, 9}, {mcMax + 11, 20, 30}, {3, ncMax + 21, 3},
-	}
 	type ab struct{ alpha, beta float32 }
 	abs := []ab{{1, 0}, {0.5, 2}, {-1.5, 1}, {2, float32(math.Copysign(0, -1))}}
 	kinds := []Kind{F32, F16, BF16}

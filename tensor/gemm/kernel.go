@@ -18,13 +18,23 @@ import "fmt"
 //
 // indirect, if set, is fn with B read in place (see InPlace): row p of the B
 // sliver is b[offs[p] : offs[p]+NR]. Its caller checks those bounds.
+//
+// direct and directHalf, if set, are fn and half with A read where it lies:
+// row i of the A sliver is a[i*lda : i*lda+kc]. The driver uses them for
+// products with few columns, where packing a large A would cost as much as
+// multiplying it (see useDirectA).
 type microKernel struct {
-	name     string
-	mr, nr   int
-	fn       func(kc int, a, b, c []float32, ldc int, alpha, beta float32)
-	half     func(kc int, a, b, c []float32, ldc int, alpha, beta float32)
-	indirect func(kc int, a, b []float32, offs []int, c []float32, ldc int, alpha, beta float32)
+	name       string
+	mr, nr     int
+	fn         func(kc int, a, b, c []float32, ldc int, alpha, beta float32)
+	half       func(kc int, a, b, c []float32, ldc int, alpha, beta float32)
+	indirect   func(kc int, a, b []float32, offs []int, c []float32, ldc int, alpha, beta float32)
+	direct     directFn
+	directHalf directFn
 }
+
+// directFn is a micro-kernel reading its A sliver from rows of stride lda.
+type directFn func(kc int, a []float32, lda int, b, c []float32, ldc int, alpha, beta float32)
 
 // Go kernels. They are compiled and tested on every platform; goKernel4x4 is
 // the production path where no assembly kernel applies, goKernelGeneric lets
@@ -84,7 +94,7 @@ func storeRow4(c []float32, v0, v1, v2, v3, alpha, beta float32) {
 
 // genericKernel returns a slow Go kernel with an arbitrary geometry; with
 // half it also has a half-width variant, like the SIMD kernels. It always
-// has an indirect variant.
+// has indirect and direct variants.
 func genericKernel(mr, nr int, half bool) microKernel {
 	k := microKernel{name: fmt.Sprintf("generic%dx%d", mr, nr), mr: mr, nr: nr, fn: genericFn(mr, nr, nr)}
 	k.indirect = func(kc int, a, b []float32, offs []int, c []float32, ldc int, alpha, beta float32) {
@@ -95,11 +105,27 @@ func genericKernel(mr, nr int, half bool) microKernel {
 		}
 		k.fn(kc, a, bp, c, ldc, alpha, beta)
 	}
+	k.direct = gatherA(mr, k.fn)
 	if half {
 		k.name += "h"
 		k.half = genericFn(mr, nr, nr/2)
+		k.directHalf = gatherA(mr, k.half)
 	}
 	return k
+}
+
+// gatherA makes a direct kernel of a packed one: the A rows are gathered
+// into a packed sliver first.
+func gatherA(mr int, fn func(kc int, a, b, c []float32, ldc int, alpha, beta float32)) directFn {
+	return func(kc int, a []float32, lda int, b, c []float32, ldc int, alpha, beta float32) {
+		ap := make([]float32, mr*kc)
+		for i := 0; i < mr; i++ {
+			for p, v := range a[i*lda : i*lda+kc] {
+				ap[p*mr+i] = v
+			}
+		}
+		fn(kc, ap, b, c, ldc, alpha, beta)
+	}
 }
 
 // genericFn computes the left cols columns of an mr×nr tile.

@@ -27,6 +27,18 @@ func kern6x16IndAVX2(kc int, a, b *float32, offs *int, c *float32, ldc int, alph
 func kern6x32IndAVX512(kc int, a, b *float32, offs *int, c *float32, ldc int, alpha, beta float32)
 
 //go:noescape
+func kern6x16DirAVX2(kc int, a, b, c *float32, ldc int, alpha, beta float32, lda int)
+
+//go:noescape
+func kern6x8DirAVX2(kc int, a, b, c *float32, ldc int, alpha, beta float32, lda int)
+
+//go:noescape
+func kern6x32DirAVX512(kc int, a, b, c *float32, ldc int, alpha, beta float32, lda int)
+
+//go:noescape
+func kern6x16DirAVX512(kc int, a, b, c *float32, ldc int, alpha, beta float32, lda int)
+
+//go:noescape
 func widenF16AVX(dst *float32, src *uint16, n int)
 
 //go:noescape
@@ -57,6 +69,12 @@ var avx2Kernel = microKernel{name: "avx2-6x16", mr: 6, nr: 16, fn: func(kc int, 
 	// The driver has checked that every row offs[p] of b is in bounds.
 	_, _ = a[6*kc-1], offs[kc-1]
 	kern6x16IndAVX2(kc, &a[0], &b[0], &offs[0], &c[0], ldc, alpha, beta)
+}, direct: func(kc int, a []float32, lda int, b, c []float32, ldc int, alpha, beta float32) {
+	_, _ = a[5*lda+kc-1], b[16*kc-1]
+	kern6x16DirAVX2(kc, &a[0], &b[0], &c[0], ldc, alpha, beta, lda)
+}, directHalf: func(kc int, a []float32, lda int, b, c []float32, ldc int, alpha, beta float32) {
+	_, _ = a[5*lda+kc-1], b[16*kc-1]
+	kern6x8DirAVX2(kc, &a[0], &b[0], &c[0], ldc, alpha, beta, lda)
 }}
 
 var avx512Kernel = microKernel{name: "avx512-6x32", mr: 6, nr: 32, fn: func(kc int, a, b, c []float32, ldc int, alpha, beta float32) {
@@ -68,6 +86,12 @@ var avx512Kernel = microKernel{name: "avx512-6x32", mr: 6, nr: 32, fn: func(kc i
 }, indirect: func(kc int, a, b []float32, offs []int, c []float32, ldc int, alpha, beta float32) {
 	_, _ = a[6*kc-1], offs[kc-1]
 	kern6x32IndAVX512(kc, &a[0], &b[0], &offs[0], &c[0], ldc, alpha, beta)
+}, direct: func(kc int, a []float32, lda int, b, c []float32, ldc int, alpha, beta float32) {
+	_, _ = a[5*lda+kc-1], b[32*kc-1]
+	kern6x32DirAVX512(kc, &a[0], &b[0], &c[0], ldc, alpha, beta, lda)
+}, directHalf: func(kc int, a []float32, lda int, b, c []float32, ldc int, alpha, beta float32) {
+	_, _ = a[5*lda+kc-1], b[32*kc-1]
+	kern6x16DirAVX512(kc, &a[0], &b[0], &c[0], ldc, alpha, beta, lda)
 }}
 
 func bestKernel() microKernel {

@@ -24,10 +24,32 @@ def vdpbf16ps(src2, src1, dst):
     code = "; ".join(f"BYTE ${x:#04x}" for x in (0x62, p0, p1, p2, 0x52, modrm))
     return f"{code} // VDPBF16PS {src2}, {src1}, {dst}"
 
-def kernel(name, R, width, zero, unroll=4, indirect=False, bf16=False):
+APFD = 512  # prefetch distance along each row of an unpacked A, in bytes
+
+def arow(i, s):
+    # Operand addressing element k = (loop offset) + s of row i of an
+    # unpacked A (direct kernels): rows 0-2 from SI, rows 3-5 from R11 =
+    # SI + 3·lda, with R10 = lda in bytes.
+    base = "SI" if i < 3 else "R11"
+    idx = f"(R10*{i % 3})" if i % 3 else ""
+    return f"{4*s}({base}){idx}"
+
+def direct_setup():
+    w("""	MOVQ lda+48(FP), R10
+	SHLQ $2, R10
+	LEAQ (SI)(R10*2), R11
+	ADDQ R10, R11""")
+
+def direct_prefetch():
+    for i in range(6):
+        w(f"\tPREFETCHT0 {arow(i, APFD // 4)}")
+
+def kernel(name, R, width, zero, unroll=4, indirect=False, bf16=False, direct=False):
     # R: register prefix "Y" or "Z"; width: bytes per vector (32 or 64).
     # indirect: B row p is read at b + 4·offs[p] instead of from a packed
     # sliver (see microKernel.indirect).
+    # direct: A is read where it lies, row i of the sliver at a + 4·i·lda,
+    # instead of from a packed sliver (see microKernel.direct).
     # bf16: the VDPBF16PS kernel (ZMM only). A k step is then a pair of k
     # values: the slivers hold bfloat16 pairs (one dword per row of A and
     # per column of B), so the byte layout and addressing are the fp32
@@ -39,6 +61,8 @@ def kernel(name, R, width, zero, unroll=4, indirect=False, bf16=False):
     # Argument frame offsets; the indirect kernels take offs after b.
     o = 8 if indirect else 0
     fp = dict(c=24+o, ldc=32+o, alpha=40+o, beta=44+o, size=48+o)
+    if direct:
+        fp["size"] = 56  # lda at 48, after the packed kernel's arguments
     if bf16:
         w(f"""// func {name}(kc int, a, b *uint32, c *float32, ldc int, alpha, beta float32)
 //
@@ -52,6 +76,12 @@ def kernel(name, R, width, zero, unroll=4, indirect=False, bf16=False):
 // The 6×{nrb//4} kernel with B read in place: row p of the B sliver is
 // the {nrb//4} floats at b + 4·offs[p], so that a convolution's input serves as
 // B without being unfolded and packed.""")
+    elif direct:
+        w(f"""// func {name}(kc int, a, b, c *float32, ldc int, alpha, beta float32, lda int)
+//
+// The 6×{nrb//4} kernel with A read where it lies: row i of the A sliver
+// is the kc floats at a + 4·i·lda, so that a product with few columns
+// does not pay for packing a large A. Each row is prefetched {APFD} bytes ahead.""")
     else:
         w(f"""// func {name}(kc int, a, b, c *float32, ldc int, alpha, beta float32)
 //
@@ -65,8 +95,10 @@ def kernel(name, R, width, zero, unroll=4, indirect=False, bf16=False):
         w("\tMOVQ offs+24(FP), R10")
     w(f"""	MOVQ c+{fp['c']}(FP), DX
 	MOVQ ldc+{fp['ldc']}(FP), R8
-	SHLQ $2, R8
-""")
+	SHLQ $2, R8""")
+    if direct:
+        direct_setup()
+    w("")
     for r in acc:
         w(f"\t{zero} {r}, {r}, {r}")
     # Prefetch the C tile: it is touched only after the k loop, so the
@@ -96,20 +128,25 @@ def kernel(name, R, width, zero, unroll=4, indirect=False, bf16=False):
                 w(f"\t{vdpbf16ps(f'{R}0', bc, acc[2*i])}")
                 w(f"\t{vdpbf16ps(f'{R}1', bc, acc[2*i+1])}")
                 continue
-            w(f"\tVBROADCASTSS {ao+4*i}(SI), {bc}")
+            src = arow(i, s) if direct else f"{ao+4*i}(SI)"
+            w(f"\tVBROADCASTSS {src}, {bc}")
             w(f"\tVFMADD231PS {R}0, {bc}, {acc[2*i]}")
             w(f"\tVFMADD231PS {R}1, {bc}, {acc[2*i+1]}")
     w(f"""	MOVQ CX, BX
 	SHRQ ${unroll.bit_length()-1}, BX
 	JZ {name}_tail
-{name}_loop:
-	PREFETCHT0 {APF}(SI)""")
+{name}_loop:""")
+    if direct:
+        direct_prefetch()
+    else:
+        w(f"\tPREFETCHT0 {APF}(SI)")
     if not indirect:
         w(f"\tPREFETCHT0 {BPF}(DI)")
     bstep = f"ADDQ ${unroll*8}, R10" if indirect else f"ADDQ ${unroll*nrb}, DI"
     for s in range(unroll):
         step(s)
-    w(f"""	ADDQ ${unroll*mr*4}, SI
+    astep = f"ADDQ ${unroll*4}, SI\n\tADDQ ${unroll*4}, R11" if direct else f"ADDQ ${unroll*mr*4}, SI"
+    w(f"""	{astep}
 	{bstep}
 	DECQ BX
 	JNZ {name}_loop
@@ -119,7 +156,8 @@ def kernel(name, R, width, zero, unroll=4, indirect=False, bf16=False):
 {name}_tailloop:""")
     step(0)
     bstep = "ADDQ $8, R10" if indirect else f"ADDQ ${nrb}, DI"
-    w(f"""	ADDQ ${mr*4}, SI
+    astep = "ADDQ $4, SI\n\tADDQ $4, R11" if direct else f"ADDQ ${mr*4}, SI"
+    w(f"""	{astep}
 	{bstep}
 	DECQ CX
 	JNZ {name}_tailloop
@@ -154,49 +192,86 @@ kernel("kern6x32AVX512", "Z", 64, "VPXORD")
 kernel("kern6x16IndAVX2", "Y", 32, "VXORPS", indirect=True)
 kernel("kern6x32IndAVX512", "Z", 64, "VPXORD", indirect=True)
 kernel("kern6x32BF16AVX512", "Z", 64, "VPXORD", bf16=True)
+kernel("kern6x16DirAVX2", "Y", 32, "VXORPS", unroll=8, direct=True)
+kernel("kern6x32DirAVX512", "Z", 64, "VPXORD", unroll=8, direct=True)
 
 
-def halfkernel(name, R, width, zero):
+def halfkernel(name, R, width, zero, direct=False):
     # 6 rows × one vector of columns, reading B slivers laid out for the full
     # kernel (row stride two vectors). Even and odd k steps accumulate into
     # separate registers so that twelve FMA chains are in flight, as in the
     # full kernel; they are summed before the store.
+    # direct: A read where it lies, as in kernel(); the loop then takes
+    # eight k steps (four pairs) so that the row prefetches stay few.
     mr = 6
     nrb = 2 * width
+    pairs = 4 if direct else 1
     ev = [f"{R}{i}" for i in range(4, 10)]
     od = [f"{R}{i}" for i in range(10, 16)]
-    w(f"""// func {name}(kc int, a, b, c *float32, ldc int, alpha, beta float32)
+    if direct:
+        w(f"""// func {name}(kc int, a, b, c *float32, ldc int, alpha, beta float32, lda int)
+//
+// The left half (6×{width//4}) of the full kernel's tile with A read where
+// it lies (row i at a + 4·i·lda), for column edges no wider than one vector.
+TEXT ·{name}(SB), NOSPLIT, $0-56""")
+    else:
+        w(f"""// func {name}(kc int, a, b, c *float32, ldc int, alpha, beta float32)
 //
 // The left half (6×{width//4}) of the full kernel's tile, for column edges
 // no wider than one vector: it skips the FMAs on B's zero padding.
-TEXT ·{name}(SB), NOSPLIT, $0-48
-	MOVQ kc+0(FP), CX
+TEXT ·{name}(SB), NOSPLIT, $0-48""")
+    w("""	MOVQ kc+0(FP), CX
 	MOVQ a+8(FP), SI
 	MOVQ b+16(FP), DI
 	MOVQ c+24(FP), DX
 	MOVQ ldc+32(FP), R8
-	SHLQ $2, R8
-""")
+	SHLQ $2, R8""")
+    if direct:
+        direct_setup()
+    w("")
     for r in ev + od:
         w(f"\t{zero} {r}, {r}, {r}")
     def step(s, acc):
         w(f"\tVMOVUPS {s*nrb}(DI), {R}0")
         for i in range(mr):
             bc = f"{R}2" if i % 2 == 0 else f"{R}3"
-            w(f"\tVBROADCASTSS {s*mr*4+4*i}(SI), {bc}")
+            src = arow(i, s) if direct else f"{s*mr*4+4*i}(SI)"
+            w(f"\tVBROADCASTSS {src}, {bc}")
             w(f"\tVFMADD231PS {R}0, {bc}, {acc[i]}")
+    def advance(steps):
+        if direct:
+            w(f"\tADDQ ${steps*4}, SI\n\tADDQ ${steps*4}, R11")
+        else:
+            w(f"\tADDQ ${steps*mr*4}, SI")
+        w(f"\tADDQ ${steps*nrb}, DI")
     w(f"""	MOVQ CX, BX
-	SHRQ $1, BX
+	SHRQ ${pairs.bit_length()}, BX
 	JZ {name}_tail
 {name}_loop:""")
-    step(0, ev)
-    step(1, od)
-    w(f"""	ADDQ ${2*mr*4}, SI
-	ADDQ ${2*nrb}, DI
-	DECQ BX
+    if direct:
+        direct_prefetch()
+    for q in range(pairs):
+        step(2*q, ev)
+        step(2*q+1, od)
+    advance(2*pairs)
+    w(f"""	DECQ BX
 	JNZ {name}_loop
-{name}_tail:
-	ANDQ $1, CX
+{name}_tail:""")
+    if pairs > 1:
+        # Leftover pairs one at a time, keeping each k step on its parity's
+        # chain.
+        w(f"""	MOVQ CX, BX
+	ANDQ ${2*pairs-1}, BX
+	SHRQ $1, BX
+	JZ {name}_odd
+{name}_pairloop:""")
+        step(0, ev)
+        step(1, od)
+        advance(2)
+        w(f"""	DECQ BX
+	JNZ {name}_pairloop
+{name}_odd:""")
+    w(f"""	ANDQ $1, CX
 	JZ {name}_store""")
     step(0, ev)
     w(f"""{name}_store:
@@ -223,6 +298,8 @@ TEXT ·{name}(SB), NOSPLIT, $0-48
 
 halfkernel("kern6x8AVX2", "Y", 32, "VXORPS")
 halfkernel("kern6x16AVX512", "Z", 64, "VPXORD")
+halfkernel("kern6x8DirAVX2", "Y", 32, "VXORPS", direct=True)
+halfkernel("kern6x16DirAVX512", "Z", 64, "VPXORD", direct=True)
 
 w("""// func widenF16AVX(dst *float32, src *uint16, n int)
 //
