@@ -1,5 +1,7 @@
 package gemm
 
+import "unsafe"
+
 // The native side of the interpreter tests (asm_interp_test.go): the kernels
 // are run through the microKernel wrappers of kernel_amd64.go where this CPU
 // can execute them.
@@ -10,9 +12,9 @@ func init() {
 		var fn, raw asmNativeFn
 		can := hasAVX2FMA
 		switch name {
-		case "kern6x16AVX2", "kern6x8AVX2", "kern6x16IndAVX2", "kern6x16DirAVX2", "kern6x8DirAVX2":
+		case "kern6x16AVX2", "kern6x8AVX2", "kern6x16IndAVX2", "kern6x16DirAVX2", "kern6x8DirAVX2", "kern6x16NTAVX2":
 			k = avx2Kernel
-		case "kern6x32AVX512", "kern6x16AVX512", "kern6x32IndAVX512", "kern6x32DirAVX512", "kern6x16DirAVX512":
+		case "kern6x32AVX512", "kern6x16AVX512", "kern6x32IndAVX512", "kern6x32DirAVX512", "kern6x16DirAVX512", "kern6x32NTAVX512":
 			k, can = avx512Kernel, hasAVX512
 		default:
 			return nil, 0, 0
@@ -42,7 +44,29 @@ func init() {
 				g(kc, &dummy, &dummy, &c[0], ldc, alpha, beta, 1)
 			}
 		}
+		stream := func(f func(kc int, a, b, c []float32, ldc int, alpha, beta float32), g func(kc int, a, b, c *float32, ldc int, alpha, beta float32)) {
+			// C is copied to a 64-byte aligned buffer and back: the stores
+			// fault on an unaligned address, and Go does not align slices.
+			onAligned := func(c []float32, run func(c []float32)) {
+				buf := make([]float32, len(c)+16)
+				off := int(16-uintptr(unsafe.Pointer(&buf[0]))%64/4) % 16
+				copy(buf[off:], c)
+				run(buf[off : off+len(c)])
+				copy(c, buf[off:])
+			}
+			fn = func(kc int, a, b []float32, _ []int, c []float32, ldc int, alpha, beta float32) {
+				onAligned(c, func(c []float32) { f(kc, a, b, c, ldc, alpha, beta) })
+			}
+			raw = func(kc int, a, b []float32, _ []int, c []float32, ldc int, alpha, beta float32) {
+				var dummy float32
+				onAligned(c, func(c []float32) { g(kc, &dummy, &dummy, &c[0], ldc, alpha, beta) })
+			}
+		}
 		switch name {
+		case "kern6x16NTAVX2":
+			stream(k.stream, kern6x16NTAVX2)
+		case "kern6x32NTAVX512":
+			stream(k.stream, kern6x32NTAVX512)
 		case "kern6x16DirAVX2":
 			direct(k.direct, kern6x16DirAVX2)
 		case "kern6x8DirAVX2":

@@ -635,6 +635,18 @@ func init() {
 			}
 			return m.vdst(&in.args[1], in.width, v)
 		}},
+		// The non-temporal store faults unless its address is aligned to
+		// the vector's size.
+		"VMOVNTPS": {vector: true, shapes: []string{"vm"}, exec: func(m *asmMachine, in *asmInstr) error {
+			if ad := m.addr(&in.args[1]); ad%uint64(in.width) != 0 {
+				return fmt.Errorf("VMOVNTPS to %#x, not %d-byte aligned (general protection fault)", ad, in.width)
+			}
+			v, err := m.vsrc(&in.args[0], in.width)
+			if err != nil {
+				return err
+			}
+			return m.vdst(&in.args[1], in.width, v)
+		}},
 		"VBROADCASTSS": {vector: true, shapes: []string{"mv", "vv"}, exec: broadcast32},
 		// The same dword broadcast from memory (the bf16 kernel's pairs).
 		"VPBROADCASTD": {vector: true, shapes: []string{"mv"}, exec: broadcast32},
@@ -661,6 +673,8 @@ func init() {
 			return nil
 		}},
 	}
+	// Store ordering is not modelled: the interpreter runs one thread.
+	asmHandlers["SFENCE"] = &asmHandler{shapes: []string{""}, exec: func(m *asmMachine, in *asmInstr) error { return nil }}
 	// Prefetches never fault: only the address is computed.
 	for _, op := range []string{"PREFETCHT0", "PREFETCHT1", "PREFETCHT2", "PREFETCHNTA"} {
 		asmHandlers[op] = &asmHandler{shapes: []string{"m"}, exec: func(m *asmMachine, in *asmInstr) error {
@@ -1160,13 +1174,15 @@ func asmCall(m *asmMachine, p *asmProgram, counts []int, args map[string]uint64,
 // it reads a packed 6×kc sliver of A and a kc×nr sliver of B and writes the
 // left cols columns of a 6-row tile of C. B is packed (row p at b + 4·nr·p)
 // or, for an indirect kernel, read in place (row p at b + 4·offs[p]); a
-// direct kernel reads A in place instead (row i at a + 4·i·lda).
+// direct kernel reads A in place instead (row i at a + 4·i·lda); a stream
+// kernel needs C and its row stride vector-aligned.
 type asmKernelSpec struct {
 	name     string
 	nr, cols int
 	indirect bool
 	features []string // what the Go dispatch's CPUID test guarantees
 	direct   bool
+	stream   bool
 }
 
 var (
@@ -1175,18 +1191,20 @@ var (
 	asmAVX512 = []string{"AVX", "AVX512F"}
 
 	asmAVX2Specs = []asmKernelSpec{
-		{"kern6x16AVX2", 16, 16, false, asmAVX2, false},
-		{"kern6x8AVX2", 16, 8, false, asmAVX2, false},
-		{"kern6x16IndAVX2", 16, 16, true, asmAVX2, false},
-		{"kern6x16DirAVX2", 16, 16, false, asmAVX2, true},
-		{"kern6x8DirAVX2", 16, 8, false, asmAVX2, true},
+		{"kern6x16AVX2", 16, 16, false, asmAVX2, false, false},
+		{"kern6x8AVX2", 16, 8, false, asmAVX2, false, false},
+		{"kern6x16IndAVX2", 16, 16, true, asmAVX2, false, false},
+		{"kern6x16DirAVX2", 16, 16, false, asmAVX2, true, false},
+		{"kern6x8DirAVX2", 16, 8, false, asmAVX2, true, false},
+		{"kern6x16NTAVX2", 16, 16, false, asmAVX2, false, true},
 	}
 	asmAVX512Specs = []asmKernelSpec{
-		{"kern6x32AVX512", 32, 32, false, asmAVX512, false},
-		{"kern6x16AVX512", 32, 16, false, asmAVX512, false},
-		{"kern6x32IndAVX512", 32, 32, true, asmAVX512, false},
-		{"kern6x32DirAVX512", 32, 32, false, asmAVX512, true},
-		{"kern6x16DirAVX512", 32, 16, false, asmAVX512, true},
+		{"kern6x32AVX512", 32, 32, false, asmAVX512, false, false},
+		{"kern6x16AVX512", 32, 16, false, asmAVX512, false, false},
+		{"kern6x32IndAVX512", 32, 32, true, asmAVX512, false, false},
+		{"kern6x32DirAVX512", 32, 32, false, asmAVX512, true, false},
+		{"kern6x16DirAVX512", 32, 16, false, asmAVX512, true, false},
+		{"kern6x32NTAVX512", 32, 32, false, asmAVX512, false, true},
 	}
 )
 
@@ -1324,7 +1342,11 @@ func interpretKernel(rng *rand.Rand, p *asmProgram, spec asmKernelSpec, cs *asmC
 	}
 	ra := mem.mapRegion("A", 0x10_0004, asmBytes(aData))
 	rb := mem.mapRegion("B", 0x20_0008, asmBytes(cs.b))
-	rc := mem.mapRegion("C", 0x30_000c, asmBytes(cs.c))
+	cBase := uint64(0x30_000c)
+	if spec.stream {
+		cBase = 0x30_0000 // with the guard band, the tile starts 64-byte aligned
+	}
+	rc := mem.mapRegion("C", cBase, asmBytes(cs.c))
 	args := map[string]uint64{
 		"kc": uint64(cs.kc), "a": ra.base, "b": rb.base, "c": rc.base + 4*asmGuard,
 		"ldc": uint64(cs.ldc), "alpha": uint64(math.Float32bits(cs.alpha)), "beta": uint64(math.Float32bits(cs.beta)),
@@ -1501,6 +1523,9 @@ func testAsmKernel(t *testing.T, spec asmKernelSpec) (native int) {
 	for _, kc := range asmKCs {
 		for n, ab := range asmAlphaBetas {
 			ldc := spec.cols + 5*(n%2) // tight rows, and rows with odd padding
+			if spec.stream {
+				ldc = spec.cols + spec.nr/2*(n%2) // rows stay vector-aligned
+			}
 			cs := newAsmCase(rng, spec, kc, ldc, ab[0], ab[1])
 			got, err := interpretKernel(rng, p, spec, cs, counts)
 			if err != nil {

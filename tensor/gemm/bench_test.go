@@ -150,44 +150,75 @@ func BenchmarkGemmBF16(b *testing.B) {
 }
 
 // BenchmarkGemmDirectA times narrow products with A packed (the blocked
-// algorithm) and read where it lies (gemmDirectA), alternating the two so
-// that both see the same machine load, one thread; it reports the best rate
-// of each and their ratio (direct/packed). It is how directMaxCols and
+// algorithm) and read where it lies (gemmDirectA), one thread, and reports
+// the ratio direct/packed (see benchAB). It is how directMaxCols and
 // directMinK were chosen.
 func BenchmarkGemmDirectA(b *testing.B) {
-	defer SetThreads(0)
-	SetThreads(1)
 	oldCols, oldK := directMaxCols, directMinK
 	defer func() { directMaxCols, directMinK = oldCols, oldK }()
 	for _, s := range [][3]int{{4096, 40, 4096}, {4096, 128, 4096}, {4096, 40, 1024}, {4096, 40, 320}, {4096, 320, 2880}} {
 		m, n, k := s[0], s[1], s[2]
 		b.Run(fmt.Sprintf("%dx%dx%d", m, n, k), func(b *testing.B) {
-			op := newBenchOperands(m, n, k, F32, false)
-			best := [2]time.Duration{1 << 62, 1 << 62}
-			for b.Loop() {
-				for range 4 {
-					for i, cols := range []int{0, n} {
-						directMaxCols, directMinK = cols, 1
-						Gemm(m, n, k, 1, op.a, op.b, 0, op.c, n)
-						t0 := time.Now()
-						calls := 0
-						for time.Since(t0) < 40*time.Millisecond {
-							Gemm(m, n, k, 1, op.a, op.b, 0, op.c, n)
-							calls++
-						}
-						if d := time.Since(t0) / time.Duration(calls); d < best[i] {
-							best[i] = d
-						}
-					}
+			benchAB(b, m, n, k, 1, "packed", "direct", func(second bool) {
+				directMaxCols, directMinK = 0, 1
+				if second {
+					directMaxCols = n
 				}
-			}
-			flops := 2 * float64(m*n*k)
-			b.ReportMetric(flops/best[0].Seconds()/1e9, "packedGFLOP/s")
-			b.ReportMetric(flops/best[1].Seconds()/1e9, "directGFLOP/s")
-			b.ReportMetric(best[0].Seconds()/best[1].Seconds(), "speedup")
-			b.ReportMetric(0, "ns/op")
+			})
 		})
 	}
+}
+
+// BenchmarkGemmStream times products with a short k and a large output,
+// written with ordinary and with non-temporal stores (see useStream),
+// whatever this CPU's default, and reports the ratio stream/plain (see
+// benchAB).
+func BenchmarkGemmStream(b *testing.B) {
+	oldMin, oldOn := streamMinBytes, streamStores
+	defer func() { streamMinBytes, streamStores = oldMin, oldOn }()
+	for _, s := range [][3]int{{4096, 4096, 40}, {4096, 4096, 160}} {
+		m, n, k := s[0], s[1], s[2]
+		for _, t := range benchThreads {
+			b.Run(fmt.Sprintf("%dx%dx%d/T%d", m, n, k, t), func(b *testing.B) {
+				benchAB(b, m, n, k, t, "plain", "stream", func(second bool) {
+					streamMinBytes, streamStores = 0, second
+				})
+			})
+		}
+	}
+}
+
+// benchAB times an m×n×k float32 product on t threads in two
+// configurations, set by set(false) and set(true), alternating them so that
+// both see the same machine load, and reports the best rate of each and
+// their ratio (second/first).
+func benchAB(b *testing.B, m, n, k, t int, first, second string, set func(second bool)) {
+	defer SetThreads(0)
+	SetThreads(t)
+	op := newBenchOperands(m, n, k, F32, false)
+	best := [2]time.Duration{1 << 62, 1 << 62}
+	for b.Loop() {
+		for range 4 {
+			for i := range best {
+				set(i == 1)
+				Gemm(m, n, k, 1, op.a, op.b, 0, op.c, n)
+				t0 := time.Now()
+				calls := 0
+				for time.Since(t0) < 40*time.Millisecond {
+					Gemm(m, n, k, 1, op.a, op.b, 0, op.c, n)
+					calls++
+				}
+				if d := time.Since(t0) / time.Duration(calls); d < best[i] {
+					best[i] = d
+				}
+			}
+		}
+	}
+	flops := 2 * float64(m*n*k)
+	b.ReportMetric(flops/best[0].Seconds()/1e9, first+"GFLOP/s")
+	b.ReportMetric(flops/best[1].Seconds()/1e9, second+"GFLOP/s")
+	b.ReportMetric(best[0].Seconds()/best[1].Seconds(), "speedup")
+	b.ReportMetric(0, "ns/op")
 }
 
 // BenchmarkPeak reports the measured single-core FMA peak used for %peak.

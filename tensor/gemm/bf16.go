@@ -267,7 +267,7 @@ func gemmBlockBF16(e *bf16Engine, kern microKernel, i0, i1, j0, j1, k int, alpha
 					packPanels(a32, a, !a.Trans, ic, mc, pc, kc, mr, ws.line)
 				}
 				e.convert(ws.a, a32, (mc+mr-1)/mr, mr, kc)
-				macroKernel(kern, mc, nc, kk, alpha, aBlock{packed: ap}, bp, nil, bet, c[ic*ldc+jc:], ldc, ws.tile, epk.at(ic, 0))
+				macroKernel(kern, mc, nc, kk, alpha, aBlock{packed: ap}, bp, nil, bet, c[ic*ldc+jc:], ldc, ws.tile, epk.at(ic, 0), false)
 			}
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+	"unsafe"
 
 	"github.com/diffuse-go/diffuse/half"
 )
@@ -142,6 +143,53 @@ func TestGemmDirectA(t *testing.T) {
 		}
 	}
 	gemmCases(t, shapes)
+}
+
+// TestGemmStream runs products through the streaming-store path (see
+// useStream), made to apply to small outputs, with C aligned and not.
+func TestGemmStream(t *testing.T) {
+	oldMin, oldOn, oldPar, oldPer := streamMinBytes, streamStores, parallelMinMACs, perThreadMinMACs
+	streamMinBytes, streamStores, parallelMinMACs, perThreadMinMACs = 0, true, 0, 1
+	defer func() {
+		streamMinBytes, streamStores, parallelMinMACs, perThreadMinMACs = oldMin, oldOn, oldPar, oldPer
+	}()
+	rng := rand.New(rand.NewPCG(7, 8))
+	streamed := 0
+	for _, tk := range testKernels() {
+		kern := tk.k
+		if kern.stream == nil {
+			continue
+		}
+		vf := kern.vecBytes / 4
+		for _, sh := range [][3]int{{6, 2 * vf, 3}, {13, 5 * vf, 40}, {40, 3*vf + 5, 17}, {29, 4 * vf, kcMax + 1}} {
+			m, n, k := sh[0], sh[1], sh[2]
+			for _, shift := range []int{0, 1} { // C aligned, then one float off
+				ldc := (n + vf - 1) / vf * vf
+				a := randMat(rng, F32, m, k, false, 0)
+				b := randMat(rng, F32, k, n, true, 1)
+				buf := make([]float32, m*ldc+2*vf)
+				off := (vf-int(uintptr(unsafe.Pointer(&buf[0]))%uintptr(kern.vecBytes)/4))%vf + shift
+				c := buf[off : off+m*ldc]
+				for i := range c {
+					c[i] = float32(math.NaN())
+					if i%ldc >= n {
+						c[i] = -7
+					}
+				}
+				want, tol := exact(m, n, k, 1.5, a, b, 0, c, ldc)
+				if useStream(kern, m, n, k, 0, epilogue{}, c, ldc) {
+					streamed++
+				} else if shift == 0 && k <= kcMax {
+					t.Errorf("%s %v: aligned C does not stream", kern.name, sh)
+				}
+				gemmFast(kern, Opts{Threads: tk.threads}, m, n, k, 1.5, a, b, 0, c, ldc)
+				checkC(t, fmt.Sprintf("%s %v shift %d", kern.name, sh, shift), m, n, c, ldc, want, tol, -7)
+			}
+		}
+	}
+	if streamed == 0 {
+		t.Fatal("no product took the streaming path")
+	}
 }
 
 // gemmCases checks every kernel of testKernels on each shape, with float32,

@@ -1,6 +1,9 @@
 package gemm
 
-import "fmt"
+import (
+	"fmt"
+	"unsafe"
+)
 
 // A microKernel multiplies one packed MR×kc sliver of A by one packed kc×NR
 // sliver of B and folds the product into an MR×NR tile of C:
@@ -19,6 +22,10 @@ import "fmt"
 // indirect, if set, is fn with B read in place (see InPlace): row p of the B
 // sliver is b[offs[p] : offs[p]+NR]. Its caller checks those bounds.
 //
+// stream, if set, is fn writing C with non-temporal stores when beta == 0;
+// it needs C's tile and row stride aligned to vecBytes, and a fence after
+// the last call (see useStream).
+//
 // direct and directHalf, if set, are fn and half with A read where it lies:
 // row i of the A sliver is a[i*lda : i*lda+kc]. The driver uses them for
 // products with few columns, where packing a large A would cost as much as
@@ -31,6 +38,8 @@ type microKernel struct {
 	indirect   func(kc int, a, b []float32, offs []int, c []float32, ldc int, alpha, beta float32)
 	direct     directFn
 	directHalf directFn
+	stream     func(kc int, a, b, c []float32, ldc int, alpha, beta float32)
+	vecBytes   int
 }
 
 // directFn is a micro-kernel reading its A sliver from rows of stride lda.
@@ -93,8 +102,9 @@ func storeRow4(c []float32, v0, v1, v2, v3, alpha, beta float32) {
 }
 
 // genericKernel returns a slow Go kernel with an arbitrary geometry; with
-// half it also has a half-width variant, like the SIMD kernels. It always
-// has indirect and direct variants.
+// half it also has a half-width variant, like the SIMD kernels, and a
+// streaming one that, like theirs, faults (panics) on a tile not aligned to
+// a vector of nr/2 floats. It always has indirect and direct variants.
 func genericKernel(mr, nr int, half bool) microKernel {
 	k := microKernel{name: fmt.Sprintf("generic%dx%d", mr, nr), mr: mr, nr: nr, fn: genericFn(mr, nr, nr)}
 	k.indirect = func(kc int, a, b []float32, offs []int, c []float32, ldc int, alpha, beta float32) {
@@ -110,6 +120,13 @@ func genericKernel(mr, nr int, half bool) microKernel {
 		k.name += "h"
 		k.half = genericFn(mr, nr, nr/2)
 		k.directHalf = gatherA(mr, k.half)
+		k.vecBytes = nr * 2
+		k.stream = func(kc int, a, b, c []float32, ldc int, alpha, beta float32) {
+			if uintptr(unsafe.Pointer(&c[0]))%uintptr(k.vecBytes) != 0 || ldc*4%k.vecBytes != 0 {
+				panic(fmt.Sprintf("gemm: streaming store to a tile not %d-byte aligned", k.vecBytes))
+			}
+			k.fn(kc, a, b, c, ldc, alpha, beta)
+		}
 	}
 	return k
 }

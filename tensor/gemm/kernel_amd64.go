@@ -27,6 +27,22 @@ func kern6x16IndAVX2(kc int, a, b *float32, offs *int, c *float32, ldc int, alph
 func kern6x32IndAVX512(kc int, a, b *float32, offs *int, c *float32, ldc int, alpha, beta float32)
 
 //go:noescape
+func kern6x16NTAVX2(kc int, a, b, c *float32, ldc int, alpha, beta float32)
+
+//go:noescape
+func kern6x32NTAVX512(kc int, a, b, c *float32, ldc int, alpha, beta float32)
+
+func sfence()
+
+func cpuidVendor() (ebx, edx, ecx uint32)
+
+// isIntel reports a "GenuineIntel" CPU (see streamDefault).
+var isIntel = func() bool {
+	b, d, c := cpuidVendor()
+	return b == 0x756e6547 && d == 0x49656e69 && c == 0x6c65746e // "Genu", "ineI", "ntel"
+}()
+
+//go:noescape
 func kern6x16DirAVX2(kc int, a, b, c *float32, ldc int, alpha, beta float32, lda int)
 
 //go:noescape
@@ -75,7 +91,10 @@ var avx2Kernel = microKernel{name: "avx2-6x16", mr: 6, nr: 16, fn: func(kc int, 
 }, directHalf: func(kc int, a []float32, lda int, b, c []float32, ldc int, alpha, beta float32) {
 	_, _ = a[5*lda+kc-1], b[16*kc-1]
 	kern6x8DirAVX2(kc, &a[0], &b[0], &c[0], ldc, alpha, beta, lda)
-}}
+}, stream: func(kc int, a, b, c []float32, ldc int, alpha, beta float32) {
+	_, _ = a[6*kc-1], b[16*kc-1]
+	kern6x16NTAVX2(kc, &a[0], &b[0], &c[0], ldc, alpha, beta)
+}, vecBytes: 32}
 
 var avx512Kernel = microKernel{name: "avx512-6x32", mr: 6, nr: 32, fn: func(kc int, a, b, c []float32, ldc int, alpha, beta float32) {
 	_, _ = a[6*kc-1], b[32*kc-1]
@@ -92,7 +111,10 @@ var avx512Kernel = microKernel{name: "avx512-6x32", mr: 6, nr: 32, fn: func(kc i
 }, directHalf: func(kc int, a []float32, lda int, b, c []float32, ldc int, alpha, beta float32) {
 	_, _ = a[5*lda+kc-1], b[32*kc-1]
 	kern6x16DirAVX512(kc, &a[0], &b[0], &c[0], ldc, alpha, beta, lda)
-}}
+}, stream: func(kc int, a, b, c []float32, ldc int, alpha, beta float32) {
+	_, _ = a[6*kc-1], b[32*kc-1]
+	kern6x32NTAVX512(kc, &a[0], &b[0], &c[0], ldc, alpha, beta)
+}, vecBytes: 64}
 
 func bestKernel() microKernel {
 	switch {
@@ -133,6 +155,9 @@ func fmaLoop(n int) (flops float64) {
 	}
 	return 0
 }
+
+// fence orders the streaming kernels' stores before what follows.
+func fence() { sfence() }
 
 // runnableKernels lists the assembly kernels this CPU can execute.
 func runnableKernels() []microKernel {

@@ -44,12 +44,14 @@ def direct_prefetch():
     for i in range(6):
         w(f"\tPREFETCHT0 {arow(i, APFD // 4)}")
 
-def kernel(name, R, width, zero, unroll=4, indirect=False, bf16=False, direct=False):
+def kernel(name, R, width, zero, unroll=4, indirect=False, bf16=False, direct=False, stream=False):
     # R: register prefix "Y" or "Z"; width: bytes per vector (32 or 64).
     # indirect: B row p is read at b + 4·offs[p] instead of from a packed
     # sliver (see microKernel.indirect).
     # direct: A is read where it lies, row i of the sliver at a + 4·i·lda,
     # instead of from a packed sliver (see microKernel.direct).
+    # stream: when beta == 0 the tile is written with non-temporal stores,
+    # which need it vector-aligned (see microKernel.stream).
     # bf16: the VDPBF16PS kernel (ZMM only). A k step is then a pair of k
     # values: the slivers hold bfloat16 pairs (one dword per row of A and
     # per column of B), so the byte layout and addressing are the fp32
@@ -76,6 +78,13 @@ def kernel(name, R, width, zero, unroll=4, indirect=False, bf16=False, direct=Fa
 // The 6×{nrb//4} kernel with B read in place: row p of the B sliver is
 // the {nrb//4} floats at b + 4·offs[p], so that a convolution's input serves as
 // B without being unfolded and packed.""")
+    elif stream:
+        w(f"""// func {name}(kc int, a, b, c *float32, ldc int, alpha, beta float32)
+//
+// The 6×{nrb//4} kernel writing C, when beta == 0, with non-temporal stores:
+// they skip reading the tile's cache lines before overwriting them, which
+// for an output far larger than the caches halves its memory traffic. c
+// and the row stride must be {width}-byte aligned. The caller fences.""")
     elif direct:
         w(f"""// func {name}(kc int, a, b, c *float32, ldc int, alpha, beta float32, lda int)
 //
@@ -102,13 +111,15 @@ def kernel(name, R, width, zero, unroll=4, indirect=False, bf16=False, direct=Fa
     for r in acc:
         w(f"\t{zero} {r}, {r}, {r}")
     # Prefetch the C tile: it is touched only after the k loop, so the
-    # fetch overlaps with the arithmetic.
-    w("\tMOVQ DX, R9")
-    for i in range(mr):
-        w(f"\tPREFETCHT0 (R9)")
-        w(f"\tPREFETCHT0 {nrb-4}(R9)")
-        if i < mr - 1:
-            w("\tADDQ R8, R9")
+    # fetch overlaps with the arithmetic. (Not for streaming stores, which
+    # are there to keep C out of the caches.)
+    if not stream:
+        w("\tMOVQ DX, R9")
+        for i in range(mr):
+            w(f"\tPREFETCHT0 (R9)")
+            w(f"\tPREFETCHT0 {nrb-4}(R9)")
+            if i < mr - 1:
+                w("\tADDQ R8, R9")
     tmp = ["AX", "R11", "R12", "R13"]
     def step(s):
         bo = s * nrb
@@ -179,9 +190,10 @@ def kernel(name, R, width, zero, unroll=4, indirect=False, bf16=False, direct=Fa
             w("\tADDQ R8, DX")
     w("\tVZEROUPPER\n\tRET")
     w(f"{name}_nobeta:")
+    st = "VMOVNTPS" if stream else "VMOVUPS"
     for i in range(mr):
-        w(f"\tVMOVUPS {acc[2*i]}, (DX)")
-        w(f"\tVMOVUPS {acc[2*i+1]}, {width}(DX)")
+        w(f"\t{st} {acc[2*i]}, (DX)")
+        w(f"\t{st} {acc[2*i+1]}, {width}(DX)")
         if i < mr - 1:
             w("\tADDQ R8, DX")
     w("\tVZEROUPPER\n\tRET\n")
@@ -192,6 +204,8 @@ kernel("kern6x32AVX512", "Z", 64, "VPXORD")
 kernel("kern6x16IndAVX2", "Y", 32, "VXORPS", indirect=True)
 kernel("kern6x32IndAVX512", "Z", 64, "VPXORD", indirect=True)
 kernel("kern6x32BF16AVX512", "Z", 64, "VPXORD", bf16=True)
+kernel("kern6x16NTAVX2", "Y", 32, "VXORPS", stream=True)
+kernel("kern6x32NTAVX512", "Z", 64, "VPXORD", stream=True)
 kernel("kern6x16DirAVX2", "Y", 32, "VXORPS", unroll=8, direct=True)
 kernel("kern6x32DirAVX512", "Z", 64, "VPXORD", unroll=8, direct=True)
 
@@ -334,6 +348,27 @@ widenBF16_loop:
 	SUBQ $8, CX
 	JNZ widenBF16_loop
 	VZEROUPPER
+	RET
+""")
+
+w("""// func cpuidVendor() (ebx, edx, ecx uint32)
+//
+// CPUID leaf 0: the vendor string, "GenuineIntel" for Intel.
+TEXT ·cpuidVendor(SB), NOSPLIT, $0-12
+	XORL AX, AX
+	XORL CX, CX
+	CPUID
+	MOVL BX, ebx+0(FP)
+	MOVL DX, edx+4(FP)
+	MOVL CX, ecx+8(FP)
+	RET
+
+// func sfence()
+//
+// Orders the non-temporal stores of the streaming kernels before whatever
+// follows (another goroutine may read the output next).
+TEXT ·sfence(SB), NOSPLIT, $0-0
+	SFENCE
 	RET
 """)
 
