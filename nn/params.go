@@ -73,6 +73,10 @@ type FileSource struct {
 	F *safetensors.File
 	// Prefix is prepended to every requested name ("unet." etc.).
 	Prefix string
+	// InPlace uses the file's data as the tensors' storage where it can
+	// (see ViewTensor) instead of copying it: F must then stay open while
+	// the loaded model is used.
+	InPlace bool
 }
 
 // Names lists the tensor names (without Prefix).
@@ -94,6 +98,9 @@ func (s FileSource) Shape(name string) ([]int, bool) {
 
 // Tensor reads a tensor.
 func (s FileSource) Tensor(name string) (*tensor.Tensor, error) {
+	if s.InPlace {
+		return ViewTensor(s.F, s.Prefix+name)
+	}
 	return ReadTensor(s.F, s.Prefix+name)
 }
 
@@ -128,6 +135,49 @@ func ReadTensor(f *safetensors.File, name string) (*tensor.Tensor, error) {
 		}
 		return tensor.FromInt64(v, shape...)
 	}
+}
+
+// ViewTensor is ReadTensor without the copy where the file allows it (see
+// safetensors.File.View16): an F16, BF16 or F32 tensor then uses the file's
+// mapping as its storage, which must stay open while the tensor is in use,
+// and drops its pages from memory once a packed copy is cached (see
+// tensor.Tensor.SetRelease), so a model keeps one copy of its weights
+// instead of two.
+func ViewTensor(f *safetensors.File, name string) (*tensor.Tensor, error) {
+	info, ok := f.Info(name)
+	if !ok {
+		return nil, fmt.Errorf("%s: no tensor %q", f.Path, name)
+	}
+	var t *tensor.Tensor
+	var release func()
+	var err error
+	switch info.DType {
+	case safetensors.F16, safetensors.BF16:
+		var u []uint16
+		if u, _, release, err = f.View16(name); err != nil {
+			return nil, err
+		}
+		dt := tensor.F16
+		if info.DType == safetensors.BF16 {
+			dt = tensor.BF16
+		}
+		t, err = tensor.FromU16(dt, u, info.Shape...)
+	case safetensors.F32:
+		var v []float32
+		if v, _, release, err = f.View32(name); err != nil {
+			return nil, err
+		}
+		t, err = tensor.FromData(v, info.Shape...)
+	default:
+		return ReadTensor(f, name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if release != nil {
+		t.SetRelease(release)
+	}
+	return t, nil
 }
 
 // LoadOptions tune Load.

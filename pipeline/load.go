@@ -49,7 +49,7 @@ func (s componentSource) Tensor(name string) (*tensor.Tensor, error) {
 	if !ok {
 		return nil, fmt.Errorf("%s: no tensor for %q", s.f.Path, name)
 	}
-	t, err := nn.ReadTensor(s.f, r.Source)
+	t, err := nn.ViewTensor(s.f, r.Source)
 	if err != nil {
 		return nil, err
 	}
@@ -83,13 +83,23 @@ type Components struct {
 	files     []*safetensors.File
 }
 
-// Close releases any checkpoint file still mapped (loading already releases
-// them, since every tensor is copied); it is safe to call more than once.
+// Close unmaps the checkpoint files. The models read their weights from
+// those mappings (16- and 32-bit float tensors are not copied at load; see
+// nn.ViewTensor), so they must not be used after Close. It is safe to call
+// more than once.
 func (c *Components) Close() {
 	for _, f := range c.files {
 		f.Close()
 	}
 	c.files = nil
+}
+
+// dropPages lets the pages that loading touched (vectors widened, weights
+// converted) leave memory; the models read them back if they need them.
+func (c *Components) dropPages() {
+	for _, f := range c.files {
+		f.DropPages()
+	}
 }
 
 // LoadOptions tune loading.
@@ -187,9 +197,7 @@ func loadLDM(f *safetensors.File, layout checkpoint.Model, cfgs Configs, opt Loa
 		}
 		opt.convert(part.m)
 	}
-	// Every tensor was copied into memory: drop the file mappings so their
-	// pages are not held (and counted) a second time.
-	c.Close()
+	c.dropPages()
 	return c, nil
 }
 
@@ -275,16 +283,14 @@ func loadFolder(dir string, opt LoadOptions) (*Components, error) {
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return fail(err)
 	}
-	// Every tensor was copied into memory: drop the file mappings so their
-	// pages are not held (and counted) a second time.
-	c.Close()
+	c.dropPages()
 	return c, nil
 }
 
 func loadInto(m nn.Module, f *safetensors.File, opt LoadOptions) error {
 	// transformers checkpoints carry a position_ids buffer the model does not use.
 	o := opt.nnOpts()
-	src := filteredSource{nn.FileSource{F: f}}
+	src := filteredSource{nn.FileSource{F: f, InPlace: true}}
 	if err := nn.Load(m, "", src, o); err != nil {
 		return fmt.Errorf("%s: %w", f.Path, err)
 	}

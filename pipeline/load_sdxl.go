@@ -38,13 +38,21 @@ type SDXLComponents struct {
 	files   []*safetensors.File
 }
 
-// Close releases any checkpoint file still mapped (loading already releases
-// them, since every tensor is copied); it is safe to call more than once.
+// Close unmaps the checkpoint files, which the models read their weights
+// from (see Components.Close): they must not be used afterwards. It is safe
+// to call more than once.
 func (c *SDXLComponents) Close() {
 	for _, f := range c.files {
 		f.Close()
 	}
 	c.files = nil
+}
+
+// dropPages is Components.dropPages.
+func (c *SDXLComponents) dropPages() {
+	for _, f := range c.files {
+		f.DropPages()
+	}
 }
 
 // SDXLConfigs are the model configs an SDXL single-file checkpoint is built with.
@@ -132,9 +140,7 @@ func loadSGM(f *safetensors.File, layout checkpoint.SDXLModel, cfgs SDXLConfigs,
 	if err := c.check(); err != nil {
 		return fail(err)
 	}
-	// Every tensor was copied into memory: drop the file mappings so their
-	// pages are not held (and counted) a second time.
-	c.Close()
+	c.dropPages()
 	return c, nil
 }
 
@@ -315,7 +321,7 @@ func loadSDXLFolder(dir string, opt LoadOptions) (*SDXLComponents, error) {
 	}
 	for _, part := range c.parts() {
 		f := files[part.name]
-		if err := nn.Load(part.m, "", folderSource{nn.FileSource{F: f}}, opt.nnOpts()); err != nil {
+		if err := nn.Load(part.m, "", folderSource{nn.FileSource{F: f, InPlace: true}}, opt.nnOpts()); err != nil {
 			return fail(fmt.Errorf("%s: %w", f.Path, err))
 		}
 		opt.convert(part.m)
@@ -328,9 +334,7 @@ func loadSDXLFolder(dir string, opt LoadOptions) (*SDXLComponents, error) {
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return fail(err)
 	}
-	// Every tensor was copied into memory: drop the file mappings so their
-	// pages are not held (and counted) a second time.
-	c.Close()
+	c.dropPages()
 	return c, nil
 }
 

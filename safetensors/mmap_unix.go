@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"os"
 	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 func mapFile(path string) ([]byte, func() error, error) {
@@ -30,4 +33,22 @@ func mapFile(path string) ([]byte, func() error, error) {
 		return nil, nil, fmt.Errorf("%s: mmap: %w", path, err)
 	}
 	return b, func() error { return syscall.Munmap(b) }, nil
+}
+
+// mappedFiles: Open maps files (non-empty ones) rather than reading them.
+const mappedFiles = true
+
+// dropPages tells the system that the pages wholly inside b, part of a
+// read-only file mapping, are not needed soon: they leave the process's
+// resident memory and are read back from the file (usually still in the
+// page cache) if touched again. Errors are ignored: this is advice.
+func dropPages(b []byte) {
+	ps := uintptr(unix.Getpagesize())
+	start := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+	lo := (start + ps - 1) &^ (ps - 1)
+	hi := (start + uintptr(len(b))) &^ (ps - 1)
+	if hi <= lo {
+		return
+	}
+	unix.Madvise(b[lo-start:hi-start], unix.MADV_DONTNEED)
 }

@@ -85,6 +85,7 @@ type File struct {
 	byName   map[string]int
 	data     []byte // data section
 	unmap    func() error
+	mapped   bool // data is a read-only memory mapping of the file
 }
 
 // Open memory-maps and validates a safetensors file.
@@ -99,6 +100,7 @@ func Open(path string) (*File, error) {
 		return nil, err
 	}
 	f.unmap = unmap
+	f.mapped = mappedFiles && len(buf) > 0
 	return f, nil
 }
 

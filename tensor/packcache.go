@@ -158,11 +158,22 @@ func packedWeight(w *Tensor, off, rows, cols int, isB, trans bool) gemm.Mat {
 			packCache.bytes += got - need
 			packCache.Unlock()
 		}
+		w.releaseStorage()
 	})
 	if e.p == nil {
 		return pack(gemm.PackOpts{}).Mat()
 	}
 	return e.p.Mat()
+}
+
+// releaseStorage lets the memory behind a weight's storage go (see
+// SetRelease), now that a packed copy is cached. (A weight whose matrices
+// are cached one by one, a grouped convolution's, may drop pages that a
+// later matrix reads again: they come back from the file.)
+func (w *Tensor) releaseStorage() {
+	if w.release != nil {
+		w.release()
+	}
 }
 
 // dropPacked forgets the panels of a collected weight.

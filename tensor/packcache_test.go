@@ -89,3 +89,66 @@ func TestPackCacheWinograd(t *testing.T) {
 		}
 	}
 }
+
+// TestPackCacheRelease checks that a weight's release function (see
+// SetRelease) runs once its packed copy is cached, by Linear, by an im2col
+// convolution through a reshaped view, and by a Winograd convolution at
+// its caching second use, and never when nothing was cached.
+func TestPackCacheRelease(t *testing.T) {
+	r := rand.New(rand.NewSource(5))
+	defer SetPackCacheBudget(SetPackCacheBudget(1 << 30))
+	counted := func(w *Tensor) *int {
+		n := new(int)
+		w.SetRelease(func() { *n++ })
+		return n
+	}
+
+	x := randT(r, 5, 24)
+	w0 := randT(r, 40, 24).ToDType(F16)
+	n := counted(w0)
+	old := SetPackCacheBudget(0)
+	Linear(x, w0, nil)
+	Linear(x, w0, nil)
+	if *n != 0 {
+		t.Errorf("Linear, nothing cached: released %d times", *n)
+	}
+	SetPackCacheBudget(old)
+	w := randT(r, 40, 24).ToDType(F16)
+	n = counted(w)
+	for range 3 {
+		Linear(x, w, nil)
+	}
+	if *n != 1 {
+		t.Errorf("Linear, cached: released %d times, want 1", *n)
+	}
+
+	// A 1×1 convolution weight loaded as a matrix and reshaped to 4-D.
+	m := randT(r, 8, 6)
+	n = counted(m)
+	cw := m.Reshape(8, 6, 1, 1)
+	for range 2 {
+		Conv2d(randT(r, 1, 6, 5, 5), cw, nil, Conv2dOpts{})
+	}
+	if *n != 1 {
+		t.Errorf("Conv2d through a reshaped weight: released %d times, want 1", *n)
+	}
+
+	defer SetWinograd(SetWinograd(WinogradAll))
+	ww := randT(r, 12, 7, 3, 3).ToDType(F16)
+	n = counted(ww)
+	xw := randT(r, 1, 7, 9, 10)
+	o := Conv2dOpts{Padding: [2]int{1, 1}}
+	Conv2d(xw, ww, nil, o)
+	if *n != 0 {
+		t.Errorf("Winograd, first use (not cached): released %d times", *n)
+	}
+	Conv2d(xw, ww, nil, o)
+	Conv2d(xw, ww, nil, o)
+	if *n != 1 {
+		t.Errorf("Winograd, cached: released %d times, want 1", *n)
+	}
+	runtime.KeepAlive(w0)
+	runtime.KeepAlive(w)
+	runtime.KeepAlive(cw)
+	runtime.KeepAlive(ww)
+}

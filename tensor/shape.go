@@ -29,7 +29,7 @@ func (t *Tensor) Reshape(shape ...int) *Tensor {
 		panic(fmt.Sprintf("tensor: cannot reshape %v (%d elements) to %v", t.shape, t.Numel(), shape))
 	}
 	c := t.Contiguous()
-	out := &Tensor{shape: shape, strides: contiguousStrides(shape), offset: c.offset, dtype: c.dtype, f32: c.f32, u16: c.u16, i64: c.i64}
+	out := &Tensor{shape: shape, strides: contiguousStrides(shape), offset: c.offset, dtype: c.dtype, f32: c.f32, u16: c.u16, i64: c.i64, release: c.release}
 	if c.requiresGrad {
 		orig := t.shape
 		record(out, []*Tensor{c}, func(g *Tensor) []*Tensor { return []*Tensor{g.Reshape(orig...)} })

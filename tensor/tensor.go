@@ -52,7 +52,18 @@ type Tensor struct {
 	requiresGrad bool
 	grad         *Tensor
 	node         *node
+
+	// release, if set, lets the memory behind the storage go once the
+	// weight cache holds a packed copy (see SetRelease).
+	release func()
 }
+
+// SetRelease attaches to a weight whose storage lies in a read-only file
+// mapping a function that drops the storage's pages from memory while
+// keeping them readable (re-read from the file when touched). Conv2d and
+// Linear call it once they have cached the weight's packed copy, so that a
+// model does not hold its weights twice. Reshape carries it over.
+func (t *Tensor) SetRelease(release func()) { t.release = release }
 
 // New makes a zero-filled float32 tensor.
 func New(shape ...int) *Tensor { return Zeros(shape...) }

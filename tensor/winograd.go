@@ -143,6 +143,7 @@ func winogradWeights(w *Tensor, cout, cin int, cache bool) (u []gemm.Mat, releas
 	e.once.Do(func() {
 		if reserve(16 * gemm.PackedBytes(false, cout, cin)) {
 			e.u = winogradTransform(w, cout, cin, func(int) gemm.PackOpts { return gemm.PackOpts{Threads: 1, OffHeap: true} })
+			w.releaseStorage()
 		}
 	})
 	if e.u == nil {
