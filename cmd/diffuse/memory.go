@@ -15,15 +15,15 @@ import (
 // packed-weight cache, which lives outside the Go heap, so the garbage
 // collector works harder before the kernel would kill the process (a 1024²
 // SDXL decode otherwise peaks above 24 GiB with the default GOGC). The cache
-// budget shrinks to an eighth of memory on small machines. GOMEMLIMIT, when
-// set, wins.
+// budget shrinks to an eighth of memory on small machines unless
+// DIFFUSE_PACK_CACHE_MB sets it. GOMEMLIMIT, when set, wins.
 func configureMemory() {
 	total := systemMemory()
 	if total <= 0 {
 		return
 	}
 	budget := tensor.SetPackCacheBudget(0)
-	if budget > total/8 {
+	if budget > total/8 && os.Getenv("DIFFUSE_PACK_CACHE_MB") == "" {
 		budget = total / 8
 	}
 	tensor.SetPackCacheBudget(budget)
