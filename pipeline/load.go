@@ -94,12 +94,27 @@ func (c *Components) Close() {
 	c.files = nil
 }
 
+// keepMapped hands back the pages of the mapped files that loading touched
+// (vectors widened, weights converted; the models read them back if they
+// need them) and returns those files: the others were read into memory,
+// every tensor copied from them, so they are closed and let go.
+func keepMapped(files []*safetensors.File) []*safetensors.File {
+	var kept []*safetensors.File
+	for _, f := range files {
+		if f.Mapped() {
+			f.DropPages()
+			kept = append(kept, f)
+		} else {
+			f.Close()
+		}
+	}
+	return kept
+}
+
 // dropPages lets the pages that loading touched (vectors widened, weights
 // converted) leave memory; the models read them back if they need them.
 func (c *Components) dropPages() {
-	for _, f := range c.files {
-		f.DropPages()
-	}
+	c.files = keepMapped(c.files)
 }
 
 // LoadOptions tune loading.

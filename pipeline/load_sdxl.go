@@ -50,9 +50,7 @@ func (c *SDXLComponents) Close() {
 
 // dropPages is Components.dropPages.
 func (c *SDXLComponents) dropPages() {
-	for _, f := range c.files {
-		f.DropPages()
-	}
+	c.files = keepMapped(c.files)
 }
 
 // SDXLConfigs are the model configs an SDXL single-file checkpoint is built with.

@@ -43,6 +43,10 @@ func (f *File) View32(name string) (v []float32, info TensorInfo, release func()
 	return v, info, nil, err
 }
 
+// Mapped reports whether the file's data is a memory mapping (Open on
+// Unix-like systems), so that View16 and View32 can return it in place.
+func (f *File) Mapped() bool { return f.mapped }
+
 // DropPages lets the system drop the file's pages from this process's
 // memory, as the release functions of View16 and View32 do for one tensor;
 // the data stays readable. For a file read into memory it does nothing.
