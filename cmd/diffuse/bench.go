@@ -11,7 +11,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/diffuse-go/diffuse/model/clip"
@@ -125,7 +124,9 @@ func runBench(ctx context.Context, args []string) (err error) {
 			return err
 		}
 	}
-	fmt.Printf("peak RSS: %.2f GiB\n", float64(peakRSS())/(1<<30))
+	if rss := peakRSS(); rss > 0 {
+		fmt.Printf("peak RSS: %.2f GiB\n", float64(rss)/(1<<30))
+	}
 	return nil
 }
 
@@ -383,15 +384,6 @@ func reportExtra(what string, d, base time.Duration) {
 		return
 	}
 	report(what, d)
-}
-
-// peakRSS returns the process's peak resident set size in bytes.
-func peakRSS() int64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return ru.Maxrss * 1024 // Linux reports KiB
 }
 
 func parseDType(s string) (tensor.DType, error) {
