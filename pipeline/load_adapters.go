@@ -406,7 +406,7 @@ func LoadT2IAdapter(path string, opt LoadOptions) (*t2iadapter.Model, func(), er
 
 func loadT2IAdapterFile(f *safetensors.File, cfgJSON []byte, cfgPath string, opt LoadOptions) (*t2iadapter.Model, error) {
 	path := f.Path
-	var src nn.Source = nn.FileSource{F: f}
+	var src nn.Source = nn.FileSource{F: f, InPlace: true}
 	var cfg t2iadapter.Config
 	switch {
 	case cfgJSON != nil:
@@ -479,7 +479,7 @@ func (s renamedSource) Tensor(name string) (*tensor.Tensor, error) {
 	if !ok {
 		return nil, fmt.Errorf("%s: no tensor for %q", s.f.Path, name)
 	}
-	return nn.ReadTensor(s.f, old)
+	return nn.ViewTensor(s.f, old)
 }
 
 // checkClaimed fails when the file holds tensors the renaming does not use.
