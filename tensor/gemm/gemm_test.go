@@ -442,3 +442,47 @@ func TestSeed(t *testing.T) {
 		}
 	}
 }
+
+// TestGemmDirectAPackedB runs gemmDirectA with B packed in advance, as a
+// cached weight is (float32 or 16-bit panels, for this kernel's geometry or
+// another one, which it must repack from source).
+func TestGemmDirectAPackedB(t *testing.T) {
+	oldK, oldRows, oldMin, oldPer := directMinK, directRows, parallelMinMACs, perThreadMinMACs
+	directMinK, directRows, parallelMinMACs, perThreadMinMACs = 1, 12, 0, 1
+	defer func() { directMinK, directRows, parallelMinMACs, perThreadMinMACs = oldK, oldRows, oldMin, oldPer }()
+	rng := rand.New(rand.NewPCG(9, 10))
+	ran := 0
+	for _, tk := range testKernels() {
+		if tk.k.direct == nil {
+			continue
+		}
+		for si, sh := range [][3]int{{29, 40, kcMax + 9}, {50, 17, 2*kcMax + 3}, {13, 64, 30}} {
+			m, n, k := sh[0], sh[1], sh[2]
+			for _, kind := range []Kind{F32, F16, BF16} {
+				for _, packer := range []microKernel{tk.k, activeKernel} {
+					a := randMat(rng, F32, m, k, false, si%2)
+					b := randMat(rng, kind, k, n, si%2 == 1, 0)
+					pb := packOperand(packer, PackOpts{Threads: tk.threads, Keep16: kind != F32, OffHeap: si == 0}, true, n, k, b)
+					ldc := n + 2
+					c := make([]float32, m*ldc)
+					for i := range c {
+						c[i] = rng.Float32()
+						if i%ldc >= n {
+							c[i] = -7
+						}
+					}
+					want, tol := exact(m, n, k, 0.75, a, b, 0.5, c, ldc)
+					if !useDirectA(tk.k, a, m, n, k) {
+						t.Fatalf("%s %v: not on the direct path", tk.k.name, sh)
+					}
+					gemmFast(tk.k, Opts{Threads: tk.threads}, m, n, k, 0.75, a, pb.Mat(), 0.5, c, ldc)
+					checkC(t, fmt.Sprintf("%s/%dT %v B %d packed by %s", tk.k.name, tk.threads, sh, kind, packer.name), m, n, c, ldc, want, tol, -7)
+					ran++
+				}
+			}
+		}
+	}
+	if ran == 0 {
+		t.Fatal("no kernel has a direct variant")
+	}
+}
