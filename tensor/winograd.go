@@ -128,9 +128,7 @@ func winogradWeights(w *Tensor, cout, cin int, cache bool) (u []gemm.Mat, releas
 		n := int(gemm.PackedBytes(false, cout, cin) / 4)
 		buf := winogradScratch.Get().(*[]float32)
 		*buf = grown(*buf, 16*n)
-		ps := winogradTransform(w, cout, cin, func(xi int) gemm.PackOpts {
-			return gemm.PackOpts{Threads: 1, Buf: (*buf)[xi*n : (xi+1)*n]}
-		})
+		ps := winogradTransformPanels(w, cout, cin, *buf, n)
 		return mats(ps), func() { winogradScratch.Put(buf) }
 	}
 	if w.requiresGrad || !cache {
@@ -169,21 +167,8 @@ func winogradTransform(w *Tensor, cout, cin int, o func(xi int) gemm.PackOpts) [
 		var g [9]float32
 		for f := lo; f < hi; f++ {
 			w.valuesAt(w.offset+f*9, g[:])
-			// t = G g (4×3), then U = t Gᵀ (4×4).
-			var t [4][3]float32
-			for j := 0; j < 3; j++ {
-				g0, g1, g2 := g[j], g[3+j], g[6+j]
-				t[0][j] = g0
-				t[1][j] = 0.5 * (g0 + g1 + g2)
-				t[2][j] = 0.5 * (g0 - g1 + g2)
-				t[3][j] = g2
-			}
-			for i := 0; i < 4; i++ {
-				r0, r1, r2 := t[i][0], t[i][1], t[i][2]
-				u[(4*i+0)*plane+f] = r0
-				u[(4*i+1)*plane+f] = 0.5 * (r0 + r1 + r2)
-				u[(4*i+2)*plane+f] = 0.5 * (r0 - r1 + r2)
-				u[(4*i+3)*plane+f] = r2
+			for xi, v := range winogradFilter(&g) {
+				u[xi*plane+f] = v
 			}
 		}
 	})
@@ -193,6 +178,63 @@ func winogradTransform(w *Tensor, cout, cin int, o func(xi int) gemm.PackOpts) [
 			ps[xi] = gemm.PackAWith(o(xi), cout, cin, gemm.F32Mat(u[xi*plane:(xi+1)*plane], cin, false))
 		}
 	})
+	return ps
+}
+
+// winogradFilter returns U = G g Gᵀ for one 3×3 filter g (row-major), its
+// 16 values in ξ order: t = G g (4×3), then U = t Gᵀ (4×4).
+func winogradFilter(g *[9]float32) (u [16]float32) {
+	var t [4][3]float32
+	for j := 0; j < 3; j++ {
+		g0, g1, g2 := g[j], g[3+j], g[6+j]
+		t[0][j] = g0
+		t[1][j] = 0.5 * (g0 + g1 + g2)
+		t[2][j] = 0.5 * (g0 - g1 + g2)
+		t[3][j] = g2
+	}
+	for i := 0; i < 4; i++ {
+		r0, r1, r2 := t[i][0], t[i][1], t[i][2]
+		u[4*i+0] = r0
+		u[4*i+1] = 0.5 * (r0 + r1 + r2)
+		u[4*i+2] = 0.5 * (r0 - r1 + r2)
+		u[4*i+3] = r2
+	}
+	return u
+}
+
+// winogradTransformPanels is winogradTransform writing U[ξ] straight into
+// the GEMM's packed A layout (gemm.PanelsA) in buf[ξ·n:(ξ+1)·n], n the
+// packed size of a cout×cin operand: no staging copy, so a per-call
+// transform needs half the memory.
+func winogradTransformPanels(w *Tensor, cout, cin int, buf []float32, n int) []*gemm.Packed {
+	plane := cout * cin
+	mr := gemm.MR()
+	// Rows cout..mpad-1 of the last sliver only feed discarded results;
+	// they are zeroed all the same, as packing would, since buf is
+	// recycled.
+	if pad := cout % mr; pad != 0 {
+		for xi := 0; xi < 16; xi++ {
+			u := buf[xi*n : (xi+1)*n]
+			for p := 0; p < cin; p++ {
+				i := gemm.PanelIndex(false, cout, cin, cout-pad, p)
+				clear(u[i+pad : i+mr])
+			}
+		}
+	}
+	parallelFor(plane, 4096, func(lo, hi int) {
+		var g [9]float32
+		for f := lo; f < hi; f++ {
+			w.valuesAt(w.offset+f*9, g[:])
+			at := gemm.PanelIndex(false, cout, cin, f/cin, f%cin)
+			for xi, v := range winogradFilter(&g) {
+				buf[xi*n+at] = v
+			}
+		}
+	})
+	ps := make([]*gemm.Packed, 16)
+	for xi := range ps {
+		ps[xi] = gemm.PanelsA(cout, cin, buf[xi*n:(xi+1)*n])
+	}
 	return ps
 }
 

@@ -242,21 +242,48 @@ func KBlock(k int) int { return blockLen(k, kcMax, 8) }
 // results. With n <= NR() this is simply a row-major k×NR() matrix. A
 // producer that writes its output that way (the attention probabilities, one
 // query per column) saves Gemm the packing pass.
-func PanelsB(k, n int, data []float32) *Packed {
-	w := NR()
-	npad := (n + w - 1) / w * w
-	if n <= 0 || k <= 0 || len(data) < k*npad {
-		panic(fmt.Sprintf("gemm: PanelsB of %d×%d from %d values (sliver width %d)", k, n, len(data), w))
+func PanelsB(k, n int, data []float32) *Packed { return panels(true, n, k, data) }
+
+// PanelsA is PanelsB for an m×k A operand, in slivers of MR() rows:
+// element (i, p) is data[pc·mpad + (i/MR)·MR·kc + (p-pc)·MR + i%MR], mpad =
+// ceil(m/MR)·MR (see PanelIndex).
+func PanelsA(m, k int, data []float32) *Packed { return panels(false, m, k, data) }
+
+// PanelIndex returns the index in the data of PanelsA (isB false) or
+// PanelsB of element (x, p), x being the row of A or the column of B.
+func PanelIndex(isB bool, x, k, xi, p int) int {
+	w := MR()
+	if isB {
+		w = NR()
 	}
-	data = data[:k*npad]
+	xpad := (x + w - 1) / w * w
 	kcb := KBlock(k)
-	src := LinesMat(true, func(p, x0 int, dst []float32) {
+	pc := p / kcb * kcb
+	kc := min(kcb, k-pc)
+	return pc*xpad + xi/w*w*kc + (p-pc)*w + xi%w
+}
+
+// MR is the height of the A slivers of the micro-kernel Gemm runs.
+func MR() int { return activeKernel.mr }
+
+func panels(isB bool, x, k int, data []float32) *Packed {
+	w := MR()
+	if isB {
+		w = NR()
+	}
+	xpad := (x + w - 1) / w * w
+	if x <= 0 || k <= 0 || len(data) < k*xpad {
+		panic(fmt.Sprintf("gemm: panels of a %d×%d operand from %d values (sliver width %d)", x, k, len(data), w))
+	}
+	data = data[:k*xpad]
+	kcb := KBlock(k)
+	src := LinesMat(isB, func(p, x0 int, dst []float32) {
 		pc := p / kcb * kcb
 		kc := min(kcb, k-pc)
 		for i := range dst {
 			j := x0 + i
-			dst[i] = data[pc*npad+j/w*w*kc+(p-pc)*w+j%w]
+			dst[i] = data[pc*xpad+j/w*w*kc+(p-pc)*w+j%w]
 		}
 	})
-	return &Packed{isB: true, x: n, k: k, w: w, kcb: kcb, data: data, src: src}
+	return &Packed{isB: isB, x: x, k: k, w: w, kcb: kcb, data: data, src: src}
 }

@@ -160,6 +160,40 @@ func TestPanelsB(t *testing.T) {
 	}
 }
 
+// TestPanelsA checks A operands written in the packed layout through
+// PanelIndex against the exact product for every test kernel (those of
+// another geometry read them through the operand's source).
+func TestPanelsA(t *testing.T) {
+	rng := rand.New(rand.NewPCG(13, 14))
+	w := MR()
+	for _, k := range []int{1, 30, kcMax + 9, 600} {
+		for _, m := range []int{1, 5, w, w + 3, 7 * w} {
+			n := 37
+			mpad := (m + w - 1) / w * w
+			dense := make([]float32, m*k)
+			data := make([]float32, k*mpad)
+			for i := range data {
+				data[i] = float32(math.NaN()) // padding must only reach discarded rows
+			}
+			for i := 0; i < m; i++ {
+				for p := 0; p < k; p++ {
+					v := rng.Float32()*2 - 1
+					dense[i*k+p] = v
+					data[PanelIndex(false, m, k, i, p)] = v
+				}
+			}
+			b := randMat(rng, F32, k, n, false, 0)
+			want, tol := exact(m, n, k, 1, F32Mat(dense, k, false), b, 0, nil, n)
+			pa := PanelsA(m, k, data)
+			for _, tk := range testKernels() {
+				c := make([]float32, m*n)
+				gemmFast(tk.k, Opts{Threads: tk.threads}, m, n, k, 1, pa.Mat(), b, 0, c, n)
+				checkC(t, fmt.Sprintf("PanelsA %dx%dx%d %s", m, n, k, tk.k.name), m, n, c, n, want, tol, 0)
+			}
+		}
+	}
+}
+
 // TestKeep16 checks that 16-bit panels give exactly the products of float32
 // panels of the same values, at half the memory, for weights in both of
 // their layouts (A untransposed, B transposed), with and without AVX2.
