@@ -107,43 +107,19 @@ func BenchmarkGemmB16(b *testing.B) {
 }
 
 // BenchmarkGemmBF16 times the bf16 kernel (BF16Native) against float32 on
-// the model's shapes, alternating the two so both see the same machine
-// load, and reports the best rate of each and their ratio (bf16/f32).
+// the model's shapes and reports the ratio bf16/f32 (see benchAB).
 func BenchmarkGemmBF16(b *testing.B) {
 	if !HasBF16() {
 		b.Skip("no AVX512_BF16 on this CPU")
 	}
-	defer SetThreads(0)
 	defer SetBF16Mode(BF16Off)
 	for _, s := range benchShapes {
 		m, n, k := s[0], s[1], s[2]
 		for _, t := range benchThreads {
 			b.Run(fmt.Sprintf("%dx%dx%d/T%d", m, n, k, t), func(b *testing.B) {
-				op := newBenchOperands(m, n, k, F32, false)
-				SetThreads(t)
-				best := [2]time.Duration{1 << 62, 1 << 62}
-				for b.Loop() {
-					for range 3 {
-						for i, mode := range []BF16Mode{BF16Off, BF16Native} {
-							SetBF16Mode(mode)
-							t0 := time.Now()
-							calls := 0
-							for time.Since(t0) < 50*time.Millisecond {
-								Gemm(m, n, k, 1, op.a, op.b, 0, op.c, n)
-								calls++
-							}
-							if d := time.Since(t0) / time.Duration(calls); d < best[i] {
-								best[i] = d
-							}
-						}
-					}
-				}
-				SetBF16Mode(BF16Off)
-				flops := 2 * float64(m*n*k)
-				b.ReportMetric(flops/best[0].Seconds()/1e9, "f32GFLOP/s")
-				b.ReportMetric(flops/best[1].Seconds()/1e9, "bf16GFLOP/s")
-				b.ReportMetric(best[0].Seconds()/best[1].Seconds(), "speedup")
-				b.ReportMetric(0, "ns/op")
+				benchAB(b, m, n, k, t, "f32", "bf16", func(second bool) {
+					SetBF16Mode(map[bool]BF16Mode{false: BF16Off, true: BF16Native}[second])
+				})
 			})
 		}
 	}
