@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -48,20 +47,44 @@ type DiTResult struct {
 	Timesteps   []float64
 }
 
+// guide is DiT's guidance: the batch is [cond; uncond], guidance acts on
+// the noise channels only and its result goes to both halves; with
+// learned sigma the scheduler sees only the noise channels, otherwise the
+// other channels follow unguided.
+func (p *DiT) guide(cfg bool, n int, scale float64) Guide {
+	tc := p.Transformer.Cfg
+	ch := tc.InChannels
+	learnedSigma := tc.OutChannels/2 == ch
+	return func(out *tensor.Tensor) (*tensor.Tensor, error) {
+		eps := out.Narrow(1, 0, ch)
+		if cfg {
+			e := eps.Contiguous().Data()
+			half := len(e) / 2
+			g, err := scheduler.GuidePair(e[half:], e[:half], scale) // conditional rows come first
+			if err != nil {
+				return nil, err
+			}
+			gt := tensor.FromSlice(g, n, ch, out.Dim(2), out.Dim(3))
+			eps = doubled(gt)
+		}
+		if !learnedSigma && tc.OutChannels > ch {
+			eps = tensor.Concat(1, eps, out.Narrow(1, ch, tc.OutChannels-ch))
+		}
+		return eps, nil
+	}
+}
+
 // Generate runs the pipeline as DiTPipeline does: under CFG the batch is
 // [latents; latents] with labels [labels; null], the guidance acts on the
 // noise channels only, and with learned sigma the scheduler sees only the
 // noise channels. It stops between steps when ctx is cancelled.
 func (p *DiT) Generate(ctx context.Context, r DiTRequest) (*DiTResult, error) {
-	if r.Scheduler == nil {
-		return nil, errors.New("pipeline: no scheduler")
-	}
-	if r.Steps <= 0 {
-		return nil, fmt.Errorf("pipeline: steps must be positive, got %d", r.Steps)
+	if err := checkCommon(r.Scheduler, r.Steps, r.Guidance, 0); err != nil {
+		return nil, err
 	}
 	n := len(r.ClassLabels)
-	if n == 0 {
-		return nil, errors.New("pipeline: no class labels")
+	if n == 0 || n > MaxBatch {
+		return nil, fmt.Errorf("pipeline: %d class labels; give 1 to %d", n, MaxBatch)
 	}
 	tc := p.Transformer.Cfg
 	null := p.Transformer.NullClass()
@@ -72,17 +95,9 @@ func (p *DiT) Generate(ctx context.Context, r DiTRequest) (*DiTResult, error) {
 	}
 	ch, size := tc.InChannels, tc.SampleSize
 	latShape := []int{n, ch, size, size}
-	var latents *tensor.Tensor
-	switch {
-	case r.Latents != nil:
-		if !tensor.SameShape(r.Latents.Shape(), latShape) {
-			return nil, fmt.Errorf("pipeline: latents shape %v, want %v", r.Latents.Shape(), latShape)
-		}
-		latents = r.Latents
-	case r.Noise != nil:
-		latents = tensor.FromSlice(r.Noise.Randn(latShape), latShape...)
-	default:
-		return nil, errors.New("pipeline: neither latents nor a noise source")
+	latents, err := initialNoise(r.Latents, r.Noise, latShape)
+	if err != nil {
+		return nil, err
 	}
 	cfg := r.Guidance > 1
 	labels := append([]int64(nil), r.ClassLabels...)
@@ -94,64 +109,29 @@ func (p *DiT) Generate(ctx context.Context, r DiTRequest) (*DiTResult, error) {
 		batch = tensor.Concat(0, latents, latents)
 	}
 	res := &DiTResult{ClassLabels: labels}
-	bshape := batch.Shape()
-	learnedSigma := tc.OutChannels/2 == ch
 	s := r.Scheduler
 	if err := s.SetTimesteps(r.Steps); err != nil {
 		return nil, err
 	}
-	ts := s.Timesteps()
-	t0 := time.Now()
-	for i, t := range ts {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		if cfg {
-			half := batch.Narrow(0, 0, n)
-			batch = tensor.Concat(0, half, half)
-		}
-		xs, err := s.ScaleModelInput(batch.Data(), i)
-		if err != nil {
-			return nil, err
-		}
-		x := tensor.FromSlice(xs, bshape...)
-		if r.OnModelInput != nil {
-			r.OnModelInput(i, x)
-		}
+	loop := &Loop{Scheduler: s, Noise: r.Noise, Guide: p.guide(cfg, n, r.Guidance),
+		Callbacks: Callbacks{Progress: r.Progress, OnModelInput: r.OnModelInput}}
+	if cfg {
+		// The scheduler steps the whole doubled batch, as DiTPipeline does;
+		// each step starts again from its first half.
+		loop.Batch = func(b *tensor.Tensor) *tensor.Tensor { return doubled(b.Narrow(0, 0, n)) }
+	}
+	loop.Model = func(st Step) (*tensor.Tensor, error) {
 		tv := make([]float32, len(labels))
 		for j := range tv {
-			tv[j] = float32(t)
+			tv[j] = float32(st.T)
 		}
-		out, err := p.Transformer.Forward(x, tv, labels)
-		if err != nil {
-			return nil, err
-		}
-		eps := out.Narrow(1, 0, ch)
-		if cfg {
-			e := eps.Contiguous().Data()
-			half := len(e) / 2
-			g, err := scheduler.GuidePair(e[half:], e[:half], r.Guidance) // conditional rows come first
-			if err != nil {
-				return nil, err
-			}
-			gt := tensor.FromSlice(g, n, ch, size, size)
-			eps = tensor.Concat(0, gt, gt)
-		}
-		if !learnedSigma && tc.OutChannels > ch {
-			// The scheduler steps the whole output (guided noise channels
-			// plus the others).
-			eps = tensor.Concat(1, eps, out.Narrow(1, ch, tc.OutChannels-ch))
-		}
-		step, err := s.Step(eps.Contiguous().Data(), i, batch.Data(), bshape, r.Noise)
-		if err != nil {
-			return nil, err
-		}
-		batch = tensor.FromSlice(step.PrevSample, bshape...)
-		res.Timesteps = append(res.Timesteps, t)
-		if r.Progress != nil {
-			r.Progress(i+1, len(ts), time.Since(t0))
-		}
+		return p.Transformer.Forward(st.Input, tv, labels)
 	}
+	batch, seen, err := loop.Run(ctx, batch)
+	if err != nil {
+		return nil, err
+	}
+	res.Timesteps = seen
 	res.Latents = batch.Narrow(0, 0, n).Contiguous()
 	if r.SkipDecode {
 		return res, nil

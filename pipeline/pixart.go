@@ -92,11 +92,8 @@ func vaeFactor(v *vae.Model) int { return 1 << max(len(v.Cfg.BlockOutChannels)-1
 
 // Generate runs the pipeline. It stops between steps when ctx is cancelled.
 func (p *PixArt) Generate(ctx context.Context, r PixArtRequest) (*PixArtResult, error) {
-	if r.Scheduler == nil {
-		return nil, errors.New("pipeline: no scheduler")
-	}
-	if r.Steps <= 0 {
-		return nil, fmt.Errorf("pipeline: steps must be positive, got %d", r.Steps)
+	if err := checkCommon(r.Scheduler, r.Steps, r.Guidance, 0); err != nil {
+		return nil, err
 	}
 	if len(r.Prompts) == 0 {
 		return nil, errors.New("pipeline: no prompt")
@@ -113,8 +110,8 @@ func (p *PixArt) Generate(ctx context.Context, r PixArtRequest) (*PixArtResult, 
 	if height == 0 {
 		height = tc.SampleSize * f
 	}
-	if width%(f*tc.PatchSize) != 0 || height%(f*tc.PatchSize) != 0 || width <= 0 || height <= 0 {
-		return nil, fmt.Errorf("pipeline: size %dx%d must be positive multiples of %d", width, height, f*tc.PatchSize)
+	if err := checkSize(width, height, f*tc.PatchSize); err != nil {
+		return nil, err
 	}
 	length := r.MaxSequenceLength
 	if length <= 0 {
@@ -129,17 +126,9 @@ func (p *PixArt) Generate(ctx context.Context, r PixArtRequest) (*PixArtResult, 
 	}
 	res.PromptIDs = ids
 	if cfg {
-		negs := r.NegativePrompts
-		switch {
-		case len(negs) == 0:
-			negs = make([]string, B)
-		case len(negs) == 1 && B > 1:
-			for len(negs) < B {
-				negs = append(negs, negs[0])
-			}
-		}
-		if len(negs) != B {
-			return nil, fmt.Errorf("pipeline: %d negative prompts for %d prompts", len(negs), B)
+		negs, err := broadcastNegatives(r.NegativePrompts, B)
+		if err != nil {
+			return nil, err
 		}
 		nehs, nids, nmask, err := p.encodeT5(negs, length)
 		if err != nil {
@@ -165,74 +154,48 @@ func (p *PixArt) Generate(ctx context.Context, r PixArtRequest) (*PixArtResult, 
 	if err := s.SetTimesteps(r.Steps); err != nil {
 		return nil, err
 	}
-	ts := s.Timesteps()
 	ch := tc.InChannels
 	latShape := []int{B, ch, height / f, width / f}
-	var noise *tensor.Tensor
-	switch {
-	case r.Latents != nil:
-		if !tensor.SameShape(r.Latents.Shape(), latShape) {
-			return nil, fmt.Errorf("pipeline: latents shape %v, want %v", r.Latents.Shape(), latShape)
-		}
-		noise = r.Latents
-	case r.Noise != nil:
-		noise = tensor.FromSlice(r.Noise.Randn(latShape), latShape...)
-	default:
-		return nil, errors.New("pipeline: neither latents nor a noise source")
+	noise, err := initialNoise(r.Latents, r.Noise, latShape)
+	if err != nil {
+		return nil, err
 	}
 	latents := tensor.Scale(noise, float32(s.InitNoiseSigma()))
 	outCh := tc.OutChannels
 	if outCh == 0 {
 		outCh = ch
 	}
-	t0 := time.Now()
-	for i, t := range ts {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		x := latents
-		if cfg {
-			x = tensor.Concat(0, latents, latents)
-		}
-		xs, err := s.ScaleModelInput(x.Data(), i)
-		if err != nil {
-			return nil, err
-		}
-		in := tensor.FromSlice(xs, x.Shape()...)
-		if r.OnModelInput != nil {
-			r.OnModelInput(i, in)
-		}
+	loop := &Loop{Scheduler: s, Noise: r.Noise, Callbacks: Callbacks{Progress: r.Progress, OnModelInput: r.OnModelInput}}
+	if cfg {
+		loop.Batch = doubled
+		loop.Guide = CFG(r.Guidance, 0, B)
+	}
+	learnedSigma := outCh/2 == ch
+	loop.Model = func(st Step) (*tensor.Tensor, error) {
 		tv := make([]float32, rows)
 		for j := range tv {
-			tv[j] = float32(t)
+			tv[j] = float32(st.T)
 		}
-		out, err := p.Transformer.Forward(in, pixart.Cond{EncoderHiddenStates: ehs, EncoderMask: mask, Timesteps: tv,
+		return p.Transformer.Forward(st.Input, pixart.Cond{EncoderHiddenStates: ehs, EncoderMask: mask, Timesteps: tv,
 			Resolution: resolution, AspectRatio: aspect})
-		if err != nil {
-			return nil, err
-		}
-		if cfg {
-			e := out.Contiguous().Data()
-			half := len(e) / 2
-			g, err := scheduler.GuidePair(e[:half], e[half:], r.Guidance)
-			if err != nil {
-				return nil, err
+	}
+	if learnedSigma {
+		guide := loop.Guide
+		loop.Guide = func(out *tensor.Tensor) (*tensor.Tensor, error) {
+			var err error
+			if guide != nil {
+				if out, err = guide(out); err != nil {
+					return nil, err
+				}
 			}
-			out = tensor.FromSlice(g, B, outCh, latShape[2], latShape[3])
-		}
-		if outCh/2 == ch {
-			out = out.Narrow(1, 0, ch) // learned sigma: the variance channels are dropped
-		}
-		step, err := s.Step(out.Contiguous().Data(), i, latents.Data(), latShape, r.Noise)
-		if err != nil {
-			return nil, err
-		}
-		latents = tensor.FromSlice(step.PrevSample, latShape...)
-		res.Timesteps = append(res.Timesteps, t)
-		if r.Progress != nil {
-			r.Progress(i+1, len(ts), time.Since(t0))
+			return out.Narrow(1, 0, ch), nil // the variance channels are dropped
 		}
 	}
+	latents, seen, err := loop.Run(ctx, latents)
+	if err != nil {
+		return nil, err
+	}
+	res.Timesteps = seen
 	res.Latents = latents
 	if r.SkipDecode {
 		return res, nil

@@ -84,6 +84,8 @@ type Result struct {
 	MaskLatent, MaskedImageLatents *tensor.Tensor
 }
 
+// repeatRows repeats each row n times in place (torch's repeat_interleave
+// on dim 0): [a, b] -> [a, a, b, b], the order of images per prompt.
 func repeatRows(x *tensor.Tensor, n int) *tensor.Tensor {
 	if n <= 1 {
 		return x
@@ -98,21 +100,52 @@ func repeatRows(x *tensor.Tensor, n int) *tensor.Tensor {
 	return tensor.Concat(0, rows...)
 }
 
-// Generate runs the pipeline. It stops between steps when ctx is cancelled.
-func (p *SD) Generate(ctx context.Context, r Request) (*Result, error) {
-	if r.Scheduler == nil {
-		return nil, errors.New("pipeline: no scheduler")
+// tileRows repeats the whole batch until it has n rows (torch's repeat on
+// dim 0): [a, b] -> [a, b, a, b]. diffusers broadcasts init images, masks
+// and their latents to the batch this way; n must be a multiple of the rows.
+func tileRows(x *tensor.Tensor, n int, what string) (*tensor.Tensor, error) {
+	b := x.Dim(0)
+	if b == n {
+		return x, nil
 	}
-	if r.Steps <= 0 {
-		return nil, fmt.Errorf("pipeline: steps must be positive, got %d", r.Steps)
+	if b == 0 || n%b != 0 {
+		return nil, fmt.Errorf("pipeline: %d %s for a batch of %d images: give one, or a number that divides the batch", b, what, n)
 	}
-	if r.Width%8 != 0 || r.Height%8 != 0 || r.Width <= 0 || r.Height <= 0 {
-		return nil, fmt.Errorf("pipeline: size %dx%d must be positive multiples of 8", r.Width, r.Height)
+	rows := make([]*tensor.Tensor, n/b)
+	for i := range rows {
+		rows[i] = x
 	}
-	per := max(r.ImagesPerPrompt, 1)
-	cfg := r.Guidance > 1
-	res := &Result{}
-	// Text conditioning.
+	return tensor.Concat(0, rows...), nil
+}
+
+// sdText is the SD conditioning: the text states, unconditional rows
+// first under CFG, per image.
+type sdText struct {
+	pos, neg *tensor.Tensor // per prompt, before repeating per image
+	ehs      *tensor.Tensor // the UNet's encoder_hidden_states
+	rows     int            // conditional rows (prompts × images per prompt)
+}
+
+// broadcastNegatives gives one negative prompt per prompt: none means
+// empty ones, one is used for every prompt.
+func broadcastNegatives(negs []string, n int) ([]string, error) {
+	switch {
+	case len(negs) == 0:
+		return make([]string, n), nil
+	case len(negs) == 1 && n > 1:
+		out := make([]string, n)
+		for i := range out {
+			out[i] = negs[0]
+		}
+		return out, nil
+	case len(negs) != n:
+		return nil, fmt.Errorf("pipeline: %d negative prompts for %d prompts", len(negs), n)
+	}
+	return negs, nil
+}
+
+// encodeText encodes the prompts (or takes the given embeddings).
+func (p *SD) encodeText(r *Request, per int, cfg bool) (*sdText, error) {
 	pos, neg := r.PromptEmbeds, r.NegativeEmbeds
 	if pos == nil {
 		if len(r.Prompts) == 0 {
@@ -126,226 +159,310 @@ func (p *SD) Generate(ctx context.Context, r Request) (*Result, error) {
 			return nil, err
 		}
 	}
+	if pos.Rank() != 3 {
+		return nil, fmt.Errorf("pipeline: prompt embeddings %v, want [B, L, D]", pos.Shape())
+	}
 	B := pos.Dim(0)
 	if cfg && neg == nil {
-		negs := r.NegativePrompts
-		if len(negs) == 0 {
-			negs = make([]string, B)
-		} else if len(negs) == 1 && B > 1 {
-			for len(negs) < B {
-				negs = append(negs, negs[0])
-			}
+		if p.Tokenizer == nil || p.TextEncoder == nil {
+			return nil, errors.New("pipeline: guidance needs negative embeddings or a text encoder")
 		}
-		if len(negs) != B {
-			return nil, fmt.Errorf("pipeline: %d negative prompts for %d prompts", len(negs), B)
+		negs, err := broadcastNegatives(r.NegativePrompts, B)
+		if err != nil {
+			return nil, err
 		}
-		var err error
 		if neg, _, err = EncodePrompts(p.TextEncoder, p.Tokenizer, negs, r.ClipSkip); err != nil {
 			return nil, err
 		}
 	}
-	res.PromptEmbeds, res.NegativeEmbeds = pos, neg
-	pos = repeatRows(pos, per)
-	if neg != nil {
-		neg = repeatRows(neg, per)
+	if cfg && !tensor.SameShape(neg.Shape(), pos.Shape()) {
+		return nil, fmt.Errorf("pipeline: negative embeddings %v, prompt embeddings %v", neg.Shape(), pos.Shape())
 	}
-	B *= per
-	ehs := pos
+	t := &sdText{pos: pos, neg: neg, rows: B * per}
+	t.ehs = repeatRows(pos, per)
 	if cfg {
-		ehs = tensor.Concat(0, neg, pos) // unconditional first, as diffusers orders it
+		t.ehs = tensor.Concat(0, repeatRows(neg, per), t.ehs) // unconditional first, as diffusers orders it
+	}
+	return t, nil
+}
+
+// sdImage is the image conditioning of img2img and inpainting, at the
+// batch's size.
+type sdImage struct {
+	latents      *tensor.Tensor // encoded init image (nil: none or not needed)
+	mask, masked *tensor.Tensor // inpainting mask and masked-image latents
+	noise        *tensor.Tensor // the initial noise (for legacy inpainting's blending)
+	inpaint9     bool
+	strength     float64
+	start, end   int
+	addNoise     bool
+	latShape     []int
+	resultMask   *tensor.Tensor
+	resultMasked *tensor.Tensor
+}
+
+// Generate runs the pipeline. It stops between steps when ctx is cancelled.
+func (p *SD) Generate(ctx context.Context, r Request) (*Result, error) {
+	if err := p.check(&r); err != nil {
+		return nil, err
+	}
+	per := max(r.ImagesPerPrompt, 1)
+	cfg := r.Guidance > 1
+	text, err := p.encodeText(&r, per, cfg)
+	if err != nil {
+		return nil, err
 	}
 	s := r.Scheduler
 	if err := s.SetTimesteps(r.Steps); err != nil {
 		return nil, err
 	}
-	ts := s.Timesteps()
-	start := 0
-	lc := p.UNet.Cfg.InChannels
-	latCh := p.VAE.Cfg.LatentChannels
-	inpaint9 := lc == latCh*2+1
-	h, w := r.Height/8, r.Width/8
-	latShape := []int{B, latCh, h, w}
-	// Image conditioning (img2img, inpainting).
-	var imageLatents, maskLatent, maskedLatents *tensor.Tensor
-	if r.Mask != nil {
-		if r.InitImage == nil {
-			return nil, errors.New("pipeline: a mask needs an init image")
-		}
-		lm, masked, err := PrepareMask(r.Mask, r.InitImage, r.Height/h)
-		if err != nil {
-			return nil, err
-		}
-		maskLatent = repeatRows(lm, per)
-		if !inpaint9 {
-			// Legacy inpainting: the UNet sees only latents; the image latents
-			// are drawn first, then the masked image's.
-			if imageLatents, err = p.encode(r.InitImage, r.Noise, per); err != nil {
-				return nil, err
-			}
-		}
-		if maskedLatents, err = p.encode(masked, r.Noise, per); err != nil {
-			return nil, err
-		}
-		res.MaskLatent, res.MaskedImageLatents = maskLatent, maskedLatents
-	} else if r.InitLatents != nil {
-		imageLatents = repeatRows(r.InitLatents, per)
-	} else if r.InitImage != nil {
-		var err error
-		if imageLatents, err = p.encode(r.InitImage, r.Noise, per); err != nil {
-			return nil, err
-		}
-	}
-	strength := 1.0
-	if imageLatents != nil && r.Strength > 0 {
-		strength = r.Strength
-	}
-	end := len(ts)
-	if r.DenoisingEnd > 0 && r.DenoisingEnd < 1 {
-		var err error
-		if end, err = scheduler.DenoisingEnd(s, r.DenoisingEnd); err != nil {
-			return nil, err
-		}
-	}
-	addNoise := true
-	switch {
-	case r.DenoisingStart > 0:
-		if imageLatents == nil {
-			return nil, errors.New("pipeline: denoising_start needs init latents or an init image")
-		}
-		var err error
-		if start, err = scheduler.DenoisingStart(s, r.DenoisingStart); err != nil {
-			return nil, err
-		}
-		addNoise = false
-	case imageLatents != nil:
-		var err error
-		if start, err = scheduler.StrengthStart(s, r.Steps, strength); err != nil {
-			return nil, err
-		}
-	}
-	if start >= end {
-		return nil, fmt.Errorf("pipeline: strength %g / denoising window leaves no steps out of %d", strength, r.Steps)
-	}
-	// Initial latents.
-	var noise *tensor.Tensor
-	if !addNoise {
-		// Start from the given latents as they are.
-	} else if r.Latents != nil {
-		if !tensor.SameShape(r.Latents.Shape(), latShape) {
-			return nil, fmt.Errorf("pipeline: latents shape %v, want %v", r.Latents.Shape(), latShape)
-		}
-		noise = r.Latents
-	} else {
-		if r.Noise == nil {
-			return nil, errors.New("pipeline: neither latents nor a noise source")
-		}
-		noise = tensor.FromSlice(r.Noise.Randn(latShape), latShape...)
-	}
-	var latents *tensor.Tensor
-	if !addNoise {
-		latents = imageLatents
-	} else if imageLatents != nil && (strength < 1 || r.Mask == nil) {
-		noised, err := s.AddNoise(imageLatents.Data(), noise.Data(), repeatT(ts[start], B))
-		if err != nil {
-			return nil, err
-		}
-		latents = tensor.FromSlice(noised, latShape...)
-	} else {
-		latents = tensor.Scale(noise, float32(s.InitNoiseSigma()))
-	}
-	var mask2, masked2 *tensor.Tensor
-	if inpaint9 && maskLatent != nil {
-		mask2, masked2 = maskLatent, maskedLatents
-		if cfg {
-			mask2, masked2 = tensor.Concat(0, maskLatent, maskLatent), tensor.Concat(0, maskedLatents, maskedLatents)
-		}
-	} else if inpaint9 {
-		return nil, errors.New("pipeline: this is an inpainting UNet (9 input channels): give an image and a mask")
-	}
-	t0 := time.Now()
-	total := end - start
-	for i := start; i < end; i++ {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		x := latents
-		if cfg {
-			x = tensor.Concat(0, latents, latents)
-		}
-		xs, err := s.ScaleModelInput(x.Data(), i)
-		if err != nil {
-			return nil, err
-		}
-		scaled := tensor.FromSlice(xs, x.Shape()...)
-		in := scaled
-		if mask2 != nil {
-			in = tensor.Concat(1, in, mask2, masked2)
-		}
-		if r.OnUNetInput != nil {
-			r.OnUNetInput(i-start, in)
-		}
-		cond := unet.Cond{EncoderHiddenStates: ehs, TextEmbeds: r.AddTextEmbeds, TimeIDs: r.AddTimeIDs}
-		if r.Adapter != nil {
-			// Adapters see the latent input without the inpainting channels,
-			// as diffusers gives the ControlNet the 4-channel latents.
-			if err := r.Adapter(i-start, total, ts[i], scaled, &cond); err != nil {
-				return nil, err
-			}
-		}
-		eps, err := p.UNet.Forward(in, []float32{float32(ts[i])}, cond)
-		if err != nil {
-			return nil, err
-		}
-		e := eps.Data()
-		if cfg {
-			half := len(e) / 2
-			g, err := scheduler.GuidePair(e[:half], e[half:], r.Guidance)
-			if err != nil {
-				return nil, err
-			}
-			if r.GuidanceRescale > 0 {
-				if g, err = scheduler.RescaleNoiseCFG(g, e[half:], B, r.GuidanceRescale); err != nil {
-					return nil, err
-				}
-			}
-			e = g
-		}
-		out, err := s.Step(e, i, latents.Data(), latShape, r.Noise)
-		if err != nil {
-			return nil, err
-		}
-		latents = tensor.FromSlice(out.PrevSample, latShape...)
-		if imageLatents != nil && r.Mask != nil && !inpaint9 {
-			// Legacy inpainting: keep the (re-noised) original outside the mask.
-			proper := imageLatents
-			if i < len(ts)-1 {
-				pn, err := s.AddNoise(imageLatents.Data(), noise.Data(), repeatT(ts[i+1], B))
-				if err != nil {
-					return nil, err
-				}
-				proper = tensor.FromSlice(pn, latShape...)
-			}
-			m := maskLatent
-			latents = tensor.Add(tensor.Mul(tensor.AddScalar(tensor.Neg(m), 1), proper), tensor.Mul(m, latents))
-		}
-		res.Timesteps = append(res.Timesteps, ts[i])
-		if r.OnStep != nil {
-			r.OnStep(i-start, ts[i], latents)
-		}
-		if r.Progress != nil {
-			r.Progress(i-start+1, total, time.Since(t0))
-		}
-	}
-	res.Latents = latents
-	if r.SkipDecode {
-		return res, nil
-	}
-	img, err := DecodeLatents(p.VAE, latents)
+	im, latents, err := p.prepareLatents(&r, text.rows)
 	if err != nil {
 		return nil, err
 	}
-	res.Images = img
+	loop := p.loop(&r, text, im, cfg)
+	latents, seen, err := loop.Run(ctx, latents)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{PromptEmbeds: text.pos, NegativeEmbeds: text.neg, Timesteps: seen, Latents: latents,
+		MaskLatent: im.resultMask, MaskedImageLatents: im.resultMasked}
+	if r.SkipDecode {
+		return res, nil
+	}
+	if res.Images, err = DecodeLatents(p.VAE, latents); err != nil {
+		return nil, err
+	}
 	return res, nil
+}
+
+// check validates the request against the model before any work.
+func (p *SD) check(r *Request) error {
+	if p.UNet == nil || p.VAE == nil {
+		return errors.New("pipeline: SD needs a UNet and a VAE")
+	}
+	if err := checkCommon(r.Scheduler, r.Steps, r.Guidance, r.GuidanceRescale); err != nil {
+		return err
+	}
+	if err := checkSize(r.Width, r.Height, vaeFactor(p.VAE)); err != nil {
+		return err
+	}
+	if r.ImagesPerPrompt < 0 || r.ImagesPerPrompt > MaxBatch {
+		return fmt.Errorf("pipeline: images per prompt %d outside [1, %d]", r.ImagesPerPrompt, MaxBatch)
+	}
+	if len(r.Prompts) > MaxBatch {
+		return fmt.Errorf("pipeline: %d prompts; at most %d in one request", len(r.Prompts), MaxBatch)
+	}
+	if r.InitImage != nil || r.Mask != nil || r.InitLatents != nil {
+		if err := checkFraction("strength", r.Strength, r.InitLatents == nil && r.DenoisingStart == 0); err != nil {
+			return err
+		}
+	}
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{{"denoising end", r.DenoisingEnd}, {"denoising start", r.DenoisingStart}} {
+		if f.v != 0 {
+			if err := checkFraction(f.name, f.v, false); err != nil {
+				return err
+			}
+		}
+	}
+	if r.Mask != nil && r.InitImage == nil {
+		return errors.New("pipeline: a mask needs an init image")
+	}
+	for _, im := range []struct {
+		name     string
+		t        *tensor.Tensor
+		channels int
+	}{{"init image", r.InitImage, 3}, {"mask", r.Mask, 1}} {
+		if im.t == nil {
+			continue
+		}
+		if im.t.Rank() != 4 || im.t.Dim(1) != r.Height || im.t.Dim(2) != r.Width || im.t.Dim(3) != im.channels {
+			return fmt.Errorf("pipeline: %s shape %v, want [N, %d, %d, %d] (the output size)", im.name, im.t.Shape(), r.Height, r.Width, im.channels)
+		}
+		if err := finiteData(im.name, im.t); err != nil {
+			return err
+		}
+	}
+	inpaint9 := p.UNet.Cfg.InChannels == p.VAE.Cfg.LatentChannels*2+1
+	if inpaint9 && r.Mask == nil {
+		return errors.New("pipeline: this is an inpainting UNet (9 input channels): give an image and a mask")
+	}
+	return nil
+}
+
+// prepareLatents encodes the image conditioning and draws the initial
+// latents, in diffusers' order of draws: init image posterior, initial
+// noise, masked-image posterior.
+func (p *SD) prepareLatents(r *Request, batch int) (*sdImage, *tensor.Tensor, error) {
+	s := r.Scheduler
+	latCh := p.VAE.Cfg.LatentChannels
+	f := vaeFactor(p.VAE)
+	im := &sdImage{inpaint9: p.UNet.Cfg.InChannels == latCh*2+1, strength: 1, end: len(s.Timesteps()), addNoise: true,
+		latShape: []int{batch, latCh, r.Height / f, r.Width / f}}
+	img := r.InitImage
+	var mask, masked *tensor.Tensor
+	if r.Mask != nil {
+		var err error
+		if img, mask, err = broadcastPair(img, r.Mask); err != nil {
+			return nil, nil, err
+		}
+		lm, mi, err := PrepareMask(mask, img, f)
+		if err != nil {
+			return nil, nil, err
+		}
+		if im.mask, err = tileRows(lm, batch, "masks"); err != nil {
+			return nil, nil, err
+		}
+		masked = mi
+	}
+	hasImage := img != nil || r.InitLatents != nil
+	if hasImage && r.Strength > 0 {
+		im.strength = r.Strength
+	}
+	var err error
+	switch {
+	case r.InitLatents != nil:
+		im.latents, err = tileRows(r.InitLatents, batch, "init latents")
+	case img != nil && (r.Mask == nil || !im.inpaint9 || im.strength < 1):
+		im.latents, err = p.encode(img, r.Noise, batch)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := im.window(r, s); err != nil {
+		return nil, nil, err
+	}
+	latents, err := im.initial(r, s)
+	if err != nil {
+		return nil, nil, err
+	}
+	if masked != nil {
+		if im.masked, err = p.encode(masked, r.Noise, batch); err != nil {
+			return nil, nil, err
+		}
+		im.resultMask, im.resultMasked = im.mask, im.masked
+	}
+	return im, latents, nil
+}
+
+// broadcastPair gives the init image and the mask the same number of
+// rows, repeating a single one.
+func broadcastPair(img, mask *tensor.Tensor) (*tensor.Tensor, *tensor.Tensor, error) {
+	var err error
+	switch {
+	case img.Dim(0) == mask.Dim(0):
+	case img.Dim(0) == 1:
+		img, err = tileRows(img, mask.Dim(0), "init images")
+	case mask.Dim(0) == 1:
+		mask, err = tileRows(mask, img.Dim(0), "masks")
+	default:
+		err = fmt.Errorf("pipeline: %d init images and %d masks: give one mask per image, or one for all", img.Dim(0), mask.Dim(0))
+	}
+	return img, mask, err
+}
+
+// window sets the steps to run from strength or the denoising window.
+func (im *sdImage) window(r *Request, s scheduler.Scheduler) error {
+	var err error
+	if r.DenoisingEnd > 0 && r.DenoisingEnd < 1 {
+		if im.end, err = scheduler.DenoisingEnd(s, r.DenoisingEnd); err != nil {
+			return err
+		}
+	}
+	switch {
+	case r.DenoisingStart > 0:
+		if im.latents == nil {
+			return errors.New("pipeline: denoising_start needs init latents or an init image")
+		}
+		if im.start, err = scheduler.DenoisingStart(s, r.DenoisingStart); err != nil {
+			return err
+		}
+		im.addNoise = false
+	case im.latents != nil:
+		if im.start, err = scheduler.StrengthStart(s, r.Steps, im.strength); err != nil {
+			return err
+		}
+	}
+	if im.start >= im.end {
+		return fmt.Errorf("pipeline: strength %g / denoising window leaves no steps out of %d", im.strength, r.Steps)
+	}
+	return nil
+}
+
+// initial draws the noise and returns the starting latents.
+func (im *sdImage) initial(r *Request, s scheduler.Scheduler) (*tensor.Tensor, error) {
+	if !im.addNoise {
+		return im.latents, nil // the refiner continues from the given latents
+	}
+	var err error
+	if im.noise, err = initialNoise(r.Latents, r.Noise, im.latShape); err != nil {
+		return nil, err
+	}
+	if im.latents != nil && (im.strength < 1 || r.Mask == nil) {
+		noised, err := s.AddNoise(im.latents.Data(), im.noise.Data(), repeatT(s.Timesteps()[im.start], im.latShape[0]))
+		if err != nil {
+			return nil, err
+		}
+		return tensor.FromSlice(noised, im.latShape...), nil
+	}
+	return tensor.Scale(im.noise, float32(s.InitNoiseSigma())), nil
+}
+
+// loop is the SD denoising loop: CFG over [uncond; cond], the 9-channel
+// UNet's mask channels, adapters, and legacy inpainting's blending.
+func (p *SD) loop(r *Request, text *sdText, im *sdImage, cfg bool) *Loop {
+	l := &Loop{Scheduler: r.Scheduler, Noise: r.Noise, Start: im.start, End: im.end,
+		Callbacks: Callbacks{Progress: r.Progress, OnModelInput: r.OnUNetInput, OnStep: r.OnStep}}
+	var extra *tensor.Tensor // the 9-channel UNet's mask and masked-image latents
+	if im.inpaint9 {
+		extra = tensor.Concat(1, im.mask, im.masked)
+		if cfg {
+			extra = doubled(extra)
+		}
+	}
+	if cfg {
+		l.Batch = doubled
+		l.Guide = CFG(r.Guidance, r.GuidanceRescale, text.rows)
+	}
+	if extra != nil {
+		l.Input = func(scaled *tensor.Tensor) *tensor.Tensor { return tensor.Concat(1, scaled, extra) }
+	}
+	l.Model = func(st Step) (*tensor.Tensor, error) {
+		cond := unet.Cond{EncoderHiddenStates: text.ehs, TextEmbeds: r.AddTextEmbeds, TimeIDs: r.AddTimeIDs}
+		if r.Adapter != nil {
+			// Adapters see the latent input without the inpainting channels,
+			// as diffusers gives the ControlNet the 4-channel latents.
+			if err := r.Adapter(st.I, st.Total, st.T, st.Scaled, &cond); err != nil {
+				return nil, err
+			}
+		}
+		return p.UNet.Forward(st.Input, []float32{float32(st.T)}, cond)
+	}
+	if im.mask != nil && !im.inpaint9 {
+		l.After = im.blend(r.Scheduler)
+	}
+	return l
+}
+
+// blend is legacy inpainting with a 4-channel UNet: outside the mask the
+// latents are replaced by the original, re-noised to the next timestep.
+func (im *sdImage) blend(s scheduler.Scheduler) func(i, idx int, latents *tensor.Tensor) (*tensor.Tensor, error) {
+	ts := s.Timesteps()
+	keep := tensor.AddScalar(tensor.Neg(im.mask), 1)
+	return func(_, idx int, latents *tensor.Tensor) (*tensor.Tensor, error) {
+		proper := im.latents
+		if idx < len(ts)-1 {
+			pn, err := s.AddNoise(im.latents.Data(), im.noise.Data(), repeatT(ts[idx+1], im.latShape[0]))
+			if err != nil {
+				return nil, err
+			}
+			proper = tensor.FromSlice(pn, im.latShape...)
+		}
+		return tensor.Add(tensor.Mul(keep, proper), tensor.Mul(im.mask, latents)), nil
+	}
 }
 
 func repeatT(t float64, n int) []float64 {
@@ -356,11 +473,12 @@ func repeatT(t float64, n int) []float64 {
 	return out
 }
 
-// encode VAE-encodes images [B, H, W, 3], sampling the posterior with the
-// noise source (nil: the mean), and repeats rows per image per prompt.
-func (p *SD) encode(img *tensor.Tensor, noise scheduler.NoiseSource, per int) (*tensor.Tensor, error) {
-	h, w := img.Dim(1)/8, img.Dim(2)/8
-	shape := []int{img.Dim(0), p.VAE.Cfg.LatentChannels, h, w}
+// encode VAE-encodes images [N, H, W, 3], sampling the posterior with the
+// noise source (nil: the mean), and tiles the latents to the batch as
+// diffusers does.
+func (p *SD) encode(img *tensor.Tensor, noise scheduler.NoiseSource, batch int) (*tensor.Tensor, error) {
+	f := vaeFactor(p.VAE)
+	shape := []int{img.Dim(0), p.VAE.Cfg.LatentChannels, img.Dim(1) / f, img.Dim(2) / f}
 	var n *tensor.Tensor
 	if noise != nil {
 		n = tensor.FromSlice(noise.Randn(shape), shape...)
@@ -369,5 +487,5 @@ func (p *SD) encode(img *tensor.Tensor, noise scheduler.NoiseSource, per int) (*
 	if err != nil {
 		return nil, err
 	}
-	return repeatRows(z, per), nil
+	return tileRows(z, batch, "init images")
 }
