@@ -105,6 +105,9 @@ func (p *IF) Generate(ctx context.Context, r IFRequest) (*IFResult, error) {
 	if r.Scheduler == nil {
 		return nil, errors.New("pipeline: no scheduler")
 	}
+	if p.UNet == nil {
+		return nil, errors.New("pipeline: IF needs a UNet")
+	}
 	if r.Steps <= 0 {
 		return nil, fmt.Errorf("pipeline: steps must be positive, got %d", r.Steps)
 	}
