@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -70,21 +71,38 @@ type PixArtResult struct {
 // clean_caption=False.
 func pixartPreprocess(s string) string { return strings.TrimSpace(strings.ToLower(s)) }
 
-// encodeT5 tokenizes and encodes prompts to [B, L, D] plus ids and mask.
-func (p *PixArt) encodeT5(prompts []string, length int) (*tensor.Tensor, []int64, []int64, error) {
+// encodeT5 tokenizes prompts (lower-cased and trimmed, as diffusers'
+// T5 pipelines do with clean_caption=False) to length tokens and encodes
+// them with their attention mask: [B, L, D] plus the ids and the mask.
+func encodeT5(tok MaskedTokenizer, enc *t5.Model, prompts []string, length int) (*tensor.Tensor, []int64, []int64, error) {
 	var ids, mask []int64
 	for _, s := range prompts {
-		i, m := p.Tokenizer.Encode(pixartPreprocess(s), length)
-		if len(i) != length {
-			return nil, nil, nil, fmt.Errorf("pipeline: tokenizer gave %d ids, want %d", len(i), length)
+		i, m := tok.Encode(pixartPreprocess(s), length)
+		if len(i) != length || len(m) != length {
+			return nil, nil, nil, fmt.Errorf("pipeline: tokenizer gave %d ids and %d mask values, want %d", len(i), len(m), length)
 		}
 		ids, mask = append(ids, i...), append(mask, m...)
 	}
-	emb, err := p.TextEncoder.Forward(ids, mask, len(prompts), length)
+	emb, err := enc.Forward(ids, mask, len(prompts), length)
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	return emb, ids, mask, nil
+}
+
+// negativePrompts gives one negative prompt per prompt row: "" for each
+// when none is given, a single one repeated.
+func negativePrompts(negs []string, b int) ([]string, error) {
+	switch {
+	case len(negs) == 0:
+		negs = make([]string, b)
+	case len(negs) == 1 && b > 1:
+		negs = slices.Repeat(negs, b)
+	}
+	if len(negs) != b {
+		return nil, fmt.Errorf("pipeline: %d negative prompts for %d prompts", len(negs), b)
+	}
+	return negs, nil
 }
 
 // vaeFactor is the VAE's spatial downscale, 2^(blocks-1).
@@ -120,17 +138,17 @@ func (p *PixArt) Generate(ctx context.Context, r PixArtRequest) (*PixArtResult, 
 	B := len(r.Prompts)
 	cfg := r.Guidance > 1
 	res := &PixArtResult{}
-	ehs, ids, mask, err := p.encodeT5(r.Prompts, length)
+	ehs, ids, mask, err := encodeT5(p.Tokenizer, p.TextEncoder, r.Prompts, length)
 	if err != nil {
 		return nil, err
 	}
 	res.PromptIDs = ids
 	if cfg {
-		negs, err := broadcastNegatives(r.NegativePrompts, B)
+		negs, err := negativePrompts(r.NegativePrompts, B)
 		if err != nil {
 			return nil, err
 		}
-		nehs, nids, nmask, err := p.encodeT5(negs, length)
+		nehs, nids, nmask, err := encodeT5(p.Tokenizer, p.TextEncoder, negs, length)
 		if err != nil {
 			return nil, err
 		}

@@ -126,24 +126,6 @@ type sdText struct {
 	rows     int            // conditional rows (prompts × images per prompt)
 }
 
-// broadcastNegatives gives one negative prompt per prompt: none means
-// empty ones, one is used for every prompt.
-func broadcastNegatives(negs []string, n int) ([]string, error) {
-	switch {
-	case len(negs) == 0:
-		return make([]string, n), nil
-	case len(negs) == 1 && n > 1:
-		out := make([]string, n)
-		for i := range out {
-			out[i] = negs[0]
-		}
-		return out, nil
-	case len(negs) != n:
-		return nil, fmt.Errorf("pipeline: %d negative prompts for %d prompts", len(negs), n)
-	}
-	return negs, nil
-}
-
 // encodeText encodes the prompts (or takes the given embeddings).
 func (p *SD) encodeText(r *Request, per int, cfg bool) (*sdText, error) {
 	pos, neg := r.PromptEmbeds, r.NegativeEmbeds
@@ -167,7 +149,7 @@ func (p *SD) encodeText(r *Request, per int, cfg bool) (*sdText, error) {
 		if p.Tokenizer == nil || p.TextEncoder == nil {
 			return nil, errors.New("pipeline: guidance needs negative embeddings or a text encoder")
 		}
-		negs, err := broadcastNegatives(r.NegativePrompts, B)
+		negs, err := negativePrompts(r.NegativePrompts, B)
 		if err != nil {
 			return nil, err
 		}
