@@ -14,8 +14,8 @@ import (
 // milliseconds.
 func tinyVAE() map[string]any {
 	return map[string]any{"in_channels": 3, "out_channels": 3, "latent_channels": 4,
-		"down_block_types": []string{"DownEncoderBlock2D", "DownEncoderBlock2D"},
-		"up_block_types":   []string{"UpDecoderBlock2D", "UpDecoderBlock2D"},
+		"down_block_types":   []string{"DownEncoderBlock2D", "DownEncoderBlock2D"},
+		"up_block_types":     []string{"UpDecoderBlock2D", "UpDecoderBlock2D"},
 		"block_out_channels": []int{8, 8}, "layers_per_block": 1, "norm_num_groups": 4, "scaling_factor": 0.18215}
 }
 
