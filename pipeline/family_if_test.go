@@ -12,9 +12,9 @@ import (
 // (6 → 6, the noise level as class label).
 func tinyIFUNet(stage2 bool, size int) map[string]any {
 	u := map[string]any{"sample_size": size, "in_channels": 3, "out_channels": 6,
-		"down_block_types": []string{"ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"},
-		"mid_block_type":   "UNetMidBlock2DSimpleCrossAttn",
-		"up_block_types":   []string{"SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"},
+		"down_block_types":   []string{"ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"},
+		"mid_block_type":     "UNetMidBlock2DSimpleCrossAttn",
+		"up_block_types":     []string{"SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"},
 		"block_out_channels": []int{16, 32}, "layers_per_block": 1, "mid_block_scale_factor": 1.4142271248762552,
 		"act_fn": "gelu", "norm_num_groups": 8, "cross_attention_dim": 64, "encoder_hid_dim": 32,
 		"encoder_hid_dim_type": "text_proj", "attention_head_dim": 8, "addition_embed_type": "text",
