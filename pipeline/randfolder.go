@@ -282,3 +282,37 @@ func SDFolder(textEncoder, unet, vae map[string]any, schedClass string, sched ma
 		{Name: "scheduler", Library: "diffusers", Class: schedClass, Config: sched},
 	}}
 }
+
+// ParamCounts builds each component's model from its config (without
+// weights) and counts its parameters, by component name: what a folder
+// will hold before it is written.
+func (f RandomFolder) ParamCounts() (map[string]int64, error) {
+	out := map[string]int64{}
+	for _, c := range f.Components {
+		mk, ok := randomModels[c.Class]
+		if !ok || c.Config == nil {
+			continue
+		}
+		b, err := json.Marshal(c.Config)
+		if err != nil {
+			return nil, err
+		}
+		m, err := mk(b)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", c.Name, err)
+		}
+		var ps nn.Params
+		m.Params("", &ps)
+		for _, p := range ps.List() {
+			if contains(c.Skip, p.Name) {
+				continue
+			}
+			n := int64(1)
+			for _, d := range p.Shape {
+				n *= int64(d)
+			}
+			out[c.Name] += n
+		}
+	}
+	return out, nil
+}
