@@ -2,10 +2,13 @@ package pipeline
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/diffuse-go/diffuse/safetensors"
 	"github.com/diffuse-go/diffuse/tensor"
 )
 
@@ -25,13 +28,17 @@ func tinyT5() map[string]any {
 		"feed_forward_proj": "gated-gelu", "model_type": "t5"}
 }
 
-func TestPixArtFamily(t *testing.T) {
+func tinyPixArtFolder(t *testing.T) RandomFolder {
 	tr := map[string]any{"num_attention_heads": 3, "attention_head_dim": 8, "in_channels": 4, "out_channels": 8,
 		"num_layers": 2, "cross_attention_dim": 24, "sample_size": 4, "patch_size": 2, "caption_channels": 32,
 		"norm_type": "ada_norm_single", "norm_elementwise_affine": false, "norm_eps": 1e-6}
 	sched := map[string]any{"beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02, "algorithm_type": "dpmsolver++",
 		"solver_order": 2, "timestep_spacing": "linspace", "lower_order_final": true}
-	m := openTiny(t, writeTiny(t, "pixart-tiny", PixArtFolder(tinyT5(), tr, tinyVAE(), sched, testSpiece(t))), "pixart")
+	return PixArtFolder(tinyT5(), tr, tinyVAE(), sched, testSpiece(t))
+}
+
+func TestPixArtFamily(t *testing.T) {
+	m := openTiny(t, writeTiny(t, "pixart-tiny", tinyPixArtFolder(t)), "pixart")
 	pm := m.(*pixartModel)
 	if dt := pm.p.Transformer.ProjOut.Weight.DType(); dt != tensor.F16 {
 		t.Errorf("f16 transformer weights held as %v, want f16 kept", dt)
@@ -75,5 +82,59 @@ func TestPixArtFamily(t *testing.T) {
 		if _, err := m.Generate(context.Background(), c.p); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: error %v, want one containing %q", c.name, err, c.want)
 		}
+	}
+}
+
+// TestShardedWeights splits the text encoder's weights into two shards
+// with an index, as transformers saves T5-XXL, and checks the folder
+// gives the same image.
+func TestShardedWeights(t *testing.T) {
+	dir := writeTiny(t, "pixart-sharded", tinyPixArtFolder(t))
+	p := Params{Prompt: "a cactus", Steps: 1, Seed: 2}
+	want, err := openTiny(t, dir, "pixart").Generate(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	te := filepath.Join(dir, "text_encoder")
+	f, err := safetensors.Open(filepath.Join(te, "model.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	shards := [2][]safetensors.Tensor{}
+	weightMap := map[string]string{}
+	for i, name := range f.Names() {
+		info, b, err := f.Bytes(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k := i % 2
+		shards[k] = append(shards[k], safetensors.Tensor{Name: name, DType: info.DType, Shape: info.Shape, Data: append([]byte(nil), b...)})
+		weightMap[name] = fmt.Sprintf("model-%05d-of-00002.safetensors", k+1)
+	}
+	f.Close()
+	for k, ts := range shards {
+		if err := safetensors.WriteFile(filepath.Join(te, fmt.Sprintf("model-%05d-of-00002.safetensors", k+1)), ts, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := writeJSON(filepath.Join(te, "model.safetensors.index.json"), map[string]any{"metadata": map[string]any{}, "weight_map": weightMap}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(te, "model.safetensors")); err != nil {
+		t.Fatal(err)
+	}
+	got, err := openTiny(t, dir, "pixart").Generate(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got.Images[0].Image.Pix) != string(want.Images[0].Image.Pix) {
+		t.Error("sharded text encoder gives another image")
+	}
+	weightMap["shared.weight"] = "model-00003-of-00002.safetensors"
+	if err := writeJSON(filepath.Join(te, "model.safetensors.index.json"), map[string]any{"weight_map": weightMap}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(context.Background(), dir, Options{}); err == nil || !strings.Contains(err.Error(), "model-00003-of-00002") {
+		t.Errorf("index naming a missing shard: %v", err)
 	}
 }
