@@ -114,7 +114,7 @@ func TestDiTRefuses(t *testing.T) {
 		{"img2img", Params{Prompt: "1", InitImage: nil, Mask: nil, ControlNets: []ControlNet{{}}}, "does not take controlnet"},
 		{"negative prompt", Params{Prompt: "1", NegativePrompt: "blurry"}, "does not take a negative prompt"},
 		{"clip skip", Params{Prompt: "1", ClipSkip: 2}, "does not take clip skip"},
-		{"stages", Params{Prompt: "1", Stages: []string{"x"}}, "does not take stages"},
+		{"stages", Params{Prompt: "1", Stages: []Stage{{Path: "x"}}}, "does not take stages"},
 		{"size", Params{Prompt: "1", Width: 16, Height: 16}, "generates 8x8 only"},
 		{"no labels", Params{}, "needs ImageNet class labels"},
 		{"names without a table", Params{Prompt: "tabby"}, "no id2label table"},

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -23,8 +24,8 @@ const IFSchedulerConfig = `{"_class_name": "DDPMScheduler", "variance_type": "le
  "beta_schedule": "squaredcos_cap_v2", "prediction_type": "epsilon", "thresholding": true,
  "dynamic_thresholding_ratio": 0.95, "sample_max_value": 1.5}`
 
-// IFSuperResolutionPipeline's defaults, which the front door's later
-// stages use (Params' steps, guidance and sampler are stage I's).
+// IFSuperResolutionPipeline's defaults, which a Stage's zero values take
+// (Params' steps, guidance and sampler are stage I's).
 const (
 	ifStage2Steps      = 50
 	ifStage2Guidance   = 4.0
@@ -52,6 +53,7 @@ type ifModel struct {
 
 // ifStage is a loaded stage II folder.
 type ifStage struct {
+	req        Stage // this request's settings, defaults filled in
 	path, name string
 	f          *folder
 	p          *IFSuperResolution
@@ -107,22 +109,28 @@ func (m *ifModel) closeStages() {
 	m.stages = nil
 }
 
-// loadStages opens (or reuses) the later stages at paths.
-func (m *ifModel) loadStages(paths []string) error {
-	if slices.EqualFunc(m.stages, paths, func(s *ifStage, p string) bool { return s.path == p }) {
-		return nil
-	}
-	m.closeStages()
-	if len(paths) > 1 {
-		return fmt.Errorf("pipeline: %d later stages given; DeepFloyd IF takes one (stage II): the ×4 upscaler stage is not supported yet", len(paths))
-	}
-	for _, path := range paths {
-		s, err := m.loadStage(path)
-		if err != nil {
-			m.closeStages()
-			return fmt.Errorf("pipeline: stage %s: %w", path, err)
+// loadStages opens (or reuses) the later stages and sets their
+// request settings.
+func (m *ifModel) loadStages(stages []Stage) error {
+	if !slices.EqualFunc(m.stages, stages, func(s *ifStage, r Stage) bool { return s.path == r.Path }) {
+		m.closeStages()
+		if len(stages) > 1 {
+			return fmt.Errorf("pipeline: %d later stages given; DeepFloyd IF takes one (stage II): the ×4 upscaler stage is not supported yet", len(stages))
 		}
-		m.stages = append(m.stages, s)
+		for _, r := range stages {
+			s, err := m.loadStage(r.Path)
+			if err != nil {
+				m.closeStages()
+				return fmt.Errorf("pipeline: stage %s: %w", r.Path, err)
+			}
+			m.stages = append(m.stages, s)
+		}
+	}
+	for i, r := range stages {
+		r.Steps = cmp.Or(r.Steps, ifStage2Steps)
+		r.Guidance = cmp.Or(r.Guidance, ifStage2Guidance)
+		r.NoiseLevel = cmp.Or(r.NoiseLevel, ifStage2NoiseLevel)
+		m.stages[i].req = r
 	}
 	return nil
 }
@@ -239,7 +247,7 @@ func (m *ifModel) Generate(ctx context.Context, p Params) (*Output, error) {
 	var extra []imageio.KV
 	for i, s := range m.stages {
 		extra = append(extra, imageio.KV{Key: fmt.Sprintf("Stage %d", i+2), Value: fmt.Sprintf(
-			"%s, %d steps, CFG %s, noise level %d", s.name, ifStage2Steps, formatNum(ifStage2Guidance), ifStage2NoiseLevel)})
+			"%s, %d steps, CFG %s, noise level %d", s.name, s.req.Steps, formatNum(s.req.Guidance), s.req.NoiseLevel)})
 	}
 	return m.images(ctx, &p, extra, func(i int, s scheduler.Scheduler, g *rng.Generator) (*tensor.Tensor, error) {
 		cb := p.progress(i, p.Count, "stage I")
@@ -265,7 +273,7 @@ func (m *ifModel) Generate(ctx context.Context, p Params) (*Output, error) {
 func (m *ifModel) upscale(ctx context.Context, st *ifStage, res *IFResult, negs []string, x *tensor.Tensor, w, h int,
 	g *rng.Generator, cb Callbacks) (*tensor.Tensor, error) {
 	neg := res.NegativeEmbeds
-	if neg == nil && ifStage2Guidance > 1 {
+	if neg == nil && st.req.Guidance > 1 {
 		r := &IFResult{}
 		if err := m.stage1.encodePrompts(IFRequest{PromptEmbeds: res.PromptEmbeds, NegativePrompts: negs}, true, r); err != nil {
 			return nil, err
@@ -277,7 +285,7 @@ func (m *ifModel) upscale(ctx context.Context, st *ifStage, res *IFResult, negs 
 		return nil, fmt.Errorf("sampler: %w", err)
 	}
 	out, err := st.p.Generate(ctx, IFSuperResRequest{PromptEmbeds: res.PromptEmbeds, NegativeEmbeds: neg, Image: x,
-		Width: w, Height: h, Steps: ifStage2Steps, Guidance: ifStage2Guidance, NoiseLevel: ifStage2NoiseLevel,
+		Width: w, Height: h, Steps: st.req.Steps, Guidance: st.req.Guidance, NoiseLevel: st.req.NoiseLevel,
 		Scheduler: s, Noise: g, Progress: cb.Progress, OnUNetInput: cb.OnModelInput, OnStep: cb.OnStep})
 	if err != nil {
 		return nil, err

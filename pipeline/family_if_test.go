@@ -60,7 +60,7 @@ func TestIFFamily(t *testing.T) {
 	}
 	// With stage II: 4× larger (its sample size 32 over stage I's 8), by default.
 	out, err = m.Generate(context.Background(), Params{Prompt: "a corgi", NegativePrompt: "blurry", Steps: 2, Seed: 3,
-		Count: 2, Stages: []string{stage2}})
+		Count: 2, Stages: []Stage{{Path: stage2}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,13 +80,17 @@ func TestIFFamily(t *testing.T) {
 	}
 	// A non-square size is stage I's size × 4; stage I without guidance
 	// still gives stage II its negative states.
+	// Stage settings given override the stage's defaults.
 	out, err = m.Generate(context.Background(), Params{Prompt: "a corgi", Guidance: 1, Width: 64, Height: 32, Steps: 1,
-		Stages: []string{stage2}})
+		Stages: []Stage{{Path: stage2, Steps: 2, NoiseLevel: 100}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if b := out.Images[0].Image.Bounds(); b.Dx() != 64 || b.Dy() != 32 {
 		t.Errorf("image is %v, want 64x32", b)
+	}
+	if got := param(out.Images[0], "Stage 2"); got != "IF-II-tiny, 2 steps, CFG 4, noise level 100" {
+		t.Errorf("Stage 2 %q", got)
 	}
 }
 
@@ -102,11 +106,12 @@ func TestIFRefuses(t *testing.T) {
 		{"LoRA", Params{LoRAs: []LoRA{{Path: "x", Weight: 1}}}, "does not take lora"},
 		{"class labels", Params{ClassLabels: []string{"1"}}, "does not take class-labels"},
 		{"clip skip", Params{ClipSkip: 2}, "does not take clip skip"},
-		{"stage I as stage II", Params{Stages: []string{stage1}}, "not a DeepFloyd IF stage II folder"},
-		{"another family", Params{Stages: []string{dit}}, `"DiTPipeline"`},
-		{"missing", Params{Stages: []string{filepath.Join(t.TempDir(), "none")}}, "no such file"},
-		{"upscaler", Params{Stages: []string{stage2, stage2}}, "×4 upscaler stage is not supported"},
-		{"size", Params{Stages: []string{stage2}, Width: 36, Height: 36}, "multiples of 8"},
+		{"stage I as stage II", Params{Stages: []Stage{{Path: stage1}}}, "not a DeepFloyd IF stage II folder"},
+		{"another family", Params{Stages: []Stage{{Path: dit}}}, `"DiTPipeline"`},
+		{"missing", Params{Stages: []Stage{{Path: filepath.Join(t.TempDir(), "none")}}}, "no such file"},
+		{"upscaler", Params{Stages: []Stage{{Path: stage2}, {Path: stage2}}}, "×4 upscaler stage is not supported"},
+		{"noise level", Params{Stages: []Stage{{Path: stage2, NoiseLevel: 1000}}}, "out of range"},
+		{"size", Params{Stages: []Stage{{Path: stage2}}, Width: 36, Height: 36}, "multiples of 8"},
 	} {
 		c.p.Prompt, c.p.Steps = "x", 1
 		if _, err := m.Generate(context.Background(), c.p); err == nil || !strings.Contains(err.Error(), c.want) {
