@@ -14,7 +14,6 @@ import (
 	"github.com/diffuse-go/diffuse/rng"
 	"github.com/diffuse-go/diffuse/scheduler"
 	"github.com/diffuse-go/diffuse/tensor"
-	t5tok "github.com/diffuse-go/diffuse/tokenizer/t5"
 )
 
 // IFSchedulerConfig is the stage I scheduler of diffusers' convert_if.py
@@ -45,7 +44,6 @@ func init() {
 type ifModel struct {
 	base
 	f      *folder
-	tok    *t5tok.Tokenizer
 	stage1 *IF
 	// stages are the last request's later stages, by path.
 	stages []*ifStage
@@ -91,8 +89,7 @@ func openIF(_ context.Context, src *Source, opt Options) (Model, error) {
 	size := defaultSize(uc, 1)
 	info := Info{Family: "if", Kind: "DeepFloyd IF", Name: ModelName(src.Path), Path: src.Path, Width: size, Height: size,
 		Steps: 100, Guidance: 7, Sampler: defaultSampler(sc, "DDPMScheduler"), Accepts: []string{"negative-prompt", "stages"}}
-	return &ifModel{base: base{info: info, opt: opt, sched: sc}, f: f, tok: tok,
-		stage1: &IF{Tokenizer: tok, TextEncoder: enc, UNet: u}}, nil
+	return &ifModel{base: base{info: info, opt: opt, sched: sc}, f: f, stage1: &IF{Tokenizer: tok, TextEncoder: enc, UNet: u}}, nil
 }
 
 func (m *ifModel) Close() error {
