@@ -123,8 +123,8 @@ func TestA1111Sampler(t *testing.T) {
 		if !ok {
 			t.Fatalf("no sampler %q", name)
 		}
-		if got := a1111Sampler(in); got != want {
-			t.Errorf("a1111Sampler(%s) = %q, want %q", name, got, want)
+		if got := pipeline.A1111Sampler(in); got != want {
+			t.Errorf("A1111Sampler(%s) = %q, want %q", name, got, want)
 		}
 	}
 }
