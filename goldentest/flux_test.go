@@ -7,6 +7,7 @@ import (
 	"github.com/diffuse-go/diffuse/internal/golden"
 	"github.com/diffuse-go/diffuse/model/flux"
 	"github.com/diffuse-go/diffuse/nn"
+	"github.com/diffuse-go/diffuse/safetensors"
 )
 
 func init() {
@@ -42,8 +43,19 @@ func (s withoutNames) Shape(name string) ([]int, bool) {
 // minus the names listed in unused.
 func loadFlux(t *testing.T, c *golden.Case, override json.RawMessage, unused []string) *flux.Model {
 	t.Helper()
+	w, err := c.Weights("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return buildFlux(t, mergeJSON(t, c.Config, override), w, unused)
+}
+
+// mergeJSON returns the JSON object base with the keys of the object
+// override (may be nil) set on top.
+func mergeJSON(t *testing.T, base, override json.RawMessage) []byte {
+	t.Helper()
 	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(c.Config, &raw); err != nil {
+	if err := json.Unmarshal(base, &raw); err != nil {
 		t.Fatal(err)
 	}
 	if override != nil {
@@ -59,15 +71,18 @@ func loadFlux(t *testing.T, c *golden.Case, override json.RawMessage, unused []s
 	if err != nil {
 		t.Fatal(err)
 	}
+	return b
+}
+
+// buildFlux builds a Flux transformer from a config and loads it from w,
+// minus the tensors named in unused.
+func buildFlux(t *testing.T, b []byte, w *safetensors.File, unused []string) *flux.Model {
+	t.Helper()
 	cfg, err := flux.ParseConfig(b)
 	if err != nil {
 		t.Fatal(err)
 	}
 	m, err := flux.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := c.Weights("")
 	if err != nil {
 		t.Fatal(err)
 	}
