@@ -54,8 +54,8 @@ func project(t []float32) *tensor.Tensor {
 // pooledDim]. guidance is ignored without a guidance embedder.
 func (e *TimeTextEmbed) Forward(timesteps, guidance []float32, pooled *tensor.Tensor) (*tensor.Tensor, error) {
 	b := len(timesteps)
-	if pooled == nil || pooled.Rank() != 2 || pooled.Dim(0) != b {
-		return nil, fmt.Errorf("flux: pooled projections must be [%d, pooled_projection_dim]", b)
+	if in := e.TextEmbedder.Linear1.In; pooled == nil || pooled.Rank() != 2 || pooled.Dim(0) != b || pooled.Dim(1) != in {
+		return nil, fmt.Errorf("flux: pooled projections must be [%d, %d]", b, in)
 	}
 	temb := e.TimestepEmbedder.Forward(project(timesteps), nil)
 	if e.GuidanceEmbedder != nil {

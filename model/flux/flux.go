@@ -158,7 +158,7 @@ func PosIDs(txt, img *tensor.Tensor) (*tensor.Tensor, error) {
 	return tensor.Concat(txt.Rank()-2, txt, img), nil
 }
 
-// checkInputs validates x against cond and returns the batch size.
+// checkInputs validates the shapes of x and cond against the config.
 func (m *Model) checkInputs(x *tensor.Tensor, cond Cond) error {
 	c := m.Cfg
 	if x == nil || x.Rank() != 3 || x.Dim(2) != c.InChannels {

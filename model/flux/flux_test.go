@@ -4,6 +4,7 @@ import (
 	"math"
 	"testing"
 
+	"github.com/diffuse-go/diffuse/nn"
 	"github.com/diffuse-go/diffuse/tensor"
 )
 
@@ -48,5 +49,39 @@ func TestRotaryTableAngles(t *testing.T) {
 	rot := rotaryFromTable(tab)
 	if c, s := rot.Cos.Data(), rot.Sin.Data(); c[2] != c[3] || s[2] != s[3] || s[2] != d[6] {
 		t.Fatalf("interleaved tables cos %v sin %v", c, s)
+	}
+}
+
+// TestForwardInputErrors checks that bad inputs are reported as errors:
+// a guidance-embedding model without guidance, and mismatched ids.
+func TestForwardInputErrors(t *testing.T) {
+	c, err := ParseConfig([]byte(`{"in_channels": 8, "num_layers": 1, "num_single_layers": 1, "attention_head_dim": 8,
+		"num_attention_heads": 2, "joint_attention_dim": 12, "pooled_projection_dim": 6, "guidance_embeds": true,
+		"axes_dims_rope": [2, 2, 4]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := New(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nn.Init(m, 1, tensor.F32)
+	x := tensor.Zeros(1, 4, 8)
+	cond := Cond{EncoderHiddenStates: tensor.Zeros(1, 3, 12), PooledProjections: tensor.Zeros(1, 6),
+		Timesteps: []float32{0.5}, TxtIDs: tensor.Zeros(1, 3, 3), ImgIDs: tensor.Zeros(1, 4, 3)}
+	if _, err := m.Forward(x, cond); err == nil {
+		t.Fatal("missing guidance accepted")
+	}
+	cond.Guidance = []float32{3.5}
+	out, err := m.Forward(x, cond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !tensor.SameShape(out.Shape(), []int{1, 4, 8}) {
+		t.Fatalf("output shape %v", out.Shape())
+	}
+	cond.ImgIDs = tensor.Zeros(1, 5, 3)
+	if _, err := m.Forward(x, cond); err == nil {
+		t.Fatal("image ids for 5 tokens accepted for 4")
 	}
 }
