@@ -36,8 +36,9 @@ type FluxRequest struct {
 	// MaxSequenceLength is the T5 length prompts are padded or truncated
 	// to (0: 512).
 	MaxSequenceLength int
-	// Width and Height (0: 1024) must be multiples of the pipeline's VAE
-	// scale factor, 2^len(block_out_channels) (16 for FLUX.1).
+	// Width and Height (0: 1024) must be multiples of 8; as upstream, the
+	// image covers whole packed tokens, so its size is rounded down to a
+	// multiple of the VAE scale factor (16 for FLUX.1, see VAEScaleFactor).
 	Width, Height int
 	Steps         int
 	// Guidance is the guidance scale FLUX.1-dev embeds (guidance_embeds);
@@ -220,9 +221,11 @@ func (p *Flux) check(r FluxRequest) (width, height int, err error) {
 	if height == 0 {
 		height = fluxDefaultSize
 	}
+	// FluxPipeline's check_inputs asks for multiples of 8, then the latent
+	// size rounds down to whole packed tokens (an image 8 pixels short).
 	f := p.VAEScaleFactor()
-	if width <= 0 || height <= 0 || width%f != 0 || height%f != 0 {
-		return 0, 0, fmt.Errorf("pipeline: size %dx%d must be positive multiples of %d", width, height, f)
+	if width < f || height < f || width%8 != 0 || height%8 != 0 {
+		return 0, 0, fmt.Errorf("pipeline: size %dx%d must be multiples of 8, at least %d", width, height, f)
 	}
 	return width, height, nil
 }
