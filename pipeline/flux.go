@@ -230,16 +230,17 @@ func (p *Flux) check(r FluxRequest) (width, height int, err error) {
 	return width, height, nil
 }
 
-// initialLatents returns the starting noise [B, C, h, w].
-func initialLatents(r FluxRequest, shape []int) (*tensor.Tensor, error) {
+// startLatents returns the given initial latents, checked against shape,
+// or draws them from noise.
+func startLatents(given *tensor.Tensor, noise scheduler.NoiseSource, shape []int) (*tensor.Tensor, error) {
 	switch {
-	case r.Latents != nil:
-		if !tensor.SameShape(r.Latents.Shape(), shape) {
-			return nil, fmt.Errorf("pipeline: latents shape %v, want %v", r.Latents.Shape(), shape)
+	case given != nil:
+		if !tensor.SameShape(given.Shape(), shape) {
+			return nil, fmt.Errorf("pipeline: latents shape %v, want %v", given.Shape(), shape)
 		}
-		return r.Latents, nil
-	case r.Noise != nil:
-		return tensor.FromSlice(r.Noise.Randn(shape), shape...), nil
+		return given, nil
+	case noise != nil:
+		return tensor.FromSlice(noise.Randn(shape), shape...), nil
 	}
 	return nil, errors.New("pipeline: neither latents nor a noise source")
 }
@@ -273,7 +274,7 @@ func (p *Flux) Generate(ctx context.Context, r FluxRequest) (*FluxResult, error)
 	}
 	B, f := len(r.Prompts), p.VAEScaleFactor()
 	h, w := 2*(height/f), 2*(width/f)
-	noise, err := initialLatents(r, []int{B, p.Transformer.Cfg.InChannels / 4, h, w})
+	noise, err := startLatents(r.Latents, r.Noise, []int{B, p.Transformer.Cfg.InChannels / 4, h, w})
 	if err != nil {
 		return nil, err
 	}
