@@ -7,6 +7,7 @@ import (
 	"github.com/diffuse-go/diffuse/model/vae"
 	"github.com/diffuse-go/diffuse/nn"
 	"github.com/diffuse-go/diffuse/safetensors"
+	"github.com/diffuse-go/diffuse/tensor"
 )
 
 func init() { golden.Register("diffusers.AutoencoderKL", runVAE) }
@@ -40,9 +41,33 @@ func runVAE(t *testing.T, c *golden.Case) {
 	c.Check(t, "enc_mean", post.Mean.Data(), post.Mean.Shape())
 	c.Check(t, "enc_logvar", post.LogVar.Data(), post.LogVar.Shape())
 	c.Check(t, "enc_std", post.Std.Data(), post.Std.Shape())
-	dec, err := m.Decode(caseTensor(t, c, "latents"))
+	// Cases with normalised latents (enc_latents: SD3/Flux style) decode
+	// latents / scaling_factor + shift_factor; the others raw latents.
+	_, normalised := c.Outputs["enc_latents"]
+	if normalised {
+		vaeCheckLatents(t, c, m, post)
+	}
+	z := caseTensor(t, c, "latents")
+	if normalised {
+		z = m.Denormalize(z)
+	}
+	dec, err := m.Decode(z)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.Check(t, "dec_sample", dec.Data(), dec.Shape())
+	if _, ok := c.Outputs["dec_image"]; ok {
+		img := tensor.Clamp(tensor.AddScalar(tensor.Scale(dec, 0.5), 0.5), 0, 1).Permute(0, 2, 3, 1).Contiguous()
+		c.Check(t, "dec_image", img.Data(), img.Shape())
+	}
+}
+
+// vaeCheckLatents checks the posterior draw (mean + std*sample_noise) and
+// its normalised latents.
+func vaeCheckLatents(t *testing.T, c *golden.Case, m *vae.Model, post *vae.Posterior) {
+	t.Helper()
+	z := post.Sample(caseTensor(t, c, "sample_noise"))
+	c.Check(t, "enc_sample", z.Data(), z.Shape())
+	n := m.Normalize(z)
+	c.Check(t, "enc_latents", n.Data(), n.Shape())
 }

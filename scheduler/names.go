@@ -169,6 +169,8 @@ func NewClass(class string, cfg Config) (Scheduler, error) {
 		return NewUniPC(cfg)
 	case "LCMScheduler":
 		return NewLCM(cfg)
+	case "FlowMatchEulerDiscreteScheduler":
+		return NewFlowMatchEuler(cfg)
 	}
 	return nil, fmt.Errorf("scheduler: unsupported scheduler class %q", class)
 }
@@ -190,7 +192,8 @@ func isClassName(name string) bool {
 	switch strings.TrimPrefix(name, "diffusers.") {
 	case "DDPMScheduler", "DDIMScheduler", "PNDMScheduler", "EulerDiscreteScheduler",
 		"EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler", "LMSDiscreteScheduler",
-		"DPMSolverMultistepScheduler", "UniPCMultistepScheduler", "LCMScheduler":
+		"DPMSolverMultistepScheduler", "UniPCMultistepScheduler", "LCMScheduler",
+		"FlowMatchEulerDiscreteScheduler":
 		return true
 	}
 	return false

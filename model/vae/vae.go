@@ -304,3 +304,23 @@ func (m *Model) Decode(z *tensor.Tensor) (*tensor.Tensor, error) {
 	h = tensor.Activation(m.Cfg.ActFn, m.decNorm.Forward(h))
 	return m.decOut.Forward(h), nil
 }
+
+// Normalize maps sampled VAE latents to the space the diffusion model works
+// in: (z - shift_factor) * scaling_factor, the shift only where the config
+// has one (SD3 and Flux).
+func (m *Model) Normalize(z *tensor.Tensor) *tensor.Tensor {
+	if m.Cfg.ShiftFactor != nil {
+		z = tensor.AddScalar(z, -*m.Cfg.ShiftFactor)
+	}
+	return tensor.Scale(z, m.Cfg.ScalingFactor)
+}
+
+// Denormalize is the inverse of Normalize, applied before Decode:
+// z / scaling_factor + shift_factor, divided as diffusers divides.
+func (m *Model) Denormalize(z *tensor.Tensor) *tensor.Tensor {
+	z = tensor.Div(z, tensor.Scalar(m.Cfg.ScalingFactor))
+	if m.Cfg.ShiftFactor != nil {
+		z = tensor.AddScalar(z, *m.Cfg.ShiftFactor)
+	}
+	return z
+}
