@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"sort"
 	"strings"
@@ -41,50 +40,7 @@ type fluxRunConfig struct {
 	Mu              *float64        `json:"mu"` // recorded calculate_shift, when present
 }
 
-// configRef matches the "(config: CASE FIELD)" note of a uses_weights_of
-// entry whose weights are a file of another case.
-var configRef = regexp.MustCompile(`\(config: (\S+) (\S+)\)`)
 
-// componentFiles resolves a uses_weights_of entry: "CASE ..." names
-// CASE's weights.safetensors and config; "CASE/FILE ... (config: CASE2
-// FIELD)" names a file of CASE and the config stored under FIELD of CASE2.
-func componentFiles(t *testing.T, c *golden.Case, component string) (*safetensors.File, json.RawMessage) {
-	t.Helper()
-	ref, ok := c.UsesWeightsOf[component]
-	if !ok {
-		t.Fatalf("case %s: uses_weights_of has no %q", c.Name, component)
-	}
-	name, _, _ := strings.Cut(ref, " ")
-	caseName, file, isFile := strings.Cut(name, "/")
-	if !isFile {
-		file = "weights.safetensors"
-	}
-	owner, err := c.Sibling(caseName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(owner.Close)
-	w, err := owner.Open(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !isFile {
-		return w, owner.Config
-	}
-	m := configRef.FindStringSubmatch(ref)
-	if m == nil {
-		t.Fatalf("case %s: uses_weights_of[%q] = %q names a file but no (config: CASE FIELD)", c.Name, component, ref)
-	}
-	cc, err := c.Sibling(m[1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cfg json.RawMessage
-	if err := cc.Field(m[2], &cfg); err != nil {
-		t.Fatal(err)
-	}
-	return w, cfg
-}
 
 // fluxComponents builds the pipeline parts that both configurations share
 // (everything but the transformer).
