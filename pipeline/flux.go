@@ -320,32 +320,25 @@ func fill(n int, v float32) []float32 {
 	return out
 }
 
-// denoise runs the sampling loop over the packed latents.
-func (p *Flux) denoise(ctx context.Context, r FluxRequest, cond flux.Cond, latents *tensor.Tensor, ts []float64) (*tensor.Tensor, error) {
-	B, shape := latents.Dim(0), latents.Shape()
-	t0 := time.Now()
-	for i, t := range ts {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
+// denoise runs the sampling loop over the packed latents (FLUX.1 dev
+// distils guidance into the model: there is no CFG batch).
+func (p *Flux) denoise(ctx context.Context, r FluxRequest, cond flux.Cond, latents *tensor.Tensor, _ []float64) (*tensor.Tensor, error) {
+	B := latents.Dim(0)
+	loop := &Loop{Scheduler: r.Scheduler, Noise: r.Noise, Callbacks: Callbacks{Progress: r.Progress}}
+	var out *tensor.Tensor
+	loop.Model = func(st Step) (*tensor.Tensor, error) {
 		// The pipeline divides the float32 timestep by 1000 and the model
 		// multiplies it back, both in float32.
-		cond.Timesteps = fill(B, float32(t)/1000)
-		out, err := p.Transformer.Forward(latents, cond)
-		if err != nil {
-			return nil, err
-		}
-		step, err := r.Scheduler.Step(out.Contiguous().Data(), i, latents.Data(), shape, r.Noise)
-		if err != nil {
-			return nil, err
-		}
-		latents = tensor.FromSlice(step.PrevSample, shape...)
-		if r.OnStep != nil {
+		cond.Timesteps = fill(B, float32(st.T)/1000)
+		var err error
+		out, err = p.Transformer.Forward(st.Input, cond)
+		return out, err
+	}
+	if r.OnStep != nil {
+		loop.OnStep = func(i int, _ float64, latents *tensor.Tensor) {
 			r.OnStep(i, FluxStep{Timesteps: cond.Timesteps, Guidance: cond.Guidance, ModelOutput: out, Latents: latents})
 		}
-		if r.Progress != nil {
-			r.Progress(i+1, len(ts), time.Since(t0))
-		}
 	}
-	return latents, nil
+	latents, _, err := loop.Run(ctx, latents)
+	return latents, err
 }

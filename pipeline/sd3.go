@@ -302,57 +302,31 @@ func (p *SD3) Generate(ctx context.Context, r SD3Request) (*SD3Result, error) {
 	return res, nil
 }
 
-// denoise runs the sampling loop from latents.
+// denoise runs the sampling loop from latents: CFG over [uncond; cond].
 func (p *SD3) denoise(ctx context.Context, r SD3Request, res *SD3Result, latents, embeds, pooled *tensor.Tensor, cfg bool) (*tensor.Tensor, error) {
 	s := r.Scheduler
 	if err := s.SetTimesteps(r.Steps); err != nil {
 		return nil, err
 	}
-	shape := latents.Shape()
-	rows := shape[0]
+	rows := latents.Dim(0)
+	loop := &Loop{Scheduler: s, Noise: r.Noise, Callbacks: Callbacks{Progress: r.Progress, OnStep: r.OnStep}}
 	if cfg {
 		rows *= 2
+		loop.Batch = doubled
+		loop.Guide = CFG(r.Guidance, 0, latents.Dim(0))
 	}
-	ts := s.Timesteps()
-	t0 := time.Now()
-	for i, t := range ts {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		x := latents
-		if cfg {
-			x = tensor.Concat(0, latents, latents)
-		}
+	loop.Model = func(st Step) (*tensor.Tensor, error) {
 		tv := make([]float32, rows)
 		for j := range tv {
-			tv[j] = float32(t)
+			tv[j] = float32(st.T)
 		}
-		out, err := p.Transformer.Forward(x, embeds, pooled, tv)
-		if err != nil {
-			return nil, err
+		out, err := p.Transformer.Forward(st.Input, embeds, pooled, tv)
+		if err == nil && r.OnModelOutput != nil {
+			r.OnModelOutput(st.I, out)
 		}
-		if r.OnModelOutput != nil {
-			r.OnModelOutput(i, out)
-		}
-		v := out.Contiguous().Data()
-		if cfg {
-			half := len(v) / 2
-			if v, err = scheduler.GuidePair(v[:half], v[half:], r.Guidance); err != nil {
-				return nil, err
-			}
-		}
-		step, err := s.Step(v, i, latents.Data(), shape, r.Noise)
-		if err != nil {
-			return nil, err
-		}
-		latents = tensor.FromSlice(step.PrevSample, shape...)
-		res.Timesteps = append(res.Timesteps, t)
-		if r.OnStep != nil {
-			r.OnStep(i, t, latents)
-		}
-		if r.Progress != nil {
-			r.Progress(i+1, len(ts), time.Since(t0))
-		}
+		return out, err
 	}
-	return latents, nil
+	latents, seen, err := loop.Run(ctx, latents)
+	res.Timesteps = seen
+	return latents, err
 }
