@@ -80,6 +80,9 @@ func givenPart(name, path string, prefixes []string) (part, error) {
 		}
 		return part{name: name, dir: path}, nil
 	}
+	if strings.HasPrefix(name, "tokenizer") {
+		return part{name: name, file: path}, nil // a vocabulary file (spiece.model)
+	}
 	if err := refusePickle(path); err != nil {
 		return part{}, err
 	}
@@ -277,7 +280,10 @@ func loadCLIP(p part, proj bool, opt Options) (*clip.Model, files, error) {
 		fs.close()
 		return nil, nil, fmt.Errorf("%s: %s: %w", p.name, p, err)
 	}
-	cfg.WithProjection = proj
+	// CLIP-L files often carry text_projection even where the model
+	// (FLUX's CLIPTextModel) does not use it: it is loaded, not used.
+	_, hasProj := shapesOf(fs, p.prefix)("text_projection.weight")
+	cfg.WithProjection = proj || hasProj
 	m, err := clip.New(cfg)
 	if err != nil {
 		fs.close()

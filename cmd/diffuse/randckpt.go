@@ -28,7 +28,7 @@ import (
 // anything. They exercise loading, memory and speed, not image quality.
 func runRandomCheckpoint(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("random-checkpoint", flag.ContinueOnError)
-	kind := fs.String("kind", "sd15", "what to write: sd15, sd15-inpainting, sdxl, sdxl-refiner (single files), controlnet (SD 1.5 diffusers folder), lora (SD 1.5 UNet LoRA file)")
+	kind := fs.String("kind", "sd15", "what to write: sd15, sd15-inpainting, sdxl, sdxl-refiner, sd3, sd3-no-t5, flux-dev, flux-schnell (single files; FLUX with its clip_l, t5xxl and ae files beside; -tiny for test sizes), controlnet (SD 1.5 diffusers folder), lora (SD 1.5 UNet LoRA file)")
 	out := fs.String("o", "", "output file or folder (default: <kind>-random.safetensors, or a folder for controlnet)")
 	dtype := fs.String("dtype", "f16", "weight dtype: f32, f16 or bf16")
 	rank := fs.Int("rank", 16, "LoRA rank (kind lora)")
@@ -107,6 +107,14 @@ func runRandomCheckpoint(ctx context.Context, args []string) error {
 		}
 		err = writeRandomLoRA(*out, u, *rank, *seed)
 	default:
+		if isMMDiTKind(*kind) {
+			var files mmditFiles
+			files, err = writeRandomMMDiT(ctx, *kind, *out, dt, *seed)
+			for name, path := range files.Components {
+				fmt.Printf("%s: %s\n", name, path)
+			}
+			break
+		}
 		return fmt.Errorf("random-checkpoint: unknown -kind %q", *kind)
 	}
 	if err != nil {

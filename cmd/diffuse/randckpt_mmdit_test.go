@@ -1,0 +1,141 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"image"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/diffuse-go/diffuse/pipeline"
+	"github.com/diffuse-go/diffuse/tensor"
+)
+
+// testSpiece is a small T5 SentencePiece model (the checkpoints carry no
+// tokenizer).
+var testSpiece = filepath.Join("..", "..", "tokenizer", "t5", "testdata", "t5_test_sentencepiece.model")
+
+// openRandom writes kind at test size and opens it through the front door.
+func openRandom(t *testing.T, kind string, dt tensor.DType, components map[string]string) (pipeline.Model, mmditFiles) {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), kind+".safetensors")
+	files, err := writeRandomMMDiT(context.Background(), kind, out, dt, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt := pipeline.Options{Components: map[string]string{}}
+	for k, v := range files.Components {
+		opt.Components[k] = v
+	}
+	for k, v := range components {
+		opt.Components[k] = v
+	}
+	m, err := pipeline.Open(context.Background(), out, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m, files
+}
+
+// generateSmall makes one 32×32 image in two steps and checks it is not
+// flat (random weights still give structure).
+func generateSmall(t *testing.T, m pipeline.Model, p pipeline.Params) *pipeline.Output {
+	t.Helper()
+	p.Width, p.Height, p.Steps, p.Seed = 32, 32, 2, 3
+	if p.Prompt == "" {
+		p.Prompt = "a red fox"
+	}
+	out, err := m.Generate(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out.Images) != 1 || out.Images[0].Image.Bounds() != image.Rect(0, 0, 32, 32) {
+		t.Fatalf("got %d images of %v, want one 32x32", len(out.Images), out.Images[0].Image.Bounds())
+	}
+	pix := out.Images[0].Image.Pix
+	flat := true
+	for i := 4; i < len(pix); i++ {
+		if i%4 != 3 && pix[i] != pix[i%4] {
+			flat = false
+			break
+		}
+	}
+	if flat {
+		t.Error("the image is one flat colour")
+	}
+	return out
+}
+
+func TestRandomSD3SingleFile(t *testing.T) {
+	for _, dt := range []tensor.DType{tensor.F16, tensor.BF16} {
+		m, _ := openRandom(t, "sd3-tiny", dt, map[string]string{"tokenizer_3": testSpiece})
+		if in := m.Info(); in.Family != "sd3" || in.Kind != "SD3" || in.Sampler != "euler" {
+			t.Fatalf("info %+v, want the sd3 family with T5", in)
+		}
+		out := generateSmall(t, m, pipeline.Params{NegativePrompt: "blurry", Guidance: 5})
+		if txt := out.Images[0].Params.String(); !strings.Contains(txt, "Sampler: Euler") {
+			t.Errorf("parameters %q do not name the Euler sampler", txt)
+		}
+	}
+}
+
+func TestRandomSD3WithoutT5(t *testing.T) {
+	m, _ := openRandom(t, "sd3-no-t5-tiny", tensor.F16, nil)
+	if in := m.Info(); in.Kind != "SD3 (without T5)" {
+		t.Fatalf("kind %q, want SD3 without T5", in.Kind)
+	}
+	generateSmall(t, m, pipeline.Params{})
+}
+
+func TestRandomSD3NeedsT5Tokenizer(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "sd3.safetensors")
+	if _, err := writeRandomMMDiT(context.Background(), "sd3-tiny", out, tensor.F16, 1); err != nil {
+		t.Fatal(err)
+	}
+	_, err := pipeline.Open(context.Background(), out, pipeline.Options{})
+	if !errors.Is(err, pipeline.ErrMissingComponent) || !strings.Contains(err.Error(), "tokenizer_3") {
+		t.Fatalf("err = %v, want a missing tokenizer_3", err)
+	}
+}
+
+func TestRandomSD35Refused(t *testing.T) {
+	_, err := writeRandomMMDiT(context.Background(), "sd35", filepath.Join(t.TempDir(), "x.safetensors"), tensor.F16, 1)
+	if !errors.Is(err, pipeline.ErrUnsupported) {
+		t.Fatalf("err = %v, want ErrUnsupported", err)
+	}
+}
+
+func TestRandomFlux(t *testing.T) {
+	for _, kind := range []string{"flux-dev-tiny", "flux-schnell-tiny"} {
+		t.Run(kind, func(t *testing.T) {
+			m, _ := openRandom(t, kind, tensor.BF16, map[string]string{"tokenizer_2": testSpiece})
+			in := m.Info()
+			dev := strings.HasPrefix(kind, "flux-dev")
+			if in.Family != "flux" || (in.Kind == "FLUX.1 dev") != dev {
+				t.Fatalf("info %+v for %s", in, kind)
+			}
+			generateSmall(t, m, pipeline.Params{})
+			_, err := m.Generate(context.Background(), pipeline.Params{Prompt: "x", NegativePrompt: "y", Width: 32, Height: 32, Steps: 1})
+			if !errors.Is(err, pipeline.ErrUnsupported) {
+				t.Errorf("negative prompt: err = %v, want ErrUnsupported", err)
+			}
+			_, err = m.Generate(context.Background(), pipeline.Params{Prompt: "x", Sampler: "dpm++2m", Width: 32, Height: 32, Steps: 1})
+			if !errors.Is(err, pipeline.ErrUnsupported) {
+				t.Errorf("sampler dpm++2m: err = %v, want ErrUnsupported", err)
+			}
+		})
+	}
+}
+
+func TestRandomFluxNeedsComponents(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "flux.safetensors")
+	if _, err := writeRandomMMDiT(context.Background(), "flux-schnell-tiny", out, tensor.F16, 1); err != nil {
+		t.Fatal(err)
+	}
+	_, err := pipeline.Open(context.Background(), out, pipeline.Options{})
+	if !errors.Is(err, pipeline.ErrMissingComponent) {
+		t.Fatalf("err = %v, want ErrMissingComponent", err)
+	}
+}
