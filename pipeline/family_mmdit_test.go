@@ -1,0 +1,358 @@
+package pipeline
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/diffuse-go/diffuse/model/clip"
+	"github.com/diffuse-go/diffuse/model/flux"
+	"github.com/diffuse-go/diffuse/model/sd3"
+	"github.com/diffuse-go/diffuse/model/t5"
+	"github.com/diffuse-go/diffuse/model/vae"
+	"github.com/diffuse-go/diffuse/nn"
+	"github.com/diffuse-go/diffuse/safetensors"
+	"github.com/diffuse-go/diffuse/tensor"
+)
+
+var testSpiece = filepath.Join("..", "tokenizer", "t5", "testdata", "t5_test_sentencepiece.model")
+
+// Tiny configs of the real layouts.
+func tinySD3() sd3.Config {
+	c := sd3.Defaults()
+	c.NumLayers, c.NumAttentionHeads, c.CaptionProjectionDim = 2, 1, 64
+	c.JointAttentionDim, c.PooledProjectionDim, c.PosEmbedMaxSize, c.SampleSize = 128, 64, 16, 16
+	return c
+}
+
+func tinyFlux(dev bool) flux.Config {
+	return flux.Config{PatchSize: 1, InChannels: 64, OutChannels: 64, NumLayers: 1, NumSingleLayers: 2, AttentionHeadDim: 32,
+		NumAttentionHeads: 2, JointAttentionDim: 128, PooledProjectionDim: 64, GuidanceEmbeds: dev, AxesDimsRope: []int{4, 14, 14}}
+}
+
+func tinyTestCLIP(proj int) clip.Config {
+	c := clip.SD15()
+	c.HiddenSize, c.IntermediateSize, c.NumHiddenLayers, c.NumAttentionHeads, c.ProjectionDim = 64, 128, 2, 1, proj
+	return c
+}
+
+func tinyTestT5() t5.Config {
+	return t5.Config{VocabSize: 32128, DModel: 128, DKV: 64, DFF: 256, NumLayers: 2, NumHeads: 2,
+		RelativeAttentionNumBuckets: 32, RelativeAttentionMaxDistance: 128, LayerNormEpsilon: 1e-6, FeedForwardProj: "gated-gelu"}
+}
+
+func tinyTestVAE(c vae.Config) vae.Config {
+	c.BlockOutChannels, c.LayersPerBlock = []int{32, 32}, 1
+	c.DownBlockTypes, c.UpBlockTypes = c.DownBlockTypes[:2], c.UpBlockTypes[:2]
+	return c
+}
+
+// testPart is one sub-folder of a test pipeline folder.
+type testPart struct {
+	name, class string
+	cfg         any
+	m           nn.Module
+	shards      int
+}
+
+// writeFlowFolder writes a diffusers folder with random weights (named by the
+// models' own parameters), sharding a component when asked.
+func writeFlowFolder(t *testing.T, dir, class, sched string, comps []testPart) {
+	t.Helper()
+	index := map[string]any{"_class_name": class}
+	for i, c := range comps {
+		sub := filepath.Join(dir, c.name)
+		must(t, os.MkdirAll(sub, 0o755))
+		index[c.name] = []string{"diffusers", c.class}
+		b, err := json.Marshal(c.cfg)
+		must(t, err)
+		must(t, os.WriteFile(filepath.Join(sub, "config.json"), b, 0o644))
+		nn.Init(c.m, uint64(i+1), tensor.F32)
+		writeWeights(t, sub, c.m, c.shards)
+	}
+	index["tokenizer"] = []string{"transformers", "CLIPTokenizer"}
+	b, err := json.Marshal(index)
+	must(t, err)
+	must(t, os.WriteFile(filepath.Join(dir, "model_index.json"), b, 0o644))
+	must(t, os.MkdirAll(filepath.Join(dir, "scheduler"), 0o755))
+	must(t, os.WriteFile(filepath.Join(dir, "scheduler", "scheduler_config.json"), []byte(sched), 0o644))
+}
+
+// writeWeights saves m in one file, or in shards with an index.
+func writeWeights(t *testing.T, dir string, m nn.Module, shards int) {
+	t.Helper()
+	var ps nn.Params
+	m.Params("", &ps)
+	if shards <= 1 {
+		var ts []safetensors.Tensor
+		for _, p := range ps.List() {
+			ts = append(ts, safetensors.F32Tensor(p.Name, p.Shape, (*p.Ptr).Float32().Data()))
+		}
+		must(t, safetensors.WriteFile(filepath.Join(dir, "model.safetensors"), ts, nil))
+		return
+	}
+	parts := make([][]safetensors.Tensor, shards)
+	weightMap := map[string]string{}
+	for i, p := range ps.List() {
+		parts[i%shards] = append(parts[i%shards], safetensors.F32Tensor(p.Name, p.Shape, (*p.Ptr).Float32().Data()))
+		weightMap[p.Name] = fmt.Sprintf("model-%05d-of-%05d.safetensors", i%shards+1, shards)
+	}
+	for i, ts := range parts {
+		must(t, safetensors.WriteFile(filepath.Join(dir, fmt.Sprintf("model-%05d-of-%05d.safetensors", i+1, shards)), ts, nil))
+	}
+	b, err := json.Marshal(map[string]any{"weight_map": weightMap})
+	must(t, err)
+	must(t, os.WriteFile(filepath.Join(dir, "model.safetensors.index.json"), b, 0o644))
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mustNew[C any, M nn.Module](t *testing.T, c C, build func(C) (M, error)) M {
+	t.Helper()
+	m, err := build(c)
+	must(t, err)
+	return m
+}
+
+// sd3Folder writes a tiny StableDiffusion3Pipeline folder.
+func sd3Folder(t *testing.T, withT5 bool, tr sd3.Config) string {
+	dir := t.TempDir()
+	l, g := tinyTestCLIP(32), tinyTestCLIP(32)
+	l.WithProjection, g.WithProjection = true, true
+	v := tinyTestVAE(SD3VAE())
+	comps := []testPart{
+		{name: "text_encoder", class: "CLIPTextModelWithProjection", cfg: l, m: mustNew(t, l, clip.New)},
+		{name: "text_encoder_2", class: "CLIPTextModelWithProjection", cfg: g, m: mustNew(t, g, clip.New)},
+		{name: "transformer", class: "SD3Transformer2DModel", cfg: tr, m: mustNew(t, tinySD3(), sd3.New), shards: 2},
+		{name: "vae", class: "AutoencoderKL", cfg: v, m: mustNew(t, v, vae.New)},
+	}
+	if withT5 {
+		c := tinyTestT5()
+		comps = append(comps, testPart{name: "text_encoder_3", class: "T5EncoderModel", cfg: c, m: mustNew(t, c, t5.New)})
+	}
+	writeFlowFolder(t, dir, "StableDiffusion3Pipeline", SD3SchedulerConfig, comps)
+	if withT5 {
+		copyFile(t, testSpiece, filepath.Join(dir, "tokenizer_3", "spiece.model"))
+		addIndex(t, dir, "tokenizer_3")
+	}
+	return dir
+}
+
+// addIndex lists a component in model_index.json.
+func addIndex(t *testing.T, dir, name string) {
+	t.Helper()
+	path := filepath.Join(dir, "model_index.json")
+	b, err := os.ReadFile(path)
+	must(t, err)
+	var idx map[string]any
+	must(t, json.Unmarshal(b, &idx))
+	idx[name] = []string{"transformers", "T5TokenizerFast"}
+	b, err = json.Marshal(idx)
+	must(t, err)
+	must(t, os.WriteFile(path, b, 0o644))
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	must(t, err)
+	must(t, os.MkdirAll(filepath.Dir(to), 0o755))
+	must(t, os.WriteFile(to, b, 0o644))
+}
+
+var smallRequest = Params{Prompt: "a red fox", Width: 32, Height: 32, Steps: 2, Seed: 5, Guidance: 4}
+
+func TestSD3FolderReleasesEncoders(t *testing.T) {
+	dir := sd3Folder(t, true, tinySD3())
+	for _, keep := range []bool{false, true} {
+		m, err := Open(context.Background(), dir, Options{KeepTextEncoders: keep})
+		must(t, err)
+		if m.Info().Family != "sd3" || m.Info().Kind != "SD3" {
+			t.Fatalf("info %+v", m.Info())
+		}
+		first, err := m.Generate(context.Background(), smallRequest)
+		must(t, err)
+		sm := m.(*sd3Model)
+		if loaded := sm.pipe.TextEncoder != nil && sm.pipe.TextEncoder3 != nil; loaded != keep {
+			t.Errorf("keep %v: text encoders loaded after a request: %v", keep, loaded)
+		}
+		again, err := m.Generate(context.Background(), smallRequest)
+		must(t, err)
+		if !bytes.Equal(first.Images[0].Image.Pix, again.Images[0].Image.Pix) {
+			t.Errorf("keep %v: the second request (encoders reloaded) gave another image", keep)
+		}
+		m.Close()
+	}
+}
+
+func TestSD3FolderWithoutT5(t *testing.T) {
+	m, err := Open(context.Background(), sd3Folder(t, false, tinySD3()), Options{})
+	must(t, err)
+	defer m.Close()
+	if m.Info().Kind != "SD3 (without T5)" {
+		t.Fatalf("kind %q", m.Info().Kind)
+	}
+	if _, err := m.Generate(context.Background(), smallRequest); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSD35FolderRefused(t *testing.T) {
+	tr := tinySD3()
+	rms := "rms_norm"
+	tr.QKNorm = &rms
+	_, err := Open(context.Background(), sd3Folder(t, false, tr), Options{})
+	if !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("err = %v, want ErrUnsupported", err)
+	}
+}
+
+// fluxFolder writes a tiny FluxPipeline folder (transformer in shards).
+func fluxFolder(t *testing.T, dev bool) string {
+	dir := t.TempDir()
+	l, c5, v, tr := tinyTestCLIP(64), tinyTestT5(), tinyTestVAE(FluxVAE()), tinyFlux(dev)
+	writeFlowFolder(t, dir, "FluxPipeline", FluxSchnellSchedulerConfig, []testPart{
+		{name: "text_encoder", class: "CLIPTextModel", cfg: l, m: mustNew(t, l, clip.New)},
+		{name: "text_encoder_2", class: "T5EncoderModel", cfg: c5, m: mustNew(t, c5, t5.New)},
+		{name: "transformer", class: "FluxTransformer2DModel", cfg: tr, m: mustNew(t, tr, flux.New), shards: 3},
+		{name: "vae", class: "AutoencoderKL", cfg: v, m: mustNew(t, v, vae.New)},
+	})
+	copyFile(t, testSpiece, filepath.Join(dir, "tokenizer_2", "spiece.model"))
+	addIndex(t, dir, "tokenizer_2")
+	return dir
+}
+
+func TestFluxFolder(t *testing.T) {
+	for _, dev := range []bool{false, true} {
+		m, err := Open(context.Background(), fluxFolder(t, dev), Options{})
+		must(t, err)
+		if in := m.Info(); in.Family != "flux" || (in.Kind == "FLUX.1 dev") != dev {
+			t.Fatalf("info %+v", in)
+		}
+		out, err := m.Generate(context.Background(), Params{Prompt: "a fox", Width: 32, Height: 32, Steps: 2, Seed: 1, Count: 2})
+		must(t, err)
+		if len(out.Images) != 2 || out.Images[1].Seed != 2 || bytes.Equal(out.Images[0].Image.Pix, out.Images[1].Image.Pix) {
+			t.Errorf("two images from seeds 1 and 2 expected, got %d", len(out.Images))
+		}
+		if _, err := m.Generate(context.Background(), Params{Prompt: "a fox", Width: 34, Height: 32, Steps: 1}); err == nil {
+			t.Error("a width that is not whole packed tokens was accepted")
+		}
+		m.Close()
+	}
+}
+
+// Where the loaders take each diffusers tensor from, as diffusers'
+// convert scripts (v0.30.3) say: spot checks of fused q/k/v rows, the
+// single blocks' fused MLP input, the scale/shift swaps and the plain
+// renames, against files whose values name their source tensor and row.
+func TestOriginalLayoutRows(t *testing.T) {
+	t.Run("flux", func(t *testing.T) {
+		c := tinyFlux(true)
+		specs, err := FluxFileLayout(c)
+		must(t, err)
+		D := c.InnerDim()
+		m := loadTagged(t, specs, "", func(p part) (nn.Module, error) { m, _, err := loadFluxTransformer(p, Options{}); return m, err })
+		checkRow(t, m, specs, "transformer_blocks.0.attn.to_k.weight", 0, "double_blocks.0.img_attn.qkv.weight", D)
+		checkRow(t, m, specs, "transformer_blocks.0.attn.add_v_proj.bias", 0, "double_blocks.0.txt_attn.qkv.bias", 2*D)
+		checkRow(t, m, specs, "single_transformer_blocks.1.proj_mlp.weight", 0, "single_blocks.1.linear1.weight", 3*D)
+		checkRow(t, m, specs, "single_transformer_blocks.1.attn.to_v.weight", 1, "single_blocks.1.linear1.weight", 2*D+1)
+		checkRow(t, m, specs, "norm_out.linear.weight", 0, "final_layer.adaLN_modulation.1.weight", D)
+		checkRow(t, m, specs, "norm_out.linear.bias", D, "final_layer.adaLN_modulation.1.bias", 0)
+		checkRow(t, m, specs, "transformer_blocks.0.attn.norm_added_k.weight", 3, "double_blocks.0.txt_attn.norm.key_norm.scale", 3)
+		checkRow(t, m, specs, "time_text_embed.guidance_embedder.linear_2.weight", 0, "guidance_in.out_layer.weight", 0)
+		checkRow(t, m, specs, "single_transformer_blocks.0.proj_out.weight", 2, "single_blocks.0.linear2.weight", 2)
+	})
+	t.Run("sd3", func(t *testing.T) {
+		c := tinySD3()
+		specs, err := SD3FileLayout(c, tinyTestCLIP(32), tinyTestCLIP(32), nil, tinyTestVAE(SD3VAE()))
+		must(t, err)
+		D := c.InnerDim()
+		m := loadTagged(t, specs, sd3FileTransformer, func(p part) (nn.Module, error) {
+			m, _, err := loadSD3Transformer(p, Options{})
+			return m, err
+		})
+		p := sd3FileTransformer
+		checkRow(t, m, specs, "transformer_blocks.0.attn.to_v.weight", 0, p+"joint_blocks.0.x_block.attn.qkv.weight", 2*D)
+		checkRow(t, m, specs, "transformer_blocks.1.attn.add_k_proj.weight", 0, p+"joint_blocks.1.context_block.attn.qkv.weight", D)
+		// The last block's context norm is swapped, the others are not.
+		checkRow(t, m, specs, "transformer_blocks.1.norm1_context.linear.weight", 0, p+"joint_blocks.1.context_block.adaLN_modulation.1.weight", D)
+		checkRow(t, m, specs, "transformer_blocks.0.norm1_context.linear.weight", 0, p+"joint_blocks.0.context_block.adaLN_modulation.1.weight", 0)
+		checkRow(t, m, specs, "norm_out.linear.weight", D, p+"final_layer.adaLN_modulation.1.weight", 0)
+		checkRow(t, m, specs, "pos_embed.pos_embed", 0, p+"pos_embed", 0)
+		checkRow(t, m, specs, "pos_embed.proj.weight", 1, p+"x_embedder.proj.weight", 1)
+		checkRow(t, m, specs, "time_text_embed.text_embedder.linear_1.weight", 0, p+"y_embedder.mlp.0.weight", 0)
+		checkRow(t, m, specs, "transformer_blocks.0.ff_context.net.2.weight", 0, p+"joint_blocks.0.context_block.mlp.fc2.weight", 0)
+	})
+}
+
+// tag is the value every element of row r of spec i holds.
+func tag(i, r int) float32 { return float32(i*4096 + r) }
+
+// loadTagged writes specs with tagged values and loads them with load.
+func loadTagged(t *testing.T, specs []TensorSpec, prefix string, load func(part) (nn.Module, error)) nn.Module {
+	t.Helper()
+	var ts []safetensors.Tensor
+	for i, s := range specs {
+		n, rows := 1, s.Shape[0]
+		for _, d := range s.Shape {
+			n *= d
+		}
+		v := make([]float32, n)
+		for j := range v {
+			r := j / (n / rows)
+			if s.Shape[0] == 1 && len(s.Shape) > 1 {
+				r = j / (n / s.Shape[1]) // pos_embed [1, N, D]: tag its rows
+			}
+			v[j] = tag(i, r)
+		}
+		ts = append(ts, safetensors.F32Tensor(s.Name, s.Shape, v))
+	}
+	path := filepath.Join(t.TempDir(), "tagged.safetensors")
+	must(t, safetensors.WriteFile(path, ts, nil))
+	m, err := load(part{name: "transformer", file: path, prefix: prefix})
+	must(t, err)
+	return m
+}
+
+// checkRow checks that row r of the model's parameter comes from row sr
+// of the checkpoint tensor src.
+func checkRow(t *testing.T, m nn.Module, specs []TensorSpec, param string, r int, src string, sr int) {
+	t.Helper()
+	id := -1
+	for i, s := range specs {
+		if s.Name == src {
+			id = i
+		}
+	}
+	if id < 0 {
+		t.Fatalf("the layout has no %s", src)
+	}
+	var ps nn.Params
+	m.Params("", &ps)
+	for _, p := range ps.List() {
+		if p.Name != param {
+			continue
+		}
+		x := (*p.Ptr).Float32().Contiguous()
+		rows := x.Dim(0)
+		if x.Rank() == 3 { // pos_embed [1, N, D]
+			rows = x.Dim(1)
+		}
+		got := x.Data()[r*(x.Numel()/rows)]
+		if want := tag(id, sr); got != want {
+			t.Errorf("%s row %d = %v, want row %d of %s (%v)", param, r, got, sr, src, want)
+		}
+		return
+	}
+	t.Fatalf("model has no %s", param)
+}
