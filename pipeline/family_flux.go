@@ -81,7 +81,6 @@ func openFlux(_ context.Context, src *Source, opt Options) (Model, error) {
 	m.base = base{opt: opt, sched: sc, newScheduler: flowScheduler(sc), info: Info{Family: "flux", Kind: kind,
 		Name: ModelName(src.Path), Path: src.Path, Width: fluxDefaultSize, Height: fluxDefaultSize, Steps: steps,
 		Guidance: guidance, Sampler: "euler"}}
-	m.enc.done()
 	return m, nil
 }
 

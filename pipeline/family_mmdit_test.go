@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"image"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/diffuse-go/diffuse/model/clip"
@@ -205,6 +207,11 @@ func TestSD3FolderWithoutT5(t *testing.T) {
 	if _, err := m.Generate(context.Background(), smallRequest); err != nil {
 		t.Fatal(err)
 	}
+	req := smallRequest
+	req.InitImage = image.NewRGBA(image.Rect(0, 0, 32, 32))
+	if _, err := m.Generate(context.Background(), req); err == nil || !strings.Contains(err.Error(), "img2img") {
+		t.Errorf("img2img: err = %v, want a refusal naming it", err)
+	}
 }
 
 func TestSD35FolderRefused(t *testing.T) {
@@ -355,4 +362,62 @@ func checkRow(t *testing.T, m nn.Module, specs []TensorSpec, param string, r int
 		return
 	}
 	t.Fatalf("model has no %s", param)
+}
+
+// The configs read from the shapes of real-size original files are the
+// models' own: SD3 medium's MMDiT, CLIP-L, CLIP-G, T5-XXL and VAE, and
+// FLUX.1 dev's and schnell's transformers.
+func TestInferRealSizes(t *testing.T) {
+	sh := func(specs []TensorSpec, prefix string) shapes {
+		m := map[string][]int{}
+		for _, s := range specs {
+			if strings.HasPrefix(s.Name, prefix) {
+				m[strings.TrimPrefix(s.Name, prefix)] = s.Shape
+			}
+		}
+		return func(n string) ([]int, bool) { s, ok := m[n]; return s, ok }
+	}
+	tr := sd3.Defaults()
+	tr.NumLayers, tr.NumAttentionHeads, tr.CaptionProjectionDim, tr.PosEmbedMaxSize = 24, 24, 1536, 192
+	l := clip.SD15()
+	l.WithProjection = true
+	xxl := t5.Config{VocabSize: 32128, DModel: 4096, DKV: 64, DFF: 10240, NumLayers: 24, NumHeads: 64,
+		RelativeAttentionNumBuckets: 32, RelativeAttentionMaxDistance: 128, LayerNormEpsilon: 1e-6, FeedForwardProj: "gated-gelu"}
+	specs, err := SD3FileLayout(tr, l, clip.BigG(), &xxl, SD3VAE())
+	must(t, err)
+	same := func(what string, got, want any) {
+		t.Helper()
+		g, _ := json.Marshal(got)
+		w, _ := json.Marshal(want)
+		if !bytes.Equal(g, w) {
+			t.Errorf("%s: inferred %s, want %s", what, g, w)
+		}
+	}
+	got, err := inferSD3(sh(specs, sd3FileTransformer))
+	must(t, err)
+	same("SD3 MMDiT", got, tr)
+	for _, enc := range []struct {
+		prefix string
+		want   clip.Config
+	}{{sd3FileCLIPL, l}, {sd3FileCLIPG, clip.BigG()}} {
+		got, err := inferCLIP(sh(specs, enc.prefix))
+		must(t, err)
+		got.WithProjection = true
+		same(enc.prefix, got, enc.want)
+	}
+	g5, err := inferT5(sh(specs, sd3FileT5))
+	must(t, err)
+	same("T5-XXL", g5, xxl)
+	gv, err := inferVAE(sh(specs, sd3FileVAE), SD3VAE())
+	must(t, err)
+	same("VAE", gv, SD3VAE())
+	for _, dev := range []bool{true, false} {
+		want, err := flux.ParseConfig([]byte(fmt.Sprintf(`{"guidance_embeds": %v}`, dev)))
+		must(t, err)
+		fs, err := FluxFileLayout(want)
+		must(t, err)
+		got, err := inferFlux(sh(fs, ""))
+		must(t, err)
+		same(fmt.Sprintf("FLUX (guidance %v)", dev), got, want)
+	}
 }

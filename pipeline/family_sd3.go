@@ -79,12 +79,12 @@ func openSD3(_ context.Context, src *Source, opt Options) (Model, error) {
 	m.base = base{opt: opt, sched: sc, newScheduler: flowScheduler(sc), info: Info{Family: "sd3", Kind: kind,
 		Name: ModelName(src.Path), Path: src.Path, Width: size, Height: size, Steps: 28, Guidance: 7, Sampler: "euler",
 		Accepts: []string{"negative-prompt"}}}
-	m.enc.done()
 	return m, nil
 }
 
 // load finds and loads the components: transformer and VAE for good, the
-// text encoders through m.enc (loaded now, to fail early).
+// text encoders through m.enc (loaded now, to fail early; released after
+// the first request's encoding).
 func (m *sd3Model) load(src *Source, opt Options) error {
 	tp, err := needPart(src, opt, "transformer", sd3FileTransformer)
 	if err != nil {
