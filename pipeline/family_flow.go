@@ -41,6 +41,22 @@ func checkFlowSampler(name string) error {
 	return fmt.Errorf("pipeline: sampler %q: %w for flow-matching models (they take \"euler\", the flow-matching Euler scheduler)", name, ErrUnsupported)
 }
 
+// checkFlowRequest refuses the request features the flow-matching
+// pipelines do not have: guidance rescale, and clip skip where the model
+// reads no CLIP hidden states (FLUX uses only the pooled output).
+func checkFlowRequest(p *Params, clipSkip bool) error {
+	if err := checkFlowSampler(p.Sampler); err != nil {
+		return err
+	}
+	if p.GuidanceRescale > 0 {
+		return fmt.Errorf("pipeline: guidance rescale: %w by the SD3 and FLUX pipelines", ErrUnsupported)
+	}
+	if !clipSkip && p.ClipSkip > 1 {
+		return fmt.Errorf("pipeline: clip skip: %w by FLUX (it uses CLIP's pooled output only)", ErrUnsupported)
+	}
+	return nil
+}
+
 // schedulerConfig reads a folder's scheduler/scheduler_config.json, or
 // returns def (single files carry none).
 func schedulerConfig(src *Source, def string) (scheduler.Config, error) {

@@ -294,7 +294,7 @@ func (m *fluxModel) Generate(ctx context.Context, p Params) (*Output, error) {
 	if p.NegativePrompt != "" || p.NegativePrompt2 != "" {
 		return nil, errFluxNegative
 	}
-	if err := checkFlowSampler(p.Sampler); err != nil {
+	if err := checkFlowRequest(&p, false); err != nil {
 		return nil, err
 	}
 	f := m.pipe.VAEScaleFactor()

@@ -312,7 +312,7 @@ func (m *sd3Model) Generate(ctx context.Context, p Params) (*Output, error) {
 	if err := m.ready(&p); err != nil {
 		return nil, err
 	}
-	if err := checkFlowSampler(p.Sampler); err != nil {
+	if err := checkFlowRequest(&p, true); err != nil {
 		return nil, err
 	}
 	req := SD3Request{Prompts: []string{p.Prompt}, Prompts2: rows1(p.Prompt2), NegativePrompts: rows1(p.NegativePrompt),

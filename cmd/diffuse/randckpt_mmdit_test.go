@@ -121,9 +121,12 @@ func TestRandomFlux(t *testing.T) {
 			if !errors.Is(err, pipeline.ErrUnsupported) {
 				t.Errorf("negative prompt: err = %v, want ErrUnsupported", err)
 			}
-			_, err = m.Generate(context.Background(), pipeline.Params{Prompt: "x", Sampler: "dpm++2m", Width: 32, Height: 32, Steps: 1})
-			if !errors.Is(err, pipeline.ErrUnsupported) {
-				t.Errorf("sampler dpm++2m: err = %v, want ErrUnsupported", err)
+			for what, p := range map[string]pipeline.Params{"sampler dpm++2m": {Sampler: "dpm++2m"},
+				"clip skip": {ClipSkip: 2}, "guidance rescale": {GuidanceRescale: 0.5}} {
+				p.Prompt, p.Width, p.Height, p.Steps = "x", 32, 32, 1
+				if _, err := m.Generate(context.Background(), p); !errors.Is(err, pipeline.ErrUnsupported) {
+					t.Errorf("%s: err = %v, want ErrUnsupported", what, err)
+				}
 			}
 		})
 	}
