@@ -83,8 +83,8 @@ func schedulerConfig(src *Source, def string) (scheduler.Config, error) {
 type encoders struct {
 	keep   bool
 	loaded bool
-	fs     files
-	load   func() (files, error)
+	fs     openFiles
+	load   func() (openFiles, error)
 	clear  func() // drops the models' references
 }
 

@@ -42,7 +42,7 @@ const (
 // FluxVAE is FLUX.1's VAE config (BFL's ae.safetensors).
 func FluxVAE() vae.Config {
 	c := SD3VAE()
-	c.ScalingFactor, c.ShiftFactor = 0.3611, ptr(float32(0.1159))
+	c.ScalingFactor, c.ShiftFactor = 0.3611, float32Ptr(float32(0.1159))
 	return c
 }
 
@@ -56,7 +56,7 @@ type fluxModel struct {
 	base
 	pipe   Flux
 	enc    encoders
-	fs     files
+	fs     openFiles
 	maxSeq int
 }
 
@@ -107,7 +107,7 @@ func (m *fluxModel) load(src *Source, opt Options) error {
 	if err != nil {
 		return fmt.Errorf("%w: the T5 encoder needs its tokenizer (spiece.model)", err)
 	}
-	var fs files
+	var fs openFiles
 	if m.pipe.Transformer, fs, err = loadFluxTransformer(tp, opt); err != nil {
 		return err
 	}
@@ -127,8 +127,8 @@ func (m *fluxModel) load(src *Source, opt Options) error {
 	p := &m.pipe
 	m.enc = encoders{keep: opt.KeepTextEncoders,
 		clear: func() { p.TextEncoder, p.TextEncoder2 = nil, nil },
-		load: func() (files, error) {
-			var all, fs files
+		load: func() (openFiles, error) {
+			var all, fs openFiles
 			var err error
 			if p.TextEncoder, fs, err = loadCLIP(cp, false, opt); err != nil {
 				return nil, err
@@ -146,12 +146,12 @@ func (m *fluxModel) load(src *Source, opt Options) error {
 // loadFluxTransformer loads the transformer from a folder, a BFL file
 // (names mapped by fluxRules, config read from its shapes) or a
 // diffusers-named single file.
-func loadFluxTransformer(p part, opt Options) (*flux.Model, files, error) {
+func loadFluxTransformer(p compSource, opt Options) (*flux.Model, openFiles, error) {
 	fs, err := p.open()
 	if err != nil {
 		return nil, nil, err
 	}
-	fail := func(err error) (*flux.Model, files, error) {
+	fail := func(err error) (*flux.Model, openFiles, error) {
 		fs.close()
 		return nil, nil, fmt.Errorf("transformer: %s: %w", p, err)
 	}
@@ -200,25 +200,28 @@ func otherParts(prefix string) func(string) bool {
 // inferFlux reads a BFL transformer's config from its tensors' shapes:
 // the head width is the qk norms' length; the rotary axes split it as
 // FLUX.1 does (16, 56, 56 of 128).
-func inferFlux(sh shapes) (flux.Config, error) {
+func inferFlux(sh shapeFn) (flux.Config, error) {
 	var c flux.Config
-	img, err := need(sh, "img_in.weight", 2)
+	if diffusersNamed(sh) {
+		return c, errDiffusersNamed
+	}
+	img, err := needShape(sh, "img_in.weight", 2)
 	if err != nil {
 		return c, err
 	}
-	txt, err := need(sh, "txt_in.weight", 2)
+	txt, err := needShape(sh, "txt_in.weight", 2)
 	if err != nil {
 		return c, err
 	}
-	vec, err := need(sh, "vector_in.in_layer.weight", 2)
+	vec, err := needShape(sh, "vector_in.in_layer.weight", 2)
 	if err != nil {
 		return c, err
 	}
-	qn, err := need(sh, "double_blocks.0.img_attn.norm.query_norm.scale", 1)
+	qn, err := needShape(sh, "double_blocks.0.img_attn.norm.query_norm.scale", 1)
 	if err != nil {
 		return c, err
 	}
-	fin, err := need(sh, "final_layer.linear.weight", 2)
+	fin, err := needShape(sh, "final_layer.linear.weight", 2)
 	if err != nil {
 		return c, err
 	}

@@ -22,7 +22,7 @@ import (
 	"github.com/diffuse-go/diffuse/tensor"
 )
 
-var testSpiece = filepath.Join("..", "tokenizer", "t5", "testdata", "t5_test_sentencepiece.model")
+var flowSpiece = filepath.Join("..", "tokenizer", "t5", "testdata", "t5_test_sentencepiece.model")
 
 // Tiny configs of the real layouts.
 func tinySD3() sd3.Config {
@@ -69,24 +69,24 @@ func writeFlowFolder(t *testing.T, dir, class, sched string, comps []testPart) {
 	index := map[string]any{"_class_name": class}
 	for i, c := range comps {
 		sub := filepath.Join(dir, c.name)
-		must(t, os.MkdirAll(sub, 0o755))
+		flowMust(t, os.MkdirAll(sub, 0o755))
 		index[c.name] = []string{"diffusers", c.class}
 		b, err := json.Marshal(c.cfg)
-		must(t, err)
-		must(t, os.WriteFile(filepath.Join(sub, "config.json"), b, 0o644))
+		flowMust(t, err)
+		flowMust(t, os.WriteFile(filepath.Join(sub, "config.json"), b, 0o644))
 		nn.Init(c.m, uint64(i+1), tensor.F32)
-		writeWeights(t, sub, c.m, c.shards)
+		flowWeights(t, sub, c.m, c.shards)
 	}
 	index["tokenizer"] = []string{"transformers", "CLIPTokenizer"}
 	b, err := json.Marshal(index)
-	must(t, err)
-	must(t, os.WriteFile(filepath.Join(dir, "model_index.json"), b, 0o644))
-	must(t, os.MkdirAll(filepath.Join(dir, "scheduler"), 0o755))
-	must(t, os.WriteFile(filepath.Join(dir, "scheduler", "scheduler_config.json"), []byte(sched), 0o644))
+	flowMust(t, err)
+	flowMust(t, os.WriteFile(filepath.Join(dir, "model_index.json"), b, 0o644))
+	flowMust(t, os.MkdirAll(filepath.Join(dir, "scheduler"), 0o755))
+	flowMust(t, os.WriteFile(filepath.Join(dir, "scheduler", "scheduler_config.json"), []byte(sched), 0o644))
 }
 
-// writeWeights saves m in one file, or in shards with an index.
-func writeWeights(t *testing.T, dir string, m nn.Module, shards int) {
+// flowWeights saves m in one file, or in shards with an index.
+func flowWeights(t *testing.T, dir string, m nn.Module, shards int) {
 	t.Helper()
 	var ps nn.Params
 	m.Params("", &ps)
@@ -95,7 +95,7 @@ func writeWeights(t *testing.T, dir string, m nn.Module, shards int) {
 		for _, p := range ps.List() {
 			ts = append(ts, safetensors.F32Tensor(p.Name, p.Shape, (*p.Ptr).Float32().Data()))
 		}
-		must(t, safetensors.WriteFile(filepath.Join(dir, "model.safetensors"), ts, nil))
+		flowMust(t, safetensors.WriteFile(filepath.Join(dir, "model.safetensors"), ts, nil))
 		return
 	}
 	parts := make([][]safetensors.Tensor, shards)
@@ -105,24 +105,24 @@ func writeWeights(t *testing.T, dir string, m nn.Module, shards int) {
 		weightMap[p.Name] = fmt.Sprintf("model-%05d-of-%05d.safetensors", i%shards+1, shards)
 	}
 	for i, ts := range parts {
-		must(t, safetensors.WriteFile(filepath.Join(dir, fmt.Sprintf("model-%05d-of-%05d.safetensors", i+1, shards)), ts, nil))
+		flowMust(t, safetensors.WriteFile(filepath.Join(dir, fmt.Sprintf("model-%05d-of-%05d.safetensors", i+1, shards)), ts, nil))
 	}
 	b, err := json.Marshal(map[string]any{"weight_map": weightMap})
-	must(t, err)
-	must(t, os.WriteFile(filepath.Join(dir, "model.safetensors.index.json"), b, 0o644))
+	flowMust(t, err)
+	flowMust(t, os.WriteFile(filepath.Join(dir, "model.safetensors.index.json"), b, 0o644))
 }
 
-func must(t *testing.T, err error) {
+func flowMust(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
 	}
 }
 
-func mustNew[C any, M nn.Module](t *testing.T, c C, build func(C) (M, error)) M {
+func flowNew[C any, M nn.Module](t *testing.T, c C, build func(C) (M, error)) M {
 	t.Helper()
 	m, err := build(c)
-	must(t, err)
+	flowMust(t, err)
 	return m
 }
 
@@ -133,63 +133,63 @@ func sd3Folder(t *testing.T, withT5 bool, tr sd3.Config) string {
 	l.WithProjection, g.WithProjection = true, true
 	v := tinyTestVAE(SD3VAE())
 	comps := []testPart{
-		{name: "text_encoder", class: "CLIPTextModelWithProjection", cfg: l, m: mustNew(t, l, clip.New)},
-		{name: "text_encoder_2", class: "CLIPTextModelWithProjection", cfg: g, m: mustNew(t, g, clip.New)},
-		{name: "transformer", class: "SD3Transformer2DModel", cfg: tr, m: mustNew(t, tinySD3(), sd3.New), shards: 2},
-		{name: "vae", class: "AutoencoderKL", cfg: v, m: mustNew(t, v, vae.New)},
+		{name: "text_encoder", class: "CLIPTextModelWithProjection", cfg: l, m: flowNew(t, l, clip.New)},
+		{name: "text_encoder_2", class: "CLIPTextModelWithProjection", cfg: g, m: flowNew(t, g, clip.New)},
+		{name: "transformer", class: "SD3Transformer2DModel", cfg: tr, m: flowNew(t, tinySD3(), sd3.New), shards: 2},
+		{name: "vae", class: "AutoencoderKL", cfg: v, m: flowNew(t, v, vae.New)},
 	}
 	if withT5 {
 		c := tinyTestT5()
-		comps = append(comps, testPart{name: "text_encoder_3", class: "T5EncoderModel", cfg: c, m: mustNew(t, c, t5.New)})
+		comps = append(comps, testPart{name: "text_encoder_3", class: "T5EncoderModel", cfg: c, m: flowNew(t, c, t5.New)})
 	}
 	writeFlowFolder(t, dir, "StableDiffusion3Pipeline", SD3SchedulerConfig, comps)
 	if withT5 {
-		copyFile(t, testSpiece, filepath.Join(dir, "tokenizer_3", "spiece.model"))
-		addIndex(t, dir, "tokenizer_3")
+		flowCopy(t, flowSpiece, filepath.Join(dir, "tokenizer_3", "spiece.model"))
+		flowIndex(t, dir, "tokenizer_3")
 	}
 	return dir
 }
 
-// addIndex lists a component in model_index.json.
-func addIndex(t *testing.T, dir, name string) {
+// flowIndex lists a component in model_index.json.
+func flowIndex(t *testing.T, dir, name string) {
 	t.Helper()
 	path := filepath.Join(dir, "model_index.json")
 	b, err := os.ReadFile(path)
-	must(t, err)
+	flowMust(t, err)
 	var idx map[string]any
-	must(t, json.Unmarshal(b, &idx))
+	flowMust(t, json.Unmarshal(b, &idx))
 	idx[name] = []string{"transformers", "T5TokenizerFast"}
 	b, err = json.Marshal(idx)
-	must(t, err)
-	must(t, os.WriteFile(path, b, 0o644))
+	flowMust(t, err)
+	flowMust(t, os.WriteFile(path, b, 0o644))
 }
 
-func copyFile(t *testing.T, from, to string) {
+func flowCopy(t *testing.T, from, to string) {
 	t.Helper()
 	b, err := os.ReadFile(from)
-	must(t, err)
-	must(t, os.MkdirAll(filepath.Dir(to), 0o755))
-	must(t, os.WriteFile(to, b, 0o644))
+	flowMust(t, err)
+	flowMust(t, os.MkdirAll(filepath.Dir(to), 0o755))
+	flowMust(t, os.WriteFile(to, b, 0o644))
 }
 
-var smallRequest = Params{Prompt: "a red fox", Width: 32, Height: 32, Steps: 2, Seed: 5, Guidance: 4}
+var flowRequest = Params{Prompt: "a red fox", Width: 32, Height: 32, Steps: 2, Seed: 5, Guidance: 4}
 
 func TestSD3FolderReleasesEncoders(t *testing.T) {
 	dir := sd3Folder(t, true, tinySD3())
 	for _, keep := range []bool{false, true} {
 		m, err := Open(context.Background(), dir, Options{KeepTextEncoders: keep})
-		must(t, err)
+		flowMust(t, err)
 		if m.Info().Family != "sd3" || m.Info().Kind != "SD3" {
 			t.Fatalf("info %+v", m.Info())
 		}
-		first, err := m.Generate(context.Background(), smallRequest)
-		must(t, err)
+		first, err := m.Generate(context.Background(), flowRequest)
+		flowMust(t, err)
 		sm := m.(*sd3Model)
 		if loaded := sm.pipe.TextEncoder != nil && sm.pipe.TextEncoder3 != nil; loaded != keep {
 			t.Errorf("keep %v: text encoders loaded after a request: %v", keep, loaded)
 		}
-		again, err := m.Generate(context.Background(), smallRequest)
-		must(t, err)
+		again, err := m.Generate(context.Background(), flowRequest)
+		flowMust(t, err)
 		if !bytes.Equal(first.Images[0].Image.Pix, again.Images[0].Image.Pix) {
 			t.Errorf("keep %v: the second request (encoders reloaded) gave another image", keep)
 		}
@@ -199,15 +199,15 @@ func TestSD3FolderReleasesEncoders(t *testing.T) {
 
 func TestSD3FolderWithoutT5(t *testing.T) {
 	m, err := Open(context.Background(), sd3Folder(t, false, tinySD3()), Options{})
-	must(t, err)
+	flowMust(t, err)
 	defer m.Close()
 	if m.Info().Kind != "SD3 (without T5)" {
 		t.Fatalf("kind %q", m.Info().Kind)
 	}
-	if _, err := m.Generate(context.Background(), smallRequest); err != nil {
+	if _, err := m.Generate(context.Background(), flowRequest); err != nil {
 		t.Fatal(err)
 	}
-	req := smallRequest
+	req := flowRequest
 	req.InitImage = image.NewRGBA(image.Rect(0, 0, 32, 32))
 	if _, err := m.Generate(context.Background(), req); err == nil || !strings.Contains(err.Error(), "img2img") {
 		t.Errorf("img2img: err = %v, want a refusal naming it", err)
@@ -229,25 +229,25 @@ func fluxFolder(t *testing.T, dev bool) string {
 	dir := t.TempDir()
 	l, c5, v, tr := tinyTestCLIP(64), tinyTestT5(), tinyTestVAE(FluxVAE()), tinyFlux(dev)
 	writeFlowFolder(t, dir, "FluxPipeline", FluxSchnellSchedulerConfig, []testPart{
-		{name: "text_encoder", class: "CLIPTextModel", cfg: l, m: mustNew(t, l, clip.New)},
-		{name: "text_encoder_2", class: "T5EncoderModel", cfg: c5, m: mustNew(t, c5, t5.New)},
-		{name: "transformer", class: "FluxTransformer2DModel", cfg: tr, m: mustNew(t, tr, flux.New), shards: 3},
-		{name: "vae", class: "AutoencoderKL", cfg: v, m: mustNew(t, v, vae.New)},
+		{name: "text_encoder", class: "CLIPTextModel", cfg: l, m: flowNew(t, l, clip.New)},
+		{name: "text_encoder_2", class: "T5EncoderModel", cfg: c5, m: flowNew(t, c5, t5.New)},
+		{name: "transformer", class: "FluxTransformer2DModel", cfg: tr, m: flowNew(t, tr, flux.New), shards: 3},
+		{name: "vae", class: "AutoencoderKL", cfg: v, m: flowNew(t, v, vae.New)},
 	})
-	copyFile(t, testSpiece, filepath.Join(dir, "tokenizer_2", "spiece.model"))
-	addIndex(t, dir, "tokenizer_2")
+	flowCopy(t, flowSpiece, filepath.Join(dir, "tokenizer_2", "spiece.model"))
+	flowIndex(t, dir, "tokenizer_2")
 	return dir
 }
 
 func TestFluxFolder(t *testing.T) {
 	for _, dev := range []bool{false, true} {
 		m, err := Open(context.Background(), fluxFolder(t, dev), Options{})
-		must(t, err)
+		flowMust(t, err)
 		if in := m.Info(); in.Family != "flux" || (in.Kind == "FLUX.1 dev") != dev {
 			t.Fatalf("info %+v", in)
 		}
 		out, err := m.Generate(context.Background(), Params{Prompt: "a fox", Width: 32, Height: 32, Steps: 2, Seed: 1, Count: 2})
-		must(t, err)
+		flowMust(t, err)
 		if len(out.Images) != 2 || out.Images[1].Seed != 2 || bytes.Equal(out.Images[0].Image.Pix, out.Images[1].Image.Pix) {
 			t.Errorf("two images from seeds 1 and 2 expected, got %d", len(out.Images))
 		}
@@ -266,9 +266,9 @@ func TestOriginalLayoutRows(t *testing.T) {
 	t.Run("flux", func(t *testing.T) {
 		c := tinyFlux(true)
 		specs, err := FluxFileLayout(c)
-		must(t, err)
+		flowMust(t, err)
 		D := c.InnerDim()
-		m := loadTagged(t, specs, "", func(p part) (nn.Module, error) { m, _, err := loadFluxTransformer(p, Options{}); return m, err })
+		m := loadTagged(t, specs, "", func(p compSource) (nn.Module, error) { m, _, err := loadFluxTransformer(p, Options{}); return m, err })
 		checkRow(t, m, specs, "transformer_blocks.0.attn.to_k.weight", 0, "double_blocks.0.img_attn.qkv.weight", D)
 		checkRow(t, m, specs, "transformer_blocks.0.attn.add_v_proj.bias", 0, "double_blocks.0.txt_attn.qkv.bias", 2*D)
 		checkRow(t, m, specs, "single_transformer_blocks.1.proj_mlp.weight", 0, "single_blocks.1.linear1.weight", 3*D)
@@ -282,9 +282,9 @@ func TestOriginalLayoutRows(t *testing.T) {
 	t.Run("sd3", func(t *testing.T) {
 		c := tinySD3()
 		specs, err := SD3FileLayout(c, tinyTestCLIP(32), tinyTestCLIP(32), nil, tinyTestVAE(SD3VAE()))
-		must(t, err)
+		flowMust(t, err)
 		D := c.InnerDim()
-		m := loadTagged(t, specs, sd3FileTransformer, func(p part) (nn.Module, error) {
+		m := loadTagged(t, specs, sd3FileTransformer, func(p compSource) (nn.Module, error) {
 			m, _, err := loadSD3Transformer(p, Options{})
 			return m, err
 		})
@@ -302,11 +302,11 @@ func TestOriginalLayoutRows(t *testing.T) {
 	})
 }
 
-// tag is the value every element of row r of spec i holds.
-func tag(i, r int) float32 { return float32(i*4096 + r) }
+// rowTag is the value every element of row r of spec i holds.
+func rowTag(i, r int) float32 { return float32(i*4096 + r) }
 
 // loadTagged writes specs with tagged values and loads them with load.
-func loadTagged(t *testing.T, specs []TensorSpec, prefix string, load func(part) (nn.Module, error)) nn.Module {
+func loadTagged(t *testing.T, specs []TensorSpec, prefix string, load func(compSource) (nn.Module, error)) nn.Module {
 	t.Helper()
 	var ts []safetensors.Tensor
 	for i, s := range specs {
@@ -320,14 +320,14 @@ func loadTagged(t *testing.T, specs []TensorSpec, prefix string, load func(part)
 			if s.Shape[0] == 1 && len(s.Shape) > 1 {
 				r = j / (n / s.Shape[1]) // pos_embed [1, N, D]: tag its rows
 			}
-			v[j] = tag(i, r)
+			v[j] = rowTag(i, r)
 		}
 		ts = append(ts, safetensors.F32Tensor(s.Name, s.Shape, v))
 	}
 	path := filepath.Join(t.TempDir(), "tagged.safetensors")
-	must(t, safetensors.WriteFile(path, ts, nil))
-	m, err := load(part{name: "transformer", file: path, prefix: prefix})
-	must(t, err)
+	flowMust(t, safetensors.WriteFile(path, ts, nil))
+	m, err := load(compSource{name: "transformer", file: path, prefix: prefix})
+	flowMust(t, err)
 	return m
 }
 
@@ -356,7 +356,7 @@ func checkRow(t *testing.T, m nn.Module, specs []TensorSpec, param string, r int
 			rows = x.Dim(1)
 		}
 		got := x.Data()[r*(x.Numel()/rows)]
-		if want := tag(id, sr); got != want {
+		if want := rowTag(id, sr); got != want {
 			t.Errorf("%s row %d = %v, want row %d of %s (%v)", param, r, got, sr, src, want)
 		}
 		return
@@ -368,7 +368,7 @@ func checkRow(t *testing.T, m nn.Module, specs []TensorSpec, param string, r int
 // models' own: SD3 medium's MMDiT, CLIP-L, CLIP-G, T5-XXL and VAE, and
 // FLUX.1 dev's and schnell's transformers.
 func TestInferRealSizes(t *testing.T) {
-	sh := func(specs []TensorSpec, prefix string) shapes {
+	sh := func(specs []TensorSpec, prefix string) shapeFn {
 		m := map[string][]int{}
 		for _, s := range specs {
 			if strings.HasPrefix(s.Name, prefix) {
@@ -384,7 +384,7 @@ func TestInferRealSizes(t *testing.T) {
 	xxl := t5.Config{VocabSize: 32128, DModel: 4096, DKV: 64, DFF: 10240, NumLayers: 24, NumHeads: 64,
 		RelativeAttentionNumBuckets: 32, RelativeAttentionMaxDistance: 128, LayerNormEpsilon: 1e-6, FeedForwardProj: "gated-gelu"}
 	specs, err := SD3FileLayout(tr, l, clip.BigG(), &xxl, SD3VAE())
-	must(t, err)
+	flowMust(t, err)
 	same := func(what string, got, want any) {
 		t.Helper()
 		g, _ := json.Marshal(got)
@@ -394,30 +394,30 @@ func TestInferRealSizes(t *testing.T) {
 		}
 	}
 	got, err := inferSD3(sh(specs, sd3FileTransformer))
-	must(t, err)
+	flowMust(t, err)
 	same("SD3 MMDiT", got, tr)
 	for _, enc := range []struct {
 		prefix string
 		want   clip.Config
 	}{{sd3FileCLIPL, l}, {sd3FileCLIPG, clip.BigG()}} {
 		got, err := inferCLIP(sh(specs, enc.prefix))
-		must(t, err)
+		flowMust(t, err)
 		got.WithProjection = true
 		same(enc.prefix, got, enc.want)
 	}
 	g5, err := inferT5(sh(specs, sd3FileT5))
-	must(t, err)
+	flowMust(t, err)
 	same("T5-XXL", g5, xxl)
 	gv, err := inferVAE(sh(specs, sd3FileVAE), SD3VAE())
-	must(t, err)
+	flowMust(t, err)
 	same("VAE", gv, SD3VAE())
 	for _, dev := range []bool{true, false} {
 		want, err := flux.ParseConfig([]byte(fmt.Sprintf(`{"guidance_embeds": %v}`, dev)))
-		must(t, err)
+		flowMust(t, err)
 		fs, err := FluxFileLayout(want)
-		must(t, err)
+		flowMust(t, err)
 		got, err := inferFlux(sh(fs, ""))
-		must(t, err)
+		flowMust(t, err)
 		same(fmt.Sprintf("FLUX (guidance %v)", dev), got, want)
 	}
 }

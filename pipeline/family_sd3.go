@@ -39,12 +39,12 @@ const SD3SchedulerConfig = `{"_class_name": "FlowMatchEulerDiscreteScheduler", "
 func SD3VAE() vae.Config {
 	c := vae.SD()
 	c.LatentChannels, c.SampleSize = 16, 1024
-	c.ScalingFactor, c.ShiftFactor = 1.5305, ptr(float32(0.0609))
+	c.ScalingFactor, c.ShiftFactor = 1.5305, float32Ptr(float32(0.0609))
 	c.UseQuantConv, c.UsePostQuantConv = false, false
 	return c
 }
 
-func ptr[T any](v T) *T { return &v }
+func float32Ptr(v float32) *float32 { return &v }
 
 func detectSD3(src *Source) bool {
 	return src.ClassIs("StableDiffusion3Pipeline") || src.HasTensorPrefix(sd3FileTransformer+"joint_blocks.")
@@ -55,7 +55,7 @@ type sd3Model struct {
 	base
 	pipe SD3
 	enc  encoders
-	fs   files // transformer and VAE
+	fs   openFiles // transformer and VAE
 	// maxSeq is the T5 length (diffusers' max_sequence_length 256).
 	maxSeq int
 }
@@ -94,7 +94,7 @@ func (m *sd3Model) load(src *Source, opt Options) error {
 	if err != nil {
 		return err
 	}
-	var fs files
+	var fs openFiles
 	if m.pipe.Transformer, fs, err = loadSD3Transformer(tp, opt); err != nil {
 		return err
 	}
@@ -139,9 +139,9 @@ func (m *sd3Model) textEncoders(src *Source, opt Options) error {
 	p := &m.pipe
 	m.enc = encoders{keep: opt.KeepTextEncoders,
 		clear: func() { p.TextEncoder, p.TextEncoder2, p.TextEncoder3 = nil, nil, nil },
-		load: func() (files, error) {
-			var all files
-			var fs files
+		load: func() (openFiles, error) {
+			var all openFiles
+			var fs openFiles
 			var err error
 			if p.TextEncoder, fs, err = loadCLIP(lp, true, opt); err != nil {
 				return nil, err
@@ -166,12 +166,12 @@ func (m *sd3Model) textEncoders(src *Source, opt Options) error {
 
 // loadSD3Transformer loads the MMDiT from a folder or from an original
 // single file (names mapped by sd3Rules, config read from its shapes).
-func loadSD3Transformer(p part, opt Options) (*sd3.Model, files, error) {
+func loadSD3Transformer(p compSource, opt Options) (*sd3.Model, openFiles, error) {
 	fs, err := p.open()
 	if err != nil {
 		return nil, nil, err
 	}
-	fail := func(err error) (*sd3.Model, files, error) {
+	fail := func(err error) (*sd3.Model, openFiles, error) {
 		fs.close()
 		return nil, nil, fmt.Errorf("transformer: %s: %w", p, err)
 	}
@@ -224,7 +224,7 @@ func refuseSD35Config(b []byte) error {
 const sd3HeadDim = 64
 
 // inferSD3 reads an original MMDiT's config from its tensors' shapes.
-func inferSD3(sh shapes) (sd3.Config, error) {
+func inferSD3(sh shapeFn) (sd3.Config, error) {
 	c := sd3.Defaults()
 	if _, ok := sh("joint_blocks.0.x_block.attn.ln_q.weight"); ok {
 		return c, fmt.Errorf("SD3.5 (qk norm): %w", ErrUnsupported)
@@ -232,23 +232,26 @@ func inferSD3(sh shapes) (sd3.Config, error) {
 	if _, ok := sh("joint_blocks.0.x_block.attn2.qkv.weight"); ok {
 		return c, fmt.Errorf("SD3.5 (dual attention, MMDiT-X): %w", ErrUnsupported)
 	}
-	x, err := need(sh, "x_embedder.proj.weight", 4)
+	if diffusersNamed(sh) {
+		return c, errDiffusersNamed
+	}
+	x, err := needShape(sh, "x_embedder.proj.weight", 4)
 	if err != nil {
 		return c, err
 	}
-	pos, err := need(sh, "pos_embed", 3)
+	pos, err := needShape(sh, "pos_embed", 3)
 	if err != nil {
 		return c, err
 	}
-	ctx, err := need(sh, "context_embedder.weight", 2)
+	ctx, err := needShape(sh, "context_embedder.weight", 2)
 	if err != nil {
 		return c, err
 	}
-	y, err := need(sh, "y_embedder.mlp.0.weight", 2)
+	y, err := needShape(sh, "y_embedder.mlp.0.weight", 2)
 	if err != nil {
 		return c, err
 	}
-	fin, err := need(sh, "final_layer.linear.weight", 2)
+	fin, err := needShape(sh, "final_layer.linear.weight", 2)
 	if err != nil {
 		return c, err
 	}

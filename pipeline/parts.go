@@ -23,17 +23,17 @@ import (
 // it needs and Options.Components does not give it.
 var ErrMissingComponent = errors.New("missing component")
 
-// part is where one component's weights are: a diffusers component folder
+// compSource is where one component's weights are: a diffusers component folder
 // (config.json and weights, possibly sharded) or the tensors of a single
 // file under a prefix (the config then follows from their shapes).
-type part struct {
+type compSource struct {
 	name   string // diffusers component name
 	dir    string
 	file   string
 	prefix string
 }
 
-func (p part) String() string {
+func (p compSource) String() string {
 	if p.dir != "" {
 		return p.dir
 	}
@@ -46,7 +46,7 @@ func (p part) String() string {
 // findPart resolves component name: Options.Components first, then the
 // folder's sub-folder, then the single file's tensors under prefix (one of
 // prefixes, the first found). ok is false when none has it.
-func findPart(src *Source, opt Options, name string, prefixes ...string) (part, bool, error) {
+func findPart(src *Source, opt Options, name string, prefixes ...string) (compSource, bool, error) {
 	if path, given := opt.Components[name]; given {
 		p, err := givenPart(name, path, prefixes)
 		return p, err == nil, err
@@ -54,55 +54,55 @@ func findPart(src *Source, opt Options, name string, prefixes ...string) (part, 
 	if src.Dir {
 		dir := filepath.Join(src.Path, name)
 		if st, err := os.Stat(dir); err == nil && st.IsDir() && src.Lists(name) {
-			return part{name: name, dir: dir}, true, nil
+			return compSource{name: name, dir: dir}, true, nil
 		}
-		return part{}, false, nil
+		return compSource{}, false, nil
 	}
 	for _, pre := range prefixes {
 		if src.HasTensorPrefix(pre) {
-			return part{name: name, file: src.Path, prefix: pre}, true, nil
+			return compSource{name: name, file: src.Path, prefix: pre}, true, nil
 		}
 	}
-	return part{}, false, nil
+	return compSource{}, false, nil
 }
 
 // givenPart is Options.Components[name]: a diffusers model folder, a
 // component folder or a single file (whose tensors may sit under one of
 // prefixes, as in an all-in-one checkpoint, or at the top level).
-func givenPart(name, path string, prefixes []string) (part, error) {
+func givenPart(name, path string, prefixes []string) (compSource, error) {
 	st, err := os.Stat(path)
 	if err != nil {
-		return part{}, fmt.Errorf("component %s: %w", name, err)
+		return compSource{}, fmt.Errorf("component %s: %w", name, err)
 	}
 	if st.IsDir() {
 		if _, err := os.Stat(filepath.Join(path, "model_index.json")); err == nil {
 			path = filepath.Join(path, name)
 		}
-		return part{name: name, dir: path}, nil
+		return compSource{name: name, dir: path}, nil
 	}
 	if strings.HasPrefix(name, "tokenizer") {
-		return part{name: name, file: path}, nil // a vocabulary file (spiece.model)
+		return compSource{name: name, file: path}, nil // a vocabulary file (spiece.model)
 	}
 	if err := refusePickle(path); err != nil {
-		return part{}, err
+		return compSource{}, err
 	}
 	f, err := safetensors.Open(path)
 	if err != nil {
-		return part{}, fmt.Errorf("component %s: %w", name, err)
+		return compSource{}, fmt.Errorf("component %s: %w", name, err)
 	}
 	defer f.Close()
 	for _, pre := range prefixes {
 		for _, n := range f.Names() {
 			if strings.HasPrefix(n, pre) {
-				return part{name: name, file: path, prefix: pre}, nil
+				return compSource{name: name, file: path, prefix: pre}, nil
 			}
 		}
 	}
-	return part{name: name, file: path}, nil
+	return compSource{name: name, file: path}, nil
 }
 
 // needPart is findPart for a component the model cannot run without.
-func needPart(src *Source, opt Options, name string, prefixes ...string) (part, error) {
+func needPart(src *Source, opt Options, name string, prefixes ...string) (compSource, error) {
 	p, ok, err := findPart(src, opt, name, prefixes...)
 	if err == nil && !ok {
 		err = fmt.Errorf("%s has no %s: %w (give it with Options.Components[%q])", src.Path, name, ErrMissingComponent, name)
@@ -110,35 +110,35 @@ func needPart(src *Source, opt Options, name string, prefixes ...string) (part, 
 	return p, err
 }
 
-// files are the open safetensors files a loaded component reads its
+// openFiles are the open safetensors files a loaded component reads its
 // weights from (see nn.ViewTensor); close releases them.
-type files []*safetensors.File
+type openFiles []*safetensors.File
 
-func (fs *files) close() {
+func (fs *openFiles) close() {
 	for _, f := range *fs {
 		f.Close()
 	}
 	*fs = nil
 }
 
-// shapes is the table of contents of a component's tensors.
-type shapes func(name string) ([]int, bool)
+// shapeFn is the table of contents of a component's tensors.
+type shapeFn func(name string) ([]int, bool)
 
 // open opens the part's weights: the single file, or the folder's weights
 // (one file or the shards its *.safetensors.index.json lists).
-func (p part) open() (files, error) {
+func (p compSource) open() (openFiles, error) {
 	if p.dir == "" {
 		f, err := safetensors.Open(p.file)
 		if err != nil {
 			return nil, err
 		}
-		return files{f}, nil
+		return openFiles{f}, nil
 	}
 	paths, err := weightFiles(p.dir)
 	if err != nil {
 		return nil, err
 	}
-	var fs files
+	var fs openFiles
 	for _, path := range paths {
 		f, err := safetensors.Open(path)
 		if err != nil {
@@ -195,7 +195,7 @@ func weightFiles(dir string) ([]string, error) {
 // unionSource serves the tensors of several files (shards) under one
 // prefix, hiding buffers that are not parameters.
 type unionSource struct {
-	fs     files
+	fs     openFiles
 	prefix string
 }
 
@@ -237,7 +237,7 @@ func ignorableTensor(name string) bool {
 
 // loadPart opens p's weights and loads them into m, converting to
 // opt.DType; the returned files must stay open while m is used.
-func loadPart(p part, m nn.Module, src nn.Source, fs files, opt Options) (files, error) {
+func loadPart(p compSource, m nn.Module, src nn.Source, fs openFiles, opt Options) (openFiles, error) {
 	if err := nn.Load(m, "", src, LoadOptions{DType: opt.DType}.nnOpts()); err != nil {
 		fs.close()
 		return nil, fmt.Errorf("%s: %s: %w", p.name, p, err)
@@ -247,7 +247,7 @@ func loadPart(p part, m nn.Module, src nn.Source, fs files, opt Options) (files,
 }
 
 // config reads a component folder's config.json.
-func (p part) config() ([]byte, error) {
+func (p compSource) config() ([]byte, error) {
 	b, err := os.ReadFile(filepath.Join(p.dir, "config.json"))
 	if err != nil {
 		return nil, fmt.Errorf("component %s: %w", p.name, err)
@@ -256,13 +256,13 @@ func (p part) config() ([]byte, error) {
 }
 
 // shapesOf is the table of contents of fs under prefix.
-func shapesOf(fs files, prefix string) shapes {
+func shapesOf(fs openFiles, prefix string) shapeFn {
 	u := unionSource{fs: fs, prefix: prefix}
 	return u.Shape
 }
 
 // loadCLIP loads a CLIP text encoder (with text_projection when proj).
-func loadCLIP(p part, proj bool, opt Options) (*clip.Model, files, error) {
+func loadCLIP(p compSource, proj bool, opt Options) (*clip.Model, openFiles, error) {
 	fs, err := p.open()
 	if err != nil {
 		return nil, nil, err
@@ -294,7 +294,7 @@ func loadCLIP(p part, proj bool, opt Options) (*clip.Model, files, error) {
 }
 
 // loadT5 loads a T5 encoder.
-func loadT5(p part, opt Options) (*t5.Model, files, error) {
+func loadT5(p compSource, opt Options) (*t5.Model, openFiles, error) {
 	fs, err := p.open()
 	if err != nil {
 		return nil, nil, err
@@ -324,12 +324,12 @@ func loadT5(p part, opt Options) (*t5.Model, files, error) {
 // loadVAE loads an AutoencoderKL: a folder, or a single file in the
 // original (LDM) layout whose sizes follow from its shapes and whose
 // latent factors are def's (the family's).
-func loadVAE(p part, def vae.Config, opt Options) (*vae.Model, files, error) {
+func loadVAE(p compSource, def vae.Config, opt Options) (*vae.Model, openFiles, error) {
 	fs, err := p.open()
 	if err != nil {
 		return nil, nil, err
 	}
-	fail := func(err error) (*vae.Model, files, error) {
+	fail := func(err error) (*vae.Model, openFiles, error) {
 		fs.close()
 		return nil, nil, fmt.Errorf("%s: %s: %w", p.name, p, err)
 	}
@@ -392,7 +392,7 @@ func ldmVAEMapping(f *safetensors.File, prefix string, cfg vae.Config, m *vae.Mo
 
 // loadT5Tokenizer loads a T5 SentencePiece tokenizer: the spiece.model
 // file given, or the one in a folder.
-func loadT5Tokenizer(p part) (*t5tok.Tokenizer, error) {
+func loadT5Tokenizer(p compSource) (*t5tok.Tokenizer, error) {
 	path := p.file
 	if p.dir != "" {
 		path = filepath.Join(p.dir, "spiece.model")
@@ -406,7 +406,7 @@ func loadT5Tokenizer(p part) (*t5tok.Tokenizer, error) {
 
 // countBlocks counts the consecutive indices i from 0 for which
 // fmt.Sprintf(pattern, i) is a tensor.
-func countBlocks(sh shapes, pattern string) int {
+func countBlocks(sh shapeFn, pattern string) int {
 	n := 0
 	for {
 		if _, ok := sh(fmt.Sprintf(pattern, n)); !ok {
@@ -416,8 +416,18 @@ func countBlocks(sh shapes, pattern string) int {
 	}
 }
 
-// need reads the shape of a tensor a config inference relies on.
-func need(sh shapes, name string, rank int) ([]int, error) {
+// errDiffusersNamed explains a single transformer file in diffusers'
+// names: its config is in the folder it came from.
+var errDiffusersNamed = errors.New("a transformer file with diffusers names (transformer_blocks.*): give its folder, with config.json, instead")
+
+// diffusersNamed reports a single file in diffusers' names.
+func diffusersNamed(sh shapeFn) bool {
+	_, ok := sh("transformer_blocks.0.attn.to_q.weight")
+	return ok
+}
+
+// needShape reads the shape of a tensor a config inference relies on.
+func needShape(sh shapeFn, name string, rank int) ([]int, error) {
 	s, ok := sh(name)
 	if !ok {
 		return nil, fmt.Errorf("no tensor %s to infer the config from", name)
@@ -436,16 +446,16 @@ const clipHeadDim = 64
 // inferCLIP reads a CLIP text encoder's config from transformers-named
 // tensors. Heads are 64 wide; the activation is quick_gelu for the
 // 768-wide OpenAI ViT-L/14 and gelu for OpenCLIP's (as their configs say).
-func inferCLIP(sh shapes) (clip.Config, error) {
-	tok, err := need(sh, "text_model.embeddings.token_embedding.weight", 2)
+func inferCLIP(sh shapeFn) (clip.Config, error) {
+	tok, err := needShape(sh, "text_model.embeddings.token_embedding.weight", 2)
 	if err != nil {
 		return clip.Config{}, err
 	}
-	pos, err := need(sh, "text_model.embeddings.position_embedding.weight", 2)
+	pos, err := needShape(sh, "text_model.embeddings.position_embedding.weight", 2)
 	if err != nil {
 		return clip.Config{}, err
 	}
-	fc1, err := need(sh, "text_model.encoder.layers.0.mlp.fc1.weight", 2)
+	fc1, err := needShape(sh, "text_model.encoder.layers.0.mlp.fc1.weight", 2)
 	if err != nil {
 		return clip.Config{}, err
 	}
@@ -467,18 +477,18 @@ func inferCLIP(sh shapes) (clip.Config, error) {
 
 // inferT5 reads a T5 encoder's config from transformers-named tensors
 // (T5 v1.1: gated-gelu when wi_0/wi_1 are present).
-func inferT5(sh shapes) (t5.Config, error) {
-	emb, err := need(sh, "shared.weight", 2)
+func inferT5(sh shapeFn) (t5.Config, error) {
+	emb, err := needShape(sh, "shared.weight", 2)
 	if err != nil {
-		if emb, err = need(sh, "encoder.embed_tokens.weight", 2); err != nil {
+		if emb, err = needShape(sh, "encoder.embed_tokens.weight", 2); err != nil {
 			return t5.Config{}, err
 		}
 	}
-	rel, err := need(sh, "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", 2)
+	rel, err := needShape(sh, "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", 2)
 	if err != nil {
 		return t5.Config{}, err
 	}
-	q, err := need(sh, "encoder.block.0.layer.0.SelfAttention.q.weight", 2)
+	q, err := needShape(sh, "encoder.block.0.layer.0.SelfAttention.q.weight", 2)
 	if err != nil {
 		return t5.Config{}, err
 	}
@@ -488,7 +498,7 @@ func inferT5(sh shapes) (t5.Config, error) {
 	ff, ok := sh("encoder.block.0.layer.1.DenseReluDense.wi_0.weight")
 	if !ok {
 		c.FeedForwardProj = "relu"
-		if ff, err = need(sh, "encoder.block.0.layer.1.DenseReluDense.wi.weight", 2); err != nil {
+		if ff, err = needShape(sh, "encoder.block.0.layer.1.DenseReluDense.wi.weight", 2); err != nil {
 			return t5.Config{}, err
 		}
 	}
@@ -498,7 +508,7 @@ func inferT5(sh shapes) (t5.Config, error) {
 
 // inferVAE reads an LDM-layout AutoencoderKL's sizes; the latent scaling
 // and shift come from def.
-func inferVAE(sh shapes, def vae.Config) (vae.Config, error) {
+func inferVAE(sh shapeFn, def vae.Config) (vae.Config, error) {
 	c := def
 	n := countBlocks(sh, "encoder.down.%d.block.0.conv1.weight")
 	if n == 0 {
@@ -507,7 +517,7 @@ func inferVAE(sh shapes, def vae.Config) (vae.Config, error) {
 	c.BlockOutChannels = make([]int, n)
 	c.DownBlockTypes, c.UpBlockTypes = make([]string, n), make([]string, n)
 	for i := range n {
-		s, err := need(sh, fmt.Sprintf("encoder.down.%d.block.0.conv2.weight", i), 4)
+		s, err := needShape(sh, fmt.Sprintf("encoder.down.%d.block.0.conv2.weight", i), 4)
 		if err != nil {
 			return c, err
 		}
@@ -515,15 +525,15 @@ func inferVAE(sh shapes, def vae.Config) (vae.Config, error) {
 		c.DownBlockTypes[i], c.UpBlockTypes[i] = "DownEncoderBlock2D", "UpDecoderBlock2D"
 	}
 	c.LayersPerBlock = countBlocks(sh, "encoder.down.0.block.%d.conv1.weight")
-	in, err := need(sh, "encoder.conv_in.weight", 4)
+	in, err := needShape(sh, "encoder.conv_in.weight", 4)
 	if err != nil {
 		return c, err
 	}
-	dec, err := need(sh, "decoder.conv_in.weight", 4)
+	dec, err := needShape(sh, "decoder.conv_in.weight", 4)
 	if err != nil {
 		return c, err
 	}
-	out, err := need(sh, "decoder.conv_out.weight", 4)
+	out, err := needShape(sh, "decoder.conv_out.weight", 4)
 	if err != nil {
 		return c, err
 	}

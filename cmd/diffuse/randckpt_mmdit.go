@@ -106,28 +106,29 @@ type mmditConfigs struct {
 	vae          vae.Config
 }
 
-// t5XXL is T5 v1.1 XXL's encoder (SD3's and FLUX's text_encoder_3/_2).
-func t5XXL() t5.Config {
+// mmditT5XXL is T5 v1.1 XXL's encoder (SD3's and FLUX's text_encoder_3/_2).
+func mmditT5XXL() t5.Config {
 	return t5.Config{VocabSize: 32128, DModel: 4096, DKV: 64, DFF: 10240, NumLayers: 24, NumHeads: 64,
 		RelativeAttentionNumBuckets: 32, RelativeAttentionMaxDistance: 128, LayerNormEpsilon: 1e-6, FeedForwardProj: "gated-gelu"}
 }
 
-// tinyCLIP, tinyT5 and tinyVAE are test sizes with the real layouts (the
-// real vocabularies, 64-wide heads as the loader assumes).
-func tinyCLIP(proj int) clip.Config {
+// mmditTinyCLIP, mmditTinyT5 and mmditTinyVAE are test sizes with the
+// real layouts (the real vocabularies, 64-wide heads as the loader
+// assumes).
+func mmditTinyCLIP(proj int) clip.Config {
 	c := clip.SD15()
 	c.HiddenSize, c.IntermediateSize, c.NumHiddenLayers, c.NumAttentionHeads, c.ProjectionDim = 64, 128, 2, 1, proj
 	c.HiddenAct = "gelu" // what the loader reads for a CLIP that is not 768 wide
 	return c
 }
 
-func tinyT5() *t5.Config {
-	c := t5XXL()
+func mmditTinyT5() *t5.Config {
+	c := mmditT5XXL()
 	c.DModel, c.DFF, c.NumLayers, c.NumHeads = 128, 256, 2, 2
 	return &c
 }
 
-func tinyVAE(c vae.Config) vae.Config {
+func mmditTinyVAE(c vae.Config) vae.Config {
 	c.BlockOutChannels, c.LayersPerBlock = []int{32, 32}, 1
 	c.DownBlockTypes, c.UpBlockTypes = c.DownBlockTypes[:2], c.UpBlockTypes[:2]
 	return c
@@ -141,12 +142,12 @@ func sd3Configs(tiny bool) mmditConfigs {
 	tr.NumLayers, tr.NumAttentionHeads, tr.CaptionProjectionDim, tr.PosEmbedMaxSize = 24, 24, 1536, 192
 	l := clip.SD15()
 	l.WithProjection = true
-	t := t5XXL()
+	t := mmditT5XXL()
 	c := mmditConfigs{tr: tr, clipL: l, clipG: clip.BigG(), t5: &t, vae: pipeline.SD3VAE()}
 	if tiny {
 		c.tr.NumLayers, c.tr.NumAttentionHeads, c.tr.CaptionProjectionDim = 2, 1, 64
 		c.tr.JointAttentionDim, c.tr.PooledProjectionDim, c.tr.PosEmbedMaxSize, c.tr.SampleSize = 128, 64, 16, 16
-		c.clipL, c.clipG, c.t5, c.vae = tinyCLIP(32), tinyCLIP(32), tinyT5(), tinyVAE(c.vae)
+		c.clipL, c.clipG, c.t5, c.vae = mmditTinyCLIP(32), mmditTinyCLIP(32), mmditTinyT5(), mmditTinyVAE(c.vae)
 	}
 	return c
 }
@@ -157,12 +158,12 @@ func sd3Configs(tiny bool) mmditConfigs {
 func fluxConfigs(dev, tiny bool) mmditConfigs {
 	tr := flux.Config{PatchSize: 1, InChannels: 64, OutChannels: 64, NumLayers: 19, NumSingleLayers: 38, AttentionHeadDim: 128,
 		NumAttentionHeads: 24, JointAttentionDim: 4096, PooledProjectionDim: 768, GuidanceEmbeds: dev, AxesDimsRope: []int{16, 56, 56}}
-	t := t5XXL()
+	t := mmditT5XXL()
 	c := mmditConfigs{ftr: tr, clipL: clip.SD15(), t5: &t, vae: pipeline.FluxVAE()}
 	if tiny {
 		c.ftr.NumLayers, c.ftr.NumSingleLayers, c.ftr.AttentionHeadDim, c.ftr.NumAttentionHeads = 1, 2, 32, 2
 		c.ftr.AxesDimsRope, c.ftr.JointAttentionDim, c.ftr.PooledProjectionDim = []int{4, 14, 14}, 128, 64
-		c.clipL, c.t5, c.vae = tinyCLIP(64), tinyT5(), tinyVAE(c.vae)
+		c.clipL, c.t5, c.vae = mmditTinyCLIP(64), mmditTinyT5(), mmditTinyVAE(c.vae)
 	}
 	return c
 }
@@ -183,7 +184,7 @@ func writeRandomSpecs(ctx context.Context, path string, specs []pipeline.TensorS
 	header := map[string]any{"__metadata__": map[string]string{"format": "pt", "generator": "diffuse random-checkpoint"}}
 	off := 0
 	for _, s := range specs {
-		n := size * numel(s.Shape)
+		n := size * mmditNumel(s.Shape)
 		header[s.Name] = map[string]any{"dtype": name, "shape": s.Shape, "data_offsets": []int{off, off + n}}
 		off += n
 	}
@@ -211,8 +212,8 @@ func writeRandomSpecs(ctx context.Context, path string, specs []pipeline.TensorS
 			f.Close()
 			return err
 		}
-		scale := specScale(s)
-		for left := numel(s.Shape); left > 0; {
+		scale := mmditScale(s)
+		for left := mmditNumel(s.Shape); left > 0; {
 			n := min(left, cap(buf)/size)
 			buf = buf[:0]
 			for range n {
@@ -223,7 +224,7 @@ func writeRandomSpecs(ctx context.Context, path string, specs []pipeline.TensorS
 				if len(s.Shape) >= 2 {
 					v *= float32(int64(state>>11))/float32(1<<52) - 1
 				}
-				buf = appendValue(buf, v, dt)
+				buf = appendRandomValue(buf, v, dt)
 			}
 			if _, err := w.Write(buf); err != nil {
 				f.Close()
@@ -239,11 +240,11 @@ func writeRandomSpecs(ctx context.Context, path string, specs []pipeline.TensorS
 	return f.Close()
 }
 
-// specScale is the bound of a matrix's uniform values (sqrt(3/fan-in)) or
+// mmditScale is the bound of a matrix's uniform values (sqrt(3/fan-in)) or
 // a vector's constant value.
-func specScale(s pipeline.TensorSpec) float32 {
+func mmditScale(s pipeline.TensorSpec) float32 {
 	if len(s.Shape) >= 2 {
-		return float32(math.Sqrt(3 / float64(numel(s.Shape[1:]))))
+		return float32(math.Sqrt(3 / float64(mmditNumel(s.Shape[1:]))))
 	}
 	if strings.HasSuffix(s.Name, "bias") {
 		return 0
@@ -251,7 +252,7 @@ func specScale(s pipeline.TensorSpec) float32 {
 	return 1
 }
 
-func appendValue(b []byte, v float32, dt tensor.DType) []byte {
+func appendRandomValue(b []byte, v float32, dt tensor.DType) []byte {
 	switch dt {
 	case tensor.F32:
 		return binary.LittleEndian.AppendUint32(b, math.Float32bits(v))
@@ -261,7 +262,7 @@ func appendValue(b []byte, v float32, dt tensor.DType) []byte {
 	return binary.LittleEndian.AppendUint16(b, half.F32ToF16(v))
 }
 
-func numel(shape []int) int {
+func mmditNumel(shape []int) int {
 	n := 1
 	for _, d := range shape {
 		n *= d

@@ -12,12 +12,12 @@ import (
 	"github.com/diffuse-go/diffuse/tensor"
 )
 
-// testSpiece is a small T5 SentencePiece model (the checkpoints carry no
+// mmditSpiece is a small T5 SentencePiece model (the checkpoints carry no
 // tokenizer).
-var testSpiece = filepath.Join("..", "..", "tokenizer", "t5", "testdata", "t5_test_sentencepiece.model")
+var mmditSpiece = filepath.Join("..", "..", "tokenizer", "t5", "testdata", "t5_test_sentencepiece.model")
 
-// openRandom writes kind at test size and opens it through the front door.
-func openRandom(t *testing.T, kind string, dt tensor.DType, components map[string]string) (pipeline.Model, mmditFiles) {
+// openRandomMMDiT writes kind at test size and opens it through the front door.
+func openRandomMMDiT(t *testing.T, kind string, dt tensor.DType, components map[string]string) (pipeline.Model, mmditFiles) {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), kind+".safetensors")
 	files, err := writeRandomMMDiT(context.Background(), kind, out, dt, 7)
@@ -39,9 +39,9 @@ func openRandom(t *testing.T, kind string, dt tensor.DType, components map[strin
 	return m, files
 }
 
-// generateSmall makes one 32×32 image in two steps and checks it is not
+// generateTinyMMDiT makes one 32×32 image in two steps and checks it is not
 // flat (random weights still give structure).
-func generateSmall(t *testing.T, m pipeline.Model, p pipeline.Params) *pipeline.Output {
+func generateTinyMMDiT(t *testing.T, m pipeline.Model, p pipeline.Params) *pipeline.Output {
 	t.Helper()
 	p.Width, p.Height, p.Steps, p.Seed = 32, 32, 2, 3
 	if p.Prompt == "" {
@@ -70,11 +70,11 @@ func generateSmall(t *testing.T, m pipeline.Model, p pipeline.Params) *pipeline.
 
 func TestRandomSD3SingleFile(t *testing.T) {
 	for _, dt := range []tensor.DType{tensor.F16, tensor.BF16} {
-		m, _ := openRandom(t, "sd3-tiny", dt, map[string]string{"tokenizer_3": testSpiece})
+		m, _ := openRandomMMDiT(t, "sd3-tiny", dt, map[string]string{"tokenizer_3": mmditSpiece})
 		if in := m.Info(); in.Family != "sd3" || in.Kind != "SD3" || in.Sampler != "euler" {
 			t.Fatalf("info %+v, want the sd3 family with T5", in)
 		}
-		out := generateSmall(t, m, pipeline.Params{NegativePrompt: "blurry", Guidance: 5})
+		out := generateTinyMMDiT(t, m, pipeline.Params{NegativePrompt: "blurry", Guidance: 5})
 		if txt := out.Images[0].Params.String(); !strings.Contains(txt, "Sampler: Euler") {
 			t.Errorf("parameters %q do not name the Euler sampler", txt)
 		}
@@ -82,11 +82,11 @@ func TestRandomSD3SingleFile(t *testing.T) {
 }
 
 func TestRandomSD3WithoutT5(t *testing.T) {
-	m, _ := openRandom(t, "sd3-no-t5-tiny", tensor.F16, nil)
+	m, _ := openRandomMMDiT(t, "sd3-no-t5-tiny", tensor.F16, nil)
 	if in := m.Info(); in.Kind != "SD3 (without T5)" {
 		t.Fatalf("kind %q, want SD3 without T5", in.Kind)
 	}
-	generateSmall(t, m, pipeline.Params{})
+	generateTinyMMDiT(t, m, pipeline.Params{})
 }
 
 func TestRandomSD3NeedsT5Tokenizer(t *testing.T) {
@@ -110,13 +110,13 @@ func TestRandomSD35Refused(t *testing.T) {
 func TestRandomFlux(t *testing.T) {
 	for _, kind := range []string{"flux-dev-tiny", "flux-schnell-tiny"} {
 		t.Run(kind, func(t *testing.T) {
-			m, _ := openRandom(t, kind, tensor.BF16, map[string]string{"tokenizer_2": testSpiece})
+			m, _ := openRandomMMDiT(t, kind, tensor.BF16, map[string]string{"tokenizer_2": mmditSpiece})
 			in := m.Info()
 			dev := strings.HasPrefix(kind, "flux-dev")
 			if in.Family != "flux" || (in.Kind == "FLUX.1 dev") != dev {
 				t.Fatalf("info %+v for %s", in, kind)
 			}
-			generateSmall(t, m, pipeline.Params{})
+			generateTinyMMDiT(t, m, pipeline.Params{})
 			_, err := m.Generate(context.Background(), pipeline.Params{Prompt: "x", NegativePrompt: "y", Width: 32, Height: 32, Steps: 1})
 			if !errors.Is(err, pipeline.ErrUnsupported) {
 				t.Errorf("negative prompt: err = %v, want ErrUnsupported", err)
