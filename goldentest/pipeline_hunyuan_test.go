@@ -213,9 +213,6 @@ func runPipelineHunyuan(t *testing.T, c *golden.Case) {
 	if err := c.Field("config", &call); err != nil {
 		t.Fatal(err)
 	}
-	if call.ResolutionBinning == nil || *call.ResolutionBinning {
-		t.Fatal("use_resolution_binning (diffusers' default) is not implemented: the case must set it false")
-	}
 	var schedCfg json.RawMessage
 	if err := c.Field("scheduler_config", &schedCfg); err != nil {
 		t.Fatal(err)
@@ -227,7 +224,7 @@ func runPipelineHunyuan(t *testing.T, c *golden.Case) {
 	p := buildHunyuanPipeline(t, c)
 	checkHunyuanTokens(t, c, p.Tokenizer.(*berttok.Tokenizer))
 	req := pipeline.HunyuanRequest{Prompts: promptList(t, call.Prompt), NegativePrompts: promptList(t, call.NegativePrompt),
-		Width: call.Width, Height: call.Height, Steps: call.Steps, Guidance: call.Guidance, GuidanceRescale: call.GuidanceRescale,
+		Width: call.Width, Height: call.Height, ResolutionBinning: call.ResolutionBinning == nil || *call.ResolutionBinning, Steps: call.Steps, Guidance: call.Guidance, GuidanceRescale: call.GuidanceRescale,
 		OriginalSize: sizePair(t, "original_size", call.OriginalSize), TargetSize: sizePair(t, "target_size", call.TargetSize),
 		CropsCoordsTopLeft: sizePair(t, "crops_coords_top_left", call.CropsCoordsTopLeft),
 		Scheduler:          newScheduler(t, class, schedCfg), Latents: caseTensor(t, c, "latents")}

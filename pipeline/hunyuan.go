@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/diffuse-go/diffuse/model/bert"
 	"github.com/diffuse-go/diffuse/model/hunyuan"
@@ -27,14 +28,18 @@ type Hunyuan struct {
 	VAE          *vae.Model
 }
 
-// HunyuanRequest describes one generation. Resolution binning
-// (use_resolution_binning) is not implemented: the size is used as given,
-// rounded down to multiples of 16.
+// HunyuanRequest describes one generation.
 type HunyuanRequest struct {
 	Prompts, NegativePrompts []string // NegativePrompts may be empty: ""
-	Width, Height            int      // 0: the transformer's sample size × the VAE factor
-	Steps                    int
-	Guidance                 float64 // classifier-free guidance scale; <= 1 disables CFG
+	// Width and Height (0: the transformer's sample size × the VAE factor)
+	// are rounded down to multiples of 16.
+	Width, Height int
+	// ResolutionBinning maps a size Hunyuan-DiT was not trained at to the
+	// nearest trained one (diffusers' use_resolution_binning, on by default
+	// there, off here unless set); the image keeps that size.
+	ResolutionBinning bool
+	Steps             int
+	Guidance          float64 // classifier-free guidance scale; <= 1 disables CFG
 	// GuidanceRescale > 0 applies rescale_noise_cfg (under CFG only).
 	GuidanceRescale float64
 	// OriginalSize and TargetSize are (height, width) image-meta sizes;
@@ -174,10 +179,65 @@ func (p *Hunyuan) hunyuanSize(r HunyuanRequest) (width, height int, err error) {
 		height = p.Transformer.Cfg.SampleSize * f
 	}
 	width, height = width/16*16, height/16*16
+	if r.ResolutionBinning {
+		width, height = hunyuanStandardSize(width, height)
+	}
 	if err := checkSize(width, height, f*p.Transformer.Cfg.PatchSize); err != nil {
 		return 0, 0, fmt.Errorf("%w (after rounding down to multiples of 16)", err)
 	}
 	return width, height, nil
+}
+
+// hunyuanShapes are the (width, height) sizes Hunyuan-DiT was trained at,
+// grouped by aspect ratio (STANDARD_SHAPE), with the ratios
+// (STANDARD_RATIO).
+var (
+	hunyuanRatios = []float64{1, 4.0 / 3.0, 3.0 / 4.0, 16.0 / 9.0, 9.0 / 16.0}
+	hunyuanShapes = [][][2]int{
+		{{1024, 1024}, {1280, 1280}},
+		{{1024, 768}, {1152, 864}, {1280, 960}},
+		{{768, 1024}, {864, 1152}, {960, 1280}},
+		{{1280, 768}},
+		{{768, 1280}},
+	}
+)
+
+// hunyuanStandardSize is the pipeline's resolution binning: a trained size
+// stays, another maps to the trained size of the closest aspect ratio,
+// then the closest area (map_to_standard_shapes; the first on ties, as
+// np.argmin).
+func hunyuanStandardSize(width, height int) (int, int) {
+	for _, group := range hunyuanShapes {
+		for _, s := range group {
+			// SUPPORTED_SHAPE is compared with (height, width) but lists
+			// (width, height) pairs; the list is symmetric, so either reads.
+			if s == [2]int{height, width} {
+				return width, height
+			}
+		}
+	}
+	ratio := float64(width) / float64(height)
+	best := 0
+	for i, r := range hunyuanRatios {
+		if math.Abs(r-ratio) < math.Abs(hunyuanRatios[best]-ratio) {
+			best = i
+		}
+	}
+	group, area := hunyuanShapes[best], width*height
+	pick := 0
+	for i, s := range group {
+		if absInt(s[0]*s[1]-area) < absInt(group[pick][0]*group[pick][1]-area) {
+			pick = i
+		}
+	}
+	return group[pick][0], group[pick][1]
+}
+
+func absInt(x int) int {
+	if x < 0 {
+		return -x
+	}
+	return x
 }
 
 // hunyuanRotary is the pipeline's rotary table: the token grid is the
