@@ -13,8 +13,10 @@ import (
 	"github.com/diffuse-go/diffuse/internal/golden"
 	"github.com/diffuse-go/diffuse/model/bert"
 	"github.com/diffuse-go/diffuse/model/hunyuan"
+	"github.com/diffuse-go/diffuse/model/t5"
 	"github.com/diffuse-go/diffuse/nn"
 	"github.com/diffuse-go/diffuse/pipeline"
+	"github.com/diffuse-go/diffuse/safetensors"
 	"github.com/diffuse-go/diffuse/scheduler"
 	"github.com/diffuse-go/diffuse/tensor"
 	berttok "github.com/diffuse-go/diffuse/tokenizer/bert"
@@ -94,7 +96,7 @@ func vocabPath(t *testing.T, c *golden.Case, rel, pkg string) string {
 }
 
 // loadBERTTokenizer builds the case's BertTokenizer from its bert_vocab
-// field.
+// field (else the vocabulary uses_weights_of names, uncased).
 func loadBERTTokenizer(t *testing.T, c *golden.Case) *berttok.Tokenizer {
 	t.Helper()
 	var v struct {
@@ -102,8 +104,16 @@ func loadBERTTokenizer(t *testing.T, c *golden.Case) *berttok.Tokenizer {
 		Size        int    `json:"size"`
 		DoLowerCase *bool  `json:"do_lower_case"`
 	}
-	if err := c.Field("bert_vocab", &v); err != nil {
-		t.Fatal(err)
+	if _, ok := c.Raw["bert_vocab"]; ok {
+		if err := c.Field("bert_vocab", &v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if v.File == "" {
+		v.File = c.UsesWeightsOf["tokenizer"]
+	}
+	if v.File == "" {
+		t.Fatal("the case names no BERT vocabulary (bert_vocab.file or uses_weights_of.tokenizer)")
 	}
 	opts := berttok.DefaultOptions()
 	if v.DoLowerCase != nil {
@@ -119,44 +129,50 @@ func loadBERTTokenizer(t *testing.T, c *golden.Case) *berttok.Tokenizer {
 	return tok
 }
 
-// loadBERT builds a BertModel from a config field and a weights file of the
-// case.
-func loadBERT(t *testing.T, c *golden.Case, cfgField, weights string) *bert.Model {
+// hunyuanComponent returns a component's config and weights: the case's
+// <name>_config field and <name>.safetensors where the case folder holds
+// them, else the config and weights of the case uses_weights_of names.
+func hunyuanComponent(t *testing.T, c *golden.Case, name string) (json.RawMessage, *safetensors.File) {
 	t.Helper()
-	var raw json.RawMessage
-	if err := c.Field(cfgField, &raw); err != nil {
-		t.Fatal(err)
+	var cfg json.RawMessage
+	if _, ok := c.Raw[name+"_config"]; ok {
+		if err := c.Field(name+"_config", &cfg); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		sib, err := c.Sibling(c.UsesWeightsOf[name])
+		if err != nil {
+			t.Fatalf("%s: no %s_config and no sibling case: %v", name, name, err)
+		}
+		cfg = sib.Config
 	}
-	cfg, err := bert.ParseConfig(raw)
+	file := name + ".safetensors"
+	var w *safetensors.File
+	var err error
+	if _, statErr := os.Stat(filepath.Join(c.Dir, file)); statErr == nil {
+		w, err = c.Open(file)
+	} else {
+		w, err = c.Weights(name)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := bert.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := c.Open(weights)
-	if err != nil {
-		t.Fatal(err)
-	}
+	return cfg, w
+}
+
+// loadModule loads weights into a built model, strictly.
+func loadModule(t *testing.T, m nn.Module, w *safetensors.File) {
+	t.Helper()
 	if err := nn.Load(m, "", nn.FileSource{F: w}, nn.LoadOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	return m
 }
 
-// buildHunyuanPipeline assembles the case's components: the transformer,
-// text encoders and their configs stored in the case folder, the VAE of
-// the case uses_weights_of names, the tokenizers from the shared vocab.
+// buildHunyuanPipeline assembles the case's components (see
+// hunyuanComponent) and the tokenizers from the shared vocabularies.
 func buildHunyuanPipeline(t *testing.T, c *golden.Case) *pipeline.Hunyuan {
 	t.Helper()
-	var tcRaw, t5Raw json.RawMessage
-	if err := c.Field("transformer_config", &tcRaw); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Field("text_encoder_2_config", &t5Raw); err != nil {
-		t.Fatal(err)
-	}
+	tcRaw, tw := hunyuanComponent(t, c, "transformer")
 	tcfg, err := hunyuan.ParseConfig(tcRaw)
 	if err != nil {
 		t.Fatal(err)
@@ -165,29 +181,38 @@ func buildHunyuanPipeline(t *testing.T, c *golden.Case) *pipeline.Hunyuan {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tw, err := c.Open("transformer.safetensors")
+	loadModule(t, tr, tw)
+	bRaw, bw := hunyuanComponent(t, c, "text_encoder")
+	bcfg, err := bert.ParseConfig(bRaw)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := nn.Load(tr, "", nn.FileSource{F: tw}, nn.LoadOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	vc, err := c.Sibling(c.UsesWeightsOf["vae"])
+	enc, err := bert.New(bcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	vw, err := c.Weights("vae")
+	loadModule(t, enc, bw)
+	t5Raw, t5w := hunyuanComponent(t, c, "text_encoder_2")
+	t5cfg, err := t5.ParseConfig(t5Raw)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t5Path := vocabPath(t, c, c.UsesWeightsOf["tokenizer_2"], "t5")
-	tok2, err := t5tok.Load(t5Path, t5tok.Options{})
+	enc2, err := t5.New(t5cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &pipeline.Hunyuan{Tokenizer: loadBERTTokenizer(t, c), TextEncoder: loadBERT(t, c, "text_encoder_config", "text_encoder.safetensors"),
-		Tokenizer2: tok2, TextEncoder2: loadT5(t, c, t5Raw, "text_encoder_2.safetensors"),
-		Transformer: tr, VAE: buildVAE(t, vc.Config, vw)}
+	loadModule(t, enc2, t5w)
+	vRaw, vw := hunyuanComponent(t, c, "vae")
+	rel, ok := c.UsesWeightsOf["tokenizer_2"]
+	if !ok {
+		t.Fatal("uses_weights_of names no tokenizer_2 vocabulary")
+	}
+	tok2, err := t5tok.Load(vocabPath(t, c, rel, "t5"), t5tok.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &pipeline.Hunyuan{Tokenizer: loadBERTTokenizer(t, c), TextEncoder: enc, Tokenizer2: tok2, TextEncoder2: enc2,
+		Transformer: tr, VAE: buildVAE(t, vRaw, vw)}
 }
 
 // checkHunyuanTokens compares the BERT pieces with the case's "tokens"
