@@ -30,6 +30,7 @@ type hunyuanCall struct {
 	Prompt             json.RawMessage `json:"prompt"`
 	NegativePrompt     json.RawMessage `json:"negative_prompt"`
 	Height, Width      int
+	ImagesPerPrompt    int     `json:"num_images_per_prompt"`
 	Steps              int     `json:"num_inference_steps"`
 	Guidance           float64 `json:"guidance_scale"`
 	GuidanceRescale    float64 `json:"guidance_rescale"`
@@ -249,7 +250,7 @@ func runPipelineHunyuan(t *testing.T, c *golden.Case) {
 	p := buildHunyuanPipeline(t, c)
 	checkHunyuanTokens(t, c, p.Tokenizer.(*berttok.Tokenizer))
 	req := pipeline.HunyuanRequest{Prompts: promptList(t, call.Prompt), NegativePrompts: promptList(t, call.NegativePrompt),
-		Width: call.Width, Height: call.Height, ResolutionBinning: call.ResolutionBinning == nil || *call.ResolutionBinning, Steps: call.Steps, Guidance: call.Guidance, GuidanceRescale: call.GuidanceRescale,
+		ImagesPerPrompt: call.ImagesPerPrompt, Width: call.Width, Height: call.Height, ResolutionBinning: call.ResolutionBinning == nil || *call.ResolutionBinning, Steps: call.Steps, Guidance: call.Guidance, GuidanceRescale: call.GuidanceRescale,
 		OriginalSize: sizePair(t, "original_size", call.OriginalSize), TargetSize: sizePair(t, "target_size", call.TargetSize),
 		CropsCoordsTopLeft: sizePair(t, "crops_coords_top_left", call.CropsCoordsTopLeft),
 		Scheduler:          newScheduler(t, class, schedCfg), Latents: caseTensor(t, c, "latents")}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/diffuse-go/diffuse/model/bert"
 	"github.com/diffuse-go/diffuse/model/hunyuan"
@@ -31,6 +32,8 @@ type Hunyuan struct {
 // HunyuanRequest describes one generation.
 type HunyuanRequest struct {
 	Prompts, NegativePrompts []string // NegativePrompts may be empty: ""
+	// ImagesPerPrompt (0: 1) generates that many images per prompt.
+	ImagesPerPrompt int
 	// Width and Height (0: the transformer's sample size × the VAE factor)
 	// are rounded down to multiples of 16.
 	Width, Height int
@@ -67,7 +70,10 @@ type HunyuanEncoding struct {
 	// prompts' (nil without CFG).
 	IDs, Mask, NegativeIDs, NegativeMask []int64
 	// States [B', L, D] and StatesMask are what the transformer received
-	// (negative rows first under CFG).
+	// (negative rows first under CFG). With several images per prompt the
+	// states repeat each prompt's row while the masks repeat the whole
+	// block of rows, as diffusers does (the two orders agree for one
+	// prompt).
 	States     *tensor.Tensor
 	StatesMask []int64
 }
@@ -102,8 +108,8 @@ func tokenize(tok MaskedTokenizer, prompts []string, length int) (ids, mask []in
 }
 
 // encodeText runs both text encoders on prompts (and, under CFG, on the
-// negative prompts, whose rows come first).
-func (p *Hunyuan) encodeText(prompts, negs []string) (bertEnc, t5Enc HunyuanEncoding, err error) {
+// negative prompts, whose rows come first), per images per prompt.
+func (p *Hunyuan) encodeText(prompts, negs []string, per int) (bertEnc, t5Enc HunyuanEncoding, err error) {
 	tc := p.Transformer.Cfg
 	bertRun := func(s []string) (*tensor.Tensor, []int64, []int64, error) {
 		ids, mask, err := tokenize(p.Tokenizer, s, tc.TextLen)
@@ -129,19 +135,21 @@ func (p *Hunyuan) encodeText(prompts, negs []string) (bertEnc, t5Enc HunyuanEnco
 		dst *HunyuanEncoding
 	}{{bertRun, &bertEnc}, {t5Run, &t5Enc}} {
 		d := enc.dst
-		if d.States, d.IDs, d.Mask, err = enc.run(prompts); err != nil {
+		var pos, neg *tensor.Tensor
+		if pos, d.IDs, d.Mask, err = enc.run(prompts); err != nil {
 			return bertEnc, t5Enc, err
 		}
-		d.StatesMask = d.Mask
+		// encode_prompt: embeds.repeat(1, n, 1).view(B·n, ...) repeats each
+		// row, mask.repeat(n, 1) the whole block.
+		d.States, d.StatesMask = repeatRows(pos, per), slices.Repeat(d.Mask, per)
 		if negs == nil {
 			continue
 		}
-		var neg *tensor.Tensor
 		if neg, d.NegativeIDs, d.NegativeMask, err = enc.run(negs); err != nil {
 			return bertEnc, t5Enc, err
 		}
-		d.States = tensor.Concat(0, neg, d.States) // unconditional first
-		d.StatesMask = append(append([]int64(nil), d.NegativeMask...), d.Mask...)
+		d.States = tensor.Concat(0, repeatRows(neg, per), d.States) // unconditional first
+		d.StatesMask = append(slices.Repeat(d.NegativeMask, per), d.StatesMask...)
 	}
 	return bertEnc, t5Enc, nil
 }
@@ -154,6 +162,8 @@ func (p *Hunyuan) check(r HunyuanRequest) error {
 	switch {
 	case len(r.Prompts) == 0 || len(r.Prompts) > MaxBatch:
 		return fmt.Errorf("pipeline: %d prompts, want 1 to %d", len(r.Prompts), MaxBatch)
+	case r.ImagesPerPrompt < 0 || len(r.Prompts)*max(r.ImagesPerPrompt, 1) > MaxBatch:
+		return fmt.Errorf("pipeline: %d images per prompt for %d prompts exceed %d images", r.ImagesPerPrompt, len(r.Prompts), MaxBatch)
 	case p.Tokenizer == nil || p.TextEncoder == nil || p.Tokenizer2 == nil || p.TextEncoder2 == nil:
 		return errors.New("pipeline: Hunyuan-DiT needs both tokenizers and text encoders")
 	case p.Transformer == nil || p.VAE == nil:
@@ -286,18 +296,19 @@ func (p *Hunyuan) Generate(ctx context.Context, r HunyuanRequest) (*HunyuanResul
 	if err != nil {
 		return nil, err
 	}
-	B := len(r.Prompts)
+	per := max(r.ImagesPerPrompt, 1)
 	cfg := r.Guidance > 1
 	var negs []string
 	if cfg {
-		if negs, err = broadcastNegatives(r.NegativePrompts, B); err != nil {
+		if negs, err = broadcastNegatives(r.NegativePrompts, len(r.Prompts)); err != nil {
 			return nil, err
 		}
 	}
 	res := &HunyuanResult{}
-	if res.Text, res.TextT5, err = p.encodeText(r.Prompts, negs); err != nil {
+	if res.Text, res.TextT5, err = p.encodeText(r.Prompts, negs, per); err != nil {
 		return nil, err
 	}
+	B := len(r.Prompts) * per // images
 	tc := p.Transformer.Cfg
 	f := vaeFactor(p.VAE)
 	latShape := []int{B, tc.InChannels, height / f, width / f}
