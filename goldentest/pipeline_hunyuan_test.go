@@ -42,9 +42,9 @@ type hunyuanCall struct {
 	SchedulerClass     string  `json:"scheduler_class"`
 }
 
-// promptList decodes a prompt argument: a string, a list of strings, or
+// hunyuanPrompts decodes a prompt argument: a string, a list of strings, or
 // null (none).
-func promptList(t *testing.T, raw json.RawMessage) []string {
+func hunyuanPrompts(t *testing.T, raw json.RawMessage) []string {
 	t.Helper()
 	if len(raw) == 0 || string(raw) == "null" {
 		return nil
@@ -60,8 +60,8 @@ func promptList(t *testing.T, raw json.RawMessage) []string {
 	return list
 }
 
-// sizePair turns an optional (a, b) list into a pair (zero when absent).
-func sizePair(t *testing.T, name string, v []int) [2]int {
+// hunyuanPair turns an optional (a, b) list into a pair (zero when absent).
+func hunyuanPair(t *testing.T, name string, v []int) [2]int {
 	t.Helper()
 	switch len(v) {
 	case 0:
@@ -161,8 +161,8 @@ func hunyuanComponent(t *testing.T, c *golden.Case, name string) (json.RawMessag
 	return cfg, w
 }
 
-// loadModule loads weights into a built model, strictly.
-func loadModule(t *testing.T, m nn.Module, w *safetensors.File) {
+// hunyuanLoad loads weights into a built model, strictly.
+func hunyuanLoad(t *testing.T, m nn.Module, w *safetensors.File) {
 	t.Helper()
 	if err := nn.Load(m, "", nn.FileSource{F: w}, nn.LoadOptions{}); err != nil {
 		t.Fatal(err)
@@ -182,7 +182,7 @@ func buildHunyuanPipeline(t *testing.T, c *golden.Case) *pipeline.Hunyuan {
 	if err != nil {
 		t.Fatal(err)
 	}
-	loadModule(t, tr, tw)
+	hunyuanLoad(t, tr, tw)
 	bRaw, bw := hunyuanComponent(t, c, "text_encoder")
 	bcfg, err := bert.ParseConfig(bRaw)
 	if err != nil {
@@ -192,7 +192,7 @@ func buildHunyuanPipeline(t *testing.T, c *golden.Case) *pipeline.Hunyuan {
 	if err != nil {
 		t.Fatal(err)
 	}
-	loadModule(t, enc, bw)
+	hunyuanLoad(t, enc, bw)
 	t5Raw, t5w := hunyuanComponent(t, c, "text_encoder_2")
 	t5cfg, err := t5.ParseConfig(t5Raw)
 	if err != nil {
@@ -202,7 +202,7 @@ func buildHunyuanPipeline(t *testing.T, c *golden.Case) *pipeline.Hunyuan {
 	if err != nil {
 		t.Fatal(err)
 	}
-	loadModule(t, enc2, t5w)
+	hunyuanLoad(t, enc2, t5w)
 	vRaw, vw := hunyuanComponent(t, c, "vae")
 	rel, ok := c.UsesWeightsOf["tokenizer_2"]
 	if !ok {
@@ -249,10 +249,10 @@ func runPipelineHunyuan(t *testing.T, c *golden.Case) {
 	}
 	p := buildHunyuanPipeline(t, c)
 	checkHunyuanTokens(t, c, p.Tokenizer.(*berttok.Tokenizer))
-	req := pipeline.HunyuanRequest{Prompts: promptList(t, call.Prompt), NegativePrompts: promptList(t, call.NegativePrompt),
+	req := pipeline.HunyuanRequest{Prompts: hunyuanPrompts(t, call.Prompt), NegativePrompts: hunyuanPrompts(t, call.NegativePrompt),
 		ImagesPerPrompt: call.ImagesPerPrompt, Width: call.Width, Height: call.Height, ResolutionBinning: call.ResolutionBinning == nil || *call.ResolutionBinning, Steps: call.Steps, Guidance: call.Guidance, GuidanceRescale: call.GuidanceRescale,
-		OriginalSize: sizePair(t, "original_size", call.OriginalSize), TargetSize: sizePair(t, "target_size", call.TargetSize),
-		CropsCoordsTopLeft: sizePair(t, "crops_coords_top_left", call.CropsCoordsTopLeft),
+		OriginalSize: hunyuanPair(t, "original_size", call.OriginalSize), TargetSize: hunyuanPair(t, "target_size", call.TargetSize),
+		CropsCoordsTopLeft: hunyuanPair(t, "crops_coords_top_left", call.CropsCoordsTopLeft),
 		Scheduler:          newScheduler(t, class, schedCfg), Latents: caseTensor(t, c, "latents")}
 	// The sampler's draws are replayed from the recording (they are not
 	// the case's generator_seed stream).

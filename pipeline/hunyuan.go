@@ -95,8 +95,8 @@ type HunyuanResult struct {
 // hunyuanDefaultOriginalSize is HunyuanDiTPipeline's original_size default.
 var hunyuanDefaultOriginalSize = [2]int{1024, 1024}
 
-// tokenize encodes prompts to [B, length] ids and masks.
-func tokenize(tok MaskedTokenizer, prompts []string, length int) (ids, mask []int64, err error) {
+// tokenizeRows encodes prompts to [B, length] ids and masks.
+func tokenizeRows(tok MaskedTokenizer, prompts []string, length int) (ids, mask []int64, err error) {
 	for _, s := range prompts {
 		i, m := tok.Encode(s, length)
 		if len(i) != length || len(m) != length {
@@ -112,7 +112,7 @@ func tokenize(tok MaskedTokenizer, prompts []string, length int) (ids, mask []in
 func (p *Hunyuan) encodeText(prompts, negs []string, per int) (bertEnc, t5Enc HunyuanEncoding, err error) {
 	tc := p.Transformer.Cfg
 	bertRun := func(s []string) (*tensor.Tensor, []int64, []int64, error) {
-		ids, mask, err := tokenize(p.Tokenizer, s, tc.TextLen)
+		ids, mask, err := tokenizeRows(p.Tokenizer, s, tc.TextLen)
 		if err != nil {
 			return nil, nil, nil, err
 		}
@@ -123,7 +123,7 @@ func (p *Hunyuan) encodeText(prompts, negs []string, per int) (bertEnc, t5Enc Hu
 		return out.LastHiddenState, ids, mask, nil
 	}
 	t5Run := func(s []string) (*tensor.Tensor, []int64, []int64, error) {
-		ids, mask, err := tokenize(p.Tokenizer2, s, tc.TextLenT5)
+		ids, mask, err := tokenizeRows(p.Tokenizer2, s, tc.TextLenT5)
 		if err != nil {
 			return nil, nil, nil, err
 		}
@@ -236,14 +236,14 @@ func hunyuanStandardSize(width, height int) (int, int) {
 	group, area := hunyuanShapes[best], width*height
 	pick := 0
 	for i, s := range group {
-		if absInt(s[0]*s[1]-area) < absInt(group[pick][0]*group[pick][1]-area) {
+		if hunyuanAbs(s[0]*s[1]-area) < hunyuanAbs(group[pick][0]*group[pick][1]-area) {
 			pick = i
 		}
 	}
 	return group[pick][0], group[pick][1]
 }
 
-func absInt(x int) int {
+func hunyuanAbs(x int) int {
 	if x < 0 {
 		return -x
 	}
@@ -268,9 +268,9 @@ func (p *Hunyuan) hunyuanRotary(width, height int, latShape []int) (*nn.Rotary, 
 	return &nn.Rotary{Cos: cos, Sin: sin, Interleaved: true}, nil
 }
 
-// metaConditions returns image_meta_size (original size, target size,
+// hunyuanMeta returns image_meta_size (original size, target size,
 // crop top-left: six values a row) and the style ids (0) for rows rows.
-func metaConditions(r HunyuanRequest, width, height, rows int) ([]float32, []int64) {
+func hunyuanMeta(r HunyuanRequest, width, height, rows int) ([]float32, []int64) {
 	orig, target := r.OriginalSize, r.TargetSize
 	if orig == [2]int{} {
 		orig = hunyuanDefaultOriginalSize
@@ -319,7 +319,7 @@ func (p *Hunyuan) Generate(ctx context.Context, r HunyuanRequest) (*HunyuanResul
 	if cfg {
 		rows = 2 * B
 	}
-	res.ImageMetaSize, res.Style = metaConditions(r, width, height, rows)
+	res.ImageMetaSize, res.Style = hunyuanMeta(r, width, height, rows)
 	s := r.Scheduler
 	if err := s.SetTimesteps(r.Steps); err != nil {
 		return nil, err

@@ -33,12 +33,12 @@ func TestHunyuanStandardSize(t *testing.T) {
 }
 
 func TestHunyuanMetaConditions(t *testing.T) {
-	meta, style := metaConditions(HunyuanRequest{CropsCoordsTopLeft: [2]int{3, 4}}, 96, 64, 2)
+	meta, style := hunyuanMeta(HunyuanRequest{CropsCoordsTopLeft: [2]int{3, 4}}, 96, 64, 2)
 	want := []float32{1024, 1024, 64, 96, 3, 4, 1024, 1024, 64, 96, 3, 4}
 	if !slices.Equal(meta, want) || !slices.Equal(style, []int64{0, 0}) {
 		t.Errorf("meta %v style %v", meta, style)
 	}
-	meta, _ = metaConditions(HunyuanRequest{OriginalSize: [2]int{512, 256}, TargetSize: [2]int{32, 16}}, 96, 64, 1)
+	meta, _ = hunyuanMeta(HunyuanRequest{OriginalSize: [2]int{512, 256}, TargetSize: [2]int{32, 16}}, 96, 64, 1)
 	if !slices.Equal(meta, []float32{512, 256, 32, 16, 0, 0}) {
 		t.Errorf("meta with sizes %v", meta)
 	}
