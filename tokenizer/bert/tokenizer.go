@@ -126,7 +126,7 @@ func (t *Tokenizer) specialTokens() []string {
 // VocabSize is the number of vocabulary lines.
 func (t *Tokenizer) VocabSize() int { return t.size }
 
-// PadID, ClsID, SepID and UnkID are the special tokens' ids.
+// PadID is the [PAD] id.
 func (t *Tokenizer) PadID() int { return t.padID }
 
 // ClsID is the [CLS] id.

@@ -92,3 +92,23 @@ func TestWordpieceAndTruncation(t *testing.T) {
 		t.Error("a vocabulary without the special tokens was accepted")
 	}
 }
+
+func TestOptions(t *testing.T) {
+	keep := false
+	opts := DefaultOptions()
+	opts.StripAccents = &keep
+	opts.NeverSplit = []string{"a.b"}
+	tok := load(t, opts)
+	if got := strings.Join(tok.basicTokenize("Café a.b c.d"), " "); got != "café a.b c . d" {
+		t.Errorf("no accent stripping, never_split: %q", got)
+	}
+	noCJK := DefaultOptions()
+	noCJK.TokenizeChineseChars = false
+	if got := strings.Join(load(t, noCJK).basicTokenize("一个x"), " "); got != "一个x" {
+		t.Errorf("CJK kept together: %q", got)
+	}
+	// Special tokens are matched before lower-casing, inside words too.
+	if got := strings.Join(tok.Tokenize("a[SEP]a [MASK]"), " "); got != "a [SEP] a [MASK]" {
+		t.Errorf("special tokens: %q", got)
+	}
+}
