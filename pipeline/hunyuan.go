@@ -300,7 +300,7 @@ func (p *Hunyuan) Generate(ctx context.Context, r HunyuanRequest) (*HunyuanResul
 	cfg := r.Guidance > 1
 	var negs []string
 	if cfg {
-		if negs, err = broadcastNegatives(r.NegativePrompts, len(r.Prompts)); err != nil {
+		if negs, err = negativePrompts(r.NegativePrompts, len(r.Prompts)); err != nil {
 			return nil, err
 		}
 	}
