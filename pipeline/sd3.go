@@ -254,6 +254,8 @@ func (p *SD3) checkSD3(r SD3Request) error {
 	switch {
 	case r.Scheduler == nil:
 		return errors.New("pipeline: no scheduler")
+	case !scheduler.IsFlowMatching(r.Scheduler):
+		return fmt.Errorf("pipeline: SD3 needs a flow-matching scheduler (see scheduler.NewFlowMatch), got %s", r.Scheduler.Class())
 	case r.Steps <= 0:
 		return fmt.Errorf("pipeline: steps must be positive, got %d", r.Steps)
 	case len(r.Prompts) == 0:

@@ -116,3 +116,19 @@ func TestFlowMatchHeunConstantVelocity(t *testing.T) {
 		t.Error("s_churn without a noise source accepted")
 	}
 }
+
+func TestNewFlowMatch(t *testing.T) {
+	for name, class := range map[string]string{"": "FlowMatchEulerDiscreteScheduler", "Euler": "FlowMatchEulerDiscreteScheduler",
+		"heun": "FlowMatchHeunDiscreteScheduler", "diffusers.FlowMatchHeunDiscreteScheduler": "FlowMatchHeunDiscreteScheduler"} {
+		s, err := NewFlowMatch(name, Config{Shift: Float(3)})
+		if err != nil || s.Class() != class || !IsFlowMatching(s) {
+			t.Errorf("NewFlowMatch(%q) = %v, %v; want %s", name, s, err, class)
+		}
+	}
+	if _, err := NewFlowMatch("dpm++2m", Config{}); err == nil {
+		t.Error("dpm++2m accepted for a flow-matching model")
+	}
+	if s, _ := New("euler", Config{}); IsFlowMatching(s) {
+		t.Error("EulerDiscreteScheduler reported as flow matching")
+	}
+}
