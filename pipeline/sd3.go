@@ -49,8 +49,18 @@ type SD3Request struct {
 	Scheduler scheduler.Scheduler
 	// Noise draws the initial latents; Latents, when set, are used as they
 	// are instead ([B, C, h, w]; flow matching starts from pure noise).
+	// With InitImage, Latents is the noise mixed into the image latents and
+	// Noise also samples the VAE posterior (nil Noise: its mean).
 	Noise   scheduler.NoiseSource
 	Latents *tensor.Tensor
+	// InitImage [Bi, H, W, 3] in [0, 1] (Bi dividing the prompt count, the
+	// batch tiled as diffusers does) makes the run image-to-image as
+	// StableDiffusion3Img2ImgPipeline: the normalised image latents are
+	// noised to the schedule's point given by Strength (in (0, 1]; 0 means
+	// diffusers' default 0.6) and denoised from there. Width and Height
+	// default to the image's size.
+	InitImage *tensor.Tensor
+	Strength  float64
 	// SkipDecode returns the latents only.
 	SkipDecode bool
 
@@ -223,6 +233,15 @@ func (p *SD3) encodeAll(r SD3Request, res *SD3Result, cfg bool) (embeds, pooled 
 func (p *SD3) sd3Size(r SD3Request) (w, h int, err error) {
 	tc, f := p.Transformer.Cfg, vaeFactor(p.VAE)
 	w, h = r.Width, r.Height
+	if img := r.InitImage; img != nil {
+		if img.Rank() != 4 || img.Dim(3) != 3 {
+			return 0, 0, fmt.Errorf("pipeline: init image shape %v, want [B, H, W, 3]", img.Shape())
+		}
+		if (w != 0 && w != img.Dim(2)) || (h != 0 && h != img.Dim(1)) {
+			return 0, 0, fmt.Errorf("pipeline: size %dx%d differs from the init image's %dx%d", w, h, img.Dim(2), img.Dim(1))
+		}
+		w, h = img.Dim(2), img.Dim(1)
+	}
 	if w == 0 {
 		w = tc.SampleSize * f
 	}
@@ -247,6 +266,70 @@ func initialLatents(r SD3Request, shape []int) (*tensor.Tensor, error) {
 		return tensor.FromSlice(r.Noise.Randn(shape), shape...), nil
 	}
 	return nil, errors.New("pipeline: neither latents nor a noise source")
+}
+
+// beginIndexer is implemented by the schedulers with set_begin_index.
+type beginIndexer interface{ SetBeginIndex(i int) error }
+
+// imageLatents prepares img2img's starting point after SetTimesteps: the
+// first step index (get_timesteps with strength, times the scheduler's
+// order, also set as its begin index) and the image latents, tiled to the
+// prompt batch and noised to that step (prepare_latents: the posterior
+// draw, then the noise draw, then scale_noise).
+func (p *SD3) imageLatents(r SD3Request, shape []int) (*tensor.Tensor, int, error) {
+	s := r.Scheduler
+	strength := r.Strength
+	if strength == 0 {
+		strength = 0.6
+	}
+	tStart, err := scheduler.FlowStrengthStart(r.Steps, strength)
+	if err != nil {
+		return nil, 0, err
+	}
+	start := tStart * s.Order()
+	ts := s.Timesteps()
+	if start >= len(ts) {
+		return nil, 0, fmt.Errorf("pipeline: strength %g leaves no steps out of %d", strength, r.Steps)
+	}
+	if bi, ok := s.(beginIndexer); ok {
+		if err := bi.SetBeginIndex(start); err != nil {
+			return nil, 0, err
+		}
+	}
+	img := r.InitImage
+	if b := img.Dim(0); b == 0 || shape[0]%b != 0 {
+		return nil, 0, fmt.Errorf("pipeline: cannot tile %d init images to %d prompts", b, shape[0])
+	}
+	var post *tensor.Tensor
+	if r.Noise != nil {
+		ps := []int{img.Dim(0), shape[1], shape[2], shape[3]}
+		post = tensor.FromSlice(r.Noise.Randn(ps), ps...)
+	}
+	z, err := EncodeImage(p.VAE, img, post)
+	if err != nil {
+		return nil, 0, err
+	}
+	if !tensor.SameShape(z.Shape()[1:], shape[1:]) {
+		return nil, 0, fmt.Errorf("pipeline: init image latents %v, want [*, %d, %d, %d]", z.Shape(), shape[1], shape[2], shape[3])
+	}
+	tiles := make([]*tensor.Tensor, shape[0]/img.Dim(0))
+	for i := range tiles {
+		tiles[i] = z
+	}
+	z = tensor.Concat(0, tiles...)
+	noise, err := initialLatents(r, shape)
+	if err != nil {
+		return nil, 0, err
+	}
+	rows := make([]float64, shape[0])
+	for i := range rows {
+		rows[i] = ts[start]
+	}
+	noised, err := s.AddNoise(z.Contiguous().Data(), noise.Data(), rows)
+	if err != nil {
+		return nil, 0, err
+	}
+	return tensor.FromSlice(noised, shape...), start, nil
 }
 
 // checkSD3 validates a request against the pipeline's components.
@@ -284,11 +367,20 @@ func (p *SD3) Generate(ctx context.Context, r SD3Request) (*SD3Result, error) {
 	res.PromptEmbeds, res.PooledEmbeds = embeds, pooled
 	f := vaeFactor(p.VAE)
 	shape := []int{len(r.Prompts), p.Transformer.Cfg.InChannels, height / f, width / f}
-	latents, err := initialLatents(r, shape)
+	if err := r.Scheduler.SetTimesteps(r.Steps); err != nil {
+		return nil, err
+	}
+	var latents *tensor.Tensor
+	start := 0
+	if r.InitImage != nil {
+		latents, start, err = p.imageLatents(r, shape)
+	} else {
+		latents, err = initialLatents(r, shape)
+	}
 	if err != nil {
 		return nil, err
 	}
-	if latents, err = p.denoise(ctx, r, res, latents, embeds, pooled, cfg); err != nil {
+	if latents, err = p.denoise(ctx, r, res, latents, embeds, pooled, cfg, start); err != nil {
 		return nil, err
 	}
 	res.Latents = latents
@@ -304,12 +396,9 @@ func (p *SD3) Generate(ctx context.Context, r SD3Request) (*SD3Result, error) {
 	return res, nil
 }
 
-// denoise runs the sampling loop from latents.
-func (p *SD3) denoise(ctx context.Context, r SD3Request, res *SD3Result, latents, embeds, pooled *tensor.Tensor, cfg bool) (*tensor.Tensor, error) {
+// denoise runs the sampling loop from latents at step index start.
+func (p *SD3) denoise(ctx context.Context, r SD3Request, res *SD3Result, latents, embeds, pooled *tensor.Tensor, cfg bool, start int) (*tensor.Tensor, error) {
 	s := r.Scheduler
-	if err := s.SetTimesteps(r.Steps); err != nil {
-		return nil, err
-	}
 	shape := latents.Shape()
 	rows := shape[0]
 	if cfg {
@@ -317,7 +406,8 @@ func (p *SD3) denoise(ctx context.Context, r SD3Request, res *SD3Result, latents
 	}
 	ts := s.Timesteps()
 	t0 := time.Now()
-	for i, t := range ts {
+	for i := start; i < len(ts); i++ {
+		t := ts[i]
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
@@ -334,7 +424,7 @@ func (p *SD3) denoise(ctx context.Context, r SD3Request, res *SD3Result, latents
 			return nil, err
 		}
 		if r.OnModelOutput != nil {
-			r.OnModelOutput(i, out)
+			r.OnModelOutput(i-start, out)
 		}
 		v := out.Contiguous().Data()
 		if cfg {
@@ -350,10 +440,10 @@ func (p *SD3) denoise(ctx context.Context, r SD3Request, res *SD3Result, latents
 		latents = tensor.FromSlice(step.PrevSample, shape...)
 		res.Timesteps = append(res.Timesteps, t)
 		if r.OnStep != nil {
-			r.OnStep(i, t, latents)
+			r.OnStep(i-start, t, latents)
 		}
 		if r.Progress != nil {
-			r.Progress(i+1, len(ts), time.Since(t0))
+			r.Progress(i-start+1, len(ts)-start, time.Since(t0))
 		}
 	}
 	return latents, nil

@@ -102,3 +102,46 @@ func TestSD3RequestErrors(t *testing.T) {
 		}
 	}
 }
+
+// Image-to-image: the strength cuts the schedule (4 steps at 0.6 run 3), the
+// image is tiled to the prompts, and at strength 1 the image is fully
+// replaced by the noise, so the run equals text-to-image from that noise.
+func TestSD3ImageToImage(t *testing.T) {
+	p := tinySD3(t)
+	noise := tensor.Full(0.3, 2, 4, 4, 4)
+	img := tensor.Full(0.5, 1, 8, 8, 3)
+	run := func(r SD3Request) (*SD3Result, int) {
+		t.Helper()
+		s, _ := scheduler.NewFlowMatch("euler", scheduler.Config{Shift: scheduler.Float(3)})
+		r.Prompts, r.Steps, r.Guidance, r.Scheduler, r.Latents = []string{"a", "bb"}, 4, 3, s, noise
+		steps := 0
+		r.OnStep = func(int, float64, *tensor.Tensor) { steps++ }
+		res, err := p.Generate(context.Background(), r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res, steps
+	}
+	if _, steps := run(SD3Request{InitImage: img, Strength: 0.6}); steps != 3 {
+		t.Errorf("strength 0.6 ran %d of 4 steps, want 3", steps)
+	}
+	full, steps := run(SD3Request{InitImage: img, Strength: 1})
+	txt, _ := run(SD3Request{})
+	if steps != 4 || tensor.MaxAbsDiff(full.Latents, txt.Latents) != 0 {
+		t.Errorf("strength 1: %d steps, latents differ from text-to-image by %g", steps, tensor.MaxAbsDiff(full.Latents, txt.Latents))
+	}
+	if _, err := p.Generate(context.Background(), SD3Request{Prompts: []string{"a"}, Steps: 2, Latents: tensor.Zeros(1, 4, 4, 4),
+		Scheduler: newFlowEuler(t), InitImage: img, Width: 16}); err == nil || !strings.Contains(err.Error(), "differs") {
+		t.Errorf("size mismatch with the init image: error %v", err)
+	}
+}
+
+// newFlowEuler builds a default FlowMatchEuler.
+func newFlowEuler(t *testing.T) scheduler.Scheduler {
+	t.Helper()
+	s, err := scheduler.NewFlowMatch("", scheduler.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
