@@ -79,7 +79,7 @@ type SD3Result struct {
 	Latents *tensor.Tensor // the final latents, before the VAE's shift and scale
 	// The token ids of each encoder ([B, L] row-major), prompts and negatives.
 	CLIPIDs, CLIP2IDs, T5IDs                 []int64
-	NegativeCLIPIDs, NegativeCLIP2IDs, NegT5 []int64
+	NegativeCLIPIDs, NegativeCLIP2IDs, NegativeT5IDs []int64
 	// PromptEmbeds [B', 77+L, D_t5] and PooledEmbeds [B', P] are what the
 	// transformer received (negative rows first under CFG).
 	PromptEmbeds, PooledEmbeds *tensor.Tensor
@@ -160,7 +160,7 @@ func padLast(x *tensor.Tensor, width int) *tensor.Tensor {
 	return tensor.Concat(2, x, tensor.Zeros(x.Dim(0), x.Dim(1), width-d))
 }
 
-// encode is encode_prompt for one prompt set: cat(CLIP-L, CLIG-G) states
+// encode is encode_prompt for one prompt set: cat(CLIP-L, CLIP-G) states
 // padded to the T5 width, followed by the T5 states along the sequence;
 // pooled = cat(pooled CLIP-L, pooled CLIP-G).
 func (p *SD3) encode(prompts, prompts2, prompts3 []string, length, clipSkip int) (*sd3Encoded, error) {
@@ -225,7 +225,7 @@ func (p *SD3) encodeAll(r SD3Request, res *SD3Result, cfg bool) (embeds, pooled 
 	if err != nil {
 		return nil, nil, err
 	}
-	res.NegativeCLIPIDs, res.NegativeCLIP2IDs, res.NegT5 = n.clipIDs, n.clip2IDs, n.t5s
+	res.NegativeCLIPIDs, res.NegativeCLIP2IDs, res.NegativeT5IDs = n.clipIDs, n.clip2IDs, n.t5s
 	return tensor.Concat(0, n.embeds, e.embeds), tensor.Concat(0, n.pooled, e.pooled), nil
 }
 
@@ -312,11 +312,7 @@ func (p *SD3) imageLatents(r SD3Request, shape []int) (*tensor.Tensor, int, erro
 	if !tensor.SameShape(z.Shape()[1:], shape[1:]) {
 		return nil, 0, fmt.Errorf("pipeline: init image latents %v, want [*, %d, %d, %d]", z.Shape(), shape[1], shape[2], shape[3])
 	}
-	tiles := make([]*tensor.Tensor, shape[0]/img.Dim(0))
-	for i := range tiles {
-		tiles[i] = z
-	}
-	z = tensor.Concat(0, tiles...)
+	z = tileBatch(z, shape[0]/img.Dim(0))
 	noise, err := initialLatents(r, shape)
 	if err != nil {
 		return nil, 0, err
@@ -330,6 +326,18 @@ func (p *SD3) imageLatents(r SD3Request, shape []int) (*tensor.Tensor, int, erro
 		return nil, 0, err
 	}
 	return tensor.FromSlice(noised, shape...), start, nil
+}
+
+// tileBatch is torch.cat([x] * n): the whole batch repeated n times.
+func tileBatch(x *tensor.Tensor, n int) *tensor.Tensor {
+	if n <= 1 {
+		return x
+	}
+	tiles := make([]*tensor.Tensor, n)
+	for i := range tiles {
+		tiles[i] = x
+	}
+	return tensor.Concat(0, tiles...)
 }
 
 // checkSD3 validates a request against the pipeline's components.
