@@ -78,7 +78,7 @@ type SD3Result struct {
 	Images  *tensor.Tensor // [B, H, W, 3] in [0, 1]; nil with SkipDecode
 	Latents *tensor.Tensor // the final latents, before the VAE's shift and scale
 	// The token ids of each encoder ([B, L] row-major), prompts and negatives.
-	CLIPIDs, CLIP2IDs, T5IDs                 []int64
+	CLIPIDs, CLIP2IDs, T5IDs                         []int64
 	NegativeCLIPIDs, NegativeCLIP2IDs, NegativeT5IDs []int64
 	// PromptEmbeds [B', 77+L, D_t5] and PooledEmbeds [B', P] are what the
 	// transformer received (negative rows first under CFG).
