@@ -14,8 +14,8 @@ import (
 	"testing"
 
 	"github.com/diffuse-go/diffuse/imageio"
-	"github.com/diffuse-go/diffuse/internal/testmodel"
 	"github.com/diffuse-go/diffuse/internal/golden"
+	"github.com/diffuse-go/diffuse/internal/testmodel"
 	"github.com/diffuse-go/diffuse/model/clip"
 	"github.com/diffuse-go/diffuse/model/unet"
 	"github.com/diffuse-go/diffuse/model/vae"
