@@ -46,6 +46,7 @@ type trainHyper struct {
 	MaxGradNorm     float64 `json:"max_grad_norm"`
 	PriorLossWeight float32 `json:"prior_loss_weight"`
 	DrawSeed        *uint64 `json:"draw_seed"`
+	LoRASeed        int64   `json:"lora_seed"`
 }
 
 func (h trainHyper) adam() train.AdamWConfig {
@@ -216,11 +217,12 @@ func runTrainDreamBoothLoRA(t *testing.T, c *golden.Case) {
 	}
 	m := trainModels(t, c)
 	net, err := train.AddLoRA(m.UNet, lora.UNet, train.LoRAConfig{Rank: lc.R, Alpha: lc.Alpha,
-		TargetModules: lc.TargetModules, InitWeights: fmt.Sprint(lc.Init)}, rng.New(0))
+		TargetModules: lc.TargetModules, InitWeights: fmt.Sprint(lc.Init)}, rng.New(uint64(h.LoRASeed)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	params := net.Params()
+	initDiffers := 0
 	got := make([]string, len(params))
 	for i, p := range params {
 		got[i] = p.Name
@@ -228,6 +230,11 @@ func runTrainDreamBoothLoRA(t *testing.T, c *golden.Case) {
 		v, _ := c.MustF32(t, "lora_init."+p.Name)
 		if len(v) != p.T.Numel() {
 			t.Fatalf("lora_init.%s has %d values, adapter has %d", p.Name, len(v), p.T.Numel())
+		}
+		// peft's init drawn from torch.manual_seed(lora_seed) is
+		// reproduced bit for bit.
+		if !equalF32(p.T.Data(), v) {
+			initDiffers++
 		}
 		copy(p.T.Data(), v)
 	}
@@ -238,6 +245,9 @@ func runTrainDreamBoothLoRA(t *testing.T, c *golden.Case) {
 		if got[i] != names[i] {
 			t.Fatalf("LoRA parameter %d (optimizer order) is %s, lora_names has %s", i, got[i], names[i])
 		}
+	}
+	if initDiffers > 0 {
+		t.Errorf("%d of %d LoRA tensors initialised from seed %d differ from lora_init", initDiffers, len(params), h.LoRASeed)
 	}
 	opts := train.Options{MaxGradNorm: h.MaxGradNorm}
 	if _, ok := c.Outputs["prior_loss"]; ok {
