@@ -28,6 +28,11 @@ var noneIfZero = map[string]bool{"encoder_hid_dim": true, "encoder_hid_dim_type"
 	"addition_embed_type": true, "addition_time_embed_dim": true, "num_class_embeds": true,
 	"projection_class_embeddings_input_dim": true, "num_attention_heads": true, "mid_block_type": true}
 
+// scalarIfSingle are config keys diffusers accepts as one value for every
+// block, which this package's configs hold as one-element lists.
+var scalarIfSingle = map[string]bool{"layers_per_block": true, "cross_attention_dim": true, "attention_head_dim": true,
+	"num_attention_heads": true, "transformer_layers_per_block": true, "only_cross_attention": true}
+
 // ControlNetConfigJSON renders cfg as a diffusers ControlNet config.json.
 func ControlNetConfigJSON(cfg controlnet.Config) ([]byte, error) {
 	b, err := json.Marshal(cfg)
@@ -41,6 +46,9 @@ func ControlNetConfigJSON(cfg controlnet.Config) ([]byte, error) {
 	out := map[string]any{"_class_name": "ControlNetModel", "_diffusers_version": "0.30.3"}
 	for _, k := range controlNetConfigKeys {
 		v := all[k]
+		if l, ok := v.([]any); ok && scalarIfSingle[k] && len(l) == 1 {
+			v = l[0]
+		}
 		if noneIfZero[k] && (v == "" || v == float64(0)) {
 			v = nil
 		}
