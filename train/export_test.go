@@ -5,9 +5,9 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/diffuse-go/diffuse/model/controlnet"
 	"github.com/diffuse-go/diffuse/model/lora"
 	"github.com/diffuse-go/diffuse/model/unet"
-	"github.com/diffuse-go/diffuse/model/controlnet"
 	"github.com/diffuse-go/diffuse/pipeline"
 	"github.com/diffuse-go/diffuse/rng"
 	"github.com/diffuse-go/diffuse/safetensors"

@@ -250,3 +250,20 @@ func (t *Trainer) loss(b Batch, r *StepResult) (*tensor.Tensor, error) {
 	}
 	return loss, nil
 }
+
+// Loss evaluates the batch's loss with the draws of d, without touching
+// gradients, optimizer or the trainer's own draws (for validation).
+func (t *Trainer) Loss(b Batch, d Draws) (float32, error) {
+	own := t.Draws
+	t.Draws = d
+	defer func() { t.Draws = own }()
+	r, err := t.forward(b)
+	if err != nil {
+		return 0, err
+	}
+	loss, err := t.loss(b, r)
+	if err != nil {
+		return 0, err
+	}
+	return loss.Item(), nil
+}
