@@ -9,6 +9,7 @@ import (
 	"github.com/diffuse-go/diffuse/model/vae"
 	"github.com/diffuse-go/diffuse/scheduler"
 	"github.com/diffuse-go/diffuse/tensor"
+	tokclip "github.com/diffuse-go/diffuse/tokenizer/clip"
 )
 
 // Models are the components of a run. The UNet, VAE and text encoder stay
@@ -26,6 +27,8 @@ type Models struct {
 	// PredictionType is the scheduler config's prediction_type (or the
 	// script's --prediction_type override).
 	PredictionType string
+	// Tokenizer encodes captions (Run only; Trainer takes token ids).
+	Tokenizer *tokclip.Tokenizer
 }
 
 // Batch is one step's examples. With prior preservation the first half of
