@@ -14,9 +14,9 @@ type Schedule struct {
 	Name string
 	// Warmup is num_warmup_steps; Total is num_training_steps.
 	Warmup, Total int
-	// Cycles is num_cycles: 0.5 for cosine (a half wave down to 0) unless
-	// set, an integer count of hard restarts for cosine_with_restarts (1
-	// unless set).
+	// Cycles is num_cycles of cosine_with_restarts, the number of hard
+	// restarts (1 unless set). get_scheduler does not pass it to cosine,
+	// which always makes half a wave down to 0.
 	Cycles float64
 	// Power is the polynomial decay's power (1 unless set); LREnd its final
 	// learning rate (1e-7, diffusers' default).
@@ -54,33 +54,27 @@ func (s Schedule) LR(base float64, step int) float64 {
 		return base * math.Max(0, (tot-st)/math.Max(1, tot-w))
 	case "cosine":
 		progress := (st - w) / math.Max(1, tot-w)
-		return base * math.Max(0, 0.5*(1+math.Cos(math.Pi*s.cycles(0.5)*2*progress)))
+		return base * math.Max(0, 0.5*(1+math.Cos(math.Pi*0.5*2*progress)))
 	case "cosine_with_restarts":
 		progress := (st - w) / math.Max(1, tot-w)
 		if progress >= 1 {
 			return 0
 		}
-		return base * math.Max(0, 0.5*(1+math.Cos(math.Pi*math.Mod(s.cycles(1)*progress, 1))))
+		cycles := s.Cycles
+		if cycles == 0 {
+			cycles = 1
+		}
+		return base * math.Max(0, 0.5*(1+math.Cos(math.Pi*math.Mod(cycles*progress, 1))))
 	case "polynomial":
 		return base * s.polynomial(base, step)
 	}
 	return base // constant_with_warmup after warmup
 }
 
-func (s Schedule) cycles(def float64) float64 {
-	if s.Cycles == 0 {
-		return def
-	}
-	return s.Cycles
-}
-
 // polynomial is get_polynomial_decay_schedule_with_warmup's lambda after
 // warmup: the decayed lr divided by lr_init.
 func (s Schedule) polynomial(base float64, step int) float64 {
-	end := s.LREnd
-	if end == 0 {
-		end = 1e-7
-	}
+	end := s.lrEnd()
 	power := s.Power
 	if power == 0 {
 		power = 1
@@ -106,3 +100,11 @@ func (l *LRScheduler) LR() float64 { return l.Schedule.LR(l.Base, l.Step) }
 
 // Advance moves to the next step (lr_scheduler.step()).
 func (l *LRScheduler) Advance() { l.Step++ }
+
+// lrEnd is the polynomial schedule's final learning rate.
+func (s Schedule) lrEnd() float64 {
+	if s.LREnd == 0 {
+		return 1e-7
+	}
+	return s.LREnd
+}

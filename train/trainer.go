@@ -89,6 +89,9 @@ func NewTrainer(m Models, o Options, params []Param, adam AdamWConfig, lr *LRSch
 	if err := lr.Schedule.Validate(); err != nil {
 		return nil, err
 	}
+	if lr.Schedule.Name == "polynomial" && lr.Base <= lr.Schedule.lrEnd() {
+		return nil, fmt.Errorf("train: polynomial schedule: lr_end %g must be smaller than the learning rate %g", lr.Schedule.lrEnd(), lr.Base)
+	}
 	if o.GradientAccumulation <= 0 {
 		o.GradientAccumulation = 1
 	}
