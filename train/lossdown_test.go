@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/diffuse-go/diffuse/rng"
+	"github.com/diffuse-go/diffuse/tensor"
 )
 
 // meanLoss is the batch loss averaged over k fixed draws of seed 1234.
@@ -42,6 +43,7 @@ func TestDreamBoothLoRALossGoesDown(t *testing.T) {
 	}
 	tr := loraTrainer(t, 5, 30, 3e-2)
 	lossGoesDown(t, tr, tinyBatch(1, 2, 64, false), 30, 0.1)
+	frozen(t, "UNet", paramMap(tr.Models.UNet))
 }
 
 // TestControlNetLossGoesDown: only the ControlNet learns, the UNet stays
@@ -51,11 +53,17 @@ func TestControlNetLossGoesDown(t *testing.T) {
 		t.Skip("short mode")
 	}
 	tr := controlNetTrainer(t, 5, 30, 3e-3)
-	u := paramMap(tr.Models.UNet)
 	lossGoesDown(t, tr, tinyBatch(1, 2, 64, true), 30, 0.25)
-	for name, p := range u {
+	frozen(t, "UNet", paramMap(tr.Models.UNet))
+}
+
+// frozen fails when a frozen model's parameter requires or holds a
+// gradient (frozen modules hold no gradient memory).
+func frozen(t *testing.T, what string, ps map[string]*tensor.Tensor) {
+	t.Helper()
+	for name, p := range ps {
 		if p.RequiresGrad() || p.Grad() != nil {
-			t.Fatalf("frozen UNet parameter %s requires or holds a gradient", name)
+			t.Fatalf("frozen %s parameter %s requires or holds a gradient", what, name)
 		}
 	}
 }

@@ -191,3 +191,34 @@ func TestGradientAccumulation(t *testing.T) {
 		t.Errorf("after the accumulated step: global step %d, optimizer step %d", acc.GlobalStep, acc.Optimizer.steps[0])
 	}
 }
+
+// TestTargets: epsilon predicts the noise, v_prediction the velocity
+// sqrt(ᾱ)·noise − sqrt(1−ᾱ)·latents, sample the latents.
+func TestTargets(t *testing.T) {
+	s := tinyModels(t).Noise
+	ac := s.AlphasCumprod()[700]
+	lat, noise := []float32{1, -2}, []float32{0.5, 3}
+	for _, c := range []struct {
+		pred string
+		want func(i int) float64
+	}{
+		{"epsilon", func(i int) float64 { return float64(noise[i]) }},
+		{"sample", func(i int) float64 { return float64(lat[i]) }},
+		{"v_prediction", func(i int) float64 {
+			return math.Sqrt(float64(ac))*float64(noise[i]) - math.Sqrt(1-float64(ac))*float64(lat[i])
+		}},
+	} {
+		got, err := Target(s, c.pred, lat, noise, []int64{700})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range got {
+			if math.Abs(float64(got[i])-c.want(i)) > 1e-6 {
+				t.Errorf("%s target[%d] = %g, want %g", c.pred, i, got[i], c.want(i))
+			}
+		}
+	}
+	if _, err := Target(s, "x0", lat, noise, []int64{700}); err == nil {
+		t.Error("an unknown prediction type gave no error")
+	}
+}
