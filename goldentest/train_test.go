@@ -133,7 +133,7 @@ func recordedDraws(t *testing.T, c *golden.Case, h trainHyper, numTrain int) *tr
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !equalF32(got.VAENoise, want.VAENoise) || !equalF32(got.Noise, want.Noise) || fmt.Sprint(got.Timesteps) != fmt.Sprint(want.Timesteps) {
+			if !trainBitsEqual(got.VAENoise, want.VAENoise) || !trainBitsEqual(got.Noise, want.Noise) || fmt.Sprint(got.Timesteps) != fmt.Sprint(want.Timesteps) {
 				t.Errorf("step %d: draws of torch.Generator(%d) differ from the recorded ones", i, *h.DrawSeed)
 			}
 		}
@@ -141,7 +141,7 @@ func recordedDraws(t *testing.T, c *golden.Case, h trainHyper, numTrain int) *tr
 	return d
 }
 
-func equalF32(a, b []float32) bool {
+func trainBitsEqual(a, b []float32) bool {
 	if len(a) != len(b) {
 		return false
 	}
@@ -189,8 +189,8 @@ func (l stepLog) check(t *testing.T, c *golden.Case) {
 	t.Logf("%s: %d outputs compared", c.Name, len(names))
 }
 
-// gradData returns a parameter's gradient (zeros when it got none).
-func gradData(p train.Param) []float32 {
+// trainGrad returns a parameter's gradient (zeros when it got none).
+func trainGrad(p train.Param) []float32 {
 	if g := p.T.Grad(); g != nil {
 		return append([]float32(nil), g.Data()...)
 	}
@@ -233,7 +233,7 @@ func runTrainDreamBoothLoRA(t *testing.T, c *golden.Case) {
 		}
 		// peft's init drawn from torch.manual_seed(lora_seed) is
 		// reproduced bit for bit.
-		if !equalF32(p.T.Data(), v) {
+		if !trainBitsEqual(p.T.Data(), v) {
 			initDiffers++
 		}
 		copy(p.T.Data(), v)
@@ -264,11 +264,11 @@ func runTrainDreamBoothLoRA(t *testing.T, c *golden.Case) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		logForward(log, r)
+		logTrainForward(log, r)
 		log.add("instance_loss", []float32{r.InstanceLoss})
 		log.add("prior_loss", []float32{r.PriorLoss})
 		for _, p := range params {
-			log.add("grad_before_clip."+p.Name, gradData(p))
+			log.add("grad_before_clip."+p.Name, trainGrad(p))
 		}
 		tr.Update(r)
 		log.add("grad_norm", []float32{r.GradNorm})
@@ -281,8 +281,8 @@ func runTrainDreamBoothLoRA(t *testing.T, c *golden.Case) {
 	checkDiffusersLoRAFile(t, c, net)
 }
 
-// logForward records a step's forward outputs.
-func logForward(log stepLog, r *train.StepResult) {
+// logTrainForward records a step's forward outputs.
+func logTrainForward(log stepLog, r *train.StepResult) {
 	log.add("latents", r.Latents.Data())
 	log.add("noisy_latents", r.Noisy.Data())
 	log.add("prompt_embeds", r.PromptEmbeds.Data())
@@ -385,7 +385,7 @@ func runTrainControlNet(t *testing.T, c *golden.Case) {
 	if err := c.Field("param_names", &names); err != nil {
 		t.Fatal(err)
 	}
-	params = orderParams(t, params, names)
+	params = orderTrainParams(t, params, names)
 	tr, err := train.NewTrainer(m, train.Options{MaxGradNorm: h.MaxGradNorm}, params, h.adam(), h.schedule(),
 		recordedDraws(t, c, h, scheduler.NumTrainTimesteps(m.Noise)))
 	if err != nil {
@@ -406,7 +406,7 @@ func runTrainControlNet(t *testing.T, c *golden.Case) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		logForward(log, r)
+		logTrainForward(log, r)
 		log.add("param_grad_norms", train.GradNorms(params))
 		tr.Update(r)
 		log.add("grad_norm", []float32{r.GradNorm})
@@ -419,9 +419,9 @@ func runTrainControlNet(t *testing.T, c *golden.Case) {
 	checkFinalControlNet(t, c, params)
 }
 
-// orderParams puts params in the order of names (torch's
+// orderTrainParams puts params in the order of names (torch's
 // named_parameters order, the optimizer's), requiring the same set.
-func orderParams(t *testing.T, params []train.Param, names []string) []train.Param {
+func orderTrainParams(t *testing.T, params []train.Param, names []string) []train.Param {
 	t.Helper()
 	by := map[string]train.Param{}
 	for _, p := range params {
@@ -483,7 +483,7 @@ func checkControlNetInit(t *testing.T, c *golden.Case, cn *controlnet.Model, u *
 			}
 		default:
 			ut, ok := fromUNet[p.Name]
-			if !ok || !equalF32(ut.Float32().Data(), v) {
+			if !ok || !trainBitsEqual(ut.Float32().Data(), v) {
 				t.Fatalf("ControlNet %s is neither in controlnet_init nor a copy of the UNet's", p.Name)
 			}
 		}

@@ -3,6 +3,7 @@ package train
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 
 	"github.com/diffuse-go/diffuse/model/controlnet"
@@ -146,6 +147,9 @@ func setUp(cfg Config, m *Models, g *rng.Generator) ([]Param, *LoRANetwork, erro
 // saveModel writes the trained weights into dir; inCheckpoint puts a
 // ControlNet into dir/controlnet, as the scripts' save hooks do.
 func saveModel(cfg Config, tr *Trainer, dir string, inCheckpoint bool) ([]string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("train: %w", err)
+	}
 	if tr.LoRA != nil {
 		p := filepath.Join(dir, "pytorch_lora_weights.safetensors")
 		if err := tr.LoRA.SaveDiffusers(p); err != nil {

@@ -174,3 +174,34 @@ func TestRunControlNetManifest(t *testing.T) {
 		t.Errorf("stopped at step %d", res.GlobalStep)
 	}
 }
+
+// TestRunAccumulationEpochEnd: with gradient_accumulation_steps 2 over 3
+// batches an epoch, the optimizer steps after batches 2 and 3 (the end of
+// the data loader syncs, as in accelerate), so 4 steps take 6 batches.
+func TestRunAccumulationEpochEnd(t *testing.T) {
+	root := t.TempDir()
+	writeImages(t, filepath.Join(root, "i"), 3, 64, 64, 5)
+	d, err := ImageFolder(filepath.Join(root, "i"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := dreamBoothConfig(filepath.Join(root, "out"), 4)
+	c.WithPriorPreservation, c.GradientAccumulationSteps, c.CheckpointingSteps, c.KohyaOutput = false, 2, 0, false
+	var synced []bool
+	res, err := Run(context.Background(), c, runModels(t), Data{Train: d}, func(r *StepResult) { synced = append(synced, r.Synced) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []bool{false, true, true, false, true, true}
+	if len(synced) != len(want) || res.GlobalStep != 4 {
+		t.Fatalf("%d batches (synced %v), step %d; want 6 batches, step 4", len(synced), synced, res.GlobalStep)
+	}
+	for i := range want {
+		if synced[i] != want[i] {
+			t.Fatalf("synced %v, want %v", synced, want)
+		}
+	}
+	if cps, _ := Checkpoints(c.OutputDir); len(cps) != 0 {
+		t.Errorf("checkpointing_steps 0 wrote %v", cps)
+	}
+}

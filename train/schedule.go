@@ -11,16 +11,18 @@ import (
 type Schedule struct {
 	// Name is one of constant, constant_with_warmup, linear, cosine,
 	// cosine_with_restarts, polynomial.
-	Name string
+	Name string `json:"name"`
 	// Warmup is num_warmup_steps; Total is num_training_steps.
-	Warmup, Total int
+	Warmup int `json:"warmup"`
+	Total  int `json:"total"`
 	// Cycles is num_cycles of cosine_with_restarts, the number of hard
 	// restarts (1 unless set). get_scheduler does not pass it to cosine,
 	// which always makes half a wave down to 0.
-	Cycles float64
+	Cycles float64 `json:"cycles,omitempty"`
 	// Power is the polynomial decay's power (1 unless set); LREnd its final
 	// learning rate (1e-7, diffusers' default).
-	Power, LREnd float64
+	Power float64 `json:"power,omitempty"`
+	LREnd float64 `json:"lr_end,omitempty"`
 }
 
 // schedules are the names Validate accepts.
