@@ -45,6 +45,7 @@ type trainHyper struct {
 	AdamEpsilon     float64 `json:"adam_epsilon"`
 	MaxGradNorm     float64 `json:"max_grad_norm"`
 	PriorLossWeight float32 `json:"prior_loss_weight"`
+	SNRGamma        float32 `json:"snr_gamma"`
 	DrawSeed        *uint64 `json:"draw_seed"`
 	LoRASeed        int64   `json:"lora_seed"`
 }
@@ -249,7 +250,7 @@ func runTrainDreamBoothLoRA(t *testing.T, c *golden.Case) {
 	if initDiffers > 0 {
 		t.Errorf("%d of %d LoRA tensors initialised from seed %d differ from lora_init", initDiffers, len(params), h.LoRASeed)
 	}
-	opts := train.Options{MaxGradNorm: h.MaxGradNorm}
+	opts := train.Options{MaxGradNorm: h.MaxGradNorm, SNRGamma: h.SNRGamma}
 	if _, ok := c.Outputs["prior_loss"]; ok {
 		opts.PriorPreservation, opts.PriorLossWeight = true, h.PriorLossWeight
 	}
@@ -386,7 +387,7 @@ func runTrainControlNet(t *testing.T, c *golden.Case) {
 		t.Fatal(err)
 	}
 	params = orderTrainParams(t, params, names)
-	tr, err := train.NewTrainer(m, train.Options{MaxGradNorm: h.MaxGradNorm}, params, h.adam(), h.schedule(),
+	tr, err := train.NewTrainer(m, train.Options{MaxGradNorm: h.MaxGradNorm, SNRGamma: h.SNRGamma}, params, h.adam(), h.schedule(),
 		recordedDraws(t, c, h, scheduler.NumTrainTimesteps(m.Noise)))
 	if err != nil {
 		t.Fatal(err)

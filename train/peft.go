@@ -23,8 +23,9 @@ type LoRAConfig struct {
 	// name, or ending in "." + name.
 	TargetModules []string
 	// InitWeights is init_lora_weights: "gaussian" (A ~ N(0, 1/r²)) or
-	// "" / "true" (peft's default: A kaiming-uniform with a = √5). B starts
-	// at zero either way.
+	// "" / "true" (peft's default: A kaiming-uniform with a = √5), B
+	// starting at zero either way; "false" keeps both layers' constructor
+	// init (a non-zero B: the adapter changes the model from the start).
 	InitWeights string
 }
 
@@ -57,13 +58,13 @@ func AddLoRA(m nn.Module, component string, cfg LoRAConfig, g *rng.Generator) (*
 	if len(cfg.TargetModules) == 0 {
 		return nil, fmt.Errorf("train: LoRA has no target modules")
 	}
-	gaussian := false
-	switch strings.ToLower(cfg.InitWeights) {
-	case "gaussian":
-		gaussian = true
-	case "", "true":
+	mode := strings.ToLower(cfg.InitWeights)
+	switch mode {
+	case "gaussian", "true", "false":
+	case "":
+		mode = "true"
 	default:
-		return nil, fmt.Errorf("train: init_lora_weights %q not supported (want gaussian or true)", cfg.InitWeights)
+		return nil, fmt.Errorf("train: init_lora_weights %q not supported (want gaussian, true or false)", cfg.InitWeights)
 	}
 	shapes := moduleShapes(m)
 	n := &LoRANetwork{Config: cfg, Component: component, Down: map[string]*tensor.Tensor{}, Up: map[string]*tensor.Tensor{}}
@@ -73,7 +74,7 @@ func AddLoRA(m nn.Module, component string, cfg LoRAConfig, g *rng.Generator) (*
 			continue
 		}
 		ws := shapes.weight[mod]
-		down, up := newAdapter(ws, cfg.Rank, gaussian, g)
+		down, up := newAdapter(ws, cfg.Rank, mode, g)
 		n.Modules = append(n.Modules, mod)
 		n.Down[mod], n.Up[mod] = down.SetRequiresGrad(true), up.SetRequiresGrad(true)
 		f.Entries = append(f.Entries, &lora.Entry{Component: component, Module: mod, Down: down, Up: up,
@@ -154,8 +155,9 @@ func targeted(mod string, targets []string) bool {
 }
 
 // newAdapter makes lora_A and lora_B for a layer of weight shape ws
-// ([out, in] or [out, in, k, k]), drawing from g in peft's order.
-func newAdapter(ws []int, r int, gaussian bool, g *rng.Generator) (down, up *tensor.Tensor) {
+// ([out, in] or [out, in, k, k]), drawing from g in peft's order; mode is
+// "gaussian", "true" or "false".
+func newAdapter(ws []int, r int, mode string, g *rng.Generator) (down, up *tensor.Tensor) {
 	out, in := ws[0], ws[1]
 	dShape, uShape := []int{r, in}, []int{out, r}
 	fanIn := in
@@ -167,9 +169,12 @@ func newAdapter(ws []int, r int, gaussian bool, g *rng.Generator) (down, up *ten
 	// nn.Linear / nn.Conv2d constructors: kaiming_uniform_(a=√5) on both.
 	kaimingUniform(g, down.Data(), fanIn)
 	kaimingUniform(g, up.Data(), r)
-	if gaussian {
+	switch mode {
+	case "false":
+		return down, up
+	case "gaussian":
 		normalFill(g, down.Data(), 1/float64(r))
-	} else {
+	default:
 		kaimingUniform(g, down.Data(), fanIn)
 	}
 	clear(up.Data())
