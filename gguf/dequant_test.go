@@ -17,8 +17,6 @@ import (
 // formula. Scales are powers of two and quants small integers, so the
 // expected values are exact.
 
-func putF16(b []byte, x float32) { binary.LittleEndian.PutUint16(b, half.F32ToF16(x)) }
-
 func checkValues(t *testing.T, typ Type, block []byte, want []float64) {
 	t.Helper()
 	got := make([]float32, len(want))
