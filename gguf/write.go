@@ -51,7 +51,9 @@ func Encode(w io.Writer, metadata []KV, tensors []Tensor) error {
 		e.u64(uint64(off))
 		off = alignUp(off+int64(len(t.Data)), align)
 	}
-	e.pad(align)
+	if len(tensors) > 0 { // as the reader, which aligns the data section only then
+		e.pad(align)
+	}
 	for _, t := range tensors {
 		e.raw(t.Data)
 		e.pad(align)
