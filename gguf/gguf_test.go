@@ -519,3 +519,39 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestEncodeLoad(t *testing.T) {
+	tensors, vals := sampleTensors(t)
+	loads := 0
+	lazy := make([]Tensor, len(tensors))
+	for i, tt := range tensors {
+		data := tt.Data
+		tt.Data = nil
+		tt.Load = func() ([]byte, error) { loads++; return data, nil }
+		lazy[i] = tt
+	}
+	f, err := Parse(encode(t, nil, lazy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSample(t, f, tensors, vals)
+	if loads != len(tensors) {
+		t.Errorf("Load called %d times, want %d", loads, len(tensors))
+	}
+	dir := t.TempDir()
+	for _, c := range []struct {
+		load func() ([]byte, error)
+		want string
+	}{
+		{func() ([]byte, error) { return nil, os.ErrPermission }, `tensor "w": permission denied`},
+		{func() ([]byte, error) { return make([]byte, 33), nil }, "needs 34 bytes, Load gave 33"},
+	} {
+		err := WriteFile(filepath.Join(dir, "x.gguf"), nil, []Tensor{{Name: "w", Type: Q8_0, Shape: []int{32}, Load: c.load}})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("err = %v, want %q", err, c.want)
+		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("failed writes left %d files", len(entries))
+	}
+}

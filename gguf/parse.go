@@ -1,6 +1,7 @@
 package gguf
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -245,79 +246,51 @@ func readArray(r *reader, depth int) (Value, error) {
 		return Value{typ: TypeArray, elem: elem, v: a}, nil
 	}
 	b, _ := r.bytes(n*min, "array")
-	v, err := fixedArray(elem, b, n)
+	v, err := fixedArray(elem, b)
 	return Value{typ: TypeArray, elem: elem, v: v}, err
 }
 
-// fixedArray decodes n fixed-size values into a typed slice.
-func fixedArray(t ValueType, b []byte, n int) (any, error) {
-	size := t.fixedSize()
+// fixedArray decodes the fixed-size values in b into a typed slice.
+func fixedArray(t ValueType, b []byte) (any, error) {
+	le := binary.LittleEndian
 	switch t {
 	case TypeUint8:
-		return append([]uint8(nil), b...), nil
+		return bytes.Clone(b), nil
+	case TypeInt8:
+		return decode(b, 1, func(b []byte) int8 { return int8(b[0]) }), nil
 	case TypeBool:
-		out := make([]bool, n)
 		for i, c := range b {
 			if c > 1 {
 				return nil, fmt.Errorf("bool element %d is %d, not 0 or 1", i, c)
 			}
-			out[i] = c == 1
 		}
-		return out, nil
-	}
-	out := makeSlice(t, n)
-	for i := 0; i < n; i++ {
-		x, _ := scalar(t, b[i*size:])
-		setIndex(out, i, x)
-	}
-	return out, nil
-}
-
-func makeSlice(t ValueType, n int) any {
-	switch t {
-	case TypeInt8:
-		return make([]int8, n)
+		return decode(b, 1, func(b []byte) bool { return b[0] == 1 }), nil
 	case TypeUint16:
-		return make([]uint16, n)
+		return decode(b, 2, le.Uint16), nil
 	case TypeInt16:
-		return make([]int16, n)
+		return decode(b, 2, func(b []byte) int16 { return int16(le.Uint16(b)) }), nil
 	case TypeUint32:
-		return make([]uint32, n)
+		return decode(b, 4, le.Uint32), nil
 	case TypeInt32:
-		return make([]int32, n)
+		return decode(b, 4, func(b []byte) int32 { return int32(le.Uint32(b)) }), nil
 	case TypeFloat32:
-		return make([]float32, n)
+		return decode(b, 4, func(b []byte) float32 { return math.Float32frombits(le.Uint32(b)) }), nil
 	case TypeUint64:
-		return make([]uint64, n)
+		return decode(b, 8, le.Uint64), nil
 	case TypeInt64:
-		return make([]int64, n)
+		return decode(b, 8, func(b []byte) int64 { return int64(le.Uint64(b)) }), nil
 	case TypeFloat64:
-		return make([]float64, n)
+		return decode(b, 8, func(b []byte) float64 { return math.Float64frombits(le.Uint64(b)) }), nil
 	}
-	return nil
+	return nil, fmt.Errorf("unknown value type %d", uint32(t))
 }
 
-func setIndex(s any, i int, x any) {
-	switch s := s.(type) {
-	case []int8:
-		s[i] = x.(int8)
-	case []uint16:
-		s[i] = x.(uint16)
-	case []int16:
-		s[i] = x.(int16)
-	case []uint32:
-		s[i] = x.(uint32)
-	case []int32:
-		s[i] = x.(int32)
-	case []float32:
-		s[i] = x.(float32)
-	case []uint64:
-		s[i] = x.(uint64)
-	case []int64:
-		s[i] = x.(int64)
-	case []float64:
-		s[i] = x.(float64)
+func decode[T any](b []byte, size int, elem func([]byte) T) []T {
+	out := make([]T, len(b)/size)
+	for i := range out {
+		out[i] = elem(b[i*size:])
 	}
+	return out
 }
 
 // setAlignment applies general.alignment, which ggml requires to be a

@@ -3,6 +3,7 @@ package gguf
 import (
 	"fmt"
 	"math"
+	"reflect"
 )
 
 // ValueType is the type of a metadata value (enum gguf_metadata_value_type).
@@ -140,35 +141,7 @@ func (v Value) Len() int {
 	if v.typ != TypeArray {
 		return 0
 	}
-	switch x := v.v.(type) {
-	case []uint8:
-		return len(x)
-	case []int8:
-		return len(x)
-	case []uint16:
-		return len(x)
-	case []int16:
-		return len(x)
-	case []uint32:
-		return len(x)
-	case []int32:
-		return len(x)
-	case []float32:
-		return len(x)
-	case []bool:
-		return len(x)
-	case []string:
-		return len(x)
-	case []uint64:
-		return len(x)
-	case []int64:
-		return len(x)
-	case []float64:
-		return len(x)
-	case []Value:
-		return len(x)
-	}
-	return 0
+	return reflect.ValueOf(v.v).Len()
 }
 
 // Ints returns an array of integers of any width as []int64; ok is false
@@ -197,36 +170,11 @@ func (v Value) Index(i int) Value {
 	if v.typ != TypeArray || i < 0 || i >= v.Len() {
 		return Value{}
 	}
-	e := v.elem
-	switch x := v.v.(type) {
-	case []uint8:
-		return Value{typ: e, v: x[i]}
-	case []int8:
-		return Value{typ: e, v: x[i]}
-	case []uint16:
-		return Value{typ: e, v: x[i]}
-	case []int16:
-		return Value{typ: e, v: x[i]}
-	case []uint32:
-		return Value{typ: e, v: x[i]}
-	case []int32:
-		return Value{typ: e, v: x[i]}
-	case []float32:
-		return Value{typ: e, v: x[i]}
-	case []bool:
-		return Value{typ: e, v: x[i]}
-	case []string:
-		return Value{typ: e, v: x[i]}
-	case []uint64:
-		return Value{typ: e, v: x[i]}
-	case []int64:
-		return Value{typ: e, v: x[i]}
-	case []float64:
-		return Value{typ: e, v: x[i]}
-	case []Value:
-		return x[i]
+	e := reflect.ValueOf(v.v).Index(i).Interface()
+	if a, ok := e.(Value); ok { // an array of arrays
+		return a
 	}
-	return Value{}
+	return Value{typ: v.elem, v: e}
 }
 
 // MakeValue builds a metadata value from a Go value: uint8, int8, uint16,

@@ -18,6 +18,40 @@ type Tensor struct {
 	Shape []int
 	// Data holds the encoded elements: Type.RowBytes(product of Shape) bytes.
 	Data []byte
+	// Load, used when Data is nil, returns the data when the writer reaches
+	// the tensor, so that a converter holds one tensor in memory at a time.
+	Load func() ([]byte, error)
+}
+
+// size is the byte length the tensor's data must have.
+func (t Tensor) size() (int, error) {
+	n := 1
+	for _, d := range t.Shape {
+		if d < 0 || (d != 0 && n > math.MaxInt/d) {
+			return 0, fmt.Errorf("gguf: tensor %q has a bad shape %v", t.Name, t.Shape)
+		}
+		n *= d
+	}
+	size, err := t.Type.RowBytes(n)
+	if err != nil {
+		return 0, fmt.Errorf("gguf: tensor %q: %w", t.Name, err)
+	}
+	return size, nil
+}
+
+// data returns the tensor's bytes, loading them if needed.
+func (t Tensor) data() ([]byte, error) {
+	if t.Data != nil || t.Load == nil {
+		return t.Data, nil
+	}
+	b, err := t.Load()
+	if err != nil {
+		return nil, fmt.Errorf("gguf: tensor %q: %w", t.Name, err)
+	}
+	if size, _ := t.size(); len(b) != size {
+		return nil, fmt.Errorf("gguf: tensor %q: shape %v of %s needs %d bytes, Load gave %d", t.Name, t.Shape, t.Type, size, len(b))
+	}
+	return b, nil
 }
 
 // Encode writes a version 3 GGUF file: the metadata in the order given,
@@ -42,6 +76,7 @@ func Encode(w io.Writer, metadata []KV, tensors []Tensor) error {
 	}
 	var off int64
 	for _, t := range tensors {
+		size, _ := t.size()
 		e.str(t.Name)
 		e.u32(uint32(len(t.Shape)))
 		for i := len(t.Shape) - 1; i >= 0; i-- {
@@ -49,13 +84,17 @@ func Encode(w io.Writer, metadata []KV, tensors []Tensor) error {
 		}
 		e.u32(uint32(t.Type))
 		e.u64(uint64(off))
-		off = alignUp(off+int64(len(t.Data)), align)
+		off = alignUp(off+int64(size), align)
 	}
 	if len(tensors) > 0 { // as the reader, which aligns the data section only then
 		e.pad(align)
 	}
 	for _, t := range tensors {
-		e.raw(t.Data)
+		data, err := t.data()
+		if err != nil {
+			return err
+		}
+		e.raw(data)
 		e.pad(align)
 	}
 	if e.err != nil {
@@ -107,24 +146,16 @@ func checkTensor(t Tensor) error {
 	if !t.Type.Known() {
 		return fmt.Errorf("gguf: tensor %q has unknown type %s", t.Name, t.Type)
 	}
-	n, row := 1, 1
-	for i, d := range t.Shape {
-		if d < 0 || (d != 0 && n > math.MaxInt/d) {
-			return fmt.Errorf("gguf: tensor %q has a bad shape %v", t.Name, t.Shape)
-		}
-		n *= d
-		if i == len(t.Shape)-1 {
-			row = d
+	if len(t.Shape) > 0 {
+		if row, bs := t.Shape[len(t.Shape)-1], t.Type.BlockSize(); row%bs != 0 {
+			return fmt.Errorf("gguf: tensor %q of type %s has rows of %d elements, not a multiple of the block size %d", t.Name, t.Type, row, bs)
 		}
 	}
-	if bs := t.Type.BlockSize(); row%bs != 0 {
-		return fmt.Errorf("gguf: tensor %q of type %s has rows of %d elements, not a multiple of the block size %d", t.Name, t.Type, row, bs)
-	}
-	size, err := t.Type.RowBytes(n)
+	size, err := t.size()
 	if err != nil {
-		return fmt.Errorf("gguf: tensor %q: %w", t.Name, err)
+		return err
 	}
-	if size != len(t.Data) {
+	if (t.Data != nil || t.Load == nil) && size != len(t.Data) {
 		return fmt.Errorf("gguf: tensor %q: shape %v of %s needs %d bytes, got %d", t.Name, t.Shape, t.Type, size, len(t.Data))
 	}
 	return nil
