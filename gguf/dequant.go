@@ -13,7 +13,8 @@ import (
 // float32. Each product is converted to float32 before a following add so
 // that the compiler cannot fuse them into one FMA: the values are those of
 // the C code evaluated without contraction (and of gguf-py's numpy
-// dequantisation), bit for bit.
+// dequantisation), bit for bit. The conversion matters also for a product
+// kept in a variable (m1 below): Go may fuse across statements.
 
 // blockFuncs dequantises one block of each supported type: src is one block
 // (TypeSize bytes), dst its BlockSize elements.
@@ -134,9 +135,9 @@ func dequantQ4_K(b []byte, y []float32) {
 	q := b[16:144]
 	for j := 0; j < 4; j++ {
 		sc, m := scaleMinK4(2*j, scales)
-		d1, m1 := d*float32(sc), dmin*float32(m)
+		d1, m1 := d*float32(sc), float32(dmin*float32(m))
 		sc, m = scaleMinK4(2*j+1, scales)
-		d2, m2 := d*float32(sc), dmin*float32(m)
+		d2, m2 := d*float32(sc), float32(dmin*float32(m))
 		qs, out := q[32*j:32*j+32], y[64*j:64*j+64]
 		for l := 0; l < 32; l++ {
 			out[l] = float32(d1*float32(qs[l]&0xf)) - m1
@@ -155,9 +156,9 @@ func dequantQ5_K(b []byte, y []float32) {
 	q := b[48:176]
 	for j := 0; j < 4; j++ {
 		sc, m := scaleMinK4(2*j, scales)
-		d1, m1 := d*float32(sc), dmin*float32(m)
+		d1, m1 := d*float32(sc), float32(dmin*float32(m))
 		sc, m = scaleMinK4(2*j+1, scales)
-		d2, m2 := d*float32(sc), dmin*float32(m)
+		d2, m2 := d*float32(sc), float32(dmin*float32(m))
 		u1, u2 := byte(1)<<(2*j), byte(2)<<(2*j)
 		qs, out := q[32*j:32*j+32], y[64*j:64*j+64]
 		for l := 0; l < 32; l++ {

@@ -250,7 +250,7 @@ func quantQ4_K(x []float32, b []byte) {
 		if dj == 0 {
 			continue // keep the levels makeQKX2Quants chose, as ggml does
 		}
-		dm := dmin * float32(m)
+		dm := float32(dmin * float32(m))
 		for i, v := range x[32*j : 32*j+32] {
 			L[32*j+i] = uint8(max(0, min(15, nearestInt((v+dm)/dj))))
 		}
@@ -270,7 +270,7 @@ func quantQ4_K(x []float32, b []byte) {
 func makeQKX2Quants(nmax int, x, weights []float32, L, laux []uint8, rmin, rdelta float32, nstep int) (scale, negMin float32) {
 	lo, hi := x[0], x[0]
 	sumW := weights[0]
-	sumX := sumW * x[0]
+	sumX := float32(sumW * x[0])
 	for i := 1; i < len(x); i++ {
 		lo, hi = less(x[i], lo), more(x[i], hi)
 		sumW += weights[i]
