@@ -1,6 +1,7 @@
 package unet
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/diffuse-go/diffuse/nn"
@@ -39,6 +40,7 @@ type Encoder struct {
 	convIn      *nn.Conv2d
 	timeEmb     *nn.TimestepEmbedding
 	classEmb    *nn.TimestepEmbedding // class_embed_type timestep/projection
+	classLinear *nn.Linear            // class_embed_type simple_projection
 	classTable  *nn.Embedding         // num_class_embeds
 	addEmb      *nn.TimestepEmbedding // addition_embed_type text_time
 	textEmb     *nn.TextTimeEmbedding // addition_embed_type text
@@ -169,17 +171,21 @@ func NewEncoder(c Config) (*Encoder, error) {
 	m.convIn = nn.NewConv2d(c.InChannels, boc[0], c.ConvInKernel, 1, pad, true)
 	m.timeEmb = nn.NewTimestepEmbedding(boc[0], timeDim, 0, c.TimeCondProjDim, c.ActFn)
 	m.timeEmb.PostAct = c.TimestepPostAct
+	// As diffusers' _set_class_embedding: "identity" has no layer, and the
+	// projections' TimestepEmbedding keeps its default SiLU whatever act_fn.
 	switch {
 	case c.ClassEmbedType == "" && c.NumClassEmbeds > 0:
 		m.classTable = &nn.Embedding{Num: c.NumClassEmbeds, Dim: timeDim}
 	case c.ClassEmbedType == "timestep":
 		m.classEmb = nn.NewTimestepEmbedding(boc[0], timeDim, 0, 0, c.ActFn)
 	case c.ClassEmbedType == "projection":
-		m.classEmb = nn.NewTimestepEmbedding(c.ProjectionClassEmbeddingsDim, timeDim, 0, 0, c.ActFn)
+		m.classEmb = nn.NewTimestepEmbedding(c.ProjectionClassEmbeddingsDim, timeDim, 0, 0, "silu")
+	case c.ClassEmbedType == "simple_projection":
+		m.classLinear = nn.NewLinear(c.ProjectionClassEmbeddingsDim, timeDim, true)
 	}
 	switch c.AdditionEmbedType {
 	case "text_time":
-		m.addEmb = nn.NewTimestepEmbedding(c.ProjectionClassEmbeddingsDim, timeDim, 0, 0, c.ActFn)
+		m.addEmb = nn.NewTimestepEmbedding(c.ProjectionClassEmbeddingsDim, timeDim, 0, 0, "silu")
 	case "text":
 		from := c.EncoderHidDim
 		if from == 0 {
@@ -187,7 +193,7 @@ func NewEncoder(c Config) (*Encoder, error) {
 		}
 		m.textEmb = nn.NewTextTimeEmbedding(from, timeDim, c.AdditionEmbedTypeNumHeads)
 	}
-	if c.EncoderHidDimType == "text_proj" {
+	if c.encoderHidProj() {
 		m.encoderProj = nn.NewLinear(c.EncoderHidDim, cross[0], true)
 	}
 	resnet, transformer := m.resnet, m.transformer
@@ -290,6 +296,9 @@ func (m *Encoder) Params(prefix string, p *nn.Params) {
 	if m.classEmb != nil {
 		m.classEmb.Params(prefix+"class_embedding.", p)
 	}
+	if m.classLinear != nil {
+		m.classLinear.Params(prefix+"class_embedding.", p)
+	}
 	if m.addEmb != nil {
 		m.addEmb.Params(prefix+"add_embedding.", p)
 	}
@@ -366,24 +375,11 @@ func (m *Encoder) Embed(B int, timesteps []float32, cond Cond) (emb, ehs *tensor
 	boc := c.BlockOutChannels
 	tEmb := tensor.TimestepEmbedding(timesteps, boc[0], c.FlipSinToCos, c.FreqShift, 1, 10000)
 	emb = m.timeEmb.Forward(tEmb, cond.TimestepCond)
-	if m.classTable != nil || m.classEmb != nil {
-		if cond.ClassLabels == nil {
-			return nil, nil, fmt.Errorf("unet: class_labels are required by this model")
-		}
-		var ce *tensor.Tensor
-		switch {
-		case m.classTable != nil:
-			ids := cond.ClassLabels.Int64s()
-			e, err := m.classTable.Forward(ids, len(ids))
-			if err != nil {
-				return nil, nil, fmt.Errorf("unet: class labels: %w", err)
-			}
-			ce = e
-		case c.ClassEmbedType == "timestep":
-			ce = m.classEmb.Forward(tensor.TimestepEmbedding(cond.ClassLabels.Data(), boc[0], c.FlipSinToCos, c.FreqShift, 1, 10000), nil)
-		default:
-			ce = m.classEmb.Forward(cond.ClassLabels, nil)
-		}
+	ce, err := m.classEmbedding(B, cond.ClassLabels)
+	if err != nil {
+		return nil, nil, err
+	}
+	if ce != nil {
 		emb = tensor.Add(emb, ce)
 	}
 	if m.addEmb != nil {
@@ -411,6 +407,50 @@ func (m *Encoder) Embed(B int, timesteps []float32, cond Cond) (emb, ehs *tensor
 	return emb, ehs, nil
 }
 
+// classEmbedding is diffusers' get_class_embed for a batch of B: nil when
+// the model has no class embedding.
+func (m *Encoder) classEmbedding(B int, labels *tensor.Tensor) (*tensor.Tensor, error) {
+	c := m.Cfg
+	if m.classTable == nil && m.classEmb == nil && m.classLinear == nil && c.ClassEmbedType != "identity" {
+		return nil, nil
+	}
+	if labels == nil {
+		return nil, fmt.Errorf("unet: class_labels are required by this model (class_embed_type %q, num_class_embeds %d)", c.ClassEmbedType, c.NumClassEmbeds)
+	}
+	// want is the labels' shape: one per sample, or a vector of in features.
+	want, in := []int{B}, 0
+	switch {
+	case m.classTable != nil, c.ClassEmbedType == "timestep":
+	case c.ClassEmbedType == "identity":
+		in = m.timeDim
+	default:
+		in = c.ProjectionClassEmbeddingsDim
+	}
+	if in > 0 {
+		want = []int{B, in}
+	}
+	if !tensor.SameShape(labels.Shape(), want) {
+		return nil, fmt.Errorf("unet: class_labels shape %v, want %v (class_embed_type %q)", labels.Shape(), want, c.ClassEmbedType)
+	}
+	switch {
+	case m.classTable != nil:
+		ids := labels.Int64s()
+		e, err := m.classTable.Forward(ids, len(ids))
+		if err != nil {
+			return nil, fmt.Errorf("unet: class labels: %w", err)
+		}
+		return e, nil
+	case c.ClassEmbedType == "timestep":
+		boc := c.BlockOutChannels
+		return m.classEmb.Forward(tensor.TimestepEmbedding(labels.Data(), boc[0], c.FlipSinToCos, c.FreqShift, 1, 10000), nil), nil
+	case c.ClassEmbedType == "identity":
+		return labels, nil
+	case m.classLinear != nil:
+		return m.classLinear.Forward(labels), nil
+	}
+	return m.classEmb.Forward(labels, nil), nil
+}
+
 // ConvIn applies the input convolution.
 func (m *Encoder) ConvIn(sample *tensor.Tensor) *tensor.Tensor {
 	if m.Cfg.CenterInputSample {
@@ -421,18 +461,33 @@ func (m *Encoder) ConvIn(sample *tensor.Tensor) *tensor.Tensor {
 
 // Down runs the down blocks on h (the conv_in output, possibly plus a
 // ControlNet condition embedding) and returns the result and every skip
-// tensor (conv_in output first), consuming T2I-Adapter residuals from intra.
-func (m *Encoder) Down(h, emb, ehs, mask *tensor.Tensor, intra []*tensor.Tensor) (*tensor.Tensor, []*tensor.Tensor, []*tensor.Tensor) {
+// tensor (conv_in output first), consuming T2I-Adapter residuals from intra
+// (one per down block, while there are any) and returning those left. A
+// residual whose shape is not its block's output shape is an error.
+func (m *Encoder) Down(h, emb, ehs, mask *tensor.Tensor, intra []*tensor.Tensor) (*tensor.Tensor, []*tensor.Tensor, []*tensor.Tensor, error) {
 	skips := []*tensor.Tensor{h}
-	for _, b := range m.down {
+	used := 0
+	addIntra := func(block int) error {
+		r := intra[0]
+		if r == nil || !tensor.SameShape(r.Shape(), h.Shape()) {
+			return &ResidualError{Kind: "down_intrablock_additional_residuals", Index: used, Got: shapeOf(r), Want: h.Shape(),
+				Where: fmt.Sprintf("down block %d output", block)}
+		}
+		h = tensor.Add(h, r)
+		intra = intra[1:]
+		used++
+		return nil
+	}
+	for i, b := range m.down {
 		for j, r := range b.resnets {
 			h = r.Forward(h, emb)
 			if len(b.attentions) > 0 {
 				h = b.attentions[j].Forward(h, ehs, mask)
 				// T2I-Adapter: added to the last resnet/attention pair's output.
 				if j == len(b.resnets)-1 && len(intra) > 0 {
-					h = tensor.Add(h, intra[0])
-					intra = intra[1:]
+					if err := addIntra(i); err != nil {
+						return nil, nil, nil, err
+					}
 				}
 			}
 			if len(b.kv) > 0 {
@@ -451,12 +506,79 @@ func (m *Encoder) Down(h, emb, ehs, mask *tensor.Tensor, intra []*tensor.Tensor)
 		if len(b.attentions) == 0 && len(intra) > 0 {
 			// diffusers adds in place to the block output, which is also the
 			// last skip it just stored.
-			h = tensor.Add(h, intra[0])
-			intra = intra[1:]
+			if err := addIntra(i); err != nil {
+				return nil, nil, nil, err
+			}
 			skips[len(skips)-1] = h
 		}
 	}
-	return h, skips, intra
+	return h, skips, intra, nil
+}
+
+// ErrResidual is what every error about adapter residuals wraps
+// (errors.Is): residuals missing, too many or too few, or of the wrong
+// shape for the features they are added to.
+var ErrResidual = errors.New("adapter residuals do not fit the UNet")
+
+// ResidualError is an adapter residual (ControlNet's down and mid
+// residuals, T2I-Adapter's intrablock ones) that does not fit the UNet
+// feature it is added to.
+type ResidualError struct {
+	Kind  string // the diffusers argument: down_block_additional_residuals, ...
+	Index int    // position in the list (0 for the mid residual)
+	Got   []int  // the residual's shape (nil: missing)
+	Want  []int  // the feature's shape
+	Where string // the feature
+}
+
+// Unwrap returns ErrResidual.
+func (e *ResidualError) Unwrap() error { return ErrResidual }
+
+func (e *ResidualError) Error() string {
+	if e.Got == nil {
+		return fmt.Sprintf("unet: %s[%d] missing, %s is %v", e.Kind, e.Index, e.Where, e.Want)
+	}
+	return fmt.Sprintf("unet: %s[%d] has shape %v, %s is %v", e.Kind, e.Index, e.Got, e.Where, e.Want)
+}
+
+// checkResidualCounts checks the number of adapter residuals against the
+// features they are added to: ControlNet's down residuals one per skip
+// (conv_in, each resnet, each downsampler) with its mid residual (diffusers
+// uses them only together), T2I-Adapter's one per down block and possibly
+// one for the mid block.
+func (m *Encoder) checkResidualCounts(cond Cond) error {
+	down, mid := cond.DownBlockAdditionalResiduals, cond.MidBlockAdditionalResidual
+	if (down == nil) != (mid == nil) {
+		return fmt.Errorf("unet: %w: ControlNet residuals need both down_block_additional_residuals (%d given) and mid_block_additional_residual (given: %v)",
+			ErrResidual, len(down), mid != nil)
+	}
+	skips := 1
+	for _, b := range m.down {
+		skips += len(b.resnets)
+		if b.downsampler != nil || b.resampler != nil {
+			skips++
+		}
+	}
+	if down != nil && len(down) != skips {
+		return fmt.Errorf("unet: %w: %d down_block_additional_residuals for %d skips", ErrResidual, len(down), skips)
+	}
+	intra, blocks := len(cond.DownIntrablockAdditionalResidual), len(m.down)
+	if intra > 0 && intra != blocks && (intra != blocks+1 || m.mid == nil) {
+		most := blocks
+		if m.mid != nil {
+			most++
+		}
+		return fmt.Errorf("unet: %w: %d down_intrablock_additional_residuals for %d down blocks (at most %d with the mid block)",
+			ErrResidual, intra, blocks, most)
+	}
+	return nil
+}
+
+func shapeOf(t *tensor.Tensor) []int {
+	if t == nil {
+		return nil
+	}
+	return t.Shape()
 }
 
 // Mid runs the mid block (identity when the config has none).
@@ -494,23 +616,37 @@ func (m *Model) Forward(sample *tensor.Tensor, timesteps []float32, cond Cond) (
 	if forwardSizes && m.resampledUp() {
 		return nil, fmt.Errorf("unet: sample size %dx%d must be a multiple of %d for resnet upsamplers", sample.Dim(2), sample.Dim(3), factor)
 	}
+	if err := m.checkResidualCounts(cond); err != nil {
+		return nil, err
+	}
 	h := m.ConvIn(sample)
 	intra := append([]*tensor.Tensor(nil), cond.DownIntrablockAdditionalResidual...)
-	h, skips, intra := m.Down(h, emb, ehs, cond.EncoderMask, intra)
-	if res := cond.DownBlockAdditionalResiduals; res != nil {
-		if len(res) != len(skips) {
-			return nil, fmt.Errorf("unet: %d down-block residuals for %d skips", len(res), len(skips))
+	h, skips, intra, err := m.Down(h, emb, ehs, cond.EncoderMask, intra)
+	if err != nil {
+		return nil, err
+	}
+	for i, r := range cond.DownBlockAdditionalResiduals {
+		if r == nil || !tensor.SameShape(r.Shape(), skips[i].Shape()) {
+			return nil, &ResidualError{Kind: "down_block_additional_residuals", Index: i, Got: shapeOf(r), Want: skips[i].Shape(),
+				Where: fmt.Sprintf("skip %d", i)}
 		}
-		for i := range skips {
-			skips[i] = tensor.Add(skips[i], res[i])
-		}
+		skips[i] = tensor.Add(skips[i], r)
 	}
 	h = m.Mid(h, emb, ehs, cond.EncoderMask)
-	if len(intra) > 0 && tensor.SameShape(h.Shape(), intra[0].Shape()) {
+	if len(intra) > 0 {
+		// T2I-Adapter-XL: one residual more than down blocks, for the mid
+		// block's output.
+		if !tensor.SameShape(h.Shape(), shapeOf(intra[0])) {
+			return nil, &ResidualError{Kind: "down_intrablock_additional_residuals", Index: len(m.down), Got: shapeOf(intra[0]), Want: h.Shape(),
+				Where: "mid block output"}
+		}
 		h = tensor.Add(h, intra[0])
 	}
-	if cond.MidBlockAdditionalResidual != nil {
-		h = tensor.Add(h, cond.MidBlockAdditionalResidual)
+	if r := cond.MidBlockAdditionalResidual; r != nil {
+		if !tensor.SameShape(r.Shape(), h.Shape()) {
+			return nil, &ResidualError{Kind: "mid_block_additional_residual", Got: r.Shape(), Want: h.Shape(), Where: "mid block output"}
+		}
+		h = tensor.Add(h, r)
 	}
 	for i, b := range m.up {
 		for j, r := range b.resnets {
