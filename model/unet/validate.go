@@ -1,7 +1,6 @@
 package unet
 
 import (
-	"encoding/json"
 	"fmt"
 	"sort"
 
@@ -33,23 +32,7 @@ var nonNullable = []string{
 // that are null where diffusers' default is a value (norm_num_groups null,
 // for one, would make diffusers drop the output norm, which this package
 // does not implement).
-func RefuseNulls(b []byte) error {
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(b, &raw); err != nil {
-		return err
-	}
-	var bad []string
-	for _, k := range nonNullable {
-		if v, ok := raw[k]; ok && string(v) == "null" {
-			bad = append(bad, k)
-		}
-	}
-	if len(bad) > 0 {
-		sort.Strings(bad)
-		return fmt.Errorf("null %v not supported", bad)
-	}
-	return nil
-}
+func RefuseNulls(b []byte) error { return nn.RefuseNulls(b, nonNullable...) }
 
 // Validate checks the config for what this implementation supports.
 func (c Config) Validate() error {
