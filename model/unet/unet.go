@@ -60,6 +60,7 @@ type Model struct {
 
 // New builds an unloaded UNet from its config.
 func New(c Config) (*Model, error) {
+	c = c.canonical()
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
@@ -97,7 +98,7 @@ func New(c Config) (*Model, error) {
 			if j == 0 {
 				rin = prev
 			}
-			b.resnets = append(b.resnets, e.resnet(rin+skip, out))
+			b.resnets = append(b.resnets, e.resnet(rin+skip, out, typ))
 			if typ == "CrossAttnUpBlock2D" {
 				t, err := e.transformer(out, heads[ri], rtl[ri], cross[ri], onlyCross[ri])
 				if err != nil {
@@ -133,11 +134,18 @@ func (c Config) heads(n int) []int {
 	return c.AttentionHeadDim.For(n)
 }
 
-func (e *Encoder) resnet(in, out int) *nn.ResnetBlock2D {
+// resnet builds a ResnetBlock2D of a block of type typ: as diffusers'
+// get_down_block / get_mid_block / get_up_block, resnet_out_scale_factor and
+// resnet_skip_time_act reach only the UnCLIP / IF block kinds.
+func (e *Encoder) resnet(in, out int, typ string) *nn.ResnetBlock2D {
 	c := e.Cfg
+	scale, skip := float32(1), false
+	if takesResnetOptions(typ) {
+		scale, skip = c.ResnetOutScaleFactor, c.ResnetSkipTimeAct
+	}
 	return nn.NewResnetBlock2D(nn.ResnetConfig{In: in, Out: out, TembChannels: e.timeDim, Groups: c.NormNumGroups,
 		Eps: c.NormEps, Act: c.ActFn, TimeScaleShift: c.ResnetTimeScaleShift == "scale_shift",
-		OutputScale: c.ResnetOutScaleFactor, SkipTimeAct: c.ResnetSkipTimeAct})
+		OutputScale: scale, SkipTimeAct: skip})
 }
 
 func (e *Encoder) transformer(ch, heads, layers, crossDim int, only bool) (*nn.Transformer2D, error) {
@@ -150,6 +158,7 @@ func (e *Encoder) transformer(ch, heads, layers, crossDim int, only bool) (*nn.T
 // NewEncoder builds the contracting half of a UNet from its config (up
 // block settings are ignored).
 func NewEncoder(c Config) (*Encoder, error) {
+	c = c.canonical()
 	if err := c.validateEncoder(); err != nil {
 		return nil, err
 	}
@@ -207,7 +216,7 @@ func NewEncoder(c Config) (*Encoder, error) {
 			if j == 0 {
 				rin = in
 			}
-			b.resnets = append(b.resnets, resnet(rin, out))
+			b.resnets = append(b.resnets, resnet(rin, out, typ))
 			if typ == "CrossAttnDownBlock2D" {
 				t, err := transformer(out, heads[i], tlayers[i], cross[i], onlyCross[i])
 				if err != nil {
@@ -230,7 +239,7 @@ func NewEncoder(c Config) (*Encoder, error) {
 	}
 	if c.MidBlockType != nil {
 		ch := boc[n-1]
-		mb := &midBlock{resnets: []*nn.ResnetBlock2D{resnet(ch, ch)}}
+		mb := &midBlock{resnets: []*nn.ResnetBlock2D{resnet(ch, ch, *c.MidBlockType)}}
 		// UNetMidBlock2D (as UNets and ControlNets build it: no layers, no
 		// attention) is the first resnet alone.
 		if *c.MidBlockType == "UNetMidBlock2DCrossAttn" {
@@ -239,11 +248,11 @@ func NewEncoder(c Config) (*Encoder, error) {
 				return nil, err
 			}
 			mb.attentions = append(mb.attentions, t)
-			mb.resnets = append(mb.resnets, resnet(ch, ch))
+			mb.resnets = append(mb.resnets, resnet(ch, ch, *c.MidBlockType))
 		}
 		if *c.MidBlockType == simpleCrossMidBlock {
 			mb.kv = append(mb.kv, m.addedKV(ch, headDims[n-1], cross[n-1], c.midOnlyCross()))
-			mb.resnets = append(mb.resnets, resnet(ch, ch))
+			mb.resnets = append(mb.resnets, resnet(ch, ch, *c.MidBlockType))
 		}
 		for _, r := range mb.resnets {
 			r.Cfg.OutputScale = c.MidBlockScaleFactor

@@ -3,6 +3,7 @@ package unet
 import (
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/diffuse-go/diffuse/nn"
 )
@@ -34,8 +35,24 @@ var nonNullable = []string{
 // does not implement).
 func RefuseNulls(b []byte) error { return nn.RefuseNulls(b, nonNullable...) }
 
+// canonical returns c with diffusers' legacy block type names
+// ("UNetResDownBlock2D", ...) as get_down_block / get_up_block read them:
+// without the "UNetRes" prefix.
+func (c Config) canonical() Config {
+	strip := func(types []string) []string {
+		out := make([]string, len(types))
+		for i, t := range types {
+			out[i] = strings.TrimPrefix(t, "UNetRes")
+		}
+		return out
+	}
+	c.DownBlockTypes, c.UpBlockTypes = strip(c.DownBlockTypes), strip(c.UpBlockTypes)
+	return c
+}
+
 // Validate checks the config for what this implementation supports.
 func (c Config) Validate() error {
+	c = c.canonical()
 	if len(c.UpBlockTypes) != len(c.BlockOutChannels) {
 		return fmt.Errorf("unet: %d block_out_channels but %d up_block_types", len(c.BlockOutChannels), len(c.UpBlockTypes))
 	}
@@ -57,6 +74,7 @@ func (c Config) Validate() error {
 
 // validateEncoder checks everything but the up blocks.
 func (c Config) validateEncoder() error {
+	c = c.canonical()
 	for _, check := range []func() error{c.validateLayout, c.validateBlocks, c.validateActivations,
 		c.validateEmbeddings, c.validateAddedKV, c.validateUnsupported} {
 		if err := check(); err != nil {

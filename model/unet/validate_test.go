@@ -338,3 +338,57 @@ func small(c Config) bool {
 	}
 	return true
 }
+
+// TestResnetOptionsScope checks that resnet_out_scale_factor and
+// resnet_skip_time_act reach only the UnCLIP / IF blocks' resnets, as
+// diffusers' get_*_block pass them, and that the legacy "UNetRes" block
+// names build the blocks they name.
+func TestResnetOptionsScope(t *testing.T) {
+	c := tiny()
+	c.ResnetOutScaleFactor, c.ResnetSkipTimeAct, c.MidBlockScaleFactor = 2, true, 3
+	c.DownBlockTypes[1] = "UNetResDownBlock2D"
+	m, err := New(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all []*nn.ResnetBlock2D
+	for _, b := range m.down {
+		all = append(all, b.resnets...)
+	}
+	for _, b := range m.up {
+		all = append(all, b.resnets...)
+	}
+	for i, r := range all {
+		if r.Cfg.OutputScale != 1 || r.Cfg.SkipTimeAct {
+			t.Errorf("resnet %d: output scale %v, skip time act %v; want 1, false", i, r.Cfg.OutputScale, r.Cfg.SkipTimeAct)
+		}
+	}
+	for i, r := range m.mid.resnets {
+		if r.Cfg.OutputScale != 3 || r.Cfg.SkipTimeAct {
+			t.Errorf("mid resnet %d: output scale %v, skip time act %v; want 3, false", i, r.Cfg.OutputScale, r.Cfg.SkipTimeAct)
+		}
+	}
+	if m.Cfg.DownBlockTypes[1] != "DownBlock2D" {
+		t.Errorf("down block types %v", m.Cfg.DownBlockTypes)
+	}
+
+	c = tiny()
+	c.ResnetOutScaleFactor, c.ResnetSkipTimeAct = 2, true
+	c.DownBlockTypes = []string{resnetDownBlock, simpleCrossDownBlock}
+	c.UpBlockTypes = []string{simpleCrossUpBlock, resnetUpBlock}
+	c.MidBlockType = str(simpleCrossMidBlock)
+	m, err = New(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, b := range m.down {
+		for _, r := range b.resnets {
+			if r.Cfg.OutputScale != 2 || !r.Cfg.SkipTimeAct {
+				t.Errorf("IF down block %d resnet: output scale %v, skip time act %v; want 2, true", i, r.Cfg.OutputScale, r.Cfg.SkipTimeAct)
+			}
+		}
+	}
+	if r := m.mid.resnets[0]; !r.Cfg.SkipTimeAct {
+		t.Error("UNetMidBlock2DSimpleCrossAttn resnet without skip_time_act")
+	}
+}
