@@ -37,6 +37,7 @@ type midBlock struct {
 type Encoder struct {
 	Cfg         Config
 	timeDim     int
+	crossDim    int // width of the encoder states the blocks attend to (0: none)
 	convIn      *nn.Conv2d
 	timeEmb     *nn.TimestepEmbedding
 	classEmb    *nn.TimestepEmbedding // class_embed_type timestep/projection
@@ -69,6 +70,7 @@ func New(c Config) (*Model, error) {
 		return nil, err
 	}
 	m := &Model{Encoder: e}
+	e.crossDim, _ = c.crossWidth(true) // checked by Validate
 	n := len(c.BlockOutChannels)
 	boc := c.BlockOutChannels
 	layers := c.LayersPerBlock.For(n)
@@ -171,6 +173,7 @@ func NewEncoder(c Config) (*Encoder, error) {
 	headDims := c.headDims(n)
 	onlyCross := c.OnlyCrossAttention.For(n)
 	m := &Encoder{Cfg: c}
+	m.crossDim, _ = c.crossWidth(false) // checked by validateEncoder
 	timeDim := c.TimeEmbeddingDim
 	if timeDim == 0 {
 		timeDim = boc[0] * 4
@@ -381,6 +384,9 @@ func (m *Encoder) Embed(B int, timesteps []float32, cond Cond) (emb, ehs *tensor
 	if ehs == nil || ehs.Rank() != 3 || ehs.Dim(0) != B {
 		return nil, nil, fmt.Errorf("unet: encoder_hidden_states must be [%d, S, D]", B)
 	}
+	if err := m.checkCond(B, cond); err != nil {
+		return nil, nil, err
+	}
 	boc := c.BlockOutChannels
 	tEmb := tensor.TimestepEmbedding(timesteps, boc[0], c.FlipSinToCos, c.FreqShift, 1, 10000)
 	emb = m.timeEmb.Forward(tEmb, cond.TimestepCond)
@@ -413,7 +419,39 @@ func (m *Encoder) Embed(B int, timesteps []float32, cond Cond) (emb, ehs *tensor
 	if m.encoderProj != nil {
 		ehs = m.encoderProj.Forward(ehs)
 	}
+	if m.crossDim > 0 && ehs.Dim(2) != m.crossDim {
+		return nil, nil, fmt.Errorf("unet: encoder_hidden_states have %d features (after encoder_hid_proj), the blocks attend to %d", ehs.Dim(2), m.crossDim)
+	}
 	return emb, ehs, nil
+}
+
+// checkCond checks the widths of the conditioning inputs against the
+// layers that read them, so that a mismatch is an error rather than a
+// panic inside a product.
+func (m *Encoder) checkCond(B int, cond Cond) error {
+	c := m.Cfg
+	w := cond.EncoderHiddenStates.Dim(2)
+	if w == 0 {
+		return fmt.Errorf("unet: encoder_hidden_states have no features")
+	}
+	if m.encoderProj != nil && w != m.encoderProj.In {
+		return fmt.Errorf("unet: encoder_hidden_states have %d features, encoder_hid_proj reads encoder_hid_dim %d", w, m.encoderProj.In)
+	}
+	if m.textEmb != nil && w != m.textEmb.Norm1.Dim {
+		return fmt.Errorf("unet: encoder_hidden_states have %d features, the text addition embedding pools %d", w, m.textEmb.Norm1.Dim)
+	}
+	if tc := cond.TimestepCond; tc != nil && (m.timeEmb.CondProj == nil || !tensor.SameShape(tc.Shape(), []int{B, c.TimeCondProjDim})) {
+		return fmt.Errorf("unet: timestep_cond shape %v, want [%d, time_cond_proj_dim %d]", tc.Shape(), B, c.TimeCondProjDim)
+	}
+	if m.addEmb != nil && cond.TextEmbeds != nil && cond.TimeIDs != nil {
+		te, ids := cond.TextEmbeds, cond.TimeIDs
+		if te.Rank() != 2 || te.Dim(0) != B || ids.Numel()%B != 0 ||
+			te.Dim(1)+ids.Numel()/B*c.AdditionTimeEmbedDim != c.ProjectionClassEmbeddingsDim {
+			return fmt.Errorf("unet: text_embeds %v and time_ids %v (×%d features each) do not give [%d, %d] for add_embedding",
+				te.Shape(), ids.Shape(), c.AdditionTimeEmbedDim, B, c.ProjectionClassEmbeddingsDim)
+		}
+	}
+	return nil
 }
 
 // classEmbedding is diffusers' get_class_embed for a batch of B: nil when
@@ -661,6 +699,12 @@ func (m *Model) Forward(sample *tensor.Tensor, timesteps []float32, cond Cond) (
 		for j, r := range b.resnets {
 			skip := skips[len(skips)-1]
 			skips = skips[:len(skips)-1]
+			if h.Dim(2) != skip.Dim(2) || h.Dim(3) != skip.Dim(3) {
+				// Resnet downsamplers floor odd sizes and their upsamplers
+				// double: the skip no longer fits (diffusers fails here too).
+				return nil, fmt.Errorf("unet: up block %d: features %dx%d do not match skip %dx%d (sample %dx%d does not suit this UNet's resamplers)",
+					i, h.Dim(2), h.Dim(3), skip.Dim(2), skip.Dim(3), sample.Dim(2), sample.Dim(3))
+			}
 			h = r.Forward(tensor.Concat(1, h, skip), emb)
 			if len(b.attentions) > 0 {
 				h = b.attentions[j].Forward(h, ehs, cond.EncoderMask)

@@ -66,6 +66,9 @@ func (c Config) Validate() error {
 	if c.OutChannels <= 0 {
 		return fmt.Errorf("unet: out_channels %d", c.OutChannels)
 	}
+	if _, err := c.crossWidth(true); err != nil {
+		return err
+	}
 	if c.ConvOutKernel <= 0 {
 		return fmt.Errorf("unet: conv_out_kernel %d", c.ConvOutKernel)
 	}
@@ -93,8 +96,10 @@ func (c Config) validateLayout() error {
 	if c.InChannels <= 0 {
 		return fmt.Errorf("unet: in_channels %d", c.InChannels)
 	}
-	if c.ConvInKernel <= 0 {
-		return fmt.Errorf("unet: conv_in_kernel %d", c.ConvInKernel)
+	if c.ConvInKernel <= 0 || c.ConvInKernel%2 == 0 {
+		// An even kernel shrinks the sample by one, which the skip sizes
+		// of the up path then do not match (in diffusers as well).
+		return fmt.Errorf("unet: conv_in_kernel %d: want an odd size", c.ConvInKernel)
 	}
 	for i, ch := range c.BlockOutChannels {
 		if err := nn.CheckGroups("norm_num_groups", c.NormNumGroups, ch); err != nil {
@@ -118,6 +123,13 @@ func (c Config) validateLayout() error {
 			if v < 0 {
 				return fmt.Errorf("unet: %s %v", name, []int(l))
 			}
+		}
+	}
+	for _, v := range c.LayersPerBlock {
+		// A block without resnets cannot change its channel count, which
+		// its downsampler and the next block expect changed.
+		if v == 0 {
+			return fmt.Errorf("unet: layers_per_block %v: want at least 1", []int(c.LayersPerBlock))
 		}
 	}
 	if len(c.OnlyCrossAttention) > 1 && len(c.OnlyCrossAttention) != n {
@@ -151,36 +163,58 @@ func (c Config) validateBlocks() error {
 	if m := c.MidBlockType; m != nil && *m != "UNetMidBlock2DCrossAttn" && *m != "UNetMidBlock2D" && *m != simpleCrossMidBlock {
 		return fmt.Errorf("unet: mid_block_type %q not supported", *m)
 	}
+	_, err := c.crossWidth(false)
+	return err
+}
+
+// attnBlock is a block that attends to the encoder states.
+type attnBlock struct {
+	where       string
+	i           int  // index into the per-block lists
+	transformer bool // a spatial transformer (else added-KV attention)
+}
+
+// attentionBlocks lists the blocks that attend to the encoder states: those
+// of the encoder (down and mid), and with up those of the up path too.
+func (c Config) attentionBlocks(up bool) []attnBlock {
 	n := len(c.BlockOutChannels)
-	heads, cross := c.heads(n), c.CrossAttentionDim.For(n)
-	check := func(where string, i int) error {
-		ch := c.BlockOutChannels[i]
-		if heads[i] <= 0 || heads[i] > ch {
-			return fmt.Errorf("unet: %s: %d attention heads (attention_head_dim/num_attention_heads) for %d channels", where, heads[i], ch)
-		}
-		if cross[i] <= 0 {
-			return fmt.Errorf("unet: %s: cross_attention_dim %d", where, cross[i])
-		}
-		return nil
-	}
+	var out []attnBlock
 	for i, t := range c.DownBlockTypes {
-		if t == "CrossAttnDownBlock2D" {
-			if err := check(fmt.Sprintf("down block %d", i), i); err != nil {
-				return err
-			}
+		if t == "CrossAttnDownBlock2D" || t == simpleCrossDownBlock {
+			out = append(out, attnBlock{fmt.Sprintf("down block %d", i), i, t == "CrossAttnDownBlock2D"})
 		}
+	}
+	if m := c.MidBlockType; m != nil && (*m == "UNetMidBlock2DCrossAttn" || *m == simpleCrossMidBlock) {
+		out = append(out, attnBlock{"mid block", n - 1, *m == "UNetMidBlock2DCrossAttn"})
 	}
 	for i, t := range c.UpBlockTypes {
-		if t == "CrossAttnUpBlock2D" && i < n {
-			if err := check(fmt.Sprintf("up block %d", i), n-1-i); err != nil {
-				return err
-			}
+		if up && i < n && (t == "CrossAttnUpBlock2D" || t == simpleCrossUpBlock) {
+			out = append(out, attnBlock{fmt.Sprintf("up block %d", i), n - 1 - i, t == "CrossAttnUpBlock2D"})
 		}
 	}
-	if c.MidBlockType != nil && *c.MidBlockType == "UNetMidBlock2DCrossAttn" {
-		return check("mid block", n-1)
+	return out
+}
+
+// crossWidth checks the attention geometry of the blocks that attend to
+// the encoder states and returns the width they read (0 when none does):
+// one encoder_hidden_states tensor feeds them all, so their
+// cross_attention_dim must agree.
+func (c Config) crossWidth(up bool) (int, error) {
+	n := len(c.BlockOutChannels)
+	heads, cross := c.heads(n), c.CrossAttentionDim.For(n)
+	width := 0
+	for _, b := range c.attentionBlocks(up) {
+		ch := c.BlockOutChannels[b.i]
+		if b.transformer && (heads[b.i] <= 0 || heads[b.i] > ch) {
+			return 0, fmt.Errorf("unet: %s: %d attention heads (attention_head_dim/num_attention_heads) for %d channels", b.where, heads[b.i], ch)
+		}
+		if cross[b.i] <= 0 || width != 0 && cross[b.i] != width {
+			return 0, fmt.Errorf("unet: %s: cross_attention_dim %v: the blocks that attend to the encoder states need one positive width",
+				b.where, []int(c.CrossAttentionDim))
+		}
+		width = cross[b.i]
 	}
-	return nil
+	return width, nil
 }
 
 // validateActivations checks act_fn, time_embedding_act_fn and
@@ -234,8 +268,14 @@ func (c Config) validateEmbeddings() error {
 	switch c.AdditionEmbedType {
 	case "":
 	case "text":
-		if c.AdditionEmbedTypeNumHeads <= 0 {
-			return fmt.Errorf("unet: addition_embed_type_num_heads %d", c.AdditionEmbedTypeNumHeads)
+		// TextTimeEmbedding pools the encoder states (encoder_hid_dim wide
+		// when given, else cross_attention_dim) with this many heads.
+		from := c.EncoderHidDim
+		if from == 0 && len(c.CrossAttentionDim) > 0 {
+			from = c.CrossAttentionDim[0]
+		}
+		if h := c.AdditionEmbedTypeNumHeads; h <= 0 || from%h != 0 {
+			return fmt.Errorf("unet: addition_embed_type_num_heads %d does not split %d encoder features", h, from)
 		}
 	case "text_time":
 		if c.AdditionTimeEmbedDim == 0 || c.ProjectionClassEmbeddingsDim == 0 {
@@ -243,6 +283,11 @@ func (c Config) validateEmbeddings() error {
 		}
 	default:
 		return fmt.Errorf("unet: addition_embed_type %q not supported (want text or text_time)", c.AdditionEmbedType)
+	}
+	// diffusers hands cross_attention_dim as given to the layers that
+	// read the encoder states' width: a per-block list fails there.
+	if (c.encoderHidProj() || c.AdditionEmbedType == "text" && c.EncoderHidDim == 0) && len(c.CrossAttentionDim) > 1 {
+		return fmt.Errorf("unet: cross_attention_dim %v: encoder_hid_proj / addition_embed_type text need one int", []int(c.CrossAttentionDim))
 	}
 	switch c.EncoderHidDimType {
 	case "":

@@ -58,10 +58,12 @@ func TestRefusedConfigs(t *testing.T) {
 		{"class_embeddings_concat", func(c *Config) { c.ClassEmbeddingsConcat = true }, []string{"class_embeddings_concat"}},
 		{"conv_in_kernel", func(c *Config) { c.ConvInKernel = 0 }, []string{"conv_in_kernel", "0"}},
 		{"conv_out_kernel", func(c *Config) { c.ConvOutKernel = -1 }, []string{"conv_out_kernel", "-1"}},
+		{"conv_in_kernel even", func(c *Config) { c.ConvInKernel = 2 }, []string{"conv_in_kernel", "2"}},
 		{"norm_num_groups", func(c *Config) { c.NormNumGroups = 3 }, []string{"norm_num_groups", "3"}},
 		{"norm_num_groups zero", func(c *Config) { c.NormNumGroups = 0 }, []string{"norm_num_groups", "0"}},
 		{"layers_per_block length", func(c *Config) { c.LayersPerBlock = IntList{1, 1, 1} }, []string{"layers_per_block", "3 entries"}},
 		{"layers_per_block empty", func(c *Config) { c.LayersPerBlock = IntList{} }, []string{"layers_per_block", "0 entries"}},
+		{"layers_per_block zero", func(c *Config) { c.LayersPerBlock = IntList{1, 0} }, []string{"layers_per_block", "[1 0]"}},
 		{"layers_per_block negative", func(c *Config) { c.LayersPerBlock = IntList{-1} }, []string{"layers_per_block", "-1"}},
 		{"num_attention_heads length", func(c *Config) { c.NumAttentionHeads = IntList{1, 2, 3} }, []string{"num_attention_heads", "3 entries"}},
 		{"only_cross_attention length", func(c *Config) { c.OnlyCrossAttention = BoolList{true, false, true} }, []string{"only_cross_attention", "3 entries"}},
@@ -71,6 +73,8 @@ func TestRefusedConfigs(t *testing.T) {
 		{"in_channels", func(c *Config) { c.InChannels = 0 }, []string{"in_channels", "0"}},
 		{"out_channels", func(c *Config) { c.OutChannels = 0 }, []string{"out_channels", "0"}},
 		{"block counts", func(c *Config) { c.UpBlockTypes = c.UpBlockTypes[:1] }, []string{"up_block_types"}},
+		{"text heads", func(c *Config) { c.AdditionEmbedType = "text"; c.AdditionEmbedTypeNumHeads = 3 }, []string{"addition_embed_type_num_heads", "3"}},
+		{"encoder_hid_dim with a cross_attention_dim list", func(c *Config) { c.EncoderHidDim = 4; c.CrossAttentionDim = IntList{8, 8} }, []string{"cross_attention_dim", "[8 8]"}},
 		{"cross_attention_norm", func(c *Config) {
 			c.DownBlockTypes = []string{resnetDownBlock, simpleCrossDownBlock}
 			c.CrossAttentionNorm = "layer_norm"
@@ -390,5 +394,79 @@ func TestResnetOptionsScope(t *testing.T) {
 	}
 	if r := m.mid.resnets[0]; !r.Cfg.SkipTimeAct {
 		t.Error("UNetMidBlock2DSimpleCrossAttn resnet without skip_time_act")
+	}
+}
+
+// FuzzTinyConfig builds small UNets from fuzzed sizes and block kinds and
+// runs what New accepts: a config that validates must run without a panic.
+func FuzzTinyConfig(f *testing.F) {
+	f.Add(uint8(8), uint8(16), uint8(4), uint8(2), uint8(1), uint8(8), uint8(3), uint8(0))
+	f.Add(uint8(16), uint8(32), uint8(8), uint8(8), uint8(2), uint8(64), uint8(3), uint8(0xff))
+	f.Add(uint8(6), uint8(9), uint8(3), uint8(7), uint8(0), uint8(5), uint8(1), uint8(0x5a))
+	f.Fuzz(func(t *testing.T, ch0, ch1, groups, heads, layers, cross, kernel, kinds uint8) {
+		c := tiny()
+		c.BlockOutChannels = []int{int(ch0 % 33), int(ch1 % 33)}
+		c.NormNumGroups = int(groups % 17)
+		c.AttentionHeadDim = IntList{int(heads % 17)}
+		c.LayersPerBlock = IntList{int(layers % 3)}
+		c.CrossAttentionDim = IntList{int(cross % 65)}
+		c.ConvInKernel, c.ConvOutKernel = int(kernel%6), int(kernel%5)
+		down := []string{"CrossAttnDownBlock2D", "DownBlock2D", resnetDownBlock, simpleCrossDownBlock}
+		up := []string{"CrossAttnUpBlock2D", "UpBlock2D", resnetUpBlock, simpleCrossUpBlock}
+		mid := []string{"UNetMidBlock2DCrossAttn", "UNetMidBlock2D", simpleCrossMidBlock, ""}
+		c.DownBlockTypes = []string{down[kinds&3], down[kinds>>2&3]}
+		c.UpBlockTypes = []string{up[kinds>>4&3], up[kinds>>6&3]}
+		if m := mid[(kinds^kinds>>3)&3]; m != "" {
+			c.MidBlockType = &m
+		} else {
+			c.MidBlockType = nil
+		}
+		m, err := New(c)
+		if err != nil {
+			return
+		}
+		nn.Init(m, 1, tensor.F32)
+		r := rand.New(rand.NewPCG(1, 1))
+		out, err := m.Forward(randT(r, 1, 4, 8, 8), []float32{3}, Cond{EncoderHiddenStates: randT(r, 1, 2, c.CrossAttentionDim[0])})
+		// conv_out keeps the size with an odd kernel and shrinks it by one
+		// with an even one, as in diffusers.
+		s := 7 + c.ConvOutKernel%2
+		if err == nil && !tensor.SameShape(out.Shape(), []int{1, 4, s, s}) {
+			t.Errorf("%+v: output %v, want [1 4 %d %d]", c, out.Shape(), s, s)
+		}
+	})
+}
+
+// TestCondErrors checks that conditioning inputs of the wrong width are
+// errors, not panics in a product.
+func TestCondErrors(t *testing.T) {
+	c := tiny()
+	c.AdditionEmbedType, c.AdditionTimeEmbedDim, c.ProjectionClassEmbeddingsDim = "text_time", 2, 10 // 4 text + 3 ids × 2
+	m := initTiny(t, c)
+	r := rand.New(rand.NewPCG(5, 6))
+	sample := randT(r, 1, 4, 8, 8)
+	good := Cond{EncoderHiddenStates: randT(r, 1, 3, 8), TextEmbeds: randT(r, 1, 4), TimeIDs: randT(r, 1, 3)}
+	if _, err := m.Forward(sample, []float32{1}, good); err != nil {
+		t.Fatalf("fitting conditioning: %v", err)
+	}
+	for _, tc := range []struct {
+		name string
+		set  func(c *Cond)
+		want string
+	}{
+		{"encoder width", func(c *Cond) { c.EncoderHiddenStates = randT(r, 1, 3, 5) }, "encoder_hidden_states"},
+		{"encoder no features", func(c *Cond) { c.EncoderHiddenStates = tensor.Zeros(1, 3, 0) }, "encoder_hidden_states"},
+		{"encoder batch", func(c *Cond) { c.EncoderHiddenStates = randT(r, 2, 3, 8) }, "encoder_hidden_states"},
+		{"timestep_cond without cond_proj", func(c *Cond) { c.TimestepCond = randT(r, 1, 4) }, "timestep_cond"},
+		{"text_embeds width", func(c *Cond) { c.TextEmbeds = randT(r, 1, 5) }, "text_embeds"},
+		{"time_ids count", func(c *Cond) { c.TimeIDs = randT(r, 1, 2) }, "time_ids"},
+		{"text_time missing", func(c *Cond) { c.TimeIDs = nil }, "time_ids"},
+	} {
+		cond := good
+		tc.set(&cond)
+		_, err := m.Forward(sample, []float32{1}, cond)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want one naming %s", tc.name, err, tc.want)
+		}
 	}
 }
