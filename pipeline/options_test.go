@@ -1,6 +1,9 @@
 package pipeline
 
 import (
+	"io/fs"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -60,4 +63,41 @@ func TestOptionsApply(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("zero Options", 1, tensor.DefaultPackCacheMB<<20, tensor.WinogradAuto, gemm.BF16Off, gemm.StreamAuto, false)
+}
+
+// TestLibraryReadsNoEnvironment checks that no library package reads
+// environment variables: settings are Options (and the package setters),
+// which only the command (cmd/) maps from DIFFUSE_* variables. Test files
+// and internal/golden (the golden harness) may read them.
+func TestLibraryReadsNoEnvironment(t *testing.T) {
+	root := ".."
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, path)
+		if d.IsDir() {
+			switch rel {
+			case "cmd", "golden", filepath.Join("internal", "golden"), "scripts":
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, call := range []string{"os.Getenv(", "os.LookupEnv(", "os.Environ("} {
+			if strings.Contains(string(b), call) {
+				t.Errorf("%s calls %s", rel, call)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
