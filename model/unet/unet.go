@@ -666,15 +666,29 @@ func (m *Model) Forward(sample *tensor.Tensor, timesteps []float32, cond Cond) (
 	if err := m.checkResidualCounts(cond); err != nil {
 		return nil, err
 	}
-	h := m.ConvIn(sample)
-	intra := append([]*tensor.Tensor(nil), cond.DownIntrablockAdditionalResidual...)
-	h, skips, intra, err := m.Down(h, emb, ehs, cond.EncoderMask, intra)
+	h, skips, err := m.contract(m.ConvIn(sample), emb, ehs, cond)
 	if err != nil {
 		return nil, err
 	}
+	if h, err = m.expand(h, skips, emb, ehs, cond.EncoderMask, forwardSizes); err != nil {
+		return nil, fmt.Errorf("%w (sample %dx%d)", err, sample.Dim(2), sample.Dim(3))
+	}
+	h = tensor.Activation(c.ActFn, m.normOut.Forward(h))
+	return m.convOut.Forward(h), nil
+}
+
+// contract runs the down blocks and the mid block on the conv_in output h,
+// adding the adapter residuals of cond (whose counts checkResidualCounts
+// has checked), and returns the mid block output and the skips.
+func (m *Model) contract(h, emb, ehs *tensor.Tensor, cond Cond) (*tensor.Tensor, []*tensor.Tensor, error) {
+	intra := append([]*tensor.Tensor(nil), cond.DownIntrablockAdditionalResidual...)
+	h, skips, intra, err := m.Down(h, emb, ehs, cond.EncoderMask, intra)
+	if err != nil {
+		return nil, nil, err
+	}
 	for i, r := range cond.DownBlockAdditionalResiduals {
 		if r == nil || !tensor.SameShape(r.Shape(), skips[i].Shape()) {
-			return nil, &ResidualError{Kind: "down_block_additional_residuals", Index: i, Got: shapeOf(r), Want: skips[i].Shape(),
+			return nil, nil, &ResidualError{Kind: "down_block_additional_residuals", Index: i, Got: shapeOf(r), Want: skips[i].Shape(),
 				Where: fmt.Sprintf("skip %d", i)}
 		}
 		skips[i] = tensor.Add(skips[i], r)
@@ -684,17 +698,24 @@ func (m *Model) Forward(sample *tensor.Tensor, timesteps []float32, cond Cond) (
 		// T2I-Adapter-XL: one residual more than down blocks, for the mid
 		// block's output.
 		if !tensor.SameShape(h.Shape(), shapeOf(intra[0])) {
-			return nil, &ResidualError{Kind: "down_intrablock_additional_residuals", Index: len(m.down), Got: shapeOf(intra[0]), Want: h.Shape(),
-				Where: "mid block output"}
+			return nil, nil, &ResidualError{Kind: "down_intrablock_additional_residuals", Index: len(m.down), Got: shapeOf(intra[0]),
+				Want: h.Shape(), Where: "mid block output"}
 		}
 		h = tensor.Add(h, intra[0])
 	}
 	if r := cond.MidBlockAdditionalResidual; r != nil {
 		if !tensor.SameShape(r.Shape(), h.Shape()) {
-			return nil, &ResidualError{Kind: "mid_block_additional_residual", Got: r.Shape(), Want: h.Shape(), Where: "mid block output"}
+			return nil, nil, &ResidualError{Kind: "mid_block_additional_residual", Got: r.Shape(), Want: h.Shape(), Where: "mid block output"}
 		}
 		h = tensor.Add(h, r)
 	}
+	return h, skips, nil
+}
+
+// expand runs the up blocks on the mid block output h, consuming skips;
+// with forwardSizes the upsamplers take their output size from the next
+// skip.
+func (m *Model) expand(h *tensor.Tensor, skips []*tensor.Tensor, emb, ehs, mask *tensor.Tensor, forwardSizes bool) (*tensor.Tensor, error) {
 	for i, b := range m.up {
 		for j, r := range b.resnets {
 			skip := skips[len(skips)-1]
@@ -702,15 +723,15 @@ func (m *Model) Forward(sample *tensor.Tensor, timesteps []float32, cond Cond) (
 			if h.Dim(2) != skip.Dim(2) || h.Dim(3) != skip.Dim(3) {
 				// Resnet downsamplers floor odd sizes and their upsamplers
 				// double: the skip no longer fits (diffusers fails here too).
-				return nil, fmt.Errorf("unet: up block %d: features %dx%d do not match skip %dx%d (sample %dx%d does not suit this UNet's resamplers)",
-					i, h.Dim(2), h.Dim(3), skip.Dim(2), skip.Dim(3), sample.Dim(2), sample.Dim(3))
+				return nil, fmt.Errorf("unet: up block %d: features %dx%d do not match skip %dx%d",
+					i, h.Dim(2), h.Dim(3), skip.Dim(2), skip.Dim(3))
 			}
 			h = r.Forward(tensor.Concat(1, h, skip), emb)
 			if len(b.attentions) > 0 {
-				h = b.attentions[j].Forward(h, ehs, cond.EncoderMask)
+				h = b.attentions[j].Forward(h, ehs, mask)
 			}
 			if len(b.kv) > 0 {
-				h = b.kv[j].Forward(h, ehs, cond.EncoderMask)
+				h = b.kv[j].Forward(h, ehs, mask)
 			}
 		}
 		if b.resampler != nil {
@@ -725,6 +746,5 @@ func (m *Model) Forward(sample *tensor.Tensor, timesteps []float32, cond Cond) (
 			h = b.upsampler.Forward(h, uh, uw)
 		}
 	}
-	h = tensor.Activation(c.ActFn, m.normOut.Forward(h))
-	return m.convOut.Forward(h), nil
+	return h, nil
 }
