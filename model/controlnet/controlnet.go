@@ -82,6 +82,11 @@ func (c Config) Validate() error {
 			return fmt.Errorf("controlnet: class_embed_type timestep with act_fn %q not supported", c.ActFn)
 		}
 	}
+	if c.EncoderHidDim != 0 || c.EncoderHidDimType != "" {
+		// ControlNetModel builds encoder_hid_proj but its forward never
+		// applies it: its blocks would read the unprojected states.
+		return fmt.Errorf("controlnet: encoder_hid_dim %d / encoder_hid_dim_type %q not supported", c.EncoderHidDim, c.EncoderHidDimType)
+	}
 	if c.ChannelOrder != "rgb" && c.ChannelOrder != "bgr" {
 		return fmt.Errorf("controlnet: controlnet_conditioning_channel_order %q not supported (want rgb or bgr)", c.ChannelOrder)
 	}
@@ -233,7 +238,9 @@ func (m *Model) Forward(sample *tensor.Tensor, timesteps []float32, cond unet.Co
 	out.Mid = m.mid.Forward(h)
 	for i := range out.Down {
 		s := scale
-		if guessMode {
+		// diffusers ramps the scales in guess mode only without global
+		// pooling.
+		if guessMode && !c.GlobalPoolConditions {
 			// torch.logspace(-1, 0, n): 10^(-1 + i/(n-1)).
 			s *= float32(math.Pow(10, -1+float64(i)/float64(n-1)))
 		}

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/diffuse-go/diffuse/model/unet"
+	"github.com/diffuse-go/diffuse/nn"
 	"github.com/diffuse-go/diffuse/tensor"
 )
 
@@ -39,6 +40,7 @@ func TestRefusedConfigs(t *testing.T) {
 		{"channel order", func(c *Config) { c.ChannelOrder = "rbg" }, []string{"controlnet_conditioning_channel_order", "rbg"}},
 		{"conditioning_channels", func(c *Config) { c.ConditioningChannels = 0 }, []string{"conditioning_channels", "0"}},
 		{"conditioning_embedding_out_channels", func(c *Config) { c.ConditioningEmbeddingOutChannels = []int{16, 0} }, []string{"conditioning_embedding_out_channels"}},
+		{"encoder_hid_dim", func(c *Config) { c.EncoderHidDim = 8 }, []string{"encoder_hid_dim", "8"}},
 		{"encoder act_fn", func(c *Config) { c.ActFn = "tanh" }, []string{"act_fn", "tanh"}},
 	} {
 		c := tinyConfig()
@@ -88,5 +90,36 @@ func TestResidualsAdd(t *testing.T) {
 	}
 	if got := a.Down[1].Data()[0]; got != 2 {
 		t.Errorf("sum %v, want 2 (the refused additions changed it)", got)
+	}
+}
+
+// TestGuessModeGlobalPool checks diffusers' rule that with
+// global_pool_conditions guess mode does not ramp the residual scales.
+func TestGuessModeGlobalPool(t *testing.T) {
+	c := tinyConfig()
+	c.ConditioningEmbeddingOutChannels = []int{4, 8}
+	c.GlobalPoolConditions = true
+	m, err := New(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nn.Init(m, 3, tensor.F32)
+	sample, img := tensor.Full(0.5, 1, 4, 8, 8), tensor.Full(0.25, 1, 3, 16, 16)
+	cond := unet.Cond{EncoderHiddenStates: tensor.Full(0.1, 1, 2, 8)}
+	plain, err := m.Forward(sample, []float32{5}, cond, img, 0.7, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	guess, err := m.Forward(sample, []float32{5}, cond, img, 0.7, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range plain.Down {
+		p, g := plain.Down[i].Data(), guess.Down[i].Data()
+		for k := range p {
+			if p[k] != g[k] {
+				t.Fatalf("down residual %d: guess mode %v, plain %v", i, g[k], p[k])
+			}
+		}
 	}
 }
