@@ -230,7 +230,6 @@ func (p *Flux) check(r FluxRequest) (width, height int, err error) {
 	return width, height, nil
 }
 
-
 // schedule sets the scheduler up as FluxPipeline does: sigmas
 // linspace(1, 1/n, n) and mu = calculate_shift of the token count.
 func (p *Flux) schedule(r FluxRequest, tokens int, res *FluxResult) error {

@@ -9,11 +9,18 @@ import (
 	"github.com/diffuse-go/diffuse/tensor/gemm"
 )
 
-// Options are the engine's process-wide compute settings. The zero value is
-// the default everywhere: all cores, the default pack cache, Winograd
+// Options configure how a model is opened and the engine's process-wide
+// compute settings. The zero value is the default everywhere: weights as
+// stored, no memory limit, all cores, the default pack cache, Winograd
 // convolutions where they gain, float32 products, streaming stores on Intel
 // CPUs only, convolution inputs unfolded.
 type Options struct {
+	// DType converts the weights to this dtype in memory (nil: as stored).
+	DType *tensor.DType
+	// MemoryLimit refuses requests whose estimated working memory exceeds
+	// it, in bytes, before allocating anything (0: no check).
+	MemoryLimit int64
+
 	// Threads is the number of cores to compute on (runtime.GOMAXPROCS); 0
 	// leaves GOMAXPROCS as it is (Go's default: every core the process
 	// may use).
@@ -42,6 +49,9 @@ func PackCache(mb int) *int { return &mb }
 // Validate reports the first setting outside its range, naming it.
 func (o Options) Validate() error {
 	var errs []error
+	if o.MemoryLimit < 0 {
+		errs = append(errs, fmt.Errorf("MemoryLimit %d: want 0 (no limit) or more bytes", o.MemoryLimit))
+	}
 	if o.Threads < 0 {
 		errs = append(errs, fmt.Errorf("Threads %d: want 0 (all cores) or more", o.Threads))
 	}

@@ -254,7 +254,6 @@ func (p *SD3) sd3Size(r SD3Request) (w, h int, err error) {
 	return w, h, nil
 }
 
-
 // beginIndexer is implemented by the schedulers with set_begin_index.
 type beginIndexer interface{ SetBeginIndex(i int) error }
 
