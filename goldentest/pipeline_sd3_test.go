@@ -190,7 +190,7 @@ func runPipelineSD3(t *testing.T, c *golden.Case) {
 	}
 	for name, ids := range map[string][]int64{"clip_l_input_ids": res.CLIPIDs, "clip_g_input_ids": res.CLIP2IDs,
 		"t5_input_ids": res.T5IDs, "negative_clip_l_input_ids": res.NegativeCLIPIDs,
-		"negative_clip_g_input_ids": res.NegativeCLIP2IDs, "negative_t5_input_ids": res.NegT5} {
+		"negative_clip_g_input_ids": res.NegativeCLIP2IDs, "negative_t5_input_ids": res.NegativeT5IDs} {
 		if _, ok := c.Outputs[name]; ok {
 			c.CheckI64(t, name, ids, nil)
 		}

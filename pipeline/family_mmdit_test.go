@@ -25,30 +25,30 @@ import (
 var flowSpiece = filepath.Join("..", "tokenizer", "t5", "testdata", "t5_test_sentencepiece.model")
 
 // Tiny configs of the real layouts.
-func tinySD3() sd3.Config {
+func flowTinySD3() sd3.Config {
 	c := sd3.Defaults()
 	c.NumLayers, c.NumAttentionHeads, c.CaptionProjectionDim = 2, 1, 64
 	c.JointAttentionDim, c.PooledProjectionDim, c.PosEmbedMaxSize, c.SampleSize = 128, 64, 16, 16
 	return c
 }
 
-func tinyFlux(dev bool) flux.Config {
+func flowTinyFlux(dev bool) flux.Config {
 	return flux.Config{PatchSize: 1, InChannels: 64, OutChannels: 64, NumLayers: 1, NumSingleLayers: 2, AttentionHeadDim: 32,
 		NumAttentionHeads: 2, JointAttentionDim: 128, PooledProjectionDim: 64, GuidanceEmbeds: dev, AxesDimsRope: []int{4, 14, 14}}
 }
 
-func tinyTestCLIP(proj int) clip.Config {
+func flowTinyCLIP(proj int) clip.Config {
 	c := clip.SD15()
 	c.HiddenSize, c.IntermediateSize, c.NumHiddenLayers, c.NumAttentionHeads, c.ProjectionDim = 64, 128, 2, 1, proj
 	return c
 }
 
-func tinyTestT5() t5.Config {
+func flowTinyT5() t5.Config {
 	return t5.Config{VocabSize: 32128, DModel: 128, DKV: 64, DFF: 256, NumLayers: 2, NumHeads: 2,
 		RelativeAttentionNumBuckets: 32, RelativeAttentionMaxDistance: 128, LayerNormEpsilon: 1e-6, FeedForwardProj: "gated-gelu"}
 }
 
-func tinyTestVAE(c vae.Config) vae.Config {
+func flowTinyVAE(c vae.Config) vae.Config {
 	c.BlockOutChannels, c.LayersPerBlock = []int{32, 32}, 1
 	c.DownBlockTypes, c.UpBlockTypes = c.DownBlockTypes[:2], c.UpBlockTypes[:2]
 	return c
@@ -129,17 +129,17 @@ func flowNew[C any, M nn.Module](t *testing.T, c C, build func(C) (M, error)) M 
 // sd3Folder writes a tiny StableDiffusion3Pipeline folder.
 func sd3Folder(t *testing.T, withT5 bool, tr sd3.Config) string {
 	dir := t.TempDir()
-	l, g := tinyTestCLIP(32), tinyTestCLIP(32)
+	l, g := flowTinyCLIP(32), flowTinyCLIP(32)
 	l.WithProjection, g.WithProjection = true, true
-	v := tinyTestVAE(SD3VAE())
+	v := flowTinyVAE(SD3VAE())
 	comps := []testPart{
 		{name: "text_encoder", class: "CLIPTextModelWithProjection", cfg: l, m: flowNew(t, l, clip.New)},
 		{name: "text_encoder_2", class: "CLIPTextModelWithProjection", cfg: g, m: flowNew(t, g, clip.New)},
-		{name: "transformer", class: "SD3Transformer2DModel", cfg: tr, m: flowNew(t, tinySD3(), sd3.New), shards: 2},
+		{name: "transformer", class: "SD3Transformer2DModel", cfg: tr, m: flowNew(t, flowTinySD3(), sd3.New), shards: 2},
 		{name: "vae", class: "AutoencoderKL", cfg: v, m: flowNew(t, v, vae.New)},
 	}
 	if withT5 {
-		c := tinyTestT5()
+		c := flowTinyT5()
 		comps = append(comps, testPart{name: "text_encoder_3", class: "T5EncoderModel", cfg: c, m: flowNew(t, c, t5.New)})
 	}
 	writeFlowFolder(t, dir, "StableDiffusion3Pipeline", SD3SchedulerConfig, comps)
@@ -175,7 +175,7 @@ func flowCopy(t *testing.T, from, to string) {
 var flowRequest = Params{Prompt: "a red fox", Width: 32, Height: 32, Steps: 2, Seed: 5, Guidance: 4}
 
 func TestSD3FolderReleasesEncoders(t *testing.T) {
-	dir := sd3Folder(t, true, tinySD3())
+	dir := sd3Folder(t, true, flowTinySD3())
 	for _, keep := range []bool{false, true} {
 		m, err := Open(context.Background(), dir, Options{KeepTextEncoders: keep})
 		flowMust(t, err)
@@ -198,7 +198,7 @@ func TestSD3FolderReleasesEncoders(t *testing.T) {
 }
 
 func TestSD3FolderWithoutT5(t *testing.T) {
-	m, err := Open(context.Background(), sd3Folder(t, false, tinySD3()), Options{})
+	m, err := Open(context.Background(), sd3Folder(t, false, flowTinySD3()), Options{})
 	flowMust(t, err)
 	defer m.Close()
 	if m.Info().Kind != "SD3 (without T5)" {
@@ -208,14 +208,23 @@ func TestSD3FolderWithoutT5(t *testing.T) {
 		t.Fatal(err)
 	}
 	req := flowRequest
-	req.InitImage = image.NewRGBA(image.Rect(0, 0, 32, 32))
-	if _, err := m.Generate(context.Background(), req); err == nil || !strings.Contains(err.Error(), "img2img") {
-		t.Errorf("img2img: err = %v, want a refusal naming it", err)
+	req.InitImage = image.NewRGBA(image.Rect(0, 0, 40, 24))
+	req.Strength = 0.5
+	out, err := m.Generate(context.Background(), req)
+	if err != nil {
+		t.Fatalf("img2img: %v", err)
+	}
+	if got := out.Images[0].Params.DenoisingStrength; got != 0.5 {
+		t.Errorf("img2img: denoising strength %v in the parameters, want 0.5", got)
+	}
+	req.Mask = image.NewGray(image.Rect(0, 0, 32, 32))
+	if _, err := m.Generate(context.Background(), req); err == nil || !strings.Contains(err.Error(), "inpaint") {
+		t.Errorf("inpaint: err = %v, want a refusal naming it", err)
 	}
 }
 
 func TestSD35FolderRefused(t *testing.T) {
-	tr := tinySD3()
+	tr := flowTinySD3()
 	rms := "rms_norm"
 	tr.QKNorm = &rms
 	_, err := Open(context.Background(), sd3Folder(t, false, tr), Options{})
@@ -227,7 +236,7 @@ func TestSD35FolderRefused(t *testing.T) {
 // fluxFolder writes a tiny FluxPipeline folder (transformer in shards).
 func fluxFolder(t *testing.T, dev bool) string {
 	dir := t.TempDir()
-	l, c5, v, tr := tinyTestCLIP(64), tinyTestT5(), tinyTestVAE(FluxVAE()), tinyFlux(dev)
+	l, c5, v, tr := flowTinyCLIP(64), flowTinyT5(), flowTinyVAE(FluxVAE()), flowTinyFlux(dev)
 	writeFlowFolder(t, dir, "FluxPipeline", FluxSchnellSchedulerConfig, []testPart{
 		{name: "text_encoder", class: "CLIPTextModel", cfg: l, m: flowNew(t, l, clip.New)},
 		{name: "text_encoder_2", class: "T5EncoderModel", cfg: c5, m: flowNew(t, c5, t5.New)},
@@ -264,7 +273,7 @@ func TestFluxFolder(t *testing.T) {
 // renames, against files whose values name their source tensor and row.
 func TestOriginalLayoutRows(t *testing.T) {
 	t.Run("flux", func(t *testing.T) {
-		c := tinyFlux(true)
+		c := flowTinyFlux(true)
 		specs, err := FluxFileLayout(c)
 		flowMust(t, err)
 		D := c.InnerDim()
@@ -280,8 +289,8 @@ func TestOriginalLayoutRows(t *testing.T) {
 		checkRow(t, m, specs, "single_transformer_blocks.0.proj_out.weight", 2, "single_blocks.0.linear2.weight", 2)
 	})
 	t.Run("sd3", func(t *testing.T) {
-		c := tinySD3()
-		specs, err := SD3FileLayout(c, tinyTestCLIP(32), tinyTestCLIP(32), nil, tinyTestVAE(SD3VAE()))
+		c := flowTinySD3()
+		specs, err := SD3FileLayout(c, flowTinyCLIP(32), flowTinyCLIP(32), nil, flowTinyVAE(SD3VAE()))
 		flowMust(t, err)
 		D := c.InnerDim()
 		m := loadTagged(t, specs, sd3FileTransformer, func(p compSource) (nn.Module, error) {

@@ -78,7 +78,7 @@ func openSD3(_ context.Context, src *Source, opt Options) (Model, error) {
 	}
 	m.base = base{opt: opt, sched: sc, newScheduler: flowScheduler(sc), info: Info{Family: "sd3", Kind: kind,
 		Name: ModelName(src.Path), Path: src.Path, Width: size, Height: size, Steps: 28, Guidance: 7, Sampler: "euler",
-		Accepts: []string{"negative-prompt"}}}
+		Accepts: []string{"negative-prompt", "img2img"}}}
 	return m, nil
 }
 
@@ -321,6 +321,13 @@ func (m *sd3Model) Generate(ctx context.Context, p Params) (*Output, error) {
 	req := SD3Request{Prompts: []string{p.Prompt}, Prompts2: rows1(p.Prompt2), NegativePrompts: rows1(p.NegativePrompt),
 		NegativePrompts2: rows1(p.NegativePrompt2), MaxSequenceLength: m.maxSeq, ClipSkip: p.ClipSkip,
 		Width: p.Width, Height: p.Height, Steps: p.Steps, Guidance: p.Guidance}
+	if p.InitImage != nil {
+		img, err := imageTensor(p.InitImage, p.Width, p.Height, false)
+		if err != nil {
+			return nil, fmt.Errorf("pipeline: init image: %w", err)
+		}
+		req.InitImage, req.Strength = img, p.Strength
+	}
 	if _, _, err := m.pipe.sd3Size(req); err != nil {
 		return nil, err
 	}

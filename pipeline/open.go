@@ -12,7 +12,6 @@ import (
 	"sync"
 
 	"github.com/diffuse-go/diffuse/safetensors"
-	"github.com/diffuse-go/diffuse/tensor"
 )
 
 // Model is a loaded model of one family, ready to generate. A Model runs
@@ -54,31 +53,6 @@ func (in Info) accepts(feature string) bool {
 		}
 	}
 	return false
-}
-
-// Options configure how a model is opened. The zero value opens with the
-// weights as stored and no memory limit.
-type Options struct {
-	// DType converts the weights to this dtype in memory (nil: as stored).
-	DType *tensor.DType
-	// MemoryLimit refuses requests whose estimated working memory exceeds
-	// it, in bytes, before allocating anything (0: no check).
-	MemoryLimit int64
-	// Components names, per diffusers component ("text_encoder",
-	// "text_encoder_2", "text_encoder_3", "tokenizer_2", "tokenizer_3",
-	// "vae", "transformer"), where to take it from instead of the
-	// checkpoint, as ComfyUI's separate loaders do: a component folder
-	// (config.json and weights), a diffusers model folder (its sub-folder of
-	// that name is used), a single .safetensors file, or for a T5 tokenizer
-	// its spiece.model. A FLUX transformer-only file (BFL's
-	// flux1-dev.safetensors) needs its text encoders, T5 tokenizer and VAE
-	// given this way. Only SD3 and FLUX read it.
-	Components map[string]string
-	// KeepTextEncoders keeps SD3's and FLUX's text encoders loaded between
-	// requests. By default they are released once the prompts are encoded
-	// (FLUX's T5-XXL alone is 9.5 GB in f16) and loaded again by the next
-	// request.
-	KeepTextEncoders bool
 }
 
 // Family is a model family: how its checkpoints are recognised and opened.
@@ -124,8 +98,13 @@ func Families() []string {
 
 // Open loads the model at path — a single .safetensors checkpoint or a
 // diffusers folder (model_index.json) — as the family that recognises it.
+// It applies opt's compute settings first (Options.Apply: they are
+// process-wide).
 func Open(ctx context.Context, path string, opt Options) (Model, error) {
 	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := opt.Apply(); err != nil {
 		return nil, err
 	}
 	src, err := Probe(path)

@@ -23,6 +23,42 @@ import (
 // it needs and Options.Components does not give it.
 var ErrMissingComponent = errors.New("missing component")
 
+// ComponentPaths names, per diffusers component, a path to load it from:
+// a component folder (config.json and weights), a diffusers model folder
+// (its sub-folder of the component's name is used), a single .safetensors
+// file (transformers or original names), or for a T5 tokenizer its
+// spiece.model. Empty fields leave the checkpoint's own.
+type ComponentPaths struct {
+	TextEncoder  string // text_encoder: CLIP-L
+	TextEncoder2 string // text_encoder_2: SD3's CLIP-G, FLUX's T5
+	TextEncoder3 string // text_encoder_3: SD3's T5
+	Tokenizer2   string // tokenizer_2: FLUX's T5 spiece.model
+	Tokenizer3   string // tokenizer_3: SD3's T5 spiece.model
+	Transformer  string
+	VAE          string
+}
+
+// path is the path given for the diffusers component name.
+func (c ComponentPaths) path(name string) string {
+	switch name {
+	case "text_encoder":
+		return c.TextEncoder
+	case "text_encoder_2":
+		return c.TextEncoder2
+	case "text_encoder_3":
+		return c.TextEncoder3
+	case "tokenizer_2":
+		return c.Tokenizer2
+	case "tokenizer_3":
+		return c.Tokenizer3
+	case "transformer":
+		return c.Transformer
+	case "vae":
+		return c.VAE
+	}
+	return ""
+}
+
 // compSource is where one component's weights are: a diffusers component folder
 // (config.json and weights, possibly sharded) or the tensors of a single
 // file under a prefix (the config then follows from their shapes).
@@ -47,7 +83,7 @@ func (p compSource) String() string {
 // folder's sub-folder, then the single file's tensors under prefix (one of
 // prefixes, the first found). ok is false when none has it.
 func findPart(src *Source, opt Options, name string, prefixes ...string) (compSource, bool, error) {
-	if path, given := opt.Components[name]; given {
+	if path := opt.Components.path(name); path != "" {
 		p, err := givenPart(name, path, prefixes)
 		return p, err == nil, err
 	}
@@ -66,7 +102,7 @@ func findPart(src *Source, opt Options, name string, prefixes ...string) (compSo
 	return compSource{}, false, nil
 }
 
-// givenPart is Options.Components[name]: a diffusers model folder, a
+// givenPart is the path Options.Components gives for name: a diffusers model folder, a
 // component folder or a single file (whose tensors may sit under one of
 // prefixes, as in an all-in-one checkpoint, or at the top level).
 func givenPart(name, path string, prefixes []string) (compSource, error) {
@@ -105,7 +141,7 @@ func givenPart(name, path string, prefixes []string) (compSource, error) {
 func needPart(src *Source, opt Options, name string, prefixes ...string) (compSource, error) {
 	p, ok, err := findPart(src, opt, name, prefixes...)
 	if err == nil && !ok {
-		err = fmt.Errorf("%s has no %s: %w (give it with Options.Components[%q])", src.Path, name, ErrMissingComponent, name)
+		err = fmt.Errorf("%s has no %s: %w (give it with Options.Components)", src.Path, name, ErrMissingComponent)
 	}
 	return p, err
 }

@@ -49,8 +49,18 @@ type SD3Request struct {
 	Scheduler scheduler.Scheduler
 	// Noise draws the initial latents; Latents, when set, are used as they
 	// are instead ([B, C, h, w]; flow matching starts from pure noise).
+	// With InitImage, Latents is the noise mixed into the image latents and
+	// Noise also samples the VAE posterior (nil Noise: its mean).
 	Noise   scheduler.NoiseSource
 	Latents *tensor.Tensor
+	// InitImage [Bi, H, W, 3] in [0, 1] (Bi dividing the prompt count, the
+	// batch tiled as diffusers does) makes the run image-to-image as
+	// StableDiffusion3Img2ImgPipeline: the normalised image latents are
+	// noised to the schedule's point given by Strength (in (0, 1]; 0 means
+	// diffusers' default 0.6) and denoised from there. Width and Height
+	// default to the image's size.
+	InitImage *tensor.Tensor
+	Strength  float64
 	// SkipDecode returns the latents only.
 	SkipDecode bool
 
@@ -68,8 +78,8 @@ type SD3Result struct {
 	Images  *tensor.Tensor // [B, H, W, 3] in [0, 1]; nil with SkipDecode
 	Latents *tensor.Tensor // the final latents, before the VAE's shift and scale
 	// The token ids of each encoder ([B, L] row-major), prompts and negatives.
-	CLIPIDs, CLIP2IDs, T5IDs                 []int64
-	NegativeCLIPIDs, NegativeCLIP2IDs, NegT5 []int64
+	CLIPIDs, CLIP2IDs, T5IDs                         []int64
+	NegativeCLIPIDs, NegativeCLIP2IDs, NegativeT5IDs []int64
 	// PromptEmbeds [B', 77+L, D_t5] and PooledEmbeds [B', P] are what the
 	// transformer received (negative rows first under CFG).
 	PromptEmbeds, PooledEmbeds *tensor.Tensor
@@ -150,7 +160,7 @@ func padLast(x *tensor.Tensor, width int) *tensor.Tensor {
 	return tensor.Concat(2, x, tensor.Zeros(x.Dim(0), x.Dim(1), width-d))
 }
 
-// encode is encode_prompt for one prompt set: cat(CLIP-L, CLIG-G) states
+// encode is encode_prompt for one prompt set: cat(CLIP-L, CLIP-G) states
 // padded to the T5 width, followed by the T5 states along the sequence;
 // pooled = cat(pooled CLIP-L, pooled CLIP-G).
 func (p *SD3) encode(prompts, prompts2, prompts3 []string, length, clipSkip int) (*sd3Encoded, error) {
@@ -215,7 +225,7 @@ func (p *SD3) encodeAll(r SD3Request, res *SD3Result, cfg bool) (embeds, pooled 
 	if err != nil {
 		return nil, nil, err
 	}
-	res.NegativeCLIPIDs, res.NegativeCLIP2IDs, res.NegT5 = n.clipIDs, n.clip2IDs, n.t5s
+	res.NegativeCLIPIDs, res.NegativeCLIP2IDs, res.NegativeT5IDs = n.clipIDs, n.clip2IDs, n.t5s
 	return tensor.Concat(0, n.embeds, e.embeds), tensor.Concat(0, n.pooled, e.pooled), nil
 }
 
@@ -223,6 +233,15 @@ func (p *SD3) encodeAll(r SD3Request, res *SD3Result, cfg bool) (embeds, pooled 
 func (p *SD3) sd3Size(r SD3Request) (w, h int, err error) {
 	tc, f := p.Transformer.Cfg, vaeFactor(p.VAE)
 	w, h = r.Width, r.Height
+	if img := r.InitImage; img != nil {
+		if img.Rank() != 4 || img.Dim(3) != 3 {
+			return 0, 0, fmt.Errorf("pipeline: init image shape %v, want [B, H, W, 3]", img.Shape())
+		}
+		if (w != 0 && w != img.Dim(2)) || (h != 0 && h != img.Dim(1)) {
+			return 0, 0, fmt.Errorf("pipeline: size %dx%d differs from the init image's %dx%d", w, h, img.Dim(2), img.Dim(1))
+		}
+		w, h = img.Dim(2), img.Dim(1)
+	}
 	if w == 0 {
 		w = tc.SampleSize * f
 	}
@@ -235,18 +254,76 @@ func (p *SD3) sd3Size(r SD3Request) (w, h int, err error) {
 	return w, h, nil
 }
 
-// initialLatents returns the given latents or draws them.
-func initialLatents(r SD3Request, shape []int) (*tensor.Tensor, error) {
-	switch {
-	case r.Latents != nil:
-		if !tensor.SameShape(r.Latents.Shape(), shape) {
-			return nil, fmt.Errorf("pipeline: latents shape %v, want %v", r.Latents.Shape(), shape)
-		}
-		return r.Latents.Contiguous(), nil
-	case r.Noise != nil:
-		return tensor.FromSlice(r.Noise.Randn(shape), shape...), nil
+// beginIndexer is implemented by the schedulers with set_begin_index.
+type beginIndexer interface{ SetBeginIndex(i int) error }
+
+// imageLatents prepares img2img's starting point after SetTimesteps: the
+// first step index (get_timesteps with strength, times the scheduler's
+// order, also set as its begin index) and the image latents, tiled to the
+// prompt batch and noised to that step (prepare_latents: the posterior
+// draw, then the noise draw, then scale_noise).
+func (p *SD3) imageLatents(r SD3Request, shape []int) (*tensor.Tensor, int, error) {
+	s := r.Scheduler
+	strength := r.Strength
+	if strength == 0 {
+		strength = 0.6
 	}
-	return nil, errors.New("pipeline: neither latents nor a noise source")
+	tStart, err := scheduler.FlowStrengthStart(r.Steps, strength)
+	if err != nil {
+		return nil, 0, err
+	}
+	start := tStart * s.Order()
+	ts := s.Timesteps()
+	if start >= len(ts) {
+		return nil, 0, fmt.Errorf("pipeline: strength %g leaves no steps out of %d", strength, r.Steps)
+	}
+	if bi, ok := s.(beginIndexer); ok {
+		if err := bi.SetBeginIndex(start); err != nil {
+			return nil, 0, err
+		}
+	}
+	img := r.InitImage
+	if b := img.Dim(0); b == 0 || shape[0]%b != 0 {
+		return nil, 0, fmt.Errorf("pipeline: cannot tile %d init images to %d prompts", b, shape[0])
+	}
+	var post *tensor.Tensor
+	if r.Noise != nil {
+		ps := []int{img.Dim(0), shape[1], shape[2], shape[3]}
+		post = tensor.FromSlice(r.Noise.Randn(ps), ps...)
+	}
+	z, err := EncodeImage(p.VAE, img, post)
+	if err != nil {
+		return nil, 0, err
+	}
+	if !tensor.SameShape(z.Shape()[1:], shape[1:]) {
+		return nil, 0, fmt.Errorf("pipeline: init image latents %v, want [*, %d, %d, %d]", z.Shape(), shape[1], shape[2], shape[3])
+	}
+	z = tileBatch(z, shape[0]/img.Dim(0))
+	noise, err := initialNoise(r.Latents, r.Noise, shape)
+	if err != nil {
+		return nil, 0, err
+	}
+	rows := make([]float64, shape[0])
+	for i := range rows {
+		rows[i] = ts[start]
+	}
+	noised, err := s.AddNoise(z.Contiguous().Data(), noise.Data(), rows)
+	if err != nil {
+		return nil, 0, err
+	}
+	return tensor.FromSlice(noised, shape...), start, nil
+}
+
+// tileBatch is torch.cat([x] * n): the whole batch repeated n times.
+func tileBatch(x *tensor.Tensor, n int) *tensor.Tensor {
+	if n <= 1 {
+		return x
+	}
+	tiles := make([]*tensor.Tensor, n)
+	for i := range tiles {
+		tiles[i] = x
+	}
+	return tensor.Concat(0, tiles...)
 }
 
 // checkSD3 validates a request against the pipeline's components.
@@ -254,6 +331,8 @@ func (p *SD3) checkSD3(r SD3Request) error {
 	switch {
 	case r.Scheduler == nil:
 		return errors.New("pipeline: no scheduler")
+	case !scheduler.IsFlowMatching(r.Scheduler):
+		return fmt.Errorf("pipeline: SD3 needs a flow-matching scheduler (see scheduler.NewFlowMatch), got %s", r.Scheduler.Class())
 	case r.Steps <= 0:
 		return fmt.Errorf("pipeline: steps must be positive, got %d", r.Steps)
 	case len(r.Prompts) == 0:
@@ -278,7 +357,10 @@ func (p *SD3) Generate(ctx context.Context, r SD3Request) (*SD3Result, error) {
 		return nil, err
 	}
 	res.PromptEmbeds, res.PooledEmbeds = embeds, pooled
-	return res, p.sample(ctx, r, res)
+	if err := p.sample(ctx, r, res); err != nil {
+		return nil, err
+	}
+	return res, nil
 }
 
 // sample runs the denoising loop and the decoder from the prompt
@@ -294,11 +376,20 @@ func (p *SD3) sample(ctx context.Context, r SD3Request, res *SD3Result) error {
 	}
 	f := vaeFactor(p.VAE)
 	shape := []int{len(r.Prompts), p.Transformer.Cfg.InChannels, height / f, width / f}
-	latents, err := initialLatents(r, shape)
+	if err := r.Scheduler.SetTimesteps(r.Steps); err != nil {
+		return err
+	}
+	var latents *tensor.Tensor
+	start := 0
+	if r.InitImage != nil {
+		latents, start, err = p.imageLatents(r, shape)
+	} else {
+		latents, err = initialNoise(r.Latents, r.Noise, shape)
+	}
 	if err != nil {
 		return err
 	}
-	if latents, err = p.denoise(ctx, r, res, latents, res.PromptEmbeds, res.PooledEmbeds, r.Guidance > 1); err != nil {
+	if latents, err = p.denoise(ctx, r, res, latents, res.PromptEmbeds, res.PooledEmbeds, r.Guidance > 1, start); err != nil {
 		return err
 	}
 	res.Latents = latents
@@ -314,14 +405,11 @@ func (p *SD3) sample(ctx context.Context, r SD3Request, res *SD3Result) error {
 	return nil
 }
 
-// denoise runs the sampling loop from latents: CFG over [uncond; cond].
-func (p *SD3) denoise(ctx context.Context, r SD3Request, res *SD3Result, latents, embeds, pooled *tensor.Tensor, cfg bool) (*tensor.Tensor, error) {
-	s := r.Scheduler
-	if err := s.SetTimesteps(r.Steps); err != nil {
-		return nil, err
-	}
+// denoise runs the sampling loop from latents at step index start: CFG
+// over [uncond; cond].
+func (p *SD3) denoise(ctx context.Context, r SD3Request, res *SD3Result, latents, embeds, pooled *tensor.Tensor, cfg bool, start int) (*tensor.Tensor, error) {
 	rows := latents.Dim(0)
-	loop := &Loop{Scheduler: s, Noise: r.Noise, Callbacks: Callbacks{Progress: r.Progress, OnStep: r.OnStep}}
+	loop := &Loop{Scheduler: r.Scheduler, Noise: r.Noise, Start: start, Callbacks: Callbacks{Progress: r.Progress, OnStep: r.OnStep}}
 	if cfg {
 		rows *= 2
 		loop.Batch = doubled

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 )
 
 // FlowMatchEuler is diffusers' FlowMatchEulerDiscreteScheduler (v0.30.3),
@@ -350,4 +351,30 @@ func FlowStrengthStart(numSteps int, strength float64) (int, error) {
 	n := float64(numSteps)
 	init := math.Min(n*strength, n)
 	return int(math.Max(n-init, 0)), nil
+}
+
+// IsFlowMatching reports whether s is one of the flow-matching samplers
+// (SD3, Flux), whose model predicts a velocity and whose timesteps are
+// sigma × num_train_timesteps.
+func IsFlowMatching(s Scheduler) bool {
+	switch s.(type) {
+	case *FlowMatchEuler, *FlowMatchHeun:
+		return true
+	}
+	return false
+}
+
+// NewFlowMatch builds the flow-matching sampler a user-facing name asks
+// for, from a flow-matching model's scheduler_config: "" or "euler" (and
+// the class name FlowMatchEulerDiscreteScheduler) give FlowMatchEuler,
+// "heun" (FlowMatchHeunDiscreteScheduler) FlowMatchHeun. Other names are
+// refused: the noise-prediction samplers do not apply to these models.
+func NewFlowMatch(name string, cfg Config) (Scheduler, error) {
+	switch normName(strings.TrimPrefix(name, "diffusers.")) {
+	case "", "euler", "flowmatcheuler", "flowmatcheulerdiscretescheduler", "keuler":
+		return NewFlowMatchEuler(cfg)
+	case "heun", "flowmatchheun", "flowmatchheundiscretescheduler", "kheun":
+		return NewFlowMatchHeun(cfg)
+	}
+	return nil, fmt.Errorf("scheduler: sampler %q is not available for flow-matching models (euler, heun)", name)
 }

@@ -171,6 +171,8 @@ func NewClass(class string, cfg Config) (Scheduler, error) {
 		return NewLCM(cfg)
 	case "FlowMatchEulerDiscreteScheduler":
 		return NewFlowMatchEuler(cfg)
+	case "FlowMatchHeunDiscreteScheduler":
+		return NewFlowMatchHeun(cfg)
 	}
 	return nil, fmt.Errorf("scheduler: unsupported scheduler class %q", class)
 }
@@ -193,7 +195,7 @@ func isClassName(name string) bool {
 	case "DDPMScheduler", "DDIMScheduler", "PNDMScheduler", "EulerDiscreteScheduler",
 		"EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler", "LMSDiscreteScheduler",
 		"DPMSolverMultistepScheduler", "UniPCMultistepScheduler", "LCMScheduler",
-		"FlowMatchEulerDiscreteScheduler":
+		"FlowMatchEulerDiscreteScheduler", "FlowMatchHeunDiscreteScheduler":
 		return true
 	}
 	return false

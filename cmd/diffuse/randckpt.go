@@ -110,9 +110,7 @@ func runRandomCheckpoint(ctx context.Context, args []string) error {
 		if isMMDiTKind(*kind) {
 			var files mmditFiles
 			files, err = writeRandomMMDiT(ctx, *kind, *out, dt, *seed)
-			for name, path := range files.Components {
-				fmt.Printf("%s: %s\n", name, path)
-			}
+			files.print()
 			break
 		}
 		return fmt.Errorf("random-checkpoint: unknown -kind %q", *kind)

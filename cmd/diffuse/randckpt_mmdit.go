@@ -37,14 +37,24 @@ func isMMDiTKind(kind string) bool {
 // (ComfyUI's clip_l, t5xxl and BFL's ae), by diffusers component name.
 type mmditFiles struct {
 	Checkpoint string
-	Components map[string]string
+	Components pipeline.ComponentPaths
+}
+
+// print lists the component files written beside the checkpoint.
+func (f mmditFiles) print() {
+	for _, c := range []struct{ name, path string }{{"text_encoder", f.Components.TextEncoder},
+		{"text_encoder_2", f.Components.TextEncoder2}, {"vae", f.Components.VAE}} {
+		if c.path != "" {
+			fmt.Printf("%s: %s\n", c.name, c.path)
+		}
+	}
 }
 
 // fluxSiblings names the FLUX component files written beside out.
-func fluxSiblings(out string) map[string]string {
+func fluxSiblings(out string) pipeline.ComponentPaths {
 	base := strings.TrimSuffix(out, ".safetensors")
-	return map[string]string{"text_encoder": base + "-clip_l.safetensors", "text_encoder_2": base + "-t5xxl.safetensors",
-		"vae": base + "-ae.safetensors"}
+	return pipeline.ComponentPaths{TextEncoder: base + "-clip_l.safetensors", TextEncoder2: base + "-t5xxl.safetensors",
+		VAE: base + "-ae.safetensors"}
 }
 
 // writeRandomMMDiT writes kind to out with random weights in the original
@@ -89,7 +99,7 @@ func writeRandomMMDiT(ctx context.Context, kind, out string, dt tensor.DType, se
 	for i, f := range []struct {
 		path  string
 		specs []pipeline.TensorSpec
-	}{{out, tr}, {res.Components["text_encoder"], cl}, {res.Components["text_encoder_2"], t5s}, {res.Components["vae"], ae}} {
+	}{{out, tr}, {res.Components.TextEncoder, cl}, {res.Components.TextEncoder2, t5s}, {res.Components.VAE, ae}} {
 		if err := writeRandomSpecs(ctx, f.path, f.specs, dt, seed+uint64(i)); err != nil {
 			return res, err
 		}

@@ -17,20 +17,15 @@ import (
 var mmditSpiece = filepath.Join("..", "..", "tokenizer", "t5", "testdata", "t5_test_sentencepiece.model")
 
 // openRandomMMDiT writes kind at test size and opens it through the front door.
-func openRandomMMDiT(t *testing.T, kind string, dt tensor.DType, components map[string]string) (pipeline.Model, mmditFiles) {
+func openRandomMMDiT(t *testing.T, kind string, dt tensor.DType, tok pipeline.ComponentPaths) (pipeline.Model, mmditFiles) {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), kind+".safetensors")
 	files, err := writeRandomMMDiT(context.Background(), kind, out, dt, 7)
 	if err != nil {
 		t.Fatal(err)
 	}
-	opt := pipeline.Options{Components: map[string]string{}}
-	for k, v := range files.Components {
-		opt.Components[k] = v
-	}
-	for k, v := range components {
-		opt.Components[k] = v
-	}
+	opt := pipeline.Options{Components: files.Components}
+	opt.Components.Tokenizer2, opt.Components.Tokenizer3 = tok.Tokenizer2, tok.Tokenizer3
 	m, err := pipeline.Open(context.Background(), out, opt)
 	if err != nil {
 		t.Fatal(err)
@@ -70,7 +65,7 @@ func generateTinyMMDiT(t *testing.T, m pipeline.Model, p pipeline.Params) *pipel
 
 func TestRandomSD3SingleFile(t *testing.T) {
 	for _, dt := range []tensor.DType{tensor.F16, tensor.BF16} {
-		m, _ := openRandomMMDiT(t, "sd3-tiny", dt, map[string]string{"tokenizer_3": mmditSpiece})
+		m, _ := openRandomMMDiT(t, "sd3-tiny", dt, pipeline.ComponentPaths{Tokenizer3: mmditSpiece})
 		if in := m.Info(); in.Family != "sd3" || in.Kind != "SD3" || in.Sampler != "euler" {
 			t.Fatalf("info %+v, want the sd3 family with T5", in)
 		}
@@ -82,7 +77,7 @@ func TestRandomSD3SingleFile(t *testing.T) {
 }
 
 func TestRandomSD3WithoutT5(t *testing.T) {
-	m, _ := openRandomMMDiT(t, "sd3-no-t5-tiny", tensor.F16, nil)
+	m, _ := openRandomMMDiT(t, "sd3-no-t5-tiny", tensor.F16, pipeline.ComponentPaths{})
 	if in := m.Info(); in.Kind != "SD3 (without T5)" {
 		t.Fatalf("kind %q, want SD3 without T5", in.Kind)
 	}
@@ -110,7 +105,7 @@ func TestRandomSD35Refused(t *testing.T) {
 func TestRandomFlux(t *testing.T) {
 	for _, kind := range []string{"flux-dev-tiny", "flux-schnell-tiny"} {
 		t.Run(kind, func(t *testing.T) {
-			m, _ := openRandomMMDiT(t, kind, tensor.BF16, map[string]string{"tokenizer_2": mmditSpiece})
+			m, _ := openRandomMMDiT(t, kind, tensor.BF16, pipeline.ComponentPaths{Tokenizer2: mmditSpiece})
 			in := m.Info()
 			dev := strings.HasPrefix(kind, "flux-dev")
 			if in.Family != "flux" || (in.Kind == "FLUX.1 dev") != dev {

@@ -170,7 +170,7 @@ func (m *Model) CroppedPosEmbed(h, w int) (*tensor.Tensor, error) {
 	}
 	top, left := (M-gh)/2, (M-gw)/2
 	grid := m.PosTable.Reshape(M, M, d).Narrow(0, top, gh).Narrow(1, left, gw)
-	return grid.Contiguous().Reshape(1, gh*gw, d), nil
+	return grid.Float32().Contiguous().Reshape(1, gh*gw, d), nil
 }
 
 // TimeTextEmbed is time_text_embed: the conditioning [B, D] =

@@ -61,7 +61,21 @@ func TestForwardShapesAndErrors(t *testing.T) {
 			t.Error("one timestep for two samples accepted")
 		}
 	}
-	m := tiny(t, 4)
+	// A 16-bit position table (weights kept in their stored dtype) crops
+	// to the same float32 values.
+	m := tiny(t, 6)
+	tab := nn.SinCosPosEmbed2D(8, 6, 6, 4, 1).Unsqueeze(0)
+	m.PosTable = tab.ToDType(tensor.BF16)
+	got, err := m.CroppedPosEmbed(4, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.PosTable = tab.ToDType(tensor.BF16).Float32()
+	want, _ := m.CroppedPosEmbed(4, 8)
+	if got.DType() != tensor.F32 || tensor.MaxAbsDiff(got, want) != 0 {
+		t.Errorf("bf16 table crop: dtype %v, differs by %g", got.DType(), tensor.MaxAbsDiff(got, want))
+	}
+	m = tiny(t, 4)
 	m.PosTable = tensor.Zeros(1, 16, 8)
 	if _, err := m.CroppedPosEmbed(10, 10); err == nil {
 		t.Error("a 5x5 grid cropped from a 4x4 table")

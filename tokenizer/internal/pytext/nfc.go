@@ -1,4 +1,4 @@
-package clip
+package pytext
 
 import (
 	"sort"
@@ -6,9 +6,10 @@ import (
 	"unicode/utf8"
 )
 
-// NFC normalisation (canonical decomposition, canonical ordering, canonical
-// composition) from the generated tables in nfc_table.go, as ftfy and BERT's
-// basic tokenizer apply it.
+// NFC and NFD normalisation (canonical decomposition, canonical ordering,
+// canonical composition) from the generated tables in nfc_table.go, as
+// Python's unicodedata.normalize computes them for ftfy and BERT's basic
+// tokenizer.
 
 var (
 	nfcOnce   sync.Once
@@ -48,20 +49,28 @@ const (
 	hangulSCount = hangulLCount * hangulNCount
 )
 
-// nfc returns the NFC form of s.
-func nfc(s string) string {
-	ascii := true
+func isASCII(s string) bool {
 	for i := 0; i < len(s); i++ {
 		if s[i] >= utf8.RuneSelf {
-			ascii = false
-			break
+			return false
 		}
 	}
-	if ascii {
+	return true
+}
+
+// NFD returns the canonical decomposition of s (unicodedata.normalize("NFD")).
+func NFD(s string) string {
+	if isASCII(s) {
 		return s
 	}
+	d, _ := decompose(s)
+	return string(d)
+}
+
+// decompose returns the canonically decomposed and ordered runes of s with
+// their combining classes.
+func decompose(s string) ([]rune, []int) {
 	nfcOnce.Do(initNFC)
-	// Decompose.
 	var d []rune
 	for _, r := range s {
 		switch {
@@ -101,6 +110,15 @@ func nfc(s string) string {
 		}
 		i = j
 	}
+	return d, cc
+}
+
+// NFC returns the NFC form of s (unicodedata.normalize("NFC")).
+func NFC(s string) string {
+	if isASCII(s) {
+		return s
+	}
+	d, cc := decompose(s)
 	// Compose.
 	out := d[:0:0]
 	outCC := []int{}

@@ -2,7 +2,7 @@
 // combining classes, full canonical decompositions and primary composites
 // (Hangul excluded, handled algorithmically); DO NOT EDIT.
 
-package clip
+package pytext
 
 // cccRanges lists {first, last, class} of code points with a non-zero
 // canonical combining class, ascending.
