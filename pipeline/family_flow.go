@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 
 	"github.com/diffuse-go/diffuse/scheduler"
 )
@@ -114,6 +115,10 @@ func (e *encoders) release() {
 		e.clear()
 		e.fs.close()
 		e.loaded = false
+		// Converted weights (Options.DType) and widened vectors are heap
+		// copies: hand them back now, before the transformer's activations
+		// need the room.
+		debug.FreeOSMemory()
 	}
 }
 
