@@ -333,7 +333,17 @@ func (m *fluxModel) Generate(ctx context.Context, p Params) (*Output, error) {
 		}
 		r := req
 		r.Scheduler, r.Noise = fm, g
-		r.Progress = p.progress(i, p.Count, "").Progress
+		c := p.progress(i, p.Count, "")
+		r.Progress = c.Progress
+		if c.OnStep != nil {
+			// Previews see the latents unpacked, as the other families'.
+			h, w := 2*(p.Height/f), 2*(p.Width/f)
+			r.OnStep = func(step int, st FluxStep) {
+				if u, err := UnpackLatents(st.Latents, h, w); err == nil {
+					c.OnStep(step, 0, u)
+				}
+			}
+		}
 		res := &FluxResult{PromptEmbeds: enc.PromptEmbeds, PooledPromptEmbeds: enc.PooledPromptEmbeds}
 		if err := m.pipe.sample(ctx, r, res, p.Width, p.Height); err != nil {
 			return nil, err

@@ -255,8 +255,13 @@ func TestFluxFolder(t *testing.T) {
 		if in := m.Info(); in.Family != "flux" || (in.Kind == "FLUX.1 dev") != dev {
 			t.Fatalf("info %+v", in)
 		}
-		out, err := m.Generate(context.Background(), Params{Prompt: "a fox", Width: 32, Height: 32, Steps: 2, Seed: 1, Count: 2})
+		var events []Event
+		out, err := m.Generate(context.Background(), Params{Prompt: "a fox", Width: 32, Height: 32, Steps: 2, Seed: 1, Count: 2,
+			OnProgress: func(e Event) { events = append(events, e) }})
 		flowMust(t, err)
+		if len(events) != 4 || events[3].Image != 1 || events[3].Step != 2 || events[3].Latents == nil || events[3].Latents.Dim(1) != 16 {
+			t.Errorf("progress events %+v, want 2 steps of 2 images with unpacked 16-channel latents", events)
+		}
 		if len(out.Images) != 2 || out.Images[1].Seed != 2 || bytes.Equal(out.Images[0].Image.Pix, out.Images[1].Image.Pix) {
 			t.Errorf("two images from seeds 1 and 2 expected, got %d", len(out.Images))
 		}
