@@ -216,27 +216,27 @@ func writeRandomSpecs(ctx context.Context, path string, specs []pipeline.TensorS
 	}
 	w.Write(hb)
 	state := seed*0x9E3779B97F4A7C15 + 1
-	buf := make([]byte, 0, 1<<20)
+	vals := make([]float32, 1<<18)
+	buf := make([]byte, size*len(vals))
 	for _, s := range specs {
 		if err := ctx.Err(); err != nil {
 			f.Close()
 			return err
 		}
-		scale := mmditScale(s)
+		scale, matrix := mmditScale(s), len(s.Shape) >= 2
 		for left := mmditNumel(s.Shape); left > 0; {
-			n := min(left, cap(buf)/size)
-			buf = buf[:0]
-			for range n {
-				state ^= state << 13
-				state ^= state >> 7
-				state ^= state << 17
-				v := scale
-				if len(s.Shape) >= 2 {
-					v *= float32(int64(state>>11))/float32(1<<52) - 1
+			n := min(left, len(vals))
+			for i := range vals[:n] {
+				vals[i] = scale
+				if matrix {
+					state ^= state << 13
+					state ^= state >> 7
+					state ^= state << 17
+					vals[i] *= float32(int64(state>>11))/float32(1<<52) - 1
 				}
-				buf = appendRandomValue(buf, v, dt)
 			}
-			if _, err := w.Write(buf); err != nil {
+			encodeValues(buf, vals[:n], dt)
+			if _, err := w.Write(buf[:size*n]); err != nil {
 				f.Close()
 				return err
 			}
@@ -262,14 +262,22 @@ func mmditScale(s pipeline.TensorSpec) float32 {
 	return 1
 }
 
-func appendRandomValue(b []byte, v float32, dt tensor.DType) []byte {
+// encodeValues writes vals into buf little-endian in dt.
+func encodeValues(buf []byte, vals []float32, dt tensor.DType) {
 	switch dt {
 	case tensor.F32:
-		return binary.LittleEndian.AppendUint32(b, math.Float32bits(v))
+		for i, v := range vals {
+			binary.LittleEndian.PutUint32(buf[4*i:], math.Float32bits(v))
+		}
 	case tensor.BF16:
-		return binary.LittleEndian.AppendUint16(b, half.F32ToBF16(v))
+		for i, v := range vals {
+			binary.LittleEndian.PutUint16(buf[2*i:], half.F32ToBF16(v))
+		}
+	default:
+		for i, v := range vals {
+			binary.LittleEndian.PutUint16(buf[2*i:], half.F32ToF16(v))
+		}
 	}
-	return binary.LittleEndian.AppendUint16(b, half.F32ToF16(v))
 }
 
 func mmditNumel(shape []int) int {

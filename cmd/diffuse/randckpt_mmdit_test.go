@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"image"
+	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -135,5 +137,24 @@ func TestRandomFluxNeedsComponents(t *testing.T) {
 	_, err := pipeline.Open(context.Background(), out, pipeline.Options{})
 	if !errors.Is(err, pipeline.ErrMissingComponent) {
 		t.Fatalf("err = %v, want ErrMissingComponent", err)
+	}
+}
+
+// The writer streams: a 64 MiB tensor is written without holding it.
+func TestRandomSpecsStream(t *testing.T) {
+	spec := []pipeline.TensorSpec{{Name: "w", Shape: []int{4096, 8192}}}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	path := filepath.Join(t.TempDir(), "big.safetensors")
+	if err := writeRandomSpecs(context.Background(), path, spec, tensor.F16, 1); err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&after)
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 16<<20 {
+		t.Errorf("writing 64 MiB allocated %d MiB", alloc>>20)
+	}
+	st, err := os.Stat(path)
+	if err != nil || st.Size() < 4096*8192*2 {
+		t.Fatalf("file %v, %v: want 64 MiB of data", st, err)
 	}
 }
