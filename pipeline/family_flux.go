@@ -286,6 +286,27 @@ func (m *fluxModel) Close() error { return m.close(m.release) }
 // guidance.
 var errFluxNegative = fmt.Errorf("pipeline: FLUX.1 has no classifier-free guidance, so no negative prompt: %w", ErrUnsupported)
 
+// request refuses what FLUX does not take, checks the size and memory,
+// and maps p onto the pipeline's request.
+func (m *fluxModel) request(p *Params) (FluxRequest, error) {
+	if p.NegativePrompt != "" || p.NegativePrompt2 != "" {
+		return FluxRequest{}, errFluxNegative
+	}
+	if err := checkFlowRequest(p, false); err != nil {
+		return FluxRequest{}, err
+	}
+	f := m.pipe.VAEScaleFactor()
+	if err := checkSize(p.Width, p.Height, f); err != nil {
+		return FluxRequest{}, err
+	}
+	tokens := (p.Width/f)*(p.Height/f) + m.maxSeq
+	if err := checkMemory(flowMemory(p.Width, p.Height, widest(m.pipe.VAE), f/2, tokens, m.pipe.Transformer.Cfg.InnerDim()), m.opt.MemoryLimit); err != nil {
+		return FluxRequest{}, err
+	}
+	return FluxRequest{Prompts: []string{p.Prompt}, Prompts2: rows1(p.Prompt2), MaxSequenceLength: m.maxSeq,
+		Width: p.Width, Height: p.Height, Steps: p.Steps, Guidance: p.Guidance}, nil
+}
+
 // Generate encodes the prompt once (then releases the text encoders unless
 // kept) and samples Count images, one generator each.
 func (m *fluxModel) Generate(ctx context.Context, p Params) (*Output, error) {
@@ -294,27 +315,15 @@ func (m *fluxModel) Generate(ctx context.Context, p Params) (*Output, error) {
 	if err := m.ready(&p); err != nil {
 		return nil, err
 	}
-	if p.NegativePrompt != "" || p.NegativePrompt2 != "" {
-		return nil, errFluxNegative
-	}
-	if err := checkFlowRequest(&p, false); err != nil {
+	req, err := m.request(&p)
+	if err != nil {
 		return nil, err
 	}
-	f := m.pipe.VAEScaleFactor()
-	if err := checkSize(p.Width, p.Height, f); err != nil {
-		return nil, err
-	}
-	tokens := (p.Width/f)*(p.Height/f) + m.maxSeq
-	if err := checkMemory(flowMemory(p.Width, p.Height, widest(m.pipe.VAE), f/2, tokens, m.pipe.Transformer.Cfg.InnerDim()), m.opt.MemoryLimit); err != nil {
-		return nil, err
-	}
-	req := FluxRequest{Prompts: []string{p.Prompt}, Prompts2: rows1(p.Prompt2), MaxSequenceLength: m.maxSeq,
-		Width: p.Width, Height: p.Height, Steps: p.Steps, Guidance: p.Guidance}
 	enc := &FluxResult{}
 	if err := m.enc.ready(); err != nil {
 		return nil, err
 	}
-	err := m.pipe.encodePrompts(req, m.maxSeq, enc)
+	err = m.pipe.encodePrompts(req, m.maxSeq, enc)
 	m.enc.done()
 	if err != nil {
 		return nil, err
@@ -337,6 +346,7 @@ func (m *fluxModel) Generate(ctx context.Context, p Params) (*Output, error) {
 		r.Progress = c.Progress
 		if c.OnStep != nil {
 			// Previews see the latents unpacked, as the other families'.
+			f := m.pipe.VAEScaleFactor()
 			h, w := 2*(p.Height/f), 2*(p.Width/f)
 			r.OnStep = func(step int, st FluxStep) {
 				if u, err := UnpackLatents(st.Latents, h, w); err == nil {

@@ -307,6 +307,30 @@ func (m *sd3Model) release() {
 
 func (m *sd3Model) Close() error { return m.close(m.release) }
 
+// request maps p onto the pipeline's request and checks its size and
+// memory.
+func (m *sd3Model) request(p *Params) (SD3Request, error) {
+	req := SD3Request{Prompts: []string{p.Prompt}, Prompts2: rows1(p.Prompt2), NegativePrompts: rows1(p.NegativePrompt),
+		NegativePrompts2: rows1(p.NegativePrompt2), MaxSequenceLength: m.maxSeq, ClipSkip: p.ClipSkip,
+		Width: p.Width, Height: p.Height, Steps: p.Steps, Guidance: p.Guidance}
+	if p.InitImage != nil {
+		img, err := imageTensor(p.InitImage, p.Width, p.Height, false)
+		if err != nil {
+			return req, fmt.Errorf("pipeline: init image: %w", err)
+		}
+		req.InitImage, req.Strength = img, p.Strength
+	}
+	if _, _, err := m.pipe.sd3Size(req); err != nil {
+		return req, err
+	}
+	f, tc := vaeFactor(m.pipe.VAE), m.pipe.Transformer.Cfg
+	tokens := (p.Width/f/tc.PatchSize)*(p.Height/f/tc.PatchSize) + clipLength + m.maxSeq
+	if err := checkMemory(flowMemory(p.Width, p.Height, widest(m.pipe.VAE), f, tokens, tc.InnerDim()), m.opt.MemoryLimit); err != nil {
+		return req, err
+	}
+	return req, nil
+}
+
 // Generate encodes the prompts once (then releases the text encoders
 // unless kept) and samples Count images, one generator each.
 func (m *sd3Model) Generate(ctx context.Context, p Params) (*Output, error) {
@@ -318,22 +342,8 @@ func (m *sd3Model) Generate(ctx context.Context, p Params) (*Output, error) {
 	if err := checkFlowRequest(&p, true); err != nil {
 		return nil, err
 	}
-	req := SD3Request{Prompts: []string{p.Prompt}, Prompts2: rows1(p.Prompt2), NegativePrompts: rows1(p.NegativePrompt),
-		NegativePrompts2: rows1(p.NegativePrompt2), MaxSequenceLength: m.maxSeq, ClipSkip: p.ClipSkip,
-		Width: p.Width, Height: p.Height, Steps: p.Steps, Guidance: p.Guidance}
-	if p.InitImage != nil {
-		img, err := imageTensor(p.InitImage, p.Width, p.Height, false)
-		if err != nil {
-			return nil, fmt.Errorf("pipeline: init image: %w", err)
-		}
-		req.InitImage, req.Strength = img, p.Strength
-	}
-	if _, _, err := m.pipe.sd3Size(req); err != nil {
-		return nil, err
-	}
-	f, tc := vaeFactor(m.pipe.VAE), m.pipe.Transformer.Cfg
-	tokens := (p.Width/f/tc.PatchSize)*(p.Height/f/tc.PatchSize) + clipLength + m.maxSeq
-	if err := checkMemory(flowMemory(p.Width, p.Height, widest(m.pipe.VAE), f, tokens, tc.InnerDim()), m.opt.MemoryLimit); err != nil {
+	req, err := m.request(&p)
+	if err != nil {
 		return nil, err
 	}
 	enc := &SD3Result{}
