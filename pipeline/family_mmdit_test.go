@@ -435,3 +435,65 @@ func TestInferRealSizes(t *testing.T) {
 		same(fmt.Sprintf("FLUX (guidance %v)", dev), got, want)
 	}
 }
+
+// writeLayout writes specs with small pseudo-random values (vectors: one
+// for scales, zero for biases), enough for a model to run.
+func writeLayout(t *testing.T, path string, specs []TensorSpec) {
+	t.Helper()
+	var ts []safetensors.Tensor
+	state := uint64(12345)
+	for _, s := range specs {
+		n := 1
+		for _, d := range s.Shape {
+			n *= d
+		}
+		v := make([]float32, n)
+		for i := range v {
+			switch {
+			case len(s.Shape) >= 2:
+				state = state*6364136223846793005 + 1442695040888963407
+				v[i] = (float32(state>>40)/float32(1<<24) - 0.5) * 0.2
+			case !strings.HasSuffix(s.Name, "bias"):
+				v[i] = 1
+			}
+		}
+		ts = append(ts, safetensors.F16Tensor(s.Name, s.Shape, v))
+	}
+	flowMust(t, safetensors.WriteFile(path, ts, nil))
+}
+
+// prefixed puts specs under prefix.
+func prefixed(prefix string, specs []TensorSpec) []TensorSpec {
+	out := make([]TensorSpec, len(specs))
+	for i, s := range specs {
+		out[i] = TensorSpec{Name: prefix + s.Name, Shape: s.Shape}
+	}
+	return out
+}
+
+// A ComfyUI-style all-in-one FLUX checkpoint: the transformer under
+// model.diffusion_model., the encoders under text_encoders.*, the VAE
+// beside them; only the T5 tokenizer comes from Options.Components.
+func TestFluxAllInOneFile(t *testing.T) {
+	tr, err := FluxFileLayout(flowTinyFlux(false))
+	flowMust(t, err)
+	cl, err := CLIPFileLayout(flowTinyCLIP(64))
+	flowMust(t, err)
+	t5s, err := T5FileLayout(flowTinyT5())
+	flowMust(t, err)
+	ae, err := VAEFileLayout(flowTinyVAE(FluxVAE()), "first_stage_model.")
+	flowMust(t, err)
+	specs := append(prefixed("model.diffusion_model.", tr), prefixed(fluxFileCLIP[0], cl)...)
+	specs = append(append(specs, prefixed(fluxFileT5[0], t5s)...), ae...)
+	path := filepath.Join(t.TempDir(), "flux-aio.safetensors")
+	writeLayout(t, path, specs)
+	m, err := Open(context.Background(), path, Options{Components: ComponentPaths{Tokenizer2: flowSpiece}})
+	flowMust(t, err)
+	defer m.Close()
+	if in := m.Info(); in.Family != "flux" || in.Kind != "FLUX.1 schnell" || in.Steps != 4 {
+		t.Fatalf("info %+v", in)
+	}
+	if _, err := m.Generate(context.Background(), Params{Prompt: "a fox", Width: 32, Height: 32, Steps: 1}); err != nil {
+		t.Fatal(err)
+	}
+}
