@@ -497,3 +497,29 @@ func TestFluxAllInOneFile(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A BFL transformer file takes its other components from a diffusers
+// folder named in Options.Components (its sub-folders are used).
+func TestFluxTransformerFileWithFolderComponents(t *testing.T) {
+	dir := fluxFolder(t, true)
+	tr, err := FluxFileLayout(flowTinyFlux(true))
+	flowMust(t, err)
+	path := filepath.Join(t.TempDir(), "flux1-dev.safetensors")
+	writeLayout(t, path, tr)
+	c := ComponentPaths{TextEncoder: dir, TextEncoder2: dir, Tokenizer2: dir, VAE: dir}
+	m, err := Open(context.Background(), path, Options{Components: c})
+	flowMust(t, err)
+	defer m.Close()
+	if in := m.Info(); in.Kind != "FLUX.1 dev" || in.Guidance != 3.5 {
+		t.Fatalf("info %+v", in)
+	}
+	out, err := m.Generate(context.Background(), Params{Prompt: "a fox", Width: 32, Height: 32, Steps: 1})
+	flowMust(t, err)
+	if txt := out.Images[0].Params.String(); !strings.Contains(txt, "Distilled CFG Scale: 3.5") {
+		t.Errorf("parameters %q lack the distilled guidance", txt)
+	}
+	c.VAE = ""
+	if _, err := Open(context.Background(), path, Options{Components: c}); !errors.Is(err, ErrMissingComponent) || !strings.Contains(err.Error(), "vae") {
+		t.Errorf("without a VAE: err = %v, want ErrMissingComponent naming vae", err)
+	}
+}
