@@ -3,8 +3,6 @@ package goldentest
 import (
 	"context"
 	"encoding/json"
-	"regexp"
-	"strconv"
 	"testing"
 
 	"github.com/diffuse-go/diffuse/internal/golden"
@@ -64,25 +62,6 @@ func runDiT(t *testing.T, c *golden.Case) {
 	if _, ok := c.Outputs["pipeline.image"]; ok {
 		runDiTCasePipeline(t, c, m)
 	}
-}
-
-// callArg reads a numeric keyword argument (name=value) of the case's
-// recorded Python call.
-func callArg(t *testing.T, c *golden.Case, name string) float64 {
-	t.Helper()
-	var call string
-	if err := c.Field("call", &call); err != nil {
-		t.Fatal(err)
-	}
-	m := regexp.MustCompile(regexp.QuoteMeta(name) + `=([0-9.eE+-]+)`).FindStringSubmatch(call)
-	if m == nil {
-		t.Fatalf("case %s: call has no %s=", c.Name, name)
-	}
-	v, err := strconv.ParseFloat(m[1], 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
 }
 
 // ditPipelineRun runs the DiT pipeline and checks the outputs named with
