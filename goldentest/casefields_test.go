@@ -1,6 +1,7 @@
 package goldentest
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -28,6 +29,10 @@ type textArg []string
 
 // UnmarshalJSON accepts a string, a list of strings or null.
 func (a *textArg) UnmarshalJSON(b []byte) error {
+	if string(bytes.TrimSpace(b)) == "null" {
+		*a = nil
+		return nil
+	}
 	var one string
 	if err := json.Unmarshal(b, &one); err == nil {
 		*a = textArg{one}
