@@ -175,23 +175,28 @@ func (p *SD) Generate(ctx context.Context, r Request) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		maskLatent = repeatRows(lm, per)
+		if maskLatent, err = tileRows(lm, B, "mask"); err != nil {
+			return nil, err
+		}
 		if !inpaint9 {
 			// Legacy inpainting: the UNet sees only latents; the image latents
 			// are drawn first, then the masked image's.
-			if imageLatents, err = p.encode(r.InitImage, r.Noise, per); err != nil {
+			if imageLatents, err = p.encode(r.InitImage, r.Noise, B); err != nil {
 				return nil, err
 			}
 		}
-		if maskedLatents, err = p.encode(masked, r.Noise, per); err != nil {
+		if maskedLatents, err = p.encode(masked, r.Noise, B); err != nil {
 			return nil, err
 		}
 		res.MaskLatent, res.MaskedImageLatents = maskLatent, maskedLatents
 	} else if r.InitLatents != nil {
-		imageLatents = repeatRows(r.InitLatents, per)
+		var err error
+		if imageLatents, err = tileRows(r.InitLatents, B, "init latents"); err != nil {
+			return nil, err
+		}
 	} else if r.InitImage != nil {
 		var err error
-		if imageLatents, err = p.encode(r.InitImage, r.Noise, per); err != nil {
+		if imageLatents, err = p.encode(r.InitImage, r.Noise, B); err != nil {
 			return nil, err
 		}
 	}
@@ -356,9 +361,10 @@ func repeatT(t float64, n int) []float64 {
 	return out
 }
 
-// encode VAE-encodes images [B, H, W, 3], sampling the posterior with the
-// noise source (nil: the mean), and repeats rows per image per prompt.
-func (p *SD) encode(img *tensor.Tensor, noise scheduler.NoiseSource, per int) (*tensor.Tensor, error) {
+// encode VAE-encodes images [b, H, W, 3], sampling the posterior with the
+// noise source (nil: the mean; one draw for the b images), and tiles the
+// latents to the batch (see tileRows).
+func (p *SD) encode(img *tensor.Tensor, noise scheduler.NoiseSource, batch int) (*tensor.Tensor, error) {
 	h, w := img.Dim(1)/8, img.Dim(2)/8
 	shape := []int{img.Dim(0), p.VAE.Cfg.LatentChannels, h, w}
 	var n *tensor.Tensor
@@ -369,5 +375,25 @@ func (p *SD) encode(img *tensor.Tensor, noise scheduler.NoiseSource, per int) (*
 	if err != nil {
 		return nil, err
 	}
-	return repeatRows(z, per), nil
+	return tileRows(z, batch, "init image")
+}
+
+// tileRows repeats the whole batch x until it has n rows, as diffusers
+// broadcasts init images, their latents and masks to the prompts' batch
+// (image_latents.repeat(n // b, 1, 1, 1), torch.cat([init_latents] * k)):
+// one image serves every prompt; b images serve n = k·b rows as
+// [x0..xb-1, x0..xb-1, ...].
+func tileRows(x *tensor.Tensor, n int, what string) (*tensor.Tensor, error) {
+	b := x.Dim(0)
+	if b == n {
+		return x, nil
+	}
+	if b == 0 || n%b != 0 {
+		return nil, fmt.Errorf("pipeline: %d %s rows cannot be repeated to a batch of %d", b, what, n)
+	}
+	rows := make([]*tensor.Tensor, n/b)
+	for i := range rows {
+		rows[i] = x
+	}
+	return tensor.Concat(0, rows...), nil
 }
