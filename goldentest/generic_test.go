@@ -208,7 +208,11 @@ func variantCases() []caseEdit {
 	return []caseEdit{
 		{from: "schedulers", name: "sched_subset", rename: keepVariant, edit: func(t *testing.T, m map[string]any) {
 			v := jsonObject(t, m, "variants")
+			keys := make([]string, 0, len(v))
 			for k := range v {
+				keys = append(keys, k)
+			}
+			for _, k := range keys {
 				if n := keepVariant(k + ".x"); n == "" {
 					delete(v, k)
 				} else if n != k+".x" {

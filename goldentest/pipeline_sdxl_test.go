@@ -77,7 +77,11 @@ func checkXLPromptIDs(t *testing.T, k *outputChecker, sub string, tx sdxlTexts, 
 		texts []string
 	}{{"prompt_input_ids", tok1, tx.prompts}, {"prompt_2_input_ids", tok2, or(tx.prompts2, tx.prompts)},
 		{"negative_input_ids", tok1, neg}, {"negative_2_input_ids", tok2, or(tx.negatives2, neg)}} {
-		if name := sub + "." + chk.name; hasOutput(k.c, name) {
+		name := chk.name
+		if sub != "" {
+			name = sub + "." + name
+		}
+		if hasOutput(k.c, name) {
 			k.use(name)
 			k.c.CheckI64(t, name, chk.tok.EncodeBatch(chk.texts), []int{len(chk.texts), chk.tok.MaxLength()})
 		}
@@ -178,6 +182,7 @@ func runPipelineSDXL(t *testing.T, c *golden.Case) {
 		NegativeOriginalSize: call.NegativeOriginalSize, NegativeCropsTopLeft: call.NegativeCropsCoordsTopLeft, NegativeTargetSize: call.NegativeTargetSize,
 		AestheticScore: call.AestheticScore, NegativeAestheticScore: call.NegativeAestheticScore,
 	}
+	checkXLPromptIDs(t, newOutputChecker(c), "", tx, tok1, tok2)
 	subs, runs := xlRuns(t, c)
 	final := map[string]*tensor.Tensor{}
 	for _, sub := range subs {

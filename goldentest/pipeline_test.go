@@ -329,6 +329,16 @@ func sameSchedule(a, b []float64) bool {
 	return true
 }
 
+// firstInput returns the first of names the case has as an input, or "".
+func firstInput(c *golden.Case, names ...string) string {
+	for _, n := range names {
+		if hasInput(c, n) {
+			return n
+		}
+	}
+	return ""
+}
+
 // inputTensor reads an input when the case has it (nil otherwise).
 func inputTensor(t *testing.T, c *golden.Case, name string) *tensor.Tensor {
 	t.Helper()
@@ -354,9 +364,12 @@ func runPipelineSD15(t *testing.T, c *golden.Case) {
 			rec := &stepRecorder{}
 			req.OnStep = rec.record
 			var noise *scheduler.RecordedNoise
-			if init := sub + "_init_image"; hasInput(c, init) || hasOutput(c, sub+".vae_sample_noise") {
+			if init := firstInput(c, sub+"_init_image", "init_image", "image"); init != "" || hasOutput(c, sub+".vae_sample_noise") {
 				// Image to image: the VAE posterior draw, then the noise added.
 				noise = recordedDraws(t, c, k, sub+".vae_sample_noise", sub+".add_noise_noise")
+				if init == "" {
+					t.Fatalf("img2img sub-case %s: no input %s_init_image", sub, sub)
+				}
 				req.InitImage = caseTensor(t, c, init)
 				req.Strength = call.number(t, sub+"_strength", "strength")
 			} else {
