@@ -329,6 +329,23 @@ func sameSchedule(a, b []float64) bool {
 	return true
 }
 
+// perImageRows repeats each row of per-prompt embeddings for the images of
+// its prompt ([p0, p0, p1, p1] as diffusers' encode_prompt returns them
+// with num_images_per_prompt) when the case recorded n = k·rows rows.
+func perImageRows(x *tensor.Tensor, n int) *tensor.Tensor {
+	b := x.Dim(0)
+	if b == 0 || n == b || n%b != 0 {
+		return x
+	}
+	rows := make([]*tensor.Tensor, 0, n)
+	for i := 0; i < b; i++ {
+		for j := 0; j < n/b; j++ {
+			rows = append(rows, x.Narrow(0, i, 1))
+		}
+	}
+	return tensor.Concat(0, rows...).Contiguous()
+}
+
 // firstInput returns the first of names the case has as an input, or "".
 func firstInput(c *golden.Case, names ...string) string {
 	for _, n := range names {
@@ -399,6 +416,7 @@ func checkSDResult(t *testing.T, k *outputChecker, sub string, res *pipeline.Res
 				t.Errorf("%s.%s: the pipeline computed none", sub, name)
 				continue
 			}
+			got = perImageRows(got, k.c.Outputs[sub+"."+name].Shape[0])
 			k.check(t, sub+"."+name, got.Data(), got.Shape())
 		}
 	}
