@@ -190,16 +190,15 @@ var ldmBuffers = map[string]bool{
 // outside the models: noise-schedule buffers, EMA copies ("model_ema.*",
 // which duplicate the UNet under flattened names) and SDXL's
 // denoiser.sigmas. Buffers inside a model (position_ids, logit_scale) are
-// told by its Part.
+// told by the Rules of its part.
 func Ignorable(name string) bool {
 	return ldmBuffers[name] || name == "denoiser.sigmas" || strings.HasPrefix(name, "model_ema.")
 }
 
 // MapComponent matches the tensors of src under prefix against params (as
-// listed by Rules.Names). It returns the
-// mapping, or a *LayoutError naming missing tensors, wrong shapes and
-// tensors under prefix that no parameter claims. Tensors outside prefix
-// are not looked at.
+// listed by Rules.Names). It returns the mapping, or a *LayoutError naming
+// missing tensors, wrong shapes and tensors under prefix that no parameter
+// claims. Tensors outside prefix are not looked at.
 func MapComponent(src Source, prefix string, params []Param) (Component, error) {
 	e := &LayoutError{Layout: prefix + "*"}
 	c := mapComponent(src, prefix, params, e)
@@ -318,5 +317,3 @@ names:
 	}
 	return mp, nil
 }
-
-func sameInts(a, b []int) bool { return slices.Equal(a, b) }

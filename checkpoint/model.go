@@ -2,6 +2,7 @@ package checkpoint
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -257,7 +258,7 @@ func pick(src Source, family string, candidates ...Model) (Model, error) {
 	var want []string
 	for _, c := range candidates {
 		shape := []int{c.UNet.BlockOutChannels[0], c.UNet.InChannels, 3, 3}
-		if sameInts(info.Shape, shape) {
+		if slices.Equal(info.Shape, shape) {
 			return c, nil
 		}
 		want = append(want, fmt.Sprintf("%v (%s)", shape, c.Name))

@@ -133,9 +133,6 @@ func same(p nn.Param, source string) Param {
 	return Param{Name: p.Name, Source: source, Shape: p.Shape, SourceShape: p.Shape}
 }
 
-// cutPrefix splits name after a module path: cutPrefix("a.b.c", "a.") = "b.c".
-func cutPrefix(name, prefix string) (string, bool) { return strings.CutPrefix(name, prefix) }
-
 // index reads the dot-separated segment i of name as an index.
 func index(parts []string, i int) (int, bool) {
 	if i >= len(parts) {
@@ -226,7 +223,7 @@ var unetResnet = [][2]string{
 
 func renameModule(rest string, table [][2]string) (string, bool) {
 	for _, r := range table {
-		if tail, ok := cutPrefix(rest, r[0]); ok {
+		if tail, ok := strings.CutPrefix(rest, r[0]); ok {
 			return r[1] + tail, true
 		}
 	}
@@ -289,7 +286,7 @@ func (u *unetNamer) name(name string) (string, bool) {
 		case "attentions":
 			return "input_blocks." + strconv.Itoa(k+j) + ".1." + rest, true
 		case "downsamplers":
-			if tail, ok := cutPrefix(rest, "conv."); ok && j == 0 {
+			if tail, ok := strings.CutPrefix(rest, "conv."); ok && j == 0 {
 				return "input_blocks." + strconv.Itoa(k+u.downRes[i]) + ".0.op." + tail, true
 			}
 		}
@@ -309,7 +306,7 @@ func (u *unetNamer) name(name string) (string, bool) {
 		if u.upAttn[i] {
 			slot = ".2."
 		}
-		if tail, ok := cutPrefix(rest, "conv."); ok && j == 0 {
+		if tail, ok := strings.CutPrefix(rest, "conv."); ok && j == 0 {
 			return "output_blocks." + strconv.Itoa(k+u.upRes[i]-1) + slot + "conv." + tail, true
 		}
 	}
@@ -329,7 +326,7 @@ func resnet(path, rest string) (string, bool) {
 // between them (so at even indices), the zero convolutions zero_convs.N.0
 // and the mid one middle_block_out.0.
 func (u *unetNamer) controlNetName(name string) (string, bool) {
-	if rest, ok := cutPrefix(name, "controlnet_cond_embedding."); ok {
+	if rest, ok := strings.CutPrefix(name, "controlnet_cond_embedding."); ok {
 		switch {
 		case strings.HasPrefix(rest, "conv_in."):
 			return "input_hint_block.0." + strings.TrimPrefix(rest, "conv_in."), true
@@ -342,14 +339,14 @@ func (u *unetNamer) controlNetName(name string) (string, bool) {
 		}
 		return "", false
 	}
-	if rest, ok := cutPrefix(name, "controlnet_down_blocks."); ok {
+	if rest, ok := strings.CutPrefix(name, "controlnet_down_blocks."); ok {
 		f := strings.SplitN(rest, ".", 2)
 		if _, ok := index(f, 0); ok && len(f) == 2 {
 			return "zero_convs." + f[0] + ".0." + f[1], true
 		}
 		return "", false
 	}
-	if rest, ok := cutPrefix(name, "controlnet_mid_block."); ok {
+	if rest, ok := strings.CutPrefix(name, "controlnet_mid_block."); ok {
 		return "middle_block_out.0." + rest, true
 	}
 	return "", false
@@ -415,7 +412,7 @@ func (v *vaeNamer) param(p nn.Param) (Param, bool) {
 }
 
 func vaeResnet(rest string) string {
-	if tail, ok := cutPrefix(rest, "conv_shortcut."); ok {
+	if tail, ok := strings.CutPrefix(rest, "conv_shortcut."); ok {
 		return "nin_shortcut." + tail
 	}
 	return rest
@@ -450,7 +447,7 @@ func (v *vaeNamer) mid(p nn.Param, part string, f []string) (Param, bool) {
 // transformers versions lack the "text_model." level.
 func clipParam(p nn.Param) (Param, bool) {
 	q := same(p, p.Name)
-	if tail, ok := cutPrefix(p.Name, "text_model."); ok {
+	if tail, ok := strings.CutPrefix(p.Name, "text_model."); ok {
 		q.Aliases = []string{tail}
 	}
 	return q, true
@@ -486,7 +483,7 @@ func openCLIPParam(p nn.Param) (Param, bool) {
 		return Param{Name: p.Name, Source: "text_projection", Shape: p.Shape,
 			SourceShape: []int{p.Shape[1], p.Shape[0]}, Transpose: true}, true
 	}
-	rest, ok := cutPrefix(p.Name, "text_model.encoder.layers.")
+	rest, ok := strings.CutPrefix(p.Name, "text_model.encoder.layers.")
 	if !ok {
 		return Param{}, false
 	}
@@ -499,7 +496,7 @@ func openCLIPParam(p nn.Param) (Param, bool) {
 		return same(p, block+s), true
 	}
 	for third, proj := range []string{"self_attn.q_proj.", "self_attn.k_proj.", "self_attn.v_proj."} {
-		kind, ok := cutPrefix(f[1], proj)
+		kind, ok := strings.CutPrefix(f[1], proj)
 		if !ok || (kind != "weight" && kind != "bias") || len(p.Shape) == 0 {
 			continue
 		}
