@@ -40,8 +40,6 @@ type fluxRunConfig struct {
 	Mu              *float64        `json:"mu"` // recorded calculate_shift, when present
 }
 
-
-
 // fluxComponents builds the pipeline parts that both configurations share
 // (everything but the transformer).
 func fluxComponents(t *testing.T, c *golden.Case) *pipeline.Flux {

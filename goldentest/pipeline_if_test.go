@@ -45,7 +45,6 @@ type ifCascadeSchedulers struct {
 	ImageNoising   json.RawMessage `json:"image_noising"`
 }
 
-
 // ifUNet builds a UNet named in uses_weights_of with its config.
 func ifUNet(t *testing.T, c *golden.Case, component string) *unet.Model {
 	t.Helper()

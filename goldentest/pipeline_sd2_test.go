@@ -36,8 +36,6 @@ type sdVariantsConfig struct {
 	} `json:"variants"`
 }
 
-
-
 // padStyleOf tells which padding the recorded ids use: the id after the
 // first EOS of a row that has room for one (EOS: SD 1.x; 0: the '!' pad of
 // SD 2.x and SDXL's tokenizer_2).

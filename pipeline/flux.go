@@ -230,21 +230,6 @@ func (p *Flux) check(r FluxRequest) (width, height int, err error) {
 	return width, height, nil
 }
 
-// startLatents returns the given initial latents, checked against shape,
-// or draws them from noise.
-func startLatents(given *tensor.Tensor, noise scheduler.NoiseSource, shape []int) (*tensor.Tensor, error) {
-	switch {
-	case given != nil:
-		if !tensor.SameShape(given.Shape(), shape) {
-			return nil, fmt.Errorf("pipeline: latents shape %v, want %v", given.Shape(), shape)
-		}
-		return given, nil
-	case noise != nil:
-		return tensor.FromSlice(noise.Randn(shape), shape...), nil
-	}
-	return nil, errors.New("pipeline: neither latents nor a noise source")
-}
-
 // schedule sets the scheduler up as FluxPipeline does: sigmas
 // linspace(1, 1/n, n) and mu = calculate_shift of the token count.
 func (p *Flux) schedule(r FluxRequest, tokens int, res *FluxResult) error {
@@ -274,7 +259,7 @@ func (p *Flux) Generate(ctx context.Context, r FluxRequest) (*FluxResult, error)
 	}
 	B, f := len(r.Prompts), p.VAEScaleFactor()
 	h, w := 2*(height/f), 2*(width/f)
-	noise, err := startLatents(r.Latents, r.Noise, []int{B, p.Transformer.Cfg.InChannels / 4, h, w})
+	noise, err := initialNoise(r.Latents, r.Noise, []int{B, p.Transformer.Cfg.InChannels / 4, h, w})
 	if err != nil {
 		return nil, err
 	}

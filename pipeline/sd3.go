@@ -254,20 +254,6 @@ func (p *SD3) sd3Size(r SD3Request) (w, h int, err error) {
 	return w, h, nil
 }
 
-// initialLatents returns the given latents or draws them.
-func initialLatents(r SD3Request, shape []int) (*tensor.Tensor, error) {
-	switch {
-	case r.Latents != nil:
-		if !tensor.SameShape(r.Latents.Shape(), shape) {
-			return nil, fmt.Errorf("pipeline: latents shape %v, want %v", r.Latents.Shape(), shape)
-		}
-		return r.Latents.Contiguous(), nil
-	case r.Noise != nil:
-		return tensor.FromSlice(r.Noise.Randn(shape), shape...), nil
-	}
-	return nil, errors.New("pipeline: neither latents nor a noise source")
-}
-
 // beginIndexer is implemented by the schedulers with set_begin_index.
 type beginIndexer interface{ SetBeginIndex(i int) error }
 
@@ -313,7 +299,7 @@ func (p *SD3) imageLatents(r SD3Request, shape []int) (*tensor.Tensor, int, erro
 		return nil, 0, fmt.Errorf("pipeline: init image latents %v, want [*, %d, %d, %d]", z.Shape(), shape[1], shape[2], shape[3])
 	}
 	z = tileBatch(z, shape[0]/img.Dim(0))
-	noise, err := initialLatents(r, shape)
+	noise, err := initialNoise(r.Latents, r.Noise, shape)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -383,7 +369,7 @@ func (p *SD3) Generate(ctx context.Context, r SD3Request) (*SD3Result, error) {
 	if r.InitImage != nil {
 		latents, start, err = p.imageLatents(r, shape)
 	} else {
-		latents, err = initialLatents(r, shape)
+		latents, err = initialNoise(r.Latents, r.Noise, shape)
 	}
 	if err != nil {
 		return nil, err

@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -385,9 +384,6 @@ func runGenerate(ctx context.Context, args []string) error {
 		}
 		return err
 	}
-	if f.threads > 0 {
-		runtime.GOMAXPROCS(f.threads)
-	}
 	if note, err := configureBF16(f.bf16, f.set["bf16"]); err != nil {
 		return fmt.Errorf("generate: %w", err)
 	} else if note != "" {
@@ -400,7 +396,12 @@ func runGenerate(ctx context.Context, args []string) error {
 	if err := checkOutput(f.output); err != nil {
 		return err
 	}
-	opt := pipeline.Options{MemoryLimit: systemMemory()}
+	opt, err := envOptions(os.Getenv, systemMemory())
+	if err != nil {
+		return fmt.Errorf("generate: %w", err)
+	}
+	setBF16Flag(&opt, f.bf16, f.set["bf16"])
+	opt.Threads, opt.MemoryLimit = max(f.threads, 0), systemMemory()
 	if f.dtype != "" {
 		dt, err := parseDType(f.dtype)
 		if err != nil {

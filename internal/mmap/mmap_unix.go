@@ -1,6 +1,9 @@
 //go:build unix
 
-package safetensors
+// Package mmap maps checkpoint files read-only into memory, so that weights
+// are read where they lie instead of being copied; safetensors and gguf share
+// it. On systems without mmap the file is read into memory instead.
+package mmap
 
 import (
 	"fmt"
@@ -11,7 +14,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func mapFile(path string) ([]byte, func() error, error) {
+// Map maps the whole file read-only. unmap releases the mapping; slices of
+// the data are invalid afterwards. An empty file gives an empty slice.
+func Map(path string) (data []byte, unmap func() error, err error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, nil, err
@@ -35,14 +40,14 @@ func mapFile(path string) ([]byte, func() error, error) {
 	return b, func() error { return syscall.Munmap(b) }, nil
 }
 
-// mappedFiles: Open maps files (non-empty ones) rather than reading them.
-const mappedFiles = true
+// Mapped reports that Map maps files (non-empty ones) rather than reading them.
+const Mapped = true
 
-// dropPages tells the system that the pages wholly inside b, part of a
+// DropPages tells the system that the pages wholly inside b, part of a
 // read-only file mapping, are not needed soon: they leave the process's
 // resident memory and are read back from the file (usually still in the
 // page cache) if touched again. Errors are ignored: this is advice.
-func dropPages(b []byte) {
+func DropPages(b []byte) {
 	ps := uintptr(unix.Getpagesize())
 	start := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
 	lo := (start + ps - 1) &^ (ps - 1)
