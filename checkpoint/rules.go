@@ -248,55 +248,68 @@ func (u *unetNamer) name(name string) (string, bool) {
 	if len(f) < 4 {
 		return "", false
 	}
-	switch f[0] {
-	case "mid_block":
-		j, ok := index(f, 2)
-		rest := strings.Join(f[3:], ".")
-		switch {
-		case !ok:
-		case f[1] == "resnets" && u.midAttn:
-			return resnet("middle_block."+strconv.Itoa(2*j)+".", rest)
-		case f[1] == "resnets":
-			return resnet("middle_block."+strconv.Itoa(j)+".", rest)
-		case f[1] == "attentions":
-			return "middle_block." + strconv.Itoa(2*j+1) + "." + rest, true
-		}
-		return "", false
-	case "down_blocks", "up_blocks":
-	default:
-		return "", false
+	if f[0] == "mid_block" {
+		return u.mid(f[1], f[2], strings.Join(f[3:], "."))
 	}
 	i, oki := index(f, 1)
 	j, okj := index(f, 3)
 	if !oki || !okj || len(f) < 5 {
 		return "", false
 	}
-	rest := f[4]
-	if f[0] == "down_blocks" {
-		k := 1 // input_blocks.0 is conv_in
-		for b := range i {
-			k += u.downRes[b]
-			if u.downSample[b] {
-				k++
-			}
-		}
-		switch f[2] {
-		case "resnets":
-			return resnet("input_blocks."+strconv.Itoa(k+j)+".0.", rest)
-		case "attentions":
-			return "input_blocks." + strconv.Itoa(k+j) + ".1." + rest, true
-		case "downsamplers":
-			if tail, ok := strings.CutPrefix(rest, "conv."); ok && j == 0 {
-				return "input_blocks." + strconv.Itoa(k+u.downRes[i]) + ".0.op." + tail, true
-			}
-		}
-		return "", false
+	switch f[0] {
+	case "down_blocks":
+		return u.down(i, f[2], j, f[4])
+	case "up_blocks":
+		return u.up(i, f[2], j, f[4])
 	}
+	return "", false
+}
+
+// mid renames mid_block.<kind>.<index>.<rest>: LDM's middle_block is
+// ResBlock, SpatialTransformer, ResBlock (or two ResBlocks).
+func (u *unetNamer) mid(kind, index, rest string) (string, bool) {
+	j, err := strconv.Atoi(index)
+	switch {
+	case err != nil || j < 0:
+	case kind == "resnets" && u.midAttn:
+		return resnet("middle_block."+strconv.Itoa(2*j)+".", rest)
+	case kind == "resnets":
+		return resnet("middle_block."+strconv.Itoa(j)+".", rest)
+	case kind == "attentions":
+		return "middle_block." + strconv.Itoa(2*j+1) + "." + rest, true
+	}
+	return "", false
+}
+
+// down renames down_blocks.i.<kind>.j.<rest>.
+func (u *unetNamer) down(i int, kind string, j int, rest string) (string, bool) {
+	k := 1 // input_blocks.0 is conv_in
+	for b := range i {
+		k += u.downRes[b]
+		if u.downSample[b] {
+			k++
+		}
+	}
+	switch kind {
+	case "resnets":
+		return resnet("input_blocks."+strconv.Itoa(k+j)+".0.", rest)
+	case "attentions":
+		return "input_blocks." + strconv.Itoa(k+j) + ".1." + rest, true
+	case "downsamplers":
+		if tail, ok := strings.CutPrefix(rest, "conv."); ok && j == 0 {
+			return "input_blocks." + strconv.Itoa(k+u.downRes[i]) + ".0.op." + tail, true
+		}
+	}
+	return "", false
+}
+
+// up renames up_blocks.i.<kind>.j.<rest>.
+func (u *unetNamer) up(i int, kind string, j int, rest string) (string, bool) {
 	k := 0
 	for b := range i {
 		k += u.upRes[b]
 	}
-	switch f[2] {
+	switch kind {
 	case "resnets":
 		return resnet("output_blocks."+strconv.Itoa(k+j)+".0.", rest)
 	case "attentions":
