@@ -111,10 +111,10 @@ func trainModels(t *testing.T, c *golden.Case) train.Models {
 	return m
 }
 
-// recordedDraws splits the stored vae_noise, noise and timesteps [steps, ...]
+// trainDraws splits the stored vae_noise, noise and timesteps [steps, ...]
 // into per-step draws, and checks that a torch generator seeded with
 // draw_seed (when the case records one) reproduces them.
-func recordedDraws(t *testing.T, c *golden.Case, h trainHyper, numTrain int) *train.RecordedDraws {
+func trainDraws(t *testing.T, c *golden.Case, h trainHyper, numTrain int) *train.RecordedDraws {
 	t.Helper()
 	vn, shape := c.MustF32(t, "vae_noise")
 	nz, _ := c.MustF32(t, "noise")
@@ -254,7 +254,7 @@ func runTrainDreamBoothLoRA(t *testing.T, c *golden.Case) {
 	if _, ok := c.Outputs["prior_loss"]; ok {
 		opts.PriorPreservation, opts.PriorLossWeight = true, h.PriorLossWeight
 	}
-	tr, err := train.NewTrainer(m, opts, params, h.adam(), h.schedule(), recordedDraws(t, c, h, scheduler.NumTrainTimesteps(m.Noise)))
+	tr, err := train.NewTrainer(m, opts, params, h.adam(), h.schedule(), trainDraws(t, c, h, scheduler.NumTrainTimesteps(m.Noise)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -388,7 +388,7 @@ func runTrainControlNet(t *testing.T, c *golden.Case) {
 	}
 	params = orderTrainParams(t, params, names)
 	tr, err := train.NewTrainer(m, train.Options{MaxGradNorm: h.MaxGradNorm, SNRGamma: h.SNRGamma}, params, h.adam(), h.schedule(),
-		recordedDraws(t, c, h, scheduler.NumTrainTimesteps(m.Noise)))
+		trainDraws(t, c, h, scheduler.NumTrainTimesteps(m.Noise)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,11 +12,9 @@ import (
 	"time"
 
 	"github.com/diffuse-go/diffuse/checkpoint"
-	"github.com/diffuse-go/diffuse/model/clip"
 	"github.com/diffuse-go/diffuse/model/controlnet"
 	"github.com/diffuse-go/diffuse/model/lora"
 	"github.com/diffuse-go/diffuse/model/unet"
-	"github.com/diffuse-go/diffuse/model/vae"
 	"github.com/diffuse-go/diffuse/nn"
 	"github.com/diffuse-go/diffuse/pipeline"
 	"github.com/diffuse-go/diffuse/safetensors"
@@ -49,19 +47,13 @@ func runRandomCheckpoint(ctx context.Context, args []string) error {
 	t0 := time.Now()
 	switch *kind {
 	case "sd15", "sd15-inpainting":
-		layout, inCh := checkpoint.SD15(), 4
+		m := checkpoint.SD15()
 		if *kind == "sd15-inpainting" {
-			layout, inCh = checkpoint.SD15Inpainting(), 9
+			m = checkpoint.SD15Inpainting()
 		}
-		c := &pipeline.Components{}
-		if c.TextEncoder, err = clip.New(clip.SD15()); err != nil {
-			return err
-		}
-		if c.UNet, err = unet.New(unet.SD15(inCh)); err != nil {
-			return err
-		}
-		if c.VAE, err = vae.New(vae.SD()); err != nil {
-			return err
+		c, cerr := pipeline.NewComponents(m)
+		if cerr != nil {
+			return cerr
 		}
 		nn.Init(c.TextEncoder, *seed, dt)
 		nn.Init(c.UNet, *seed+1, dt)
@@ -69,27 +61,18 @@ func runRandomCheckpoint(ctx context.Context, args []string) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		err = pipeline.WriteLDM(*out, layout, c, dt)
+		err = pipeline.WriteLDM(*out, m, c, dt)
 	case "sdxl", "sdxl-refiner":
-		layout, cfgs := checkpoint.SDXLBase(), pipeline.SDXLBaseConfigs(4)
+		m := checkpoint.SDXLBase()
 		if *kind == "sdxl-refiner" {
-			layout, cfgs = checkpoint.SDXLRefiner(), pipeline.SDXLRefinerConfigs()
+			m = checkpoint.SDXLRefiner()
 		}
-		c := &pipeline.SDXLComponents{}
-		if cfgs.TextEncoder != nil {
-			if c.TextEncoder, err = clip.New(*cfgs.TextEncoder); err != nil {
-				return err
-			}
+		c, cerr := pipeline.NewSDXLComponents(m)
+		if cerr != nil {
+			return cerr
+		}
+		if c.TextEncoder != nil {
 			nn.Init(c.TextEncoder, *seed, dt)
-		}
-		if c.TextEncoder2, err = clip.New(cfgs.TextEncoder2); err != nil {
-			return err
-		}
-		if c.UNet, err = unet.New(cfgs.UNet); err != nil {
-			return err
-		}
-		if c.VAE, err = vae.New(cfgs.VAE); err != nil {
-			return err
 		}
 		nn.Init(c.TextEncoder2, *seed+1, dt)
 		nn.Init(c.UNet, *seed+2, dt)
@@ -97,7 +80,7 @@ func runRandomCheckpoint(ctx context.Context, args []string) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		err = pipeline.WriteSGM(*out, layout, c, dt)
+		err = pipeline.WriteSGM(*out, m, c, dt)
 	case "controlnet":
 		err = writeRandomControlNet(*out, *seed, dt)
 	case "lora":
