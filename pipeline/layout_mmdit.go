@@ -1,7 +1,6 @@
 package pipeline
 
 import (
-	"fmt"
 	"slices"
 
 	"github.com/diffuse-go/diffuse/checkpoint"
@@ -135,24 +134,13 @@ func VAEFileLayout(c vae.Config, prefix string) ([]TensorSpec, error) {
 	if err != nil {
 		return nil, err
 	}
-	params, err := checkpoint.VAEParams(checkpoint.VAELayout{InChannels: c.InChannels, OutChannels: c.OutChannels,
-		BlockOutChannels: c.BlockOutChannels, LayersPerBlock: c.LayersPerBlock, DownBlockTypes: c.DownBlockTypes,
-		UpBlockTypes: c.UpBlockTypes, LatentChannels: c.LatentChannels})
+	params, err := checkpoint.LDMVAE.Names(m)
 	if err != nil {
 		return nil, err
 	}
-	has := map[string]bool{}
-	for _, s := range moduleTensors(m, "") {
-		has[s.Name] = true
-	}
-	var out []TensorSpec
-	for _, p := range params {
-		if has[p.Name] {
-			out = append(out, TensorSpec{Name: prefix + p.Source, Shape: p.SourceShape})
-		}
-	}
-	if len(out) != len(has) {
-		return nil, fmt.Errorf("pipeline: the LDM VAE layout covers %d of the model's %d tensors", len(out), len(has))
+	out := make([]TensorSpec, len(params))
+	for i, p := range params {
+		out[i] = TensorSpec{Name: prefix + p.Source, Shape: p.SourceShape}
 	}
 	return out, nil
 }

@@ -393,7 +393,7 @@ func loadVAE(p compSource, def vae.Config, opt Options) (*vae.Model, openFiles, 
 	if err != nil {
 		return fail(err)
 	}
-	comp, err := ldmVAEMapping(fs[0], p.prefix, cfg, m)
+	comp, err := ldmVAEMapping(fs[0], p.prefix, m)
 	if err != nil {
 		return fail(err)
 	}
@@ -401,29 +401,14 @@ func loadVAE(p compSource, def vae.Config, opt Options) (*vae.Model, openFiles, 
 	return m, fs, err
 }
 
-// ldmVAEMapping maps an LDM-layout VAE onto the model's parameters: the
-// checkpoint package's VAE layout, less what this config does not have
-// (quant convolutions of SD3's and FLUX's VAE).
-func ldmVAEMapping(f *safetensors.File, prefix string, cfg vae.Config, m *vae.Model) (checkpoint.Component, error) {
-	params, err := checkpoint.VAEParams(checkpoint.VAELayout{InChannels: cfg.InChannels, OutChannels: cfg.OutChannels,
-		BlockOutChannels: cfg.BlockOutChannels, LayersPerBlock: cfg.LayersPerBlock, DownBlockTypes: cfg.DownBlockTypes,
-		UpBlockTypes: cfg.UpBlockTypes, LatentChannels: cfg.LatentChannels})
+// ldmVAEMapping maps an LDM-layout VAE onto the model's parameters by
+// the checkpoint package's LDM VAE naming rules.
+func ldmVAEMapping(f *safetensors.File, prefix string, m *vae.Model) (checkpoint.Component, error) {
+	params, err := checkpoint.LDMVAE.Names(m)
 	if err != nil {
 		return nil, err
 	}
-	var ps nn.Params
-	m.Params("", &ps)
-	has := map[string]bool{}
-	for _, p := range ps.List() {
-		has[p.Name] = true
-	}
-	var keep []checkpoint.Param
-	for _, p := range params {
-		if has[p.Name] {
-			keep = append(keep, p)
-		}
-	}
-	return checkpoint.MapComponent(f, prefix, keep)
+	return checkpoint.MapComponent(f, prefix, params)
 }
 
 // loadT5Tokenizer loads a T5 SentencePiece tokenizer: the spiece.model
