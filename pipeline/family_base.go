@@ -16,17 +16,18 @@ import (
 // the model's info and scheduler config, the images loop (one generator
 // per image) and the A1111 metadata.
 type base struct {
-	mu    sync.Mutex
-	info  Info
-	opt   Options
-	sched scheduler.Config
+	mu     sync.Mutex
+	info   Info
+	opt    Options
+	sched  scheduler.Config
+	hash   string
+	hashed bool
+	closed bool
+
 	// newScheduler, when set, builds each image's scheduler instead of
 	// scheduler.New(p.Sampler, sched) (flow-matching families map the
 	// sampler names onto their own scheduler).
 	newScheduler func(p *Params) (scheduler.Scheduler, error)
-	hash         string
-	hashed       bool
-	closed       bool
 }
 
 func (b *base) Info() Info { return b.info }
