@@ -1,6 +1,7 @@
 package goldentest
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/diffuse-go/diffuse/internal/golden"
@@ -46,11 +47,14 @@ func runCLIP(t *testing.T, c *golden.Case, proj bool) {
 	got := map[string]interface{ Data() []float32 }{
 		"last_hidden_state": out.LastHiddenState,
 		"pooler_output":     out.Pooled,
-		"hidden_states_m2":  hs[len(hs)-2],
-		"hidden_states_0":   hs[0],
 	}
 	if out.TextEmbeds != nil {
 		got["text_embeds"] = out.TextEmbeds
+	}
+	// hidden_states_<i> = hidden_states[i], hidden_states_m<i> = hidden_states[-i].
+	for i := range hs {
+		got[fmt.Sprintf("hidden_states_%d", i)] = hs[i]
+		got[fmt.Sprintf("hidden_states_m%d", len(hs)-i)] = hs[i]
 	}
 	for name := range c.Outputs {
 		g, ok := got[name]

@@ -2,6 +2,7 @@ package goldentest
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/diffuse-go/diffuse/internal/golden"
@@ -29,6 +30,18 @@ func buildControlNet(t *testing.T, cfgJSON []byte, w *safetensors.File) *control
 	return m
 }
 
+// controlNetScales lists the scale groups of the controlnet case: output
+// prefixes s<scale> ("s1", "s0p5" = 0.5), in order of their names.
+func controlNetScales(c *golden.Case) map[string]float32 {
+	out := map[string]float32{}
+	for _, sub := range subCases(c) {
+		if v, ok := pointName(strings.TrimPrefix(sub, "s")); strings.HasPrefix(sub, "s") && ok {
+			out[sub] = float32(v)
+		}
+	}
+	return out
+}
+
 func runControlNet(t *testing.T, c *golden.Case) {
 	w, err := c.Weights("")
 	if err != nil {
@@ -39,37 +52,43 @@ func runControlNet(t *testing.T, c *golden.Case) {
 	cond := unet.Cond{EncoderHiddenStates: caseTensor(t, c, "encoder_hidden_states")}
 	sample := caseTensor(t, c, "sample")
 	image := caseTensor(t, c, "controlnet_cond")
-	var s1 *controlnet.Residuals
-	for _, sc := range []struct {
-		prefix string
-		scale  float32
-	}{{"s1", 1}, {"s0p5", 0.5}} {
-		res, err := cn.Forward(sample, ts, cond, image, sc.scale, false)
+	k := newOutputChecker(c)
+	scales := controlNetScales(c)
+	if len(scales) == 0 {
+		t.Fatalf("case %s: no s<scale>.* outputs", c.Name)
+	}
+	residuals := map[string]*controlnet.Residuals{}
+	for prefix, scale := range scales {
+		res, err := cn.Forward(sample, ts, cond, image, scale, false)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for i, d := range res.Down {
-			c.Check(t, fmt.Sprintf("%s.down_block_res_samples.%d", sc.prefix, i), d.Data(), d.Shape())
+			k.check(t, fmt.Sprintf("%s.down_block_res_samples.%d", prefix, i), d.Data(), d.Shape())
 		}
-		c.Check(t, sc.prefix+".mid_block_res_sample", res.Mid.Data(), res.Mid.Shape())
-		if sc.prefix == "s1" {
-			s1 = res
+		k.check(t, prefix+".mid_block_res_sample", res.Mid.Data(), res.Mid.Shape())
+		residuals[prefix] = res
+	}
+	// unet_out_with_<prefix>_residuals: the UNet with that group's residuals.
+	for name := range c.Outputs {
+		prefix, ok := strings.CutSuffix(strings.TrimPrefix(name, "unet_out_with_"), "_residuals")
+		if !ok || !strings.HasPrefix(name, "unet_out_with_") {
+			continue
 		}
+		res := residuals[prefix]
+		if res == nil {
+			t.Errorf("%s: no residual group %s", name, prefix)
+			continue
+		}
+		ucfg, uw := component(t, c, "unet")
+		u := buildUNet(t, ucfg, uw)
+		withRes := cond
+		withRes.DownBlockAdditionalResiduals, withRes.MidBlockAdditionalResidual = res.Down, res.Mid
+		out, err := u.Forward(sample, ts, withRes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k.check(t, name, out.Data(), out.Shape())
 	}
-	uw, err := c.Weights("unet")
-	if err != nil {
-		t.Fatal(err)
-	}
-	uc, err := c.Sibling(c.UsesWeightsOf["unet"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	u := buildUNet(t, uc.Config, uw)
-	cond.DownBlockAdditionalResiduals = s1.Down
-	cond.MidBlockAdditionalResidual = s1.Mid
-	out, err := u.Forward(sample, ts, cond)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.Check(t, "unet_out_with_s1_residuals", out.Data(), out.Shape())
+	k.allChecked(t, "")
 }

@@ -3,8 +3,6 @@ package goldentest
 import (
 	"context"
 	"encoding/json"
-	"regexp"
-	"strconv"
 	"testing"
 
 	"github.com/diffuse-go/diffuse/internal/golden"
@@ -66,34 +64,15 @@ func runDiT(t *testing.T, c *golden.Case) {
 	}
 }
 
-// callArg reads a numeric keyword argument (name=value) of the case's
-// recorded Python call.
-func callArg(t *testing.T, c *golden.Case, name string) float64 {
-	t.Helper()
-	var call string
-	if err := c.Field("call", &call); err != nil {
-		t.Fatal(err)
-	}
-	m := regexp.MustCompile(regexp.QuoteMeta(name) + `=([0-9.eE+-]+)`).FindStringSubmatch(call)
-	if m == nil {
-		t.Fatalf("case %s: call has no %s=", c.Name, name)
-	}
-	v, err := strconv.ParseFloat(m[1], 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
-}
-
 // ditPipelineRun runs the DiT pipeline and checks the outputs named with
 // prefix (model_inputs, class_labels_input, timesteps, image where the
 // case has them).
-func ditPipelineRun(t *testing.T, c *golden.Case, p *pipeline.DiT, prefix, schedClass string, schedCfg []byte,
+func ditPipelineRun(t *testing.T, c *golden.Case, p *pipeline.DiT, prefix string, schedCfg []byte,
 	labels []int64, guidance float64, steps int, latents *tensor.Tensor) {
 	t.Helper()
 	var inputs []float32
 	res, err := p.Generate(context.Background(), pipeline.DiTRequest{ClassLabels: labels, Steps: steps, Guidance: guidance,
-		Scheduler: newScheduler(t, schedClass, schedCfg), Latents: latents,
+		Scheduler: schedulerFromConfig(t, schedCfg), Latents: latents,
 		OnModelInput: func(step int, x *tensor.Tensor) { inputs = append(inputs, x.Contiguous().Data()...) }})
 	if err != nil {
 		t.Fatal(err)
@@ -143,7 +122,7 @@ func runDiTCasePipeline(t *testing.T, c *golden.Case, m *dit.Model) {
 	p.Transformer = m
 	lat := caseTensor(t, c, "pipeline.initial_latents")
 	c.Check(t, "pipeline.initial_latents", lat.Data(), lat.Shape())
-	ditPipelineRun(t, c, p, "pipeline.", "DDIMScheduler", []byte(sched), labels,
+	ditPipelineRun(t, c, p, "pipeline.", []byte(sched), labels,
 		callArg(t, c, "guidance_scale"), int(callArg(t, c, "num_inference_steps")), lat)
 }
 
@@ -176,6 +155,6 @@ func runPipelineDiT(t *testing.T, c *golden.Case) {
 	shape := []int{len(cfg.ClassLabels), tc.InChannels, tc.SampleSize, tc.SampleSize}
 	lat := tensor.FromSlice(rng.New(cfg.Seed).Randn(shape), shape...)
 	c.Check(t, "initial_latents", lat.Data(), lat.Shape())
-	ditPipelineRun(t, c, p, "", "DPMSolverMultistepScheduler", []byte(sched), cfg.ClassLabels, cfg.Guidance, cfg.Steps,
+	ditPipelineRun(t, c, p, "", []byte(sched), cfg.ClassLabels, cfg.Guidance, cfg.Steps,
 		caseTensor(t, c, "initial_latents"))
 }

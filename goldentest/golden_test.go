@@ -7,7 +7,7 @@ import (
 	"github.com/diffuse-go/diffuse/tensor"
 )
 
-// TestGolden runs every case; unimplemented classes show up as skipped.
+// TestGolden runs every case; a case whose class has no runner fails.
 func TestGolden(t *testing.T) { golden.RunAll(t) }
 
 // TestGoldenWinograd runs every case again with every 3×3 convolution that

@@ -1,8 +1,6 @@
 package goldentest
 
 import (
-	"encoding/json"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -10,6 +8,7 @@ import (
 	"github.com/diffuse-go/diffuse/model/lora"
 	"github.com/diffuse-go/diffuse/model/unet"
 	"github.com/diffuse-go/diffuse/nn"
+	"github.com/diffuse-go/diffuse/pipeline"
 	"github.com/diffuse-go/diffuse/scheduler"
 	"github.com/diffuse-go/diffuse/tensor"
 )
@@ -22,25 +21,16 @@ func init() {
 	golden.Register("diffusers.UNet2DConditionModel + peft LoRA (train mode; no dropout)", runGradLoRA)
 }
 
-// sd15DDPM is DDPMScheduler built from the SD1.5 scheduler config the
-// schedulers case carries (the training scripts load the pipeline's
-// scheduler config into a DDPMScheduler).
-func sd15DDPM(t *testing.T, c *golden.Case) *scheduler.DDPM {
+// trainingDDPM is the DDPMScheduler the training scripts build from the
+// pipeline's scheduler config: the case's scheduler_config when it has
+// one, else Stable Diffusion 1.5's (which the cases' description names).
+func trainingDDPM(t *testing.T, c *golden.Case) *scheduler.DDPM {
 	t.Helper()
-	sc, err := c.Sibling("schedulers")
-	if err != nil {
-		t.Fatal(err)
+	raw := []byte(pipeline.SD15SchedulerConfig)
+	if r, ok := c.Raw["scheduler_config"]; ok {
+		raw = r
 	}
-	var cfg struct {
-		SD15 json.RawMessage `json:"sd15_scheduler_config"`
-	}
-	if err := sc.Field("config", &cfg); err != nil {
-		t.Fatal(err)
-	}
-	if cfg.SD15 == nil {
-		t.Fatal("schedulers case: config has no sd15_scheduler_config")
-	}
-	parsed, err := scheduler.ParseConfig(cfg.SD15)
+	parsed, err := scheduler.ParseConfig(raw)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +53,7 @@ func trainingInputs(t *testing.T, c *golden.Case) (noisy, noise *tensor.Tensor, 
 	for i, v := range steps {
 		tf[i], ts[i] = float64(v), float32(v)
 	}
-	nl, err := sd15DDPM(t, c).AddNoise(latents, nv, tf)
+	nl, err := trainingDDPM(t, c).AddNoise(latents, nv, tf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,8 +192,9 @@ func runGradLoRA(t *testing.T, c *golden.Case) {
 		t.Fatal(err)
 	}
 	u := buildUNet(t, c.Config, uw)
-	// uses_weights_of.lora names a file of another case folder.
-	f, err := lora.Load(filepath.Join(filepath.Dir(c.Dir), filepath.FromSlash(c.UsesWeightsOf["lora"])))
+	// uses_weights_of.lora names a LoRA file of a case folder.
+	path, _ := thisCaseFile(c, c.UsesWeightsOf["lora"])
+	f, err := lora.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}

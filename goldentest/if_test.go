@@ -54,94 +54,113 @@ func runIFUNet(t *testing.T, c *golden.Case) {
 		t.Fatal(err)
 	}
 	unet2 := buildUNet(t, c.Config, w2)
-	noising := newScheduler(t, "DDPMScheduler", cfg.NoisingSchedulerCfg)
+	noising := schedulerFromConfig(t, cfg.NoisingSchedulerCfg)
 	ehs := caseTensor(t, c, "encoder_hidden_states")
 	tsInt, _ := c.MustI64(t, "timestep")
 	ts := make([]float32, len(tsInt))
 	for i, v := range tsInt {
 		ts[i] = float32(v)
 	}
-
-	t.Run("superres", func(t *testing.T) {
-		low := caseTensor(t, c, "low_res_image")
-		noisy := caseTensor(t, c, "noisy_image")
-		b, h, w := noisy.Dim(0), noisy.Dim(2), noisy.Dim(3)
-		up := tensor.ResizeBilinear(low, h, w, true)
-		c.Check(t, "upscaled", up.Data(), up.Shape())
-		levels := make([]float64, b)
-		labels := make([]float32, b)
-		for i := range levels {
-			levels[i] = float64(cfg.NoiseLevel)
-			labels[i] = float32(cfg.NoiseLevel)
-		}
-		aug, _ := c.MustF32(t, "aug_noise")
-		noised, err := noising.AddNoise(up.Data(), aug, levels)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Check(t, "upscaled_noised", noised, up.Shape())
-		sample := tensor.Concat(1, noisy, tensor.FromSlice(noised, up.Shape()...))
-		c.Check(t, "superres_sample", sample.Data(), sample.Shape())
-		out, err := unet2.Forward(sample, ts, unet.Cond{EncoderHiddenStates: ehs, ClassLabels: tensor.FromSlice(labels, b)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Check(t, "superres_out", out.Data(), out.Shape())
-	})
-
-	t.Run("stage1", func(t *testing.T) {
-		w1, err := c.Open("stage1_weights.safetensors")
-		if err != nil {
-			t.Fatal(err)
-		}
-		unet1 := buildUNet(t, cfg.Stage1Config, w1)
-		out, err := unet1.Forward(caseTensor(t, c, "stage1_sample"), ts, unet.Cond{EncoderHiddenStates: ehs})
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Check(t, "stage1_out", out.Data(), out.Shape())
-	})
-
-	t.Run("pipeline", func(t *testing.T) {
-		low := caseTensor(t, c, "low_res_image")
-		out := c.Outputs["pipeline.image"].Shape
-		noise := &recordingNoise{g: rng.New(cfg.PipelineGeneratorSeed)}
-		p := &pipeline.IFSuperResolution{UNet: unet2, NoisingScheduler: noising}
-		// The case records the pipeline call's arguments only in its "call" text.
-		guidance := callArg(t, c, "guidance_scale")
-		steps := int(callArg(t, c, "num_inference_steps"))
-		var input0 *tensor.Tensor
-		res, err := p.Generate(context.Background(), pipeline.IFSuperResRequest{
-			PromptEmbeds: caseTensor(t, c, "pipeline.prompt_embeds"), NegativeEmbeds: caseTensor(t, c, "pipeline.negative_prompt_embeds"),
-			Image: low.Narrow(0, 0, 1).Contiguous(), Height: out[2], Width: out[3], Steps: steps, Guidance: guidance,
-			NoiseLevel: cfg.NoiseLevel, Scheduler: newScheduler(t, "DDPMScheduler", cfg.SchedulerConfig), Noise: noise,
-			OnUNetInput: func(step int, x *tensor.Tensor) {
-				if step == 0 {
-					input0 = x
-				}
-			}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Check(t, "pipeline.timesteps", float32sOf(res.Timesteps), nil)
-		c.CheckI64(t, "pipeline.class_labels", res.ClassLabels, nil)
-		c.Check(t, "pipeline.unet_input_step0", input0.Data(), input0.Shape())
-		names := []string{"pipeline.initial_noise", "pipeline.aug_noise"}
-		for i := 0; ; i++ {
-			name := fmt.Sprintf("pipeline.step_noise.%d", i)
-			if _, ok := c.Outputs[name]; !ok {
-				break
+	k := newOutputChecker(c)
+	defer k.allChecked(t, "")
+	if hasOutput(c, "superres_out") {
+		t.Run("superres", func(t *testing.T) { runIFSuperRes(t, c, k, cfg.NoiseLevel, unet2, noising, ehs, ts) })
+	}
+	if hasOutput(c, "stage1_out") {
+		t.Run("stage1", func(t *testing.T) {
+			w1, err := c.Open("stage1_weights.safetensors")
+			if err != nil {
+				t.Fatal(err)
 			}
-			names = append(names, name)
-		}
-		if len(noise.draws) != len(names) {
-			t.Errorf("%d noise draws, the case recorded %d", len(noise.draws), len(names))
-		}
-		for i, name := range names[:min(len(names), len(noise.draws))] {
-			c.Check(t, name, noise.draws[i], nil)
-		}
-		c.Check(t, "pipeline.image", res.Images.Data(), res.Images.Shape())
-	})
+			unet1 := buildUNet(t, cfg.Stage1Config, w1)
+			out, err := unet1.Forward(caseTensor(t, c, "stage1_sample"), ts, unet.Cond{EncoderHiddenStates: ehs})
+			if err != nil {
+				t.Fatal(err)
+			}
+			k.check(t, "stage1_out", out.Data(), out.Shape())
+		})
+	}
+	if hasOutput(c, "pipeline.image") {
+		t.Run("pipeline", func(t *testing.T) { runIFPipeline(t, c, k, cfg, unet2, noising) })
+	}
 }
 
-var _ scheduler.NoiseSource = (*recordingNoise)(nil)
+// runIFSuperRes checks the noise augmentation of the upscaled low-res image
+// and the stage-II UNet on it.
+func runIFSuperRes(t *testing.T, c *golden.Case, k *outputChecker, noiseLevel int, unet2 *unet.Model, noising scheduler.Scheduler,
+	ehs *tensor.Tensor, ts []float32) {
+	low := caseTensor(t, c, "low_res_image")
+	noisy := caseTensor(t, c, "noisy_image")
+	b, h, w := noisy.Dim(0), noisy.Dim(2), noisy.Dim(3)
+	up := tensor.ResizeBilinear(low, h, w, true)
+	k.check(t, "upscaled", up.Data(), up.Shape())
+	levels := make([]float64, b)
+	labels := make([]float32, b)
+	for i := range levels {
+		levels[i] = float64(noiseLevel)
+		labels[i] = float32(noiseLevel)
+	}
+	aug, _ := c.MustF32(t, "aug_noise")
+	noised, err := noising.AddNoise(up.Data(), aug, levels)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.check(t, "upscaled_noised", noised, up.Shape())
+	sample := tensor.Concat(1, noisy, tensor.FromSlice(noised, up.Shape()...))
+	k.check(t, "superres_sample", sample.Data(), sample.Shape())
+	out, err := unet2.Forward(sample, ts, unet.Cond{EncoderHiddenStates: ehs, ClassLabels: tensor.FromSlice(labels, b)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.check(t, "superres_out", out.Data(), out.Shape())
+}
+
+// runIFPipeline runs IFSuperResolutionPipeline with the recorded prompt
+// embeddings on the first rows of the low-res image (one per prompt,
+// low_res_image[:B]) from the recorded generator seed, and compares every
+// draw, the UNet input of the first step and the image.
+func runIFPipeline(t *testing.T, c *golden.Case, k *outputChecker, cfg ifCaseConfig, unet2 *unet.Model, noising scheduler.Scheduler) {
+	low := caseTensor(t, c, "low_res_image")
+	embeds := caseTensor(t, c, "pipeline.prompt_embeds")
+	out := c.Outputs["pipeline.image"].Shape
+	noise := &recordingNoise{g: rng.New(cfg.PipelineGeneratorSeed)}
+	p := &pipeline.IFSuperResolution{UNet: unet2, NoisingScheduler: noising}
+	// The case records the pipeline call's arguments only in its "call" text.
+	guidance := callArg(t, c, "guidance_scale")
+	steps := int(callArg(t, c, "num_inference_steps"))
+	var input0 *tensor.Tensor
+	res, err := p.Generate(context.Background(), pipeline.IFSuperResRequest{
+		PromptEmbeds: embeds, NegativeEmbeds: caseTensor(t, c, "pipeline.negative_prompt_embeds"),
+		Image: low.Narrow(0, 0, embeds.Dim(0)).Contiguous(), Height: out[2], Width: out[3], Steps: steps, Guidance: guidance,
+		NoiseLevel: cfg.NoiseLevel, Scheduler: schedulerFromConfig(t, cfg.SchedulerConfig), Noise: noise,
+		OnUNetInput: func(step int, x *tensor.Tensor) {
+			if step == 0 {
+				input0 = x
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.check(t, "pipeline.timesteps", float32sOf(res.Timesteps), nil)
+	k.use("pipeline.class_labels")
+	c.CheckI64(t, "pipeline.class_labels", res.ClassLabels, nil)
+	k.check(t, "pipeline.unet_input_step0", input0.Data(), input0.Shape())
+	names := []string{"pipeline.initial_noise", "pipeline.aug_noise"}
+	for i := 0; ; i++ {
+		name := fmt.Sprintf("pipeline.step_noise.%d", i)
+		if _, ok := c.Outputs[name]; !ok {
+			break
+		}
+		names = append(names, name)
+	}
+	if len(noise.draws) != len(names) {
+		t.Errorf("%d noise draws, the case recorded %d", len(noise.draws), len(names))
+	}
+	for _, name := range names {
+		k.use(name)
+	}
+	for i, name := range names[:min(len(names), len(noise.draws))] {
+		k.check(t, name, noise.draws[i], nil)
+	}
+	k.check(t, "pipeline.image", res.Images.Data(), res.Images.Shape())
+}

@@ -3,6 +3,8 @@ package goldentest
 import (
 	"math"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strings"
 	"testing"
 
@@ -10,6 +12,7 @@ import (
 	"github.com/diffuse-go/diffuse/model/lora"
 	"github.com/diffuse-go/diffuse/model/unet"
 	"github.com/diffuse-go/diffuse/nn"
+	"github.com/diffuse-go/diffuse/safetensors"
 	"github.com/diffuse-go/diffuse/tensor"
 )
 
@@ -17,23 +20,81 @@ func init() {
 	golden.Register("diffusers.UNet2DConditionModel + peft LoraConfig", runLoRA)
 }
 
-// runLoRA checks the four LoRA file layouts against diffusers/peft: scale 1,
-// scale 0.5, removed, fused; then that unfusing gives back every base weight
-// bit for bit.
+// loraOutputs are the LoRA case's outputs by kind: out_scale<w> (the
+// adapter at weight w, "0p5" = 0.5), out_fused_scale<w> (fused at w),
+// out_no_lora (without it).
+type loraOutputs struct {
+	scales, fused map[string]float32
+	none          string
+}
+
+func parseLoRAOutputs(t *testing.T, c *golden.Case) loraOutputs {
+	t.Helper()
+	o := loraOutputs{scales: map[string]float32{}, fused: map[string]float32{}}
+	for name := range c.Outputs {
+		var ok bool
+		var w float64
+		switch {
+		case strings.HasSuffix(name, "__f64"):
+			continue
+		case name == "out_no_lora":
+			o.none, ok = name, true
+		case strings.HasPrefix(name, "out_fused_scale"):
+			if w, ok = pointName(strings.TrimPrefix(name, "out_fused_scale")); ok {
+				o.fused[name] = float32(w)
+			}
+		case strings.HasPrefix(name, "out_scale"):
+			if w, ok = pointName(strings.TrimPrefix(name, "out_scale")); ok {
+				o.scales[name] = float32(w)
+			}
+		}
+		if !ok {
+			t.Errorf("LoRA output %s: want out_scale<w>, out_fused_scale<w> or out_no_lora", name)
+		}
+	}
+	return o
+}
+
+// any returns one recorded output and its weight (the first by name), or
+// "" when there is none.
+func anyScale(m map[string]float32) (string, float32) {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	if len(names) == 0 {
+		return "", 0
+	}
+	return names[0], m[names[0]]
+}
+
+// loraFiles lists the LoRA files of the case folder (its "files" besides
+// case.json, io and weights).
+func loraFiles(t *testing.T, c *golden.Case) []string {
+	t.Helper()
+	var files []string
+	if err := c.Field("files", &files); err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, f := range files {
+		if strings.HasSuffix(f, ".safetensors") && f != "io.safetensors" && f != "weights.safetensors" {
+			out = append(out, f)
+		}
+	}
+	if len(out) == 0 {
+		t.Fatalf("case %s lists no LoRA file", c.Name)
+	}
+	return out
+}
+
+// runLoRA checks every LoRA file of the case against diffusers/peft at each
+// recorded weight, removed and fused; then that unfusing gives back every
+// base weight bit for bit, and that several adapters add up.
 func runLoRA(t *testing.T, c *golden.Case) {
-	base, ok := c.UsesWeightsOf["unet"]
-	if !ok {
-		t.Fatal("lora case: uses_weights_of has no unet")
-	}
-	sib, err := c.Sibling(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := c.Weights("unet")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := buildUNet(t, sib.Config, w)
+	ucfg, w := component(t, c, "unet")
+	m := buildUNet(t, ucfg, w)
 	sample := caseTensor(t, c, "sample")
 	ts, _ := c.MustF32(t, "timestep")
 	cond := unet.Cond{EncoderHiddenStates: caseTensor(t, c, "encoder_hidden_states")}
@@ -53,18 +114,24 @@ func runLoRA(t *testing.T, c *golden.Case) {
 		}
 		return f
 	}
-	// Every LoRA layer of the model must be the one the file targets: the
-	// case's LoRA covers every to_q/to_k/to_v/to_out.0.
+	outs := parseLoRAOutputs(t, c)
+	files := loraFiles(t, c)
+	// Every layer the LoRA config targets must be adapted.
+	var cfg struct {
+		Targets []string `json:"target_modules"`
+	}
+	if err := c.Field("lora_config", &cfg); err != nil {
+		t.Fatal(err)
+	}
 	var targets int
 	for _, p := range lora.Modules(m) {
-		for _, suffix := range []string{".to_q", ".to_k", ".to_v", ".to_out.0"} {
-			if strings.HasSuffix(p, suffix) {
+		for _, target := range cfg.Targets {
+			if strings.HasSuffix(p, "."+target) {
 				targets++
 			}
 		}
 	}
-
-	for _, name := range []string{"lora_peft.safetensors", "lora_diffusers.safetensors", "lora_kohya.safetensors", "lora_kohya_alpha8.safetensors"} {
+	for _, name := range files {
 		t.Run(name, func(t *testing.T) {
 			f := load(name)
 			a, err := lora.Apply(m, f, lora.UNet, 1)
@@ -75,23 +142,32 @@ func runLoRA(t *testing.T, c *golden.Case) {
 			if len(a.Modules) != targets || len(a.Unmatched) != 0 || a.Warning() != "" {
 				t.Fatalf("%s (%v): %d modules adapted, want %d; warning: %s", name, f.Formats, len(a.Modules), targets, a.Warning())
 			}
-			c.Check(t, "out_scale1", run().Data(), nil)
-			a.SetWeight(0.5)
-			c.Check(t, "out_scale0p5", run().Data(), nil)
-			a.SetEnabled(false)
-			c.Check(t, "out_no_lora", run().Data(), nil)
-			a.SetEnabled(true)
-			a.SetWeight(1)
-			c.Check(t, "out_scale1", run().Data(), nil)
+			for out, w := range outs.scales {
+				a.SetWeight(w)
+				c.Check(t, out, run().Data(), nil)
+			}
+			if outs.none != "" {
+				a.SetEnabled(false)
+				c.Check(t, outs.none, run().Data(), nil)
+			}
 		})
 	}
-	t.Run("removed", func(t *testing.T) {
-		c.Check(t, "out_no_lora", run().Data(), nil)
-	})
+	if outs.none != "" {
+		t.Run("removed", func(t *testing.T) { c.Check(t, outs.none, run().Data(), nil) })
+	}
+	t.Run("fused", func(t *testing.T) { checkLoRAFused(t, c, m, ucfg, w, files, outs, targets, run, load) })
+	t.Run("wrong_component", func(t *testing.T) { checkLoRAWrongComponent(t, m, files, load) })
+}
 
-	t.Run("fused", func(t *testing.T) {
-		fresh := buildUNet(t, sib.Config, w)
-		a, err := lora.Apply(m, load("lora_diffusers.safetensors"), lora.UNet, 1)
+// checkLoRAFused fuses the first file at each out_fused_scale<w> weight,
+// changes the weight of the fused adapter, unfuses, and fuses two files
+// whose weights add up to a recorded one.
+func checkLoRAFused(t *testing.T, c *golden.Case, m *unet.Model, ucfg []byte, w *safetensors.File, files []string,
+	outs loraOutputs, targets int, run func() *tensor.Tensor, load func(string) *lora.File) {
+	fresh := buildUNet(t, ucfg, w)
+	other, ow := anyScale(outs.scales)
+	for out, fw := range outs.fused {
+		a, err := lora.Apply(m, load(files[0]), lora.UNet, fw)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -101,74 +177,81 @@ func runLoRA(t *testing.T, c *golden.Case) {
 		if same := countSame(t, m, fresh); same == 0 || same != paramCount(m)-targets {
 			t.Errorf("after Fuse %d of %d weights are unchanged, want all but the %d adapted ones", same, paramCount(m), targets)
 		}
-		c.Check(t, "out_fused_scale1", run().Data(), nil)
-		// Changing the weight of a fused adapter recomputes from the originals.
-		a.SetWeight(0.5)
-		c.Check(t, "out_scale0p5", run().Data(), nil)
-		a.SetWeight(1)
+		c.Check(t, out, run().Data(), nil)
+		if other != "" {
+			// Changing the weight of a fused adapter recomputes from the originals.
+			a.SetWeight(ow)
+			c.Check(t, other, run().Data(), nil)
+		}
 		if n := lora.Unfuse(m); n != targets {
 			t.Fatalf("Unfuse restored %d layers, want %d", n, targets)
 		}
 		if same := countSame(t, m, fresh); same != paramCount(m) {
 			t.Errorf("after Unfuse only %d of %d weights are bit-identical to a fresh load", same, paramCount(m))
 		}
-		c.Check(t, "out_scale1", run().Data(), nil) // unfused, still attached
 		a.Remove()
-		c.Check(t, "out_no_lora", run().Data(), nil)
+		if outs.none != "" {
+			c.Check(t, outs.none, run().Data(), nil)
+		}
+	}
+	if len(files) < 2 || other == "" {
+		t.Logf("%d LoRA files, %d recorded weights: two-adapter check not possible", len(files), len(outs.scales))
+		return
+	}
+	// Two files of the same adapter at 0.6 w and 0.4 w = the adapter at w.
+	p, err := lora.Apply(m, load(files[0]), lora.UNet, 0.6*ow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := lora.Apply(m, load(files[len(files)-1]), lora.UNet, 0.4*ow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dyn := run()
+	c.Check(t, other, dyn.Data(), nil)
+	p.Fuse()
+	half := run() // one fused, one not
+	lora.Fuse(m)
+	fused := run()
+	if d := tensor.MaxAbsDiff(dyn, fused); d > 1e-5 || tensor.MaxAbsDiff(dyn, half) > 1e-5 {
+		t.Errorf("two fused adapters differ from unfused by %g", d)
+	}
+	k.Unfuse()
+	p.Unfuse()
+	if same := countSame(t, m, fresh); same != paramCount(m) {
+		t.Errorf("after unfusing two adapters only %d of %d weights are bit-identical to a fresh load", same, paramCount(m))
+	}
+	lora.Fuse(m)
+	p.Remove() // removing a fused adapter unfuses it
+	k.Remove()
+	if same := countSame(t, m, fresh); same != paramCount(m) {
+		t.Errorf("after removing fused adapters only %d of %d weights are bit-identical to a fresh load", same, paramCount(m))
+	}
+}
 
-		// Several adapters at once, with weights, fused together and unfused.
-		p, err := lora.Apply(m, load("lora_peft.safetensors"), lora.UNet, 0.3)
-		if err != nil {
-			t.Fatal(err)
+// checkLoRAWrongComponent: a file that names only the UNet must not apply to
+// a text encoder, and UNet names applied to an encoder-only UNet warn.
+func checkLoRAWrongComponent(t *testing.T, m *unet.Model, files []string, load func(string) *lora.File) {
+	for _, name := range files {
+		if f := load(name); slices.Equal(f.Components(), []string{lora.UNet}) {
+			if _, err := lora.Apply(m, f, lora.TextEncoder, 1); err == nil {
+				t.Errorf("%s: UNet LoRA applied to text_encoder without error", name)
+			}
 		}
-		k, err := lora.Apply(m, load("lora_kohya_alpha8.safetensors"), lora.UNet, 0.2)
-		if err != nil {
-			t.Fatal(err)
-		}
-		// 0.3 + 0.2 of the same adapter = 0.5 of it.
-		dyn := run()
-		c.Check(t, "out_scale0p5", dyn.Data(), nil)
-		p.Fuse()
-		half := run() // one fused, one not
-		lora.Fuse(m)
-		fused := run()
-		if d := tensor.MaxAbsDiff(dyn, fused); d > 1e-5 || tensor.MaxAbsDiff(dyn, half) > 1e-5 {
-			t.Errorf("two fused adapters differ from unfused by %g", d)
-		}
-		k.Unfuse()
-		p.Unfuse()
-		if same := countSame(t, m, fresh); same != paramCount(m) {
-			t.Errorf("after unfusing two adapters only %d of %d weights are bit-identical to a fresh load", same, paramCount(m))
-		}
-		lora.Fuse(m)
-		p.Remove() // removing a fused adapter unfuses it
-		k.Remove()
-		if same := countSame(t, m, fresh); same != paramCount(m) {
-			t.Errorf("after removing fused adapters only %d of %d weights are bit-identical to a fresh load", same, paramCount(m))
-		}
-		c.Check(t, "out_no_lora", run().Data(), nil)
-	})
-
-	t.Run("wrong_component", func(t *testing.T) {
-		// The kohya file names only the UNet: asking for a text encoder must
-		// fail, and so must applying UNet names to a model without them.
-		if _, err := lora.Apply(m, load("lora_kohya.safetensors"), lora.TextEncoder, 1); err == nil {
-			t.Error("kohya UNet LoRA applied to text_encoder without error")
-		}
-		ctrl, err := unet.NewEncoder(m.Cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		a, err := lora.Apply(ctrl, load("lora_peft.safetensors"), lora.UNet, 1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer a.Remove()
-		if len(a.Unmatched) == 0 || a.Warning() == "" {
-			t.Errorf("up-block keys applied to an encoder-only UNet gave no warning (%d modules)", len(a.Modules))
-		}
-		t.Logf("partial match: %d modules, %d keys unmatched", len(a.Modules), len(a.Unmatched))
-	})
+	}
+	ctrl, err := unet.NewEncoder(m.Cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := lora.Apply(ctrl, load(files[0]), lora.UNet, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Remove()
+	if len(a.Unmatched) == 0 || a.Warning() == "" {
+		t.Errorf("up-block keys applied to an encoder-only UNet gave no warning (%d modules)", len(a.Modules))
+	}
+	t.Logf("partial match: %d modules, %d keys unmatched", len(a.Modules), len(a.Unmatched))
 }
 
 // paramCount is the number of parameters of m.

@@ -10,10 +10,10 @@ import (
 	"github.com/diffuse-go/diffuse/model/controlnet"
 	"github.com/diffuse-go/diffuse/model/t2iadapter"
 	"github.com/diffuse-go/diffuse/model/unet"
-	"github.com/diffuse-go/diffuse/nn"
 	"github.com/diffuse-go/diffuse/pipeline"
 	"github.com/diffuse-go/diffuse/scheduler"
 	"github.com/diffuse-go/diffuse/tensor"
+	cliptok "github.com/diffuse-go/diffuse/tokenizer/clip"
 )
 
 func init() {
@@ -21,190 +21,208 @@ func init() {
 	golden.Register("diffusers.StableDiffusionAdapterPipeline", runPipelineT2IAdapter)
 }
 
-// sd15Prompts gives the pipeline the recorded token ids of pipeline_sd15,
-// whose prompts these cases share.
-func sd15Prompts(t *testing.T, c *golden.Case, p *pipeline.SD, cfg sdCaseConfig) {
+// floatsArg reads a diffusers argument that is a number or a list of
+// numbers (one per ControlNet / adapter).
+func floatsArg(raw json.RawMessage) ([]float64, error) {
+	var one float64
+	if json.Unmarshal(raw, &one) == nil {
+		return []float64{one}, nil
+	}
+	var many []float64
+	if err := json.Unmarshal(raw, &many); err != nil {
+		return nil, fmt.Errorf("want a number or a list of numbers, got %s", raw)
+	}
+	return many, nil
+}
+
+// perNet reads a per-net argument of a sub-case's arguments and spreads a
+// single number over n nets (as diffusers does for
+// controlnet_conditioning_scale and the guidance window); def stands in
+// for an absent argument.
+func perNet(t *testing.T, args map[string]json.RawMessage, key string, n int, def float64) []float64 {
 	t.Helper()
-	sd, err := c.Sibling("pipeline_sd15")
+	raw, ok := args[key]
+	if !ok {
+		raw = json.RawMessage(fmt.Sprint(def))
+	}
+	v, err := floatsArg(raw)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%s: %v", key, err)
 	}
-	t.Cleanup(sd.Close)
-	var sdCfg sdCaseConfig
-	if err := json.Unmarshal(sd.Config, &sdCfg); err != nil {
-		t.Fatal(err)
+	if len(v) == 1 && n > 1 {
+		for len(v) < n {
+			v = append(v, v[0])
+		}
 	}
-	if sdCfg.Prompt[0] != cfg.Prompt[0] || sdCfg.NegativePrompt[0] != cfg.NegativePrompt[0] {
-		t.Fatalf("prompts differ from pipeline_sd15's recorded ones")
+	if len(v) != n {
+		t.Fatalf("%s has %d values for %d nets", key, len(v), n)
 	}
-	pids, _ := sd.MustI64(t, "prompt_input_ids")
-	nids, _ := sd.MustI64(t, "negative_input_ids")
-	p.Tokenizer = recordedTokenizer{cfg.Prompt[0]: pids, cfg.NegativePrompt[0]: nids}
+	return v
+}
+
+// subCaseArgs returns the call arguments of a sub-case: the call's field
+// named like the sub-case, else the call's own arguments.
+func subCaseArgs(t *testing.T, call *sdCall, sub string) map[string]json.RawMessage {
+	t.Helper()
+	raw, ok := call.raw[sub]
+	if !ok {
+		return call.raw
+	}
+	var args map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &args); err != nil {
+		t.Fatalf("arguments of sub-case %s: %v", sub, err)
+	}
+	return args
+}
+
+// netCount is the number of nets a sub-case runs: the length of its scale
+// argument when that is a list (a Multi* model), else 1.
+func netCount(t *testing.T, args map[string]json.RawMessage, scaleKey string) int {
+	t.Helper()
+	raw, ok := args[scaleKey]
+	if !ok {
+		return 1
+	}
+	v, err := floatsArg(raw)
+	if err != nil {
+		t.Fatalf("%s: %v", scaleKey, err)
+	}
+	return len(v)
+}
+
+// netsAndImages lists the components base, base_2, ... of the case and its
+// images imageBase, imageBase_2, ...: the k-th net takes the k-th image.
+func netsAndImages(t *testing.T, c *golden.Case, base, imageBase string, n int) (nets, images []string) {
+	t.Helper()
+	nets = numbered(base, func(s string) bool { _, ok := c.UsesWeightsOf[s]; return ok })
+	images = numbered(imageBase, func(s string) bool { return hasInput(c, s) })
+	if len(nets) < n || len(images) < n {
+		t.Fatalf("case %s: a sub-case runs %d nets; the case has components %v and images %v", c.Name, n, nets, images)
+	}
+	return nets[:n], images[:n]
 }
 
 func runPipelineControlNet(t *testing.T, c *golden.Case) {
-	var cfg sdCaseConfig
-	if err := json.Unmarshal(c.Config, &cfg); err != nil {
-		t.Fatal(err)
-	}
-	var windows map[string]struct {
-		Scale json.RawMessage `json:"controlnet_conditioning_scale"`
-		Start json.RawMessage `json:"control_guidance_start"`
-		End   json.RawMessage `json:"control_guidance_end"`
-	}
-	json.Unmarshal(c.Config, &windows)
+	call := parseSDCall(t, c)
 	p := sdComponents(t, c, "unet")
-	sd15Prompts(t, c, p, cfg)
-	cc, err := c.Sibling(c.UsesWeightsOf["controlnet"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cc.Close)
-	cw, err := c.Weights("controlnet")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cn1 := buildControlNet(t, cc.Config, cw)
-	var cn2cfg json.RawMessage
-	if err := c.Field("controlnet_2_config", &cn2cfg); err != nil {
-		t.Fatal(err)
-	}
-	w2, err := c.Open("controlnet_2.safetensors")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cn2 := buildControlNet(t, cn2cfg, w2)
-	img1, img2 := caseTensor(t, c, "control_image"), caseTensor(t, c, "control_image_2")
-	floats := func(raw json.RawMessage) []float64 {
-		var one float64
-		if json.Unmarshal(raw, &one) == nil {
-			return []float64{one}
-		}
-		var many []float64
-		if err := json.Unmarshal(raw, &many); err != nil {
-			t.Fatal(err)
-		}
-		return many
-	}
-	for _, prefix := range []string{"single", "multi"} {
-		t.Run(prefix, func(t *testing.T) {
-			w := windows[prefix]
-			scales, starts, ends := floats(w.Scale), floats(w.Start), floats(w.End)
-			nets := []*controlnet.Model{cn1, cn2}
-			imgs := []*tensor.Tensor{img1, img2}
+	checkPromptIDs(t, c, "", p.Tokenizer.(*cliptok.Tokenizer), call.prompts, call.negatives)
+	loaded := map[string]*controlnet.Model{}
+	for _, sub := range subCases(c) {
+		t.Run(sub, func(t *testing.T) {
+			args := subCaseArgs(t, call, sub)
+			n := netCount(t, args, "controlnet_conditioning_scale")
+			nets, images := netsAndImages(t, c, "controlnet", "control_image", n)
+			scales := perNet(t, args, "controlnet_conditioning_scale", n, 1)
+			starts := perNet(t, args, "control_guidance_start", n, 0)
+			ends := perNet(t, args, "control_guidance_end", n, 1)
 			var units []pipeline.ControlNetUnit
-			for k := range scales {
-				units = append(units, pipeline.ControlNetUnit{Net: nets[k], Image: imgs[k], Scale: float32(scales[k]), Start: starts[k], End: ends[k]})
+			for i, name := range nets {
+				if loaded[name] == nil {
+					cfg, w := component(t, c, name)
+					loaded[name] = buildControlNet(t, cfg, w)
+				}
+				units = append(units, pipeline.ControlNetUnit{Net: loaded[name], Image: caseTensor(t, c, images[i]),
+					Scale: float32(scales[i]), Start: starts[i], End: ends[i]})
 			}
+			k := newOutputChecker(c)
 			var gotScales []float32
 			rec := &stepRecorder{}
-			res, err := p.Generate(context.Background(), pipeline.Request{
-				Prompts: cfg.Prompt, NegativePrompts: cfg.NegativePrompt, Width: cfg.Width, Height: cfg.Height,
-				Steps: cfg.Steps, Guidance: cfg.Guidance, Scheduler: newScheduler(t, "EulerDiscreteScheduler", cfg.SchedulerCfg),
-				Latents: caseTensor(t, c, "latents"), Noise: replayNoise{&scheduler.RecordedNoise{}}, OnStep: rec.record,
-				Adapter: pipeline.ControlNets(units, true, func(_ int, s []float32) { gotScales = append(gotScales, s...) })})
+			req := call.request()
+			req.Scheduler = schedulerFromConfig(t, call.SchedulerCfg)
+			req.Latents, req.Noise, req.OnStep = caseTensor(t, c, "latents"), replayNoise{&scheduler.RecordedNoise{}}, rec.record
+			req.Adapter = pipeline.ControlNets(units, call.Guidance > 1, func(_ int, s []float32) { gotScales = append(gotScales, s...) })
+			res, err := p.Generate(context.Background(), req)
 			if err != nil {
 				t.Fatal(err)
 			}
-			c.Check(t, prefix+".conditioning_scales", gotScales, nil)
-			checkPipeTimesteps(t, c, prefix+".timesteps", res.Timesteps)
-			c.Check(t, prefix+".step_latents", rec.data, nil)
-			c.Check(t, prefix+".image", res.Images.Data(), res.Images.Shape())
+			k.check(t, sub+".conditioning_scales", gotScales, nil)
+			checkSDResult(t, k, sub, res, rec)
+			k.allChecked(t, sub+".")
 		})
 	}
 }
 
+// adapterStates runs a sub-case's adapters on their images: one adapter
+// times its scale, or the weighted MultiAdapter sum.
+func adapterStates(t *testing.T, c *golden.Case, args map[string]json.RawMessage, loaded map[string]*t2iadapter.Model) []*tensor.Tensor {
+	t.Helper()
+	n := netCount(t, args, "adapter_conditioning_scale")
+	names, images := netsAndImages(t, c, "adapter", "adapter_image", n)
+	weights := perNet(t, args, "adapter_conditioning_scale", n, 1)
+	var models []*t2iadapter.Model
+	var imgs []*tensor.Tensor
+	for i, name := range names {
+		if loaded[name] == nil {
+			cfg, w := component(t, c, name)
+			loaded[name] = buildT2IAdapter(t, cfg, w)
+		}
+		models = append(models, loaded[name])
+		imgs = append(imgs, caseTensor(t, c, images[i]))
+	}
+	if n == 1 {
+		// One adapter: its features times the scale (MultiAdapter's
+		// weighted sum of one adapter is the same).
+		feats, err := models[0].Forward(imgs[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return t2iadapter.Scale(feats, float32(weights[0]))
+	}
+	ws := make([]float32, len(weights))
+	for i, w := range weights {
+		ws[i] = float32(w)
+	}
+	feats, err := t2iadapter.Multi{Adapters: models, Weights: ws}.Forward(imgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return feats
+}
+
 func runPipelineT2IAdapter(t *testing.T, c *golden.Case) {
-	var cfg sdCaseConfig
-	if err := json.Unmarshal(c.Config, &cfg); err != nil {
-		t.Fatal(err)
-	}
-	var scales map[string]struct {
-		Scale json.RawMessage `json:"adapter_conditioning_scale"`
-	}
-	json.Unmarshal(c.Config, &scales)
+	call := parseSDCall(t, c)
 	p := sdComponents(t, c, "unet")
-	sd15Prompts(t, c, p, cfg)
-	load := func(cfgJSON []byte, w *nn.FileSource) *t2iadapter.Model {
-		ac, err := t2iadapter.ParseConfig(cfgJSON)
-		if err != nil {
-			t.Fatal(err)
-		}
-		m, err := t2iadapter.New(ac)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := nn.Load(m, "", *w, nn.LoadOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		return m
-	}
-	ac, err := c.Sibling(c.UsesWeightsOf["adapter"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ac.Close)
-	aw, err := c.Weights("adapter")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a1 := load(ac.Config, &nn.FileSource{F: aw})
-	var a2cfg json.RawMessage
-	if err := c.Field("adapter_2_config", &a2cfg); err != nil {
-		t.Fatal(err)
-	}
-	w2, err := c.Open("adapter_2.safetensors")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a2 := load(a2cfg, &nn.FileSource{F: w2})
-	img1, img2 := caseTensor(t, c, "adapter_image"), caseTensor(t, c, "adapter_image_2")
-	for _, prefix := range []string{"single", "multi"} {
-		t.Run(prefix, func(t *testing.T) {
-			var feats []*tensor.Tensor
-			var err error
-			if prefix == "single" {
-				var s float32
-				if err := json.Unmarshal(scales[prefix].Scale, &s); err != nil {
-					t.Fatal(err)
-				}
-				if feats, err = a1.Forward(img1); err != nil {
-					t.Fatal(err)
-				}
-				feats = t2iadapter.Scale(feats, s)
-			} else {
-				var ws []float32
-				if err := json.Unmarshal(scales[prefix].Scale, &ws); err != nil {
-					t.Fatal(err)
-				}
-				m := t2iadapter.Multi{Adapters: []*t2iadapter.Model{a1, a2}, Weights: ws}
-				if feats, err = m.Forward([]*tensor.Tensor{img1, img2}); err != nil {
-					t.Fatal(err)
-				}
-			}
+	checkPromptIDs(t, c, "", p.Tokenizer.(*cliptok.Tokenizer), call.prompts, call.negatives)
+	loaded := map[string]*t2iadapter.Model{}
+	for _, sub := range subCases(c) {
+		t.Run(sub, func(t *testing.T) {
+			feats := adapterStates(t, c, subCaseArgs(t, call, sub), loaded)
 			hook := pipeline.T2IAdapter(feats, 1)
 			var states []*tensor.Tensor
-			res, err := p.Generate(context.Background(), pipeline.Request{
-				Prompts: cfg.Prompt, NegativePrompts: cfg.NegativePrompt, Width: cfg.Width, Height: cfg.Height,
-				Steps: cfg.Steps, Guidance: cfg.Guidance, Scheduler: newScheduler(t, "EulerDiscreteScheduler", cfg.SchedulerCfg),
-				Latents: caseTensor(t, c, "latents"), Noise: replayNoise{&scheduler.RecordedNoise{}},
-				Adapter: func(step, total int, ts float64, x *tensor.Tensor, cond *unet.Cond) error {
-					if err := hook(step, total, ts, x, cond); err != nil {
-						return err
-					}
-					if step == 0 {
-						states = cond.DownIntrablockAdditionalResidual
-					}
-					return nil
-				}})
+			k := newOutputChecker(c)
+			rec := &stepRecorder{}
+			req := call.request()
+			req.Scheduler = schedulerFromConfig(t, call.SchedulerCfg)
+			req.Latents, req.Noise, req.OnStep = caseTensor(t, c, "latents"), replayNoise{&scheduler.RecordedNoise{}}, rec.record
+			req.Adapter = func(step, total int, ts float64, x *tensor.Tensor, cond *unet.Cond) error {
+				if err := hook(step, total, ts, x, cond); err != nil {
+					return err
+				}
+				if step == 0 {
+					states = cond.DownIntrablockAdditionalResidual
+				}
+				return nil
+			}
+			res, err := p.Generate(context.Background(), req)
 			if err != nil {
 				t.Fatal(err)
 			}
-			for i, s := range states {
-				c.Check(t, fmt.Sprintf("%s.adapter_state.%d", prefix, i), s.Data(), s.Shape())
+			n := 0
+			for hasOutput(c, fmt.Sprintf("%s.adapter_state.%d", sub, n)) {
+				n++
 			}
-			checkPipeTimesteps(t, c, prefix+".timesteps", res.Timesteps)
-			c.Check(t, prefix+".image", res.Images.Data(), res.Images.Shape())
+			if n != len(states) {
+				t.Errorf("%s: the UNet got %d adapter states, the case has %d", sub, len(states), n)
+			}
+			for i, s := range states {
+				k.check(t, fmt.Sprintf("%s.adapter_state.%d", sub, i), s.Data(), s.Shape())
+			}
+			if hasOutput(c, sub+".step_latents") {
+				k.check(t, sub+".step_latents", rec.data, nil)
+			}
+			k.timesteps(t, sub+".timesteps", res.Timesteps)
+			k.check(t, sub+".image", res.Images.Data(), res.Images.Shape())
+			k.allChecked(t, sub+".")
 		})
 	}
 }

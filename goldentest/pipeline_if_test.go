@@ -45,26 +45,11 @@ type ifCascadeSchedulers struct {
 	ImageNoising   json.RawMessage `json:"image_noising"`
 }
 
-// configRef reads the config location of a uses_weights_of entry whose
-// note says "(config: <case> <field>)"; without one, the config of the
-// case holding the weights.
-func configRef(entry string) (caseName, field string) {
-	caseName, _ = weightsRef(entry)
-	field = "config"
-	if _, note, ok := strings.Cut(entry, "(config:"); ok {
-		note, _, _ = strings.Cut(note, ")")
-		if f := strings.Fields(note); len(f) == 2 {
-			caseName, field = f[0], f[1]
-		}
-	}
-	return caseName, field
-}
-
 // ifUNet builds a UNet named in uses_weights_of with its config.
 func ifUNet(t *testing.T, c *golden.Case, component string) *unet.Model {
 	t.Helper()
 	entry := c.UsesWeightsOf[component]
-	cname, field := configRef(entry)
+	cname, field := noteConfig(entry)
 	src, err := c.Sibling(cname)
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +59,7 @@ func ifUNet(t *testing.T, c *golden.Case, component string) *unet.Model {
 	if err := src.Field(field, &cfg); err != nil {
 		t.Fatal(err)
 	}
-	_, w := componentFiles(t, c, component)
+	w, _ := componentFiles(t, c, component)
 	return buildUNet(t, cfg, w)
 }
 
@@ -94,7 +79,7 @@ func ifTokenizer(t *testing.T, c *golden.Case) *t5tok.Tokenizer {
 // ifTextEncoder builds the T5 encoder of the case.
 func ifTextEncoder(t *testing.T, c *golden.Case) *t5.Model {
 	t.Helper()
-	cfgJSON, w := componentFiles(t, c, "text_encoder")
+	w, cfgJSON := componentFiles(t, c, "text_encoder")
 	cfg, err := t5.ParseConfig(cfgJSON)
 	if err != nil {
 		t.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/diffuse-go/diffuse/internal/golden"
@@ -12,7 +11,6 @@ import (
 	"github.com/diffuse-go/diffuse/model/unet"
 	"github.com/diffuse-go/diffuse/nn"
 	"github.com/diffuse-go/diffuse/pipeline"
-	"github.com/diffuse-go/diffuse/safetensors"
 	"github.com/diffuse-go/diffuse/scheduler"
 	"github.com/diffuse-go/diffuse/tensor"
 	cliptok "github.com/diffuse-go/diffuse/tokenizer/clip"
@@ -36,45 +34,6 @@ type sdVariantsConfig struct {
 		Guidance        float64         `json:"guidance_scale"`
 		GuidanceRescale float64         `json:"guidance_rescale"`
 	} `json:"variants"`
-}
-
-// weightsRef splits a uses_weights_of entry, "case", "case/file" or either
-// followed by a parenthesised note, into the case folder and its file
-// (weights.safetensors when the entry names none).
-func weightsRef(entry string) (caseName, file string) {
-	ref, _, _ := strings.Cut(strings.TrimSpace(entry), " ")
-	caseName, file, ok := strings.Cut(ref, "/")
-	if !ok {
-		file = "weights.safetensors"
-	}
-	return caseName, file
-}
-
-// componentFiles opens the weights of a component named in uses_weights_of
-// and returns them with the component's config: the case's own
-// "<component>_config" field when it has one, else the config of the case
-// the weights come from.
-func componentFiles(t *testing.T, c *golden.Case, component string) (json.RawMessage, *safetensors.File) {
-	t.Helper()
-	entry, ok := c.UsesWeightsOf[component]
-	if !ok {
-		t.Fatalf("case %s: uses_weights_of has no %q", c.Name, component)
-	}
-	name, file := weightsRef(entry)
-	src, err := c.Sibling(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(src.Close)
-	w, err := src.Open(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := src.Config
-	if own, ok := c.Raw[component+"_config"]; ok {
-		cfg = own
-	}
-	return cfg, w
 }
 
 // padStyleOf tells which padding the recorded ids use: the id after the
@@ -131,11 +90,11 @@ func runPipelineSDVariants(t *testing.T, c *golden.Case) {
 	}
 
 	p := &pipeline.SD{Tokenizer: tok}
-	ucfg, uw := componentFiles(t, c, "unet")
+	uw, ucfg := componentFiles(t, c, "unet")
 	p.UNet = buildUNet(t, ucfg, uw)
-	vcfg, vw := componentFiles(t, c, "vae")
+	vw, vcfg := componentFiles(t, c, "vae")
 	p.VAE = buildVAE(t, vcfg, vw)
-	tcfg, tw := componentFiles(t, c, "text_encoder")
+	tw, tcfg := componentFiles(t, c, "text_encoder")
 	ccfg, err := clip.ParseConfig(tcfg)
 	if err != nil {
 		t.Fatal(err)

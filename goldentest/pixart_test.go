@@ -3,8 +3,6 @@ package goldentest
 import (
 	"context"
 	"encoding/json"
-	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -78,18 +76,18 @@ func runPixArt(t *testing.T, c *golden.Case) {
 
 func runPipelinePixArt(t *testing.T, c *golden.Case) {
 	var cfg struct {
-		Prompt         []string `json:"prompt"`
-		NegativePrompt []string `json:"negative_prompt"`
-		Guidance       float64  `json:"guidance_scale"`
-		Steps          int      `json:"num_inference_steps"`
-		Height         int      `json:"height"`
-		Width          int      `json:"width"`
-		MaxSeqLen      int      `json:"max_sequence_length"`
+		Prompt         textArg `json:"prompt"`
+		NegativePrompt textArg `json:"negative_prompt"`
+		Guidance       float64 `json:"guidance_scale"`
+		Steps          int     `json:"num_inference_steps"`
+		Height         int     `json:"height"`
+		Width          int     `json:"width"`
+		MaxSeqLen      int     `json:"max_sequence_length"`
 	}
-	var override, textCfg, schedCfg json.RawMessage
+	var override, schedCfg json.RawMessage
 	var unused []string
 	for key, dst := range map[string]any{"config": &cfg, "transformer_config_override": &override,
-		"text_encoder_config": &textCfg, "scheduler_config": &schedCfg, "transformer_unused_weights": &unused} {
+		"scheduler_config": &schedCfg, "transformer_unused_weights": &unused} {
 		if err := c.Field(key, dst); err != nil {
 			t.Fatal(err)
 		}
@@ -118,17 +116,18 @@ func runPipelinePixArt(t *testing.T, c *golden.Case) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, file, _, _ := runtime.Caller(0)
-	tok, err := t5tok.Load(filepath.Join(filepath.Dir(file), "..", "tokenizer", "t5", "testdata", "t5_test_sentencepiece.model"), t5tok.Options{})
+	tok, err := t5tok.Load(t5VocabPath(c.UsesWeightsOf["tokenizer"]), t5tok.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &pipeline.PixArt{Tokenizer: tok, TextEncoder: loadT5(t, c, textCfg, "text_encoder.safetensors"),
+	textCfg, textW := component(t, c, "text_encoder")
+	p := &pipeline.PixArt{Tokenizer: tok, TextEncoder: loadT5From(t, textCfg, textW),
 		Transformer: buildPixArt(t, tcfg, tw, unused), VAE: buildVAE(t, vc.Config, vw)}
 	var inputs []float32
-	res, err := p.Generate(context.Background(), pipeline.PixArtRequest{Prompts: cfg.Prompt, NegativePrompts: cfg.NegativePrompt,
+	res, err := p.Generate(context.Background(), pipeline.PixArtRequest{Prompts: cfg.Prompt,
+		NegativePrompts:   mustBroadcast(t, "negative_prompt", cfg.NegativePrompt, len(cfg.Prompt)),
 		MaxSequenceLength: cfg.MaxSeqLen, Width: cfg.Width, Height: cfg.Height, Steps: cfg.Steps, Guidance: cfg.Guidance,
-		Scheduler: newScheduler(t, "DPMSolverMultistepScheduler", schedCfg), Latents: caseTensor(t, c, "latents"),
+		Scheduler: schedulerFromConfig(t, schedCfg), Latents: caseTensor(t, c, "latents"),
 		OnModelInput: func(step int, x *tensor.Tensor) { inputs = append(inputs, x.Contiguous().Data()...) }})
 	if err != nil {
 		t.Fatal(err)

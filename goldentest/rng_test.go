@@ -3,6 +3,9 @@ package goldentest
 import (
 	"fmt"
 	"math"
+	"regexp"
+	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -45,8 +48,10 @@ func numel(s []int) int {
 }
 
 // checkExact32 requires bit-identical float32 values (uniform draws).
-func checkExact32(t *testing.T, c *golden.Case, name string, got []float32) {
+func checkExact32(t *testing.T, k *outputChecker, name string, got []float32) {
 	t.Helper()
+	k.use(name)
+	c := k.c
 	exp, _ := c.MustF32(t, name)
 	if len(exp) != len(got) {
 		t.Errorf("%s: %d values, want %d", name, len(got), len(exp))
@@ -62,8 +67,10 @@ func checkExact32(t *testing.T, c *golden.Case, name string, got []float32) {
 }
 
 // checkF64 compares float64 draws with atol (0 for exact).
-func checkF64(t *testing.T, c *golden.Case, name string, got []float64, atol float64) {
+func checkF64(t *testing.T, k *outputChecker, name string, got []float64, atol float64) {
 	t.Helper()
+	k.use(name)
+	c := k.c
 	io, err := c.IO()
 	if err != nil {
 		t.Fatal(err)
@@ -91,8 +98,10 @@ func checkF64(t *testing.T, c *golden.Case, name string, got []float64, atol flo
 
 // checkNormal32 compares float32 normal draws with the case tolerance and
 // reports how many are bit-identical.
-func checkNormal32(t *testing.T, c *golden.Case, name string, got []float32, shape []int) {
+func checkNormal32(t *testing.T, k *outputChecker, name string, got []float32, shape []int) {
 	t.Helper()
+	k.use(name)
+	c := k.c
 	if !c.Check(t, name, got, shape) {
 		return
 	}
@@ -124,6 +133,8 @@ func runTorchRandn(t *testing.T, c *golden.Case) {
 	if err := c.Field("config", &cfg); err != nil {
 		t.Fatal(err)
 	}
+	k := newOutputChecker(c)
+	defer k.allChecked(t, "")
 	kernels := []struct {
 		k      rng.Kernel
 		suffix string
@@ -140,20 +151,21 @@ func runTorchRandn(t *testing.T, c *golden.Case) {
 		for i, v := range b {
 			got[i] = int64(v)
 		}
+		k.use(name)
 		c.CheckI64(t, name, got, nil)
 	}
 
 	// Float32 normals for every seed and shape, both kernels.
 	for _, seed := range cfg.Seeds {
 		for _, shape := range cfg.Shapes {
-			for _, k := range kernels {
+			for _, kern := range kernels {
 				base := fmt.Sprintf("randn.s%d.%s", seed, shapeName(shape))
-				name := fmt.Sprintf("randn%s.s%d.%s", k.suffix, seed, shapeName(shape))
-				if k.suffix != "" && !cfg.dependsOnKernel(c, base) {
+				name := fmt.Sprintf("randn%s.s%d.%s", kern.suffix, seed, shapeName(shape))
+				if kern.suffix != "" && !cfg.dependsOnKernel(c, base) {
 					name = base // identical in both kernels
 				}
-				g := rng.NewWithKernel(seed, k.k)
-				checkNormal32(t, c, name, g.Randn(shape), shape)
+				g := rng.NewWithKernel(seed, kern.k)
+				checkNormal32(t, k, name, g.Randn(shape), shape)
 			}
 		}
 	}
@@ -161,70 +173,97 @@ func runTorchRandn(t *testing.T, c *golden.Case) {
 	// Uniforms and float64 draws.
 	for _, seed := range cfg.RandSeeds {
 		for _, shape := range cfg.RandShapes {
-			checkExact32(t, c, fmt.Sprintf("rand.s%d.%s", seed, shapeName(shape)), rng.New(seed).Rand(numel(shape)))
-			checkF64(t, c, fmt.Sprintf("rand_f64.s%d.%s", seed, shapeName(shape)), rng.New(seed).RandF64(numel(shape)), 0)
+			checkExact32(t, k, fmt.Sprintf("rand.s%d.%s", seed, shapeName(shape)), rng.New(seed).Rand(numel(shape)))
+			checkF64(t, k, fmt.Sprintf("rand_f64.s%d.%s", seed, shapeName(shape)), rng.New(seed).RandF64(numel(shape)), 0)
 		}
 		for _, shape := range cfg.F64Shapes {
 			name := fmt.Sprintf("randn_f64.s%d.%s", seed, shapeName(shape))
-			checkF64(t, c, name, rng.New(seed).RandnF64(numel(shape)), c.Atol(name))
+			checkF64(t, k, name, rng.New(seed).RandnF64(numel(shape)), c.Atol(name))
 		}
 		for _, shape := range cfg.F16Shapes {
 			name := fmt.Sprintf("randn_f16.s%d.%s", seed, shapeName(shape))
 			h := rng.New(seed).RandnF16(numel(shape))
 			got := make([]float32, len(h))
 			half.F16sToF32s(got, h)
-			checkNormal32(t, c, name, got, shape)
+			checkNormal32(t, k, name, got, shape)
 		}
 	}
 
-	// One generator drawing a sequence: the serial path's cached value
-	// survives between calls; rand and the block path leave it alone.
-	for _, k := range kernels {
-		g := rng.NewWithKernel(cfg.SeqSeed, k.k)
-		steps := []struct {
-			name string
-			draw func() []float32
-		}{
-			{"0_randn7", func() []float32 { return g.RandnN(7) }},
-			{"1_randn3", func() []float32 { return g.RandnN(3) }},
-			{"2_randn20", func() []float32 { return g.RandnN(20) }},
-			{"3_randn1", func() []float32 { return g.RandnN(1) }},
-			{"4_rand5", func() []float32 { return g.Rand(5) }},
-			{"5_randn2", func() []float32 { return g.RandnN(2) }},
-			{"6_randn_f64_3", nil},
-		}
-		for _, s := range steps {
-			name := "seq" + k.suffix + "." + s.name
+	// One generator drawing a sequence (outputs seq.<i>_<call>, in the
+	// order i): the serial path's cached value survives between calls;
+	// rand and the block path leave it alone.
+	steps := seqSteps(t, c)
+	for _, kern := range kernels {
+		g := rng.NewWithKernel(cfg.SeqSeed, kern.k)
+		for _, st := range steps {
+			name := "seq" + kern.suffix + "." + st.name
 			if _, ok := c.Outputs[name]; !ok {
-				name = "seq." + s.name
+				name = "seq." + st.name
 			}
-			if s.draw == nil {
-				checkF64(t, c, name, g.RandnF64(3), c.Atol(name))
-				continue
+			switch st.call {
+			case "randn_f64_":
+				checkF64(t, k, name, g.RandnF64(st.n), c.Atol(name))
+			case "randn":
+				checkNormal32(t, k, name, g.RandnN(st.n), []int{st.n})
+			case "rand":
+				checkNormal32(t, k, name, g.Rand(st.n), []int{st.n})
 			}
-			got := s.draw()
-			checkNormal32(t, c, name, got, []int{len(got)})
 		}
 	}
 
 	// diffusers randn_tensor.
-	for _, k := range kernels {
-		prefix := "randn_tensor" + k.suffix + "."
+	for _, kern := range kernels {
+		prefix := "randn_tensor" + kern.suffix + "."
 		gens := make([]*rng.Generator, len(cfg.ListSeeds))
 		for i, s := range cfg.ListSeeds {
-			gens[i] = rng.NewWithKernel(s, k.k)
+			gens[i] = rng.NewWithKernel(s, kern.k)
 		}
 		v, err := rng.RandnTensor(cfg.ListShape, gens...)
 		if err != nil {
 			t.Fatal(err)
 		}
-		checkNormal32(t, c, prefix+"generator_list", v, cfg.ListShape)
-		v, err = rng.RandnTensor(cfg.SingleShape, rng.NewWithKernel(cfg.ListSeeds[0], k.k))
+		checkNormal32(t, k, prefix+"generator_list", v, cfg.ListShape)
+		v, err = rng.RandnTensor(cfg.SingleShape, rng.NewWithKernel(cfg.ListSeeds[0], kern.k))
 		if err != nil {
 			t.Fatal(err)
 		}
-		checkNormal32(t, c, prefix+"single_generator", v, cfg.SingleShape)
-		v = rng.Generators{rng.NewWithKernel(cfg.ListSeeds[0], k.k)}.Randn(cfg.SingleShape)
-		checkNormal32(t, c, prefix+"generator_list_of_one", v, cfg.SingleShape)
+		checkNormal32(t, k, prefix+"single_generator", v, cfg.SingleShape)
+		v = rng.Generators{rng.NewWithKernel(cfg.ListSeeds[0], kern.k)}.Randn(cfg.SingleShape)
+		checkNormal32(t, k, prefix+"generator_list_of_one", v, cfg.SingleShape)
 	}
+}
+
+// seqStep is one call of the generator sequence: seq.<i>_<call><n>.
+type seqStep struct {
+	name, call string
+	i, n       int
+}
+
+// seqSteps parses the sequence outputs seq.<i>_randn<n>, seq.<i>_rand<n>
+// and seq.<i>_randn_f64_<n>, in the order of i.
+func seqSteps(t *testing.T, c *golden.Case) []seqStep {
+	t.Helper()
+	re := regexp.MustCompile(`^(\d+)_(randn_f64_|randn|rand)(\d+)$`)
+	var steps []seqStep
+	for name := range c.Outputs {
+		rest, ok := strings.CutPrefix(name, "seq.")
+		if !ok {
+			continue
+		}
+		m := re.FindStringSubmatch(rest)
+		if m == nil {
+			t.Errorf("sequence output %s: want seq.<i>_<randn|rand|randn_f64_><n>", name)
+			continue
+		}
+		i, _ := strconv.Atoi(m[1])
+		n, _ := strconv.Atoi(m[3])
+		steps = append(steps, seqStep{name: rest, call: m[2], i: i, n: n})
+	}
+	sort.Slice(steps, func(a, b int) bool { return steps[a].i < steps[b].i })
+	for i, st := range steps {
+		if st.i != i {
+			t.Fatalf("sequence outputs skip call %d (have %s)", i, st.name)
+		}
+	}
+	return steps
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -190,70 +191,135 @@ func runSchedulers(t *testing.T, c *golden.Case) {
 	if len(outputs) != oshape[0]*per {
 		t.Fatalf("model_outputs shape %v does not match latents %v", oshape, lshape)
 	}
+	k := newOutputChecker(c)
 	names := make([]string, 0, len(variants))
-	for k := range variants {
-		names = append(names, k)
+	for key := range variants {
+		names = append(names, key)
 	}
 	sort.Strings(names)
 	for _, key := range names {
 		v := variants[key]
 		t.Run(key, func(t *testing.T) {
-			runSchedulerVariant(t, c, key, v, latents, lshape, outputs, oshape[0])
+			runSchedulerVariant(t, c, k, key, v, latents, lshape, outputs, oshape[0])
 		})
 	}
-
-	t.Run("table", func(t *testing.T) {
-		s := schedBuildVariant(t, variants["ddpm.n4"])
-		type tables interface {
-			Betas() []float32
-			AlphasCumprod() []float32
-		}
-		tb, ok := s.(tables)
-		if !ok {
-			t.Fatal("DDPM does not expose its tables")
-		}
-		schedCheckRtol(t, c, "table.betas", tb.Betas(), 1e-6)
-		schedCheckRtol(t, c, "table.alphas_cumprod", tb.AlphasCumprod(), 1e-6)
-	})
-
-	t.Run("add_noise", func(t *testing.T) {
-		orig, oshape := c.MustF32(t, "add_noise.original")
-		noise, _ := c.MustF32(t, "add_noise.noise")
-		its, _ := c.MustI64(t, "add_noise.ddpm_timesteps")
-		ts := make([]float64, len(its))
-		for i, v := range its {
-			ts[i] = float64(v)
-		}
-		ddpm := schedBuildVariant(t, variants["ddpm.n4"]).(scheduler.VelocityScheduler)
-		got, err := ddpm.AddNoise(orig, noise, ts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Check(t, "add_noise.ddpm", got, oshape)
-		vel, err := ddpm.GetVelocity(orig, noise, ts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Check(t, "add_noise.ddpm_velocity", vel, oshape)
-
-		fts, _ := c.MustF32(t, "add_noise.euler_n20_timesteps")
-		ets := make([]float64, len(fts))
-		for i, v := range fts {
-			ets[i] = float64(v)
-		}
-		euler := schedBuildVariant(t, variants["euler.n20"])
-		if err := euler.SetTimesteps(variants["euler.n20"].NumSteps); err != nil {
-			t.Fatal(err)
-		}
-		got, err = euler.AddNoise(orig, noise, ets)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Check(t, "add_noise.euler_n20", got, oshape)
-	})
+	if hasOutput(c, "table.betas") || hasOutput(c, "table.alphas_cumprod") {
+		t.Run("table", func(t *testing.T) { checkSchedTables(t, c, k, variants, names) })
+	}
+	if hasInput(c, "add_noise.original") {
+		t.Run("add_noise", func(t *testing.T) { checkSchedAddNoise(t, c, k, variants, names) })
+	}
+	k.allChecked(t, "")
 }
 
-func runSchedulerVariant(t *testing.T, c *golden.Case, key string, v schedVariant, latents []float32, lshape []int, outputs []float32, nOut int) {
+// checkSchedTables compares the 1000-step beta and alpha_cumprod tables
+// with DDPM's, built from the case's one scheduler config (the
+// configuration the variants start from), else from its first DDPM
+// variant.
+func checkSchedTables(t *testing.T, c *golden.Case, k *outputChecker, variants map[string]schedVariant, names []string) {
+	var base map[string]json.RawMessage
+	if err := json.Unmarshal(c.Config, &base); err != nil {
+		t.Fatal(err)
+	}
+	var v *schedVariant
+	if len(base) == 1 {
+		for _, cfg := range base {
+			v = &schedVariant{Class: "DDPMScheduler", Config: cfg}
+		}
+	} else {
+		for _, key := range names {
+			if strings.TrimPrefix(variants[key].Class, "diffusers.") == "DDPMScheduler" {
+				vv := variants[key]
+				v = &vv
+				break
+			}
+		}
+	}
+	if v == nil {
+		t.Fatalf("case %s: no scheduler config to build the tables from (config has %d entries, no DDPM variant)", c.Name, len(base))
+	}
+	type tables interface {
+		Betas() []float32
+		AlphasCumprod() []float32
+	}
+	tb, ok := schedBuildVariant(t, *v).(tables)
+	if !ok {
+		t.Fatal("DDPM does not expose its tables")
+	}
+	for name, got := range map[string][]float32{"table.betas": tb.Betas(), "table.alphas_cumprod": tb.AlphasCumprod()} {
+		if hasOutput(c, name) {
+			k.use(name)
+			schedCheckRtol(t, c, name, got, 1e-6)
+		}
+	}
+}
+
+// addNoiseVariant resolves the scheduler of an add_noise.<x> output: the
+// variant "<family>.n<steps>" that x spells as "<family>_n<steps>", else
+// the first variant of family x (add_noise of DDPM does not depend on the
+// step count).
+func addNoiseVariant(x string, variants map[string]schedVariant, names []string) (string, bool) {
+	if m := regexp.MustCompile(`^(.+)_n(\d+)$`).FindStringSubmatch(x); m != nil {
+		if key := m[1] + ".n" + m[2]; variants[key].Class != "" {
+			return key, true
+		}
+	}
+	for _, key := range names {
+		if strings.HasPrefix(key, x+".n") {
+			return key, true
+		}
+	}
+	return "", false
+}
+
+// checkSchedAddNoise checks every add_noise.<x> output: add_noise of the
+// variant x names at the timesteps add_noise.<x>_timesteps, and
+// add_noise.<x>_velocity (get_velocity) where recorded.
+func checkSchedAddNoise(t *testing.T, c *golden.Case, k *outputChecker, variants map[string]schedVariant, names []string) {
+	orig, oshape := c.MustF32(t, "add_noise.original")
+	noise, _ := c.MustF32(t, "add_noise.noise")
+	var xs []string
+	for name := range c.Inputs {
+		if x, ok := strings.CutSuffix(strings.TrimPrefix(name, "add_noise."), "_timesteps"); ok && strings.HasPrefix(name, "add_noise.") {
+			xs = append(xs, x)
+		}
+	}
+	sort.Strings(xs)
+	if len(xs) == 0 {
+		t.Fatalf("case %s: add_noise inputs without add_noise.<scheduler>_timesteps", c.Name)
+	}
+	for _, x := range xs {
+		key, ok := addNoiseVariant(x, variants, names)
+		if !ok {
+			t.Errorf("add_noise.%s: no variant %s.n<steps>", x, x)
+			continue
+		}
+		s := schedBuildVariant(t, variants[key])
+		if err := s.SetTimesteps(variants[key].NumSteps); err != nil {
+			t.Fatal(err)
+		}
+		ts := recordedTimesteps(t, c, "add_noise."+x+"_timesteps")
+		got, err := s.AddNoise(orig, noise, ts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k.check(t, "add_noise."+x, got, oshape)
+		if name := "add_noise." + x + "_velocity"; hasOutput(c, name) {
+			vs, ok := s.(scheduler.VelocityScheduler)
+			if !ok {
+				t.Errorf("%s: %s has no get_velocity", name, key)
+				continue
+			}
+			vel, err := vs.GetVelocity(orig, noise, ts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			k.check(t, name, vel, oshape)
+		}
+	}
+}
+
+func runSchedulerVariant(t *testing.T, c *golden.Case, k *outputChecker, key string, v schedVariant, latents []float32, lshape []int, outputs []float32, nOut int) {
 	s := schedBuildVariant(t, v)
 	if !strings.HasSuffix(key, fmt.Sprintf(".n%d", v.NumSteps)) {
 		t.Fatalf("variant %s has num_inference_steps %d", key, v.NumSteps)
@@ -261,16 +327,19 @@ func runSchedulerVariant(t *testing.T, c *golden.Case, key string, v schedVarian
 	if err := s.SetTimesteps(v.NumSteps); err != nil {
 		t.Fatal(err)
 	}
+	for _, f := range []string{"timesteps", "sigmas", "noise_drawn", "prev_sample"} {
+		k.use(key + "." + f)
+	}
 	ts := s.Timesteps()
 	schedCheckTimesteps(t, c, key+".timesteps", ts)
-	if _, ok := c.Outputs[key+".sigmas"]; ok {
+	if hasOutput(c, key+".sigmas") {
 		schedCheckRtol(t, c, key+".sigmas", s.Sigmas(), 1e-6)
 	}
 	sig := s.InitNoiseSigma()
-	c.Check(t, key+".init_noise_sigma", []float32{float32(sig)}, nil)
+	k.check(t, key+".init_noise_sigma", []float32{float32(sig)}, nil)
 
 	lat := scheduler.Scale(latents, sig)
-	c.Check(t, key+".initial_latents", lat, lshape)
+	k.check(t, key+".initial_latents", lat, lshape)
 
 	var noise *scheduler.RecordedNoise
 	if v.DrawsNoise {
@@ -303,9 +372,9 @@ func runSchedulerVariant(t *testing.T, c *golden.Case, key string, v schedVarian
 	if noise != nil && noise.Drawn() != len(noise.Values) {
 		t.Errorf("%s: drew %d noise values, upstream drew %d", key, noise.Drawn(), len(noise.Values))
 	}
-	c.Check(t, key+".scaled_model_input", scaled, nil)
+	k.check(t, key+".scaled_model_input", scaled, nil)
 	schedCheckAtol(t, c, key+".prev_sample", prev, v.PrevSampleAtol)
-	if _, ok := c.Outputs[key+".denoised"]; ok {
-		c.Check(t, key+".denoised", denoised, nil)
+	if hasOutput(c, key+".denoised") {
+		k.check(t, key+".denoised", denoised, nil)
 	}
 }

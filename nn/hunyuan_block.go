@@ -134,6 +134,9 @@ func NewHunyuanDiTBlock(c HunyuanBlockConfig) (*HunyuanDiTBlock, error) {
 	if c.ActivationFn == "" {
 		c.ActivationFn = "geglu"
 	}
+	if err := CheckFeedForwardActivation(c.ActivationFn); err != nil {
+		return nil, fmt.Errorf("nn: Hunyuan block %w", err)
+	}
 	if c.NormEps == 0 {
 		c.NormEps = 1e-6
 	}

@@ -70,6 +70,12 @@ func NewBasicTransformerBlock(c BlockConfig) (*BasicTransformerBlock, error) {
 	if c.ActivationFn == "" {
 		c.ActivationFn = "geglu"
 	}
+	if err := CheckFeedForwardActivation(c.ActivationFn); err != nil {
+		return nil, fmt.Errorf("nn: transformer block %w", err)
+	}
+	if c.Heads <= 0 || c.HeadDim <= 0 {
+		return nil, fmt.Errorf("nn: transformer block with %d heads of %d features", c.Heads, c.HeadDim)
+	}
 	if c.NormEps == 0 {
 		c.NormEps = 1e-5
 	}

@@ -106,8 +106,8 @@ func ControlNets(units []ControlNetUnit, cfg bool, onScales func(step int, scale
 			}
 			if sum == nil {
 				sum = res
-			} else {
-				sum.Add(res)
+			} else if err := sum.Add(res); err != nil {
+				return fmt.Errorf("ControlNet %d: %w", k, err)
 			}
 		}
 		if onScales != nil {

@@ -191,7 +191,7 @@ func initialNoise(latents *tensor.Tensor, noise scheduler.NoiseSource, shape []i
 		if err := finiteData("latents", latents); err != nil {
 			return nil, err
 		}
-		return latents, nil
+		return latents.Contiguous(), nil
 	case noise == nil:
 		return nil, errors.New("pipeline: neither latents nor a noise source")
 	}

@@ -31,7 +31,7 @@ func tinyT5() map[string]any {
 func tinyPixArtFolder(t *testing.T) RandomFolder {
 	tr := map[string]any{"num_attention_heads": 3, "attention_head_dim": 8, "in_channels": 4, "out_channels": 8,
 		"num_layers": 2, "cross_attention_dim": 24, "sample_size": 4, "patch_size": 2, "caption_channels": 32,
-		"norm_type": "ada_norm_single", "norm_elementwise_affine": false, "norm_eps": 1e-6}
+		"norm_type": "ada_norm_single", "norm_elementwise_affine": false, "norm_eps": 1e-6, "num_embeds_ada_norm": 1000}
 	sched := map[string]any{"beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02, "algorithm_type": "dpmsolver++",
 		"solver_order": 2, "timestep_spacing": "linspace", "lower_order_final": true}
 	return PixArtFolder(tinyT5(), tr, tinyVAE(), sched, testSpiece(t))

@@ -12,7 +12,6 @@ import (
 	"sync"
 
 	"github.com/diffuse-go/diffuse/safetensors"
-	"github.com/diffuse-go/diffuse/tensor"
 )
 
 // Model is a loaded model of one family, ready to generate. A Model runs
@@ -54,16 +53,6 @@ func (in Info) accepts(feature string) bool {
 		}
 	}
 	return false
-}
-
-// Options configure how a model is opened. The zero value opens with the
-// weights as stored and no memory limit.
-type Options struct {
-	// DType converts the weights to this dtype in memory (nil: as stored).
-	DType *tensor.DType
-	// MemoryLimit refuses requests whose estimated working memory exceeds
-	// it, in bytes, before allocating anything (0: no check).
-	MemoryLimit int64
 }
 
 // Family is a model family: how its checkpoints are recognised and opened.
@@ -109,8 +98,13 @@ func Families() []string {
 
 // Open loads the model at path — a single .safetensors checkpoint or a
 // diffusers folder (model_index.json) — as the family that recognises it.
+// It applies opt's compute settings first (Options.Apply: they are
+// process-wide).
 func Open(ctx context.Context, path string, opt Options) (Model, error) {
 	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := opt.Apply(); err != nil {
 		return nil, err
 	}
 	src, err := Probe(path)

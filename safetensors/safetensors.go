@@ -277,8 +277,9 @@ func (f *File) Bytes(name string) (TensorInfo, []byte, error) {
 	return info, f.data[info.Begin:info.End], nil
 }
 
-// Float32 returns a tensor converted to float32 (from F32, F16, BF16 or F64),
-// with its shape.
+// Float32 returns a tensor converted to float32 (from F32, F16, BF16, F64,
+// F8_E4M3 or F8_E5M2; see ScaledFloat32 for scaled 8-bit weights), with its
+// shape.
 func (f *File) Float32(name string) ([]float32, []int, error) {
 	info, b, err := f.Bytes(name)
 	if err != nil {
@@ -303,6 +304,8 @@ func (f *File) Float32(name string) ([]float32, []int, error) {
 		for i := range out {
 			out[i] = float32(math.Float64frombits(binary.LittleEndian.Uint64(b[8*i:])))
 		}
+	case F8E4, F8E5:
+		f8Float32(info.DType, b, out)
 	default:
 		return nil, nil, fmt.Errorf("safetensors: %s: tensor %q has dtype %s, want a float dtype", f.Path, name, info.DType)
 	}

@@ -327,6 +327,7 @@ func FuzzParse(f *testing.F) {
 	f.Add(rawFile(`{"a":{"dtype":"I64","shape":[],"data_offsets":[0,8]}}`, make([]byte, 8)))
 	f.Add(rawFile(`{"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}`, make([]byte, 4)))
 	f.Add(rawFile(`{"__metadata__":{"a":"b"}}`, nil))
+	f.Add(rawFile(`{"a.weight":{"dtype":"F8_E4M3","shape":[2,2],"data_offsets":[0,4]},"a.weight_scale":{"dtype":"F32","shape":[],"data_offsets":[4,8]},"b.weight":{"dtype":"F8_E5M2","shape":[2],"data_offsets":[8,10]},"b.scale_weight":{"dtype":"BF16","shape":[2,1],"data_offsets":[10,14]}}`, []byte{0x7f, 0xff, 0x7e, 1, 0, 0, 0, 0x3f, 0x7c, 0x7d, 0x80, 0x3f, 0, 0xc0}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		file, err := Parse(b)
 		if err != nil {
@@ -352,6 +353,9 @@ func FuzzParse(f *testing.F) {
 			}
 			file.Float64(name)
 			file.Uint16(name)
+			if v, _, err := file.ScaledFloat32(name); err == nil && len(v) != info.NumElements() {
+				t.Fatalf("ScaledFloat32(%q): %d values for %v", name, len(v), info)
+			}
 		}
 	})
 }

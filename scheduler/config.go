@@ -61,6 +61,14 @@ type Config struct {
 	OriginalInferenceSteps *int     `json:"original_inference_steps,omitempty"`
 	TimestepScaling        *float64 `json:"timestep_scaling,omitempty"`
 
+	// Flow matching (FlowMatchEulerDiscreteScheduler: SD3, Flux).
+	Shift              *float64 `json:"shift,omitempty"`
+	UseDynamicShifting *bool    `json:"use_dynamic_shifting,omitempty"`
+	BaseShift          *float64 `json:"base_shift,omitempty"`
+	MaxShift           *float64 `json:"max_shift,omitempty"`
+	BaseImageSeqLen    *int     `json:"base_image_seq_len,omitempty"`
+	MaxImageSeqLen     *int     `json:"max_image_seq_len,omitempty"`
+
 	// Step options (diffusers step() keyword arguments).
 
 	// Eta is DDIM's eta (0 = deterministic DDIM, 1 = DDPM-like); it draws

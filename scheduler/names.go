@@ -169,6 +169,10 @@ func NewClass(class string, cfg Config) (Scheduler, error) {
 		return NewUniPC(cfg)
 	case "LCMScheduler":
 		return NewLCM(cfg)
+	case "FlowMatchEulerDiscreteScheduler":
+		return NewFlowMatchEuler(cfg)
+	case "FlowMatchHeunDiscreteScheduler":
+		return NewFlowMatchHeun(cfg)
 	}
 	return nil, fmt.Errorf("scheduler: unsupported scheduler class %q", class)
 }
@@ -190,7 +194,8 @@ func isClassName(name string) bool {
 	switch strings.TrimPrefix(name, "diffusers.") {
 	case "DDPMScheduler", "DDIMScheduler", "PNDMScheduler", "EulerDiscreteScheduler",
 		"EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler", "LMSDiscreteScheduler",
-		"DPMSolverMultistepScheduler", "UniPCMultistepScheduler", "LCMScheduler":
+		"DPMSolverMultistepScheduler", "UniPCMultistepScheduler", "LCMScheduler",
+		"FlowMatchEulerDiscreteScheduler", "FlowMatchHeunDiscreteScheduler":
 		return true
 	}
 	return false

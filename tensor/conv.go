@@ -2,7 +2,7 @@ package tensor
 
 import (
 	"fmt"
-	"os"
+	"sync/atomic"
 
 	"github.com/diffuse-go/diffuse/tensor/gemm"
 	"github.com/diffuse-go/diffuse/tensor/vec"
@@ -156,7 +156,7 @@ func (g convGeom) col2im(dx []float32, img, grp, p0, p1 int, col []float32) {
 // packed copy, nine times the input for a 3×3 kernel, are never written.
 // It returns nil where that does not apply.
 func (g convGeom) inPlace(xs []float32) func(img, grp int) *gemm.InPlace {
-	if !convInPlace || g.o.Stride != [2]int{1, 1} || g.ow%gemm.NR() != 0 {
+	if !convInPlace.Load() || g.o.Stride != [2]int{1, 1} || g.ow%gemm.NR() != 0 {
 		return nil
 	}
 	ph, pw := g.o.Padding[0], g.o.Padding[1]
@@ -192,9 +192,15 @@ func (g convGeom) inPlace(xs []float32) func(img, grp int) *gemm.InPlace {
 // by default: on Zen 3 with AVX2 the in-place kernel, whose B rows are
 // unaligned loads from many input rows, ran 5–10% slower on the UNet shapes
 // than unfolding and packing B, and no faster on the VAE shapes
-// (BenchmarkConv2d times both). DIFFUSE_CONV_INPLACE=1 turns it on, to
-// measure it on other CPUs (AVX-512's 32-wide rows are whole cache lines).
-var convInPlace = os.Getenv("DIFFUSE_CONV_INPLACE") == "1"
+// (BenchmarkConv2d times both). SetConvInPlace turns it on, to measure it
+// on other CPUs (AVX-512's 32-wide rows are whole cache lines).
+var convInPlace atomic.Bool
+
+// SetConvInPlace sets whether later Conv2d calls read their input in place
+// through gemm.InPlace instead of unfolding it (off by default; see
+// BenchmarkConv2d) and returns the previous setting. The results are the
+// same either way up to float rounding order.
+func SetConvInPlace(on bool) bool { return convInPlace.Swap(on) }
 
 // convBatchBelow is the number of output positions per image below which a
 // convolution multiplies all images at once: with few positions the product

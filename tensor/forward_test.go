@@ -565,11 +565,13 @@ func TestForwardConv2d(t *testing.T) {
 	// Every case runs with images multiplied one at a time and all at once,
 	// and with the input unfolded or read in place where that applies; then
 	// with the Winograd algorithm wherever the geometry allows it.
-	defer func(v int, ip bool) { convBatchBelow, convInPlace = v, ip }(convBatchBelow, convInPlace)
+	defer func(v int) { convBatchBelow = v }(convBatchBelow)
+	defer SetConvInPlace(convInPlace.Load())
 	defer forceWinograd(false)()
 	for _, batchBelow := range []int{0, 1 << 30} {
 		for _, ip := range []bool{false, true} {
-			convBatchBelow, convInPlace = batchBelow, ip
+			convBatchBelow = batchBelow
+			SetConvInPlace(ip)
 			testConv2dCases(t, r, cases)
 		}
 	}
@@ -607,8 +609,7 @@ func forceWinograd(on bool) func() {
 // TestConvInPlace checks which convolutions hand the GEMM their input to be
 // read in place (the values are checked by TestForwardConv2d).
 func TestConvInPlace(t *testing.T) {
-	defer func(v bool) { convInPlace = v }(convInPlace)
-	convInPlace = true
+	defer SetConvInPlace(SetConvInPlace(true))
 	nr := gemm.NR()
 	for _, tc := range []struct {
 		g    convGeom
@@ -636,7 +637,7 @@ type convCase struct {
 func testConv2dCases(t *testing.T, r *rand.Rand, cases []convCase) {
 	t.Helper()
 	for _, c := range cases {
-		name := fmt.Sprintf("conv %+v batch<%d inplace=%v winograd=%v", c, convBatchBelow, convInPlace, WinogradMode(winogradMode.Load()))
+		name := fmt.Sprintf("conv %+v batch<%d inplace=%v winograd=%v", c, convBatchBelow, convInPlace.Load(), WinogradMode(winogradMode.Load()))
 		x := randT(r, c.n, c.cin, c.h, c.w)
 		wt := randT(r, c.cout, c.cin/max(c.o.Groups, 1), c.kh, c.kw).ToDType(c.dt)
 		var b *Tensor

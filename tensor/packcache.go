@@ -1,9 +1,7 @@
 package tensor
 
 import (
-	"os"
 	"runtime"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"weak"
@@ -20,7 +18,8 @@ import (
 // sequences. The panels of float16/bfloat16 weights stay 16-bit
 // (gemm.PackOpts.Keep16: the GEMM widens each block as it uses it), so a
 // cached weight takes twice its stored size in all, a float32 one too; the
-// cache is bounded by a byte budget, DIFFUSE_PACK_CACHE_MB (default 4096, 0
+// cache is bounded by a byte budget, SetPackCacheBudget (default
+// DefaultPackCacheMB MiB, 0
 // disables it). Weights that
 // do not fit are packed once per call instead (shared by the call's threads
 // and images), which is slower but needs no lasting memory.
@@ -90,22 +89,15 @@ var packCache = struct {
 	m      map[packKey]*packEntry
 	bytes  int64 // bytes held by cached panels
 	budget int64
-}{m: map[packKey]*packEntry{}, budget: packBudget()}
+}{m: map[packKey]*packEntry{}, budget: DefaultPackCacheMB << 20}
 
-// packBudget reads DIFFUSE_PACK_CACHE_MB.
-func packBudget() int64 {
-	mb := int64(4096)
-	if s := os.Getenv("DIFFUSE_PACK_CACHE_MB"); s != "" {
-		if v, err := strconv.ParseInt(s, 10, 64); err == nil && v >= 0 {
-			mb = v
-		}
-	}
-	return mb << 20
-}
+// DefaultPackCacheMB is the pack cache's budget in MiB until
+// SetPackCacheBudget changes it.
+const DefaultPackCacheMB = 4096
 
 // SetPackCacheBudget sets the bytes of packed weight panels that Conv2d and
-// Linear may keep (see DIFFUSE_PACK_CACHE_MB) and returns the previous
-// budget. Panels already cached stay until their weights are collected.
+// Linear may keep (DefaultPackCacheMB MiB until set; 0 turns the cache
+// off, and a negative budget counts as 0) and returns the previous budget. Panels already cached stay until their weights are collected.
 func SetPackCacheBudget(bytes int64) int64 {
 	packCache.Lock()
 	defer packCache.Unlock()

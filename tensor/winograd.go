@@ -1,7 +1,7 @@
 package tensor
 
 import (
-	"os"
+	"fmt"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -53,27 +53,46 @@ const (
 	// gain: at least winogradMinPositions output positions per image and
 	// winogradMinChannels input and output channels (the default).
 	WinogradAuto WinogradMode = iota
-	// WinogradOff never uses it (DIFFUSE_WINOGRAD=0): every convolution
+	// WinogradOff never uses it: every convolution
 	// is one im2col GEMM.
 	WinogradOff
 	// WinogradAll uses it for every convolution it supports, whatever its
-	// size (DIFFUSE_WINOGRAD=all): for testing whole models through it.
+	// size: for testing whole models through it.
 	WinogradAll
 )
 
 var winogradMode atomic.Int32
 
-func init() {
-	switch os.Getenv("DIFFUSE_WINOGRAD") {
-	case "0", "off":
-		winogradMode.Store(int32(WinogradOff))
-	case "all":
-		winogradMode.Store(int32(WinogradAll))
+func (m WinogradMode) String() string {
+	switch m {
+	case WinogradAuto:
+		return "auto"
+	case WinogradOff:
+		return "off"
+	case WinogradAll:
+		return "all"
 	}
+	return fmt.Sprintf("WinogradMode(%d)", int32(m))
+}
+
+// ParseWinogradMode reads a mode as the CLI's DIFFUSE_WINOGRAD writes it:
+// "", "1" or "auto" (WinogradAuto), "0" or "off" (WinogradOff), "all"
+// (WinogradAll).
+func ParseWinogradMode(s string) (WinogradMode, error) {
+	switch s {
+	case "", "1", "on", "auto":
+		return WinogradAuto, nil
+	case "0", "off":
+		return WinogradOff, nil
+	case "all":
+		return WinogradAll, nil
+	}
+	return WinogradAuto, fmt.Errorf("winograd mode %q: want auto, 0, off or all", s)
 }
 
 // SetWinograd sets when Conv2d uses the Winograd algorithm and returns the
-// previous mode. Calls already running finish as they started.
+// previous mode; a value other than the three modes acts as WinogradAuto.
+// Calls already running finish as they started.
 func SetWinograd(m WinogradMode) WinogradMode {
 	return WinogradMode(winogradMode.Swap(int32(m)))
 }

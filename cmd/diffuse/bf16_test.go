@@ -8,11 +8,16 @@ import (
 	"github.com/diffuse-go/diffuse/tensor/gemm"
 )
 
+// env returns a getenv reading the variables of m.
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
 // TestConfigureBF16 checks DIFFUSE_BF16 and -bf16: the flag wins when
 // given, native bf16 says it has no effect without AVX512_BF16, and a bad
 // value is an error.
 func TestConfigureBF16(t *testing.T) {
-	defer gemm.SetBF16Mode(gemm.BF16Off)
+	resetOptions(t)
 	f, err := parseGenFlags([]string{"-m", "m", "-bf16"}, &bytes.Buffer{})
 	if err != nil || !f.bf16 || !f.set["bf16"] {
 		t.Fatalf("-bf16: %v, flag %v, set %v", err, f != nil && f.bf16, f != nil && f.set["bf16"])
@@ -35,8 +40,7 @@ func TestConfigureBF16(t *testing.T) {
 		{"exact", false, false, gemm.BF16Exact, "exact"},
 		{"round", false, true, gemm.BF16Off, ""}, // -bf16=false overrides the environment
 	} {
-		t.Setenv("DIFFUSE_BF16", c.env)
-		note, err := configureBF16(c.flagOn, c.given)
+		note, err := applyBF16(env(map[string]string{"DIFFUSE_BF16": c.env}), c.flagOn, c.given)
 		want := c.mode
 		if want == gemm.BF16Native && !gemm.HasBF16() {
 			want = gemm.BF16Off
@@ -46,8 +50,7 @@ func TestConfigureBF16(t *testing.T) {
 				c.env, c.flagOn, c.given, gemm.CurrentBF16Mode(), note, err, want, c.note)
 		}
 	}
-	t.Setenv("DIFFUSE_BF16", "fast")
-	if _, err := configureBF16(false, false); err == nil || !strings.Contains(err.Error(), "DIFFUSE_BF16") {
+	if _, err := applyBF16(env(map[string]string{"DIFFUSE_BF16": "fast"}), false, false); err == nil || !strings.Contains(err.Error(), "DIFFUSE_BF16") {
 		t.Errorf("DIFFUSE_BF16=fast: error %v", err)
 	}
 }

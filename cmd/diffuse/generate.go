@@ -5,23 +5,17 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"image"
 	"io"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/diffuse-go/diffuse/imageio"
-	"github.com/diffuse-go/diffuse/model/lora"
-	"github.com/diffuse-go/diffuse/nn"
 	"github.com/diffuse-go/diffuse/pipeline"
-	"github.com/diffuse-go/diffuse/rng"
 	"github.com/diffuse-go/diffuse/scheduler"
-	"github.com/diffuse-go/diffuse/tensor"
-	cliptok "github.com/diffuse-go/diffuse/tokenizer/clip"
 )
 
 // genFlags are the generate options, named as stable-diffusion.cpp and
@@ -55,6 +49,9 @@ type genFlags struct {
 	adapters, adapterImages multiFlag
 	adapterScale            floatList
 	adapterFactor           float64
+
+	// DiT.
+	classLabels multiFlag
 
 	// Resolved by parseGenFlags.
 	set         map[string]bool // flags given on the command line
@@ -174,6 +171,7 @@ func newGenFlagSet(f *genFlags, out io.Writer) *flag.FlagSet {
 	fs.Var(&f.adapters, "adapter", "T2I-Adapter: diffusers folder or .safetensors file (repeatable)")
 	fs.Var(&f.adapterImages, "adapter-image", "adapter image, one per --adapter or one for all (repeatable)")
 	fs.Var(&f.adapterScale, "adapter-scale", "T2I-Adapter weight per adapter, comma list or repeated (default 1)")
+	fs.Var(&f.classLabels, "class-label", "DiT: ImageNet class id or name (repeatable; one image each); without it the prompt is read as labels")
 	fs.Float64Var(&f.adapterFactor, "adapter-factor", 1, "fraction of the steps the adapters act on (adapter_conditioning_factor)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: diffuse generate -m MODEL -p PROMPT [flags]\n\nSD 1.x and SDXL models are told apart automatically.\n\nFlags:\n")
@@ -386,23 +384,24 @@ func runGenerate(ctx context.Context, args []string) error {
 		}
 		return err
 	}
-	if f.threads > 0 {
-		runtime.GOMAXPROCS(f.threads)
-	}
 	if note, err := configureBF16(f.bf16, f.set["bf16"]); err != nil {
 		return fmt.Errorf("generate: %w", err)
 	} else if note != "" {
 		fmt.Fprintln(os.Stderr, note)
 	}
-	// LoRA tags in the prompt.
-	prompt, refs, err := lora.ParsePrompt(f.prompt)
+	p, err := f.params()
 	if err != nil {
-		return fmt.Errorf("generate: -p: %w", err)
+		return err
 	}
-	if len(refs) > 0 && f.loraDir == "" {
-		return fmt.Errorf("generate: prompt uses <lora:%s> but no --lora-dir was given", refs[0].Name)
+	if err := checkOutput(f.output); err != nil {
+		return err
 	}
-	var opt pipeline.LoadOptions
+	opt, err := envOptions(os.Getenv, systemMemory())
+	if err != nil {
+		return fmt.Errorf("generate: %w", err)
+	}
+	setBF16Flag(&opt, f.bf16, f.set["bf16"])
+	opt.Threads, opt.MemoryLimit = max(f.threads, 0), systemMemory()
 	if f.dtype != "" {
 		dt, err := parseDType(f.dtype)
 		if err != nil {
@@ -410,61 +409,61 @@ func runGenerate(ctx context.Context, args []string) error {
 		}
 		opt.DType = &dt
 	}
+	pipeline.Version = version
 	t0 := time.Now()
-	mdl, err := loadModel(f.model, opt)
+	m, err := pipeline.Open(ctx, f.model, opt)
 	if err != nil {
-		return err
+		return fmt.Errorf("generate: -m: %w", err)
 	}
-	defer mdl.close()
-	logf(f.quiet, "loaded %s (%s) in %.1fs\n", mdl.name, mdl.kind(), time.Since(t0).Seconds())
-	if f.width == 0 {
-		f.width = mdl.defaultSize()
+	defer m.Close()
+	info := m.Info()
+	logf(f.quiet, "loaded %s (%s) in %.1fs\n", info.Name, info.Kind, time.Since(t0).Seconds())
+	if !f.quiet {
+		p.OnProgress = progressBar()
 	}
-	if f.height == 0 {
-		f.height = mdl.defaultSize()
+	out, err := m.Generate(ctx, p)
+	if err != nil {
+		return fmt.Errorf("generate: %w", err)
 	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-
-	// LoRAs.
-	var loraNotes, loraHashes []string
-	applyLoRA := func(path string, unetW, teW float32) error {
-		lf, err := lora.Load(path)
-		if err != nil {
+	for i, im := range out.Images {
+		name := outputName(f.output, i)
+		if err := imageio.WritePNG(name, im.Image, im.Text()); err != nil {
 			return err
 		}
-		has := map[string]bool{}
-		for _, c := range lf.Components() {
-			has[c] = true
+		logf(f.quiet, "wrote %s\n", name)
+	}
+	return nil
+}
+
+// params maps the flags onto the library's request.
+func (f *genFlags) params() (pipeline.Params, error) {
+	p := pipeline.Params{Prompt: f.prompt, NegativePrompt: f.negative, HasNegative: f.set["n"] || f.set["negative-prompt"],
+		Prompt2: f.prompt2, NegativePrompt2: f.negative2, Width: f.width, Height: f.height, Steps: f.steps,
+		Guidance: f.cfgScale, GuidanceRescale: f.guidanceRescale, Sampler: f.samplerName, Seed: f.seed,
+		Count: f.batchCount, ClipSkip: max(f.clipSkip, 0), LoRADir: f.loraDir, AdapterFactor: f.adapterFactor,
+		OriginalSize: f.xl.original, CropsTopLeft: f.xl.crop, TargetSize: f.xl.target,
+		NegativeOriginalSize: f.xl.negOriginal, NegativeCropsTopLeft: f.xl.negCrop, NegativeTargetSize: f.xl.negTarget,
+		Refiner: f.refiner, ClassLabels: f.classLabels}
+	if f.adapterFactor == 0 {
+		p.AdapterFactor = 1
+	}
+	if f.refiner != "" {
+		p.RefinerStart = f.refinerStart
+	}
+	if f.set["aesthetic-score"] || f.set["negative-aesthetic-score"] || f.refiner != "" {
+		p.AestheticScore, p.NegativeAestheticScore = f.aesthetic, f.negAesthetic
+	}
+	var err error
+	if f.initImg != "" {
+		if p.InitImage, err = imageio.Load(f.initImg); err != nil {
+			return p, fmt.Errorf("generate: --init-img: %w", err)
 		}
-		applied := 0
-		for _, part := range mdl.loraParts() {
-			w := teW
-			if part.comp == "unet" {
-				w = unetW
-			}
-			if !has[part.comp] && !(part.comp == "unet" && has[""]) {
-				continue
-			}
-			a, err := lora.Apply(part.m, lf, part.comp, w)
-			if err != nil {
-				return err
-			}
-			if warn := a.Warning(); warn != "" {
-				fmt.Fprintln(os.Stderr, "warning:", warn)
-			}
-			applied++
+		p.Strength = f.strength
+	}
+	if f.mask != "" {
+		if p.Mask, err = imageio.Load(f.mask); err != nil {
+			return p, fmt.Errorf("generate: --mask: %w", err)
 		}
-		if applied == 0 {
-			return fmt.Errorf("%s: no LoRA weights for this model's UNet or text encoders (it has: %s)", path, strings.Join(lf.Components(), ", "))
-		}
-		name := strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
-		loraNotes = append(loraNotes, fmt.Sprintf("%s: %g", name, unetW))
-		if h, err := addnetHash(path); err == nil {
-			loraHashes = append(loraHashes, name+": "+h)
-		}
-		return nil
 	}
 	for _, spec := range f.loras {
 		path, w := spec, 1.0
@@ -473,260 +472,62 @@ func runGenerate(ctx context.Context, args []string) error {
 				path, w = spec[:i], x
 			}
 		}
-		if err := applyLoRA(path, float32(w), float32(w)); err != nil {
-			return fmt.Errorf("generate: --lora: %w", err)
-		}
+		p.LoRAs = append(p.LoRAs, pipeline.LoRA{Path: path, Weight: w})
 	}
-	for _, r := range refs {
-		path, err := lora.Find(f.loraDir, r.Name)
+	images := map[string]image.Image{}
+	load := func(flag, path string) (image.Image, error) {
+		if img, ok := images[path]; ok {
+			return img, nil
+		}
+		img, err := imageio.Load(path)
 		if err != nil {
-			return fmt.Errorf("generate: <lora:%s>: %w", r.Name, err)
+			return nil, fmt.Errorf("generate: %s: %w", flag, err)
 		}
-		if err := applyLoRA(path, r.UNet, r.TextEncoder); err != nil {
-			return fmt.Errorf("generate: <lora:%s>: %w", r.Name, err)
-		}
+		images[path] = img
+		return img, nil
 	}
-
-	// Adapters.
-	ad, err := loadAdapters(ctx, f, mdl, opt)
-	if err != nil {
-		return err
-	}
-	defer ad.close()
-
-	// Refiner.
-	var ref *refinerModel
-	if f.refiner != "" {
-		if !mdl.isXL() {
-			return fmt.Errorf("generate: --refiner needs an SDXL base model; %s is %s", f.model, mdl.kind())
-		}
-		if ref, err = loadRefiner(f.refiner, opt); err != nil {
-			return err
-		}
-		defer ref.close()
-		logf(f.quiet, "loaded refiner %s\n", ref.name)
-	} else if f.set["aesthetic-score"] || f.set["negative-aesthetic-score"] {
-		if !mdl.isXL() || !mdl.xl.Refiner {
-			return errors.New("generate: --aesthetic-score/--negative-aesthetic-score apply to an SDXL refiner (--refiner or a refiner as -m)")
-		}
-	}
-	var initImg, mask *tensor.Tensor
-	if f.initImg != "" {
-		if initImg, err = loadImageNHWC(f.initImg, f.width, f.height, false); err != nil {
-			return fmt.Errorf("generate: --init-img: %w", err)
-		}
-	}
-	if f.mask != "" {
-		if mask, err = loadImageNHWC(f.mask, f.width, f.height, true); err != nil {
-			return fmt.Errorf("generate: --mask: %w", err)
-		}
-	}
-	if mdl.isXL() && mdl.xl.Refiner && initImg == nil {
-		return fmt.Errorf("generate: %s is an SDXL refiner: give it an --init-img (or use it as --refiner of a base model)", f.model)
-	}
-	cfg, err := scheduler.ParseConfig(mdl.schedulerConfig())
-	if err != nil {
-		return fmt.Errorf("generate: %s: scheduler config: %w", f.model, err)
-	}
-	modelHash, _ := imageio.ModelHash(f.model)
-	seed := f.seed
-	if seed < 0 {
-		seed = rand.Int64N(1 << 32)
-	}
-	for i := 0; i < f.batchCount; i++ {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		s, err := scheduler.New(f.samplerName, cfg)
+	for i, path := range f.controlNets {
+		img, err := load("--control-image", f.cnImages[i])
 		if err != nil {
-			return fmt.Errorf("generate: --sampler: %w", err)
+			return p, err
 		}
-		gen := rng.New(uint64(seed + int64(i)))
-		req := pipeline.Request{Prompts: []string{prompt},
-			Width: f.width, Height: f.height, Steps: f.steps, Guidance: f.cfgScale, GuidanceRescale: f.guidanceRescale,
-			ClipSkip: f.clipSkip, Scheduler: s, Noise: gen, InitImage: initImg, Mask: mask, Adapter: ad.hook(f.cfgScale > 1)}
-		if !mdl.isXL() || f.set["n"] || f.set["negative-prompt"] {
-			// diffusers' SDXL zeroes the unconditional embeddings only when
-			// no negative prompt is given at all.
-			req.NegativePrompts = []string{f.negative}
-		}
-		if initImg != nil {
-			req.Strength = f.strength
-		}
-		label := fmt.Sprintf("image %d/%d", i+1, f.batchCount)
-		if !f.quiet {
-			req.Progress = progressBar(label)
-		}
-		var images *tensor.Tensor
-		if mdl.isXL() {
-			if images, err = generateXL(ctx, f, mdl, ref, req, label); err != nil {
-				return err
-			}
-		} else {
-			p := &pipeline.SD{TextEncoder: mdl.sd.TextEncoder, Tokenizer: mdl.tok1, UNet: mdl.sd.UNet, VAE: mdl.sd.VAE}
-			res, err := p.Generate(ctx, req)
-			if err != nil {
-				return err
-			}
-			images = res.Images
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		img, err := imageio.FromNHWC(images.Data(), f.width, f.height)
+		p.ControlNets = append(p.ControlNets, pipeline.ControlNet{Path: path, Image: img, Canny: f.canny,
+			CannyLow: f.cannyLow, CannyHigh: f.cannyHigh, Scale: f.cnScale[i], Start: f.cnStart[i], End: f.cnEnd[i],
+			GuessMode: f.guessMode})
+	}
+	for i, path := range f.adapters {
+		img, err := load("--adapter-image", f.adImages[i])
 		if err != nil {
-			return err
+			return p, err
 		}
-		params := imageio.Params{Prompt: f.prompt, NegativePrompt: f.negative, Steps: f.steps, Sampler: a1111Sampler(f.info),
-			CFGScale: f.cfgScale, Seed: seed + int64(i), Width: f.width, Height: f.height, ModelHash: modelHash,
-			Model: modelName(f.model)}
-		if strings.Contains(strings.ToLower(f.samplerName), "karras") {
-			params.Scheduler = "Karras"
-		}
-		if f.clipSkip > 1 && !mdl.isXL() || f.clipSkip > 2 {
-			params.ClipSkip = f.clipSkip
-		}
-		if initImg != nil {
-			params.DenoisingStrength = f.strength
-		}
-		params.Extra = append(params.Extra, xlParams(f, mdl)...)
-		if f.guidanceRescale > 0 {
-			params.Extra = append(params.Extra, imageio.KV{Key: "Guidance rescale", Value: formatNum(f.guidanceRescale)})
-		}
-		params.Extra = append(params.Extra, ad.params...)
-		if len(loraNotes) > 0 {
-			params.Extra = append(params.Extra, imageio.KV{Key: "Lora", Value: strings.Join(loraNotes, ", ")})
-		}
-		if len(loraHashes) > 0 {
-			params.Extra = append(params.Extra, imageio.KV{Key: "Lora hashes", Value: strings.Join(loraHashes, ", ")})
-		}
-		if ref != nil {
-			name := modelName(f.refiner)
-			if ref.hash != "" {
-				name += " [" + ref.hash + "]"
-			}
-			params.Extra = append(params.Extra, imageio.KV{Key: "Refiner", Value: name},
-				imageio.KV{Key: "Refiner switch at", Value: formatNum(f.refinerStart)})
-		}
-		params.Extra = append(params.Extra, imageio.KV{Key: "Version", Value: "diffuse " + version})
-		out := outputName(f.output, i)
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if err := imageio.WritePNG(out, img, []imageio.KV{{Key: imageio.ParametersKey, Value: params.String()}}); err != nil {
-			return err
-		}
-		logf(f.quiet, "wrote %s\n", out)
+		p.Adapters = append(p.Adapters, pipeline.Adapter{Path: path, Image: img, Scale: f.adScale[i]})
 	}
-	return nil
+	return p, nil
 }
 
-// generateXL runs the SDXL base (and the refiner when given) and returns
-// the decoded images.
-func generateXL(ctx context.Context, f *genFlags, mdl *loadedModel, ref *refinerModel, req pipeline.Request, label string) (*tensor.Tensor, error) {
-	xr := xlRequest(f, req)
-	if mdl.xl.Refiner {
-		xr.AestheticScore, xr.NegativeAestheticScore = f.aesthetic, f.negAesthetic
+// checkOutput fails early when the output cannot be written: its folder
+// must exist and be writable, so a long generation does not end in an
+// error.
+func checkOutput(path string) error {
+	if !strings.EqualFold(filepath.Ext(path), ".png") {
+		return fmt.Errorf("generate: -o %s: the output is a PNG file (name it .png)", path)
 	}
-	p := mdl.xlPipeline()
-	if ref == nil {
-		res, err := p.Generate(ctx, xr)
-		if err != nil {
-			return nil, err
-		}
-		return res.Images, nil
-	}
-	xr.DenoisingEnd = f.refinerStart
-	xr.SkipDecode = true
-	if req.Progress != nil {
-		xr.Progress = progressBar(label + " base")
-	}
-	res, err := p.Generate(ctx, xr)
+	dir := filepath.Dir(path)
+	st, err := os.Stat(dir)
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("generate: -o: %w", err)
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
+	if !st.IsDir() {
+		return fmt.Errorf("generate: -o: %s is not a folder", dir)
 	}
-	s, err := scheduler.New(f.samplerName, ref.sched)
+	probe, err := os.CreateTemp(dir, ".diffuse-probe-*")
 	if err != nil {
-		return nil, fmt.Errorf("generate: --refiner: %w", err)
+		return fmt.Errorf("generate: -o: cannot write in %s: %w", dir, err)
 	}
-	rreq := pipeline.Request{Prompts: req.Prompts, NegativePrompts: req.NegativePrompts, Width: req.Width, Height: req.Height,
-		Steps: req.Steps, Guidance: req.Guidance, GuidanceRescale: req.GuidanceRescale, Scheduler: s, Noise: req.Noise,
-		InitLatents: res.Latents, DenoisingStart: f.refinerStart}
-	if req.Progress != nil {
-		rreq.Progress = progressBar(label + " refiner")
-	}
-	rr := xlRequest(f, rreq)
-	rr.AestheticScore, rr.NegativeAestheticScore = f.aesthetic, f.negAesthetic
-	rres, err := ref.pipeline().Generate(ctx, rr)
-	if err != nil {
-		return nil, fmt.Errorf("refiner: %w", err)
-	}
-	return rres.Images, nil
+	name := probe.Name()
+	probe.Close()
+	return os.Remove(name)
 }
-
-// xlRequest adds the SDXL flags to a request.
-func xlRequest(f *genFlags, req pipeline.Request) pipeline.XLRequest {
-	xr := pipeline.XLRequest{Request: req}
-	if f.prompt2 != "" {
-		xr.Prompts2 = []string{f.prompt2}
-	}
-	if f.negative2 != "" {
-		xr.NegativePrompts2 = []string{f.negative2}
-	}
-	if f.xl.original != nil {
-		xr.OriginalSize = *f.xl.original
-	}
-	if f.xl.crop != nil {
-		xr.CropsTopLeft = *f.xl.crop
-	}
-	if f.xl.target != nil {
-		xr.TargetSize = *f.xl.target
-	}
-	xr.NegativeOriginalSize, xr.NegativeCropsTopLeft, xr.NegativeTargetSize = f.xl.negOriginal, f.xl.negCrop, f.xl.negTarget
-	return xr
-}
-
-// xlParams are the SDXL settings for the PNG parameters: the second
-// prompts and any micro-conditioning given.
-func xlParams(f *genFlags, mdl *loadedModel) []imageio.KV {
-	if !mdl.isXL() {
-		return nil
-	}
-	var out []imageio.KV
-	add := func(k, v string) {
-		if v != "" {
-			out = append(out, imageio.KV{Key: k, Value: v})
-		}
-	}
-	add("Prompt 2", f.prompt2)
-	add("Negative prompt 2", f.negative2)
-	add("Original size", f.originalSize)
-	add("Crop top left", f.cropTopLeft)
-	add("Target size", f.targetSize)
-	add("Negative original size", f.negOriginalSize)
-	add("Negative crop top left", f.negCropTopLeft)
-	add("Negative target size", f.negTargetSize)
-	if mdl.xl.Refiner || f.refiner != "" {
-		add("Aesthetic score", formatNum(f.aesthetic))
-		add("Negative aesthetic score", formatNum(f.negAesthetic))
-	}
-	return out
-}
-
-// formatNum writes a number as A1111 does: whole numbers without a fraction.
-func formatNum(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
-
-// modelName is a checkpoint's name as A1111 writes it: the file or folder
-// name without extension.
-func modelName(path string) string {
-	base := filepath.Base(filepath.Clean(path))
-	return strings.TrimSuffix(base, filepath.Ext(base))
-}
-
-type nnModule = nn.Module
 
 func logf(quiet bool, format string, a ...any) {
 	if !quiet {
@@ -744,61 +545,21 @@ func outputName(base string, i int) string {
 	return fmt.Sprintf("%s_%d%s", strings.TrimSuffix(base, ext), i+1, ext)
 }
 
-// a1111Sampler is the sampler name A1111 writes into its metadata.
-func a1111Sampler(in scheduler.Info) string {
-	for _, a := range in.Aliases {
-		if strings.ContainsAny(a, " ") || a == "DDIM" || a == "PLMS" || a == "Euler" || a == "Heun" || a == "LMS" || a == "UniPC" || a == "LCM" || a == "DPM++ 2M" {
-			return strings.TrimSuffix(a, " Karras")
-		}
-	}
-	return in.Name
-}
-
-// loadImageNHWC reads an image file, resizes it to w×h and returns
-// [1, h, w, 3] (or [1, h, w, 1] for a mask) in [0, 1].
-func loadImageNHWC(path string, w, h int, mask bool) (*tensor.Tensor, error) {
-	img, err := imageio.Load(path)
-	if err != nil {
-		return nil, err
-	}
-	var chw []float32
-	ch := 3
-	if mask {
-		chw, err = imageio.MaskToNCHW(img, w, h)
-		ch = 1
-	} else {
-		chw, err = imageio.ToNCHW(img, w, h)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return tensor.FromSlice(chw, 1, ch, h, w).Permute(0, 2, 3, 1).Contiguous(), nil
-}
-
-// progressBar prints "label  step/total [####....] s/it ETA" on stderr.
-func progressBar(label string) func(step, total int, elapsed time.Duration) {
-	return func(step, total int, elapsed time.Duration) {
+// progressBar prints "image i/n [stage] step/total [####....] s/it ETA" on stderr.
+func progressBar() func(pipeline.Event) {
+	return func(e pipeline.Event) {
 		const width = 30
-		done := width * step / max(total, 1)
-		per := elapsed.Seconds() / float64(max(step, 1))
-		eta := time.Duration(per * float64(total-step) * float64(time.Second)).Round(time.Second)
-		fmt.Fprintf(os.Stderr, "\r%s %3d/%d [%s%s] %.2fs/it ETA %v ", label, step, total,
+		label := fmt.Sprintf("image %d/%d", e.Image+1, e.Images)
+		if e.Stage != "" {
+			label += " " + e.Stage
+		}
+		done := width * e.Step / max(e.Steps, 1)
+		per := e.Elapsed.Seconds() / float64(max(e.Step, 1))
+		eta := time.Duration(per * float64(e.Steps-e.Step) * float64(time.Second)).Round(time.Second)
+		fmt.Fprintf(os.Stderr, "\r%s %3d/%d [%s%s] %.2fs/it ETA %v ", label, e.Step, e.Steps,
 			strings.Repeat("#", done), strings.Repeat(".", width-done), per, eta)
-		if step == total {
+		if e.Step == e.Steps {
 			fmt.Fprintln(os.Stderr)
 		}
 	}
-}
-
-// newCLIPTokenizer is the SD 1.x tokenizer (and SDXL's first): CLIP BPE
-// with the vocabulary built into the binary, padded with EOS to 77 tokens.
-func newCLIPTokenizer() (pipeline.Tokenizer, error) {
-	return cliptok.New(cliptok.Options{Pad: cliptok.PadEOS})
-}
-
-// newCLIPTokenizer2 is SDXL's tokenizer_2: padded with "!" (id 0), which
-// is also a special token in the text (the clip_tokenizer golden case's
-// ids_hf_sdxl2).
-func newCLIPTokenizer2() (pipeline.Tokenizer, error) {
-	return cliptok.New(cliptok.Options{Pad: cliptok.PadExclamation})
 }

@@ -15,14 +15,12 @@ import (
 
 	"github.com/diffuse-go/diffuse/imageio"
 	"github.com/diffuse-go/diffuse/internal/golden"
+	"github.com/diffuse-go/diffuse/internal/testmodel"
 	"github.com/diffuse-go/diffuse/model/clip"
-	"github.com/diffuse-go/diffuse/model/controlnet"
-	"github.com/diffuse-go/diffuse/model/t2iadapter"
 	"github.com/diffuse-go/diffuse/model/unet"
 	"github.com/diffuse-go/diffuse/model/vae"
 	"github.com/diffuse-go/diffuse/nn"
 	"github.com/diffuse-go/diffuse/pipeline"
-	"github.com/diffuse-go/diffuse/safetensors"
 	"github.com/diffuse-go/diffuse/scheduler"
 )
 
@@ -123,8 +121,8 @@ func TestA1111Sampler(t *testing.T) {
 		if !ok {
 			t.Fatalf("no sampler %q", name)
 		}
-		if got := a1111Sampler(in); got != want {
-			t.Errorf("a1111Sampler(%s) = %q, want %q", name, got, want)
+		if got := pipeline.A1111Sampler(in); got != want {
+			t.Errorf("A1111Sampler(%s) = %q, want %q", name, got, want)
 		}
 	}
 }
@@ -132,17 +130,7 @@ func TestA1111Sampler(t *testing.T) {
 // writeTestModule writes a module's parameters as a safetensors file.
 func writeTestModule(t *testing.T, path string, m nn.Module) {
 	t.Helper()
-	var ps nn.Params
-	m.Params("", &ps)
-	var ts []safetensors.Tensor
-	for _, p := range ps.List() {
-		v := (*p.Ptr).Float32()
-		ts = append(ts, safetensors.F32Tensor(p.Name, v.Shape(), v.Data()))
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := safetensors.WriteFile(path, ts, nil); err != nil {
+	if err := testmodel.WriteModule(path, m); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -184,62 +172,12 @@ func goldenComponent(t *testing.T, name string, build func(cfg []byte) (nn.Modul
 // folder, the golden ControlNet and full T2I-Adapter as folders, and
 // returns their paths.
 func tinyFolder(t *testing.T) (model, cn, adapter string) {
-	dir := t.TempDir()
-	model = filepath.Join(dir, "tiny-sd")
-	writeFile(t, filepath.Join(model, "model_index.json"), []byte(`{"_class_name": "StableDiffusionPipeline",
- "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
- "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"], "scheduler": ["diffusers", "PNDMScheduler"]}`))
-	writeFile(t, filepath.Join(model, "scheduler", "scheduler_config.json"), []byte(pipeline.SD15SchedulerConfig))
-	u, cfg := goldenComponent(t, "unet_sd15", func(b []byte) (nn.Module, error) {
-		c, err := unet.ParseConfig(b)
-		if err != nil {
-			return nil, err
-		}
-		return unet.New(c)
-	})
-	writeFile(t, filepath.Join(model, "unet", "config.json"), cfg)
-	writeTestModule(t, filepath.Join(model, "unet", "diffusion_pytorch_model.safetensors"), u)
-	v, cfg := goldenComponent(t, "vae", func(b []byte) (nn.Module, error) {
-		c, err := vae.ParseConfig(b)
-		if err != nil {
-			return nil, err
-		}
-		return vae.New(c)
-	})
-	writeFile(t, filepath.Join(model, "vae", "config.json"), cfg)
-	writeTestModule(t, filepath.Join(model, "vae", "diffusion_pytorch_model.safetensors"), v)
-	te, cfg := goldenComponent(t, "clip_text", func(b []byte) (nn.Module, error) {
-		c, err := clip.ParseConfig(b)
-		if err != nil {
-			return nil, err
-		}
-		return clip.New(c)
-	})
-	writeFile(t, filepath.Join(model, "text_encoder", "config.json"), cfg)
-	writeTestModule(t, filepath.Join(model, "text_encoder", "model.safetensors"), te)
-
-	cn = filepath.Join(dir, "control-tiny")
-	net, cfg := goldenComponent(t, "controlnet", func(b []byte) (nn.Module, error) {
-		c, err := controlnet.ParseConfig(b)
-		if err != nil {
-			return nil, err
-		}
-		return controlnet.New(c)
-	})
-	writeFile(t, filepath.Join(cn, "config.json"), cfg)
-	writeTestModule(t, filepath.Join(cn, "diffusion_pytorch_model.safetensors"), net)
-
-	adapter = filepath.Join(dir, "t2i-tiny")
-	ad, cfg := goldenComponent(t, "t2i_full_adapter", func(b []byte) (nn.Module, error) {
-		c, err := t2iadapter.ParseConfig(b)
-		if err != nil {
-			return nil, err
-		}
-		return t2iadapter.New(c)
-	})
-	writeFile(t, filepath.Join(adapter, "config.json"), cfg)
-	writeTestModule(t, filepath.Join(adapter, "diffusion_pytorch_model.safetensors"), ad)
-	return model, cn, adapter
+	t.Helper()
+	f, err := testmodel.Write(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f.SD, f.ControlNet, f.Adapter
 }
 
 // testImage writes a w×h PNG with a bright square (edges for Canny).

@@ -26,7 +26,10 @@ func main() {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
 	}
-	configureMemory()
+	if err := configureMemory(); err != nil {
+		fmt.Fprintln(os.Stderr, "diffuse:", err)
+		os.Exit(2)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	var err error

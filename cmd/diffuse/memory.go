@@ -10,29 +10,33 @@ import (
 	"github.com/diffuse-go/diffuse/tensor"
 )
 
-// configureMemory fits the process to the machine: Go's soft memory limit is
-// set to three quarters of the machine's (or the container's) memory less the
+// configureMemory applies the DIFFUSE_* variables (see envOptions) and fits
+// the process to the machine: Go's soft memory limit is set to three
+// quarters of the machine's (or the container's) memory less the
 // packed-weight cache, which lives outside the Go heap, so the garbage
 // collector works harder before the kernel would kill the process (a 1024²
-// SDXL decode otherwise peaks above 24 GiB with the default GOGC). The cache
-// budget shrinks to an eighth of memory on small machines unless
-// DIFFUSE_PACK_CACHE_MB sets it. GOMEMLIMIT, when set, wins.
-func configureMemory() {
+// SDXL decode otherwise peaks above 24 GiB with the default GOGC).
+// GOMEMLIMIT, when set, wins.
+func configureMemory() error {
 	total := systemMemory()
-	if total <= 0 {
-		return
+	o, err := envOptions(os.Getenv, total)
+	if err != nil {
+		return err
 	}
-	budget := tensor.SetPackCacheBudget(0)
-	if budget > total/8 && os.Getenv("DIFFUSE_PACK_CACHE_MB") == "" {
-		budget = total / 8
+	if err := o.Apply(); err != nil {
+		return err
 	}
-	tensor.SetPackCacheBudget(budget)
-	if os.Getenv("GOMEMLIMIT") != "" {
-		return
+	if total <= 0 || os.Getenv("GOMEMLIMIT") != "" {
+		return nil
+	}
+	budget := int64(tensor.DefaultPackCacheMB) << 20
+	if o.PackCacheMB != nil {
+		budget = int64(*o.PackCacheMB) << 20
 	}
 	if limit := total*3/4 - budget; limit > 1<<30 {
 		debug.SetMemoryLimit(limit)
 	}
+	return nil
 }
 
 // systemMemory returns the memory available to the process: the cgroup

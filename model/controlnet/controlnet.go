@@ -30,10 +30,10 @@ func ParseConfig(b []byte) (Config, error) {
 	if err := json.Unmarshal(b, &c); err != nil {
 		return c, fmt.Errorf("controlnet: config: %w", err)
 	}
-	if len(c.ConditioningEmbeddingOutChannels) == 0 {
-		return c, fmt.Errorf("controlnet: empty conditioning_embedding_out_channels")
+	if err := unet.RefuseNulls(b); err != nil {
+		return c, fmt.Errorf("controlnet: config: %w", err)
 	}
-	return c, nil
+	return c, c.Validate()
 }
 
 // FromUNet is the config of a ControlNet made from a UNet config
@@ -59,8 +59,63 @@ type Model struct {
 	mid     *nn.Conv2d   // controlnet_mid_block
 }
 
+// Validate checks what ControlNetModel reads beyond the UNet encoder's
+// fields, and the encoder fields it reads differently.
+func (c Config) Validate() error {
+	if m := c.MidBlockType; m == nil || *m != "UNetMidBlock2DCrossAttn" && *m != "UNetMidBlock2D" {
+		return fmt.Errorf("controlnet: mid_block_type %s not supported (want UNetMidBlock2DCrossAttn or UNetMidBlock2D)", quoted(m))
+	}
+	// ControlNetModel takes these as one int for every block.
+	for name, l := range map[string]unet.IntList{"layers_per_block": c.LayersPerBlock, "cross_attention_dim": c.CrossAttentionDim} {
+		if len(l) != 1 {
+			return fmt.Errorf("controlnet: %s %v: want one int", name, []int(l))
+		}
+	}
+	switch c.ClassEmbedType {
+	case "simple_projection":
+		// ControlNetModel builds no class embedding for it (the UNet does).
+		return fmt.Errorf("controlnet: class_embed_type %q not supported", c.ClassEmbedType)
+	case "timestep":
+		// ControlNetModel's timestep class embedding keeps TimestepEmbedding's
+		// SiLU where the UNet's (which Encoder builds) uses act_fn.
+		if c.ActFn != "silu" && c.ActFn != "swish" {
+			return fmt.Errorf("controlnet: class_embed_type timestep with act_fn %q not supported", c.ActFn)
+		}
+	}
+	if c.EncoderHidDim != 0 || c.EncoderHidDimType != "" {
+		// ControlNetModel builds encoder_hid_proj but its forward never
+		// applies it: its blocks would read the unprojected states.
+		return fmt.Errorf("controlnet: encoder_hid_dim %d / encoder_hid_dim_type %q not supported", c.EncoderHidDim, c.EncoderHidDimType)
+	}
+	if c.ChannelOrder != "rgb" && c.ChannelOrder != "bgr" {
+		return fmt.Errorf("controlnet: controlnet_conditioning_channel_order %q not supported (want rgb or bgr)", c.ChannelOrder)
+	}
+	if c.ConditioningChannels <= 0 {
+		return fmt.Errorf("controlnet: conditioning_channels %d", c.ConditioningChannels)
+	}
+	if len(c.ConditioningEmbeddingOutChannels) == 0 {
+		return fmt.Errorf("controlnet: empty conditioning_embedding_out_channels")
+	}
+	for _, ch := range c.ConditioningEmbeddingOutChannels {
+		if ch <= 0 {
+			return fmt.Errorf("controlnet: conditioning_embedding_out_channels %v", c.ConditioningEmbeddingOutChannels)
+		}
+	}
+	return nil
+}
+
+func quoted(s *string) string {
+	if s == nil {
+		return "null"
+	}
+	return fmt.Sprintf("%q", *s)
+}
+
 // New builds an unloaded ControlNet.
 func New(c Config) (*Model, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
 	e, err := unet.NewEncoder(c.Config)
 	if err != nil {
 		return nil, fmt.Errorf("controlnet: %w", err)
@@ -111,16 +166,30 @@ type Residuals struct {
 	Mid  *tensor.Tensor
 }
 
-// Add sums residuals of several ControlNets (MultiControlNet).
-func (r *Residuals) Add(o *Residuals) {
+// Add sums residuals of several ControlNets (MultiControlNet). Residuals
+// of another count or shape (ControlNets made for different UNets) are an
+// error wrapping unet.ErrResidual, and leave r as it was.
+func (r *Residuals) Add(o *Residuals) error {
 	if r.Mid == nil {
 		*r = *o
-		return
+		return nil
+	}
+	if o.Mid == nil || len(o.Down) != len(r.Down) {
+		return fmt.Errorf("controlnet: %w: adding %d down residuals (mid given: %v) to %d", unet.ErrResidual, len(o.Down), o.Mid != nil, len(r.Down))
+	}
+	for i := range r.Down {
+		if !tensor.SameShape(r.Down[i].Shape(), shapeOf(o.Down[i])) {
+			return fmt.Errorf("controlnet: %w: down residual %d of shape %v added to %v", unet.ErrResidual, i, shapeOf(o.Down[i]), r.Down[i].Shape())
+		}
+	}
+	if !tensor.SameShape(r.Mid.Shape(), o.Mid.Shape()) {
+		return fmt.Errorf("controlnet: %w: mid residual of shape %v added to %v", unet.ErrResidual, o.Mid.Shape(), r.Mid.Shape())
 	}
 	for i := range r.Down {
 		r.Down[i] = tensor.Add(r.Down[i], o.Down[i])
 	}
 	r.Mid = tensor.Add(r.Mid, o.Mid)
+	return nil
 }
 
 // Forward computes the residuals for sample [B, C, h, w] with the condition
@@ -152,7 +221,10 @@ func (m *Model) Forward(sample *tensor.Tensor, timesteps []float32, cond unet.Co
 		return nil, fmt.Errorf("controlnet: condition image %v embeds to %v but the latents give %v (the image must be 8× the latent size)", image.Shape(), ce.Shape(), h.Shape())
 	}
 	h = tensor.Add(h, ce)
-	h, skips, _ := m.Encoder.Down(h, emb, ehs, cond.EncoderMask, nil)
+	h, skips, _, err := m.Encoder.Down(h, emb, ehs, cond.EncoderMask, nil)
+	if err != nil {
+		return nil, fmt.Errorf("controlnet: %w", err)
+	}
 	h = m.Encoder.Mid(h, emb, ehs, cond.EncoderMask)
 	if len(skips) != len(m.down) {
 		return nil, fmt.Errorf("controlnet: %d skips for %d zero convs", len(skips), len(m.down))
@@ -166,7 +238,9 @@ func (m *Model) Forward(sample *tensor.Tensor, timesteps []float32, cond unet.Co
 	out.Mid = m.mid.Forward(h)
 	for i := range out.Down {
 		s := scale
-		if guessMode {
+		// diffusers ramps the scales in guess mode only without global
+		// pooling.
+		if guessMode && !c.GlobalPoolConditions {
 			// torch.logspace(-1, 0, n): 10^(-1 + i/(n-1)).
 			s *= float32(math.Pow(10, -1+float64(i)/float64(n-1)))
 		}

@@ -40,6 +40,9 @@ func ParseConfig(b []byte) (Config, error) {
 	if err := json.Unmarshal(b, &c); err != nil {
 		return c, fmt.Errorf("dit: config: %w", err)
 	}
+	if err := nn.RefuseNulls(b, nonNullable...); err != nil {
+		return c, fmt.Errorf("dit: config: %w", err)
+	}
 	if c.OutChannels == 0 {
 		c.OutChannels = c.InChannels
 	}
@@ -47,18 +50,28 @@ func ParseConfig(b []byte) (Config, error) {
 }
 
 func (c Config) validate() error {
-	if c.NumAttentionHeads <= 0 || c.AttentionHeadDim <= 0 || c.InChannels <= 0 || c.NumLayers <= 0 ||
-		c.SampleSize <= 0 || c.PatchSize <= 0 {
-		return fmt.Errorf("dit: config has a non-positive size: %+v", c)
+	if err := nn.CheckPositive(nn.Field{Name: "num_attention_heads", Value: c.NumAttentionHeads},
+		nn.Field{Name: "attention_head_dim", Value: c.AttentionHeadDim}, nn.Field{Name: "in_channels", Value: c.InChannels},
+		nn.Field{Name: "out_channels", Value: c.OutChannels}, nn.Field{Name: "num_layers", Value: c.NumLayers},
+		nn.Field{Name: "sample_size", Value: c.SampleSize}, nn.Field{Name: "patch_size", Value: c.PatchSize}); err != nil {
+		return fmt.Errorf("dit: %w", err)
 	}
 	if c.NormType != "ada_norm_zero" {
-		return fmt.Errorf("dit: norm_type %q (DiT supports ada_norm_zero only)", c.NormType)
+		return fmt.Errorf("dit: norm_type %q not supported (DiTTransformer2DModel implements ada_norm_zero only)", c.NormType)
 	}
 	if c.NumEmbedsAdaNorm <= 0 {
-		return fmt.Errorf("dit: ada_norm_zero needs num_embeds_ada_norm")
+		return fmt.Errorf("dit: norm_type ada_norm_zero needs num_embeds_ada_norm (got %d)", c.NumEmbedsAdaNorm)
+	}
+	if err := nn.CheckFeedForwardActivation(c.ActivationFn); err != nil {
+		return fmt.Errorf("dit: %w", err)
 	}
 	return nil
 }
+
+// nonNullable are the config keys whose upstream default is a value.
+var nonNullable = []string{"num_attention_heads", "attention_head_dim", "in_channels", "num_layers", "attention_bias",
+	"sample_size", "patch_size", "activation_fn", "num_embeds_ada_norm", "upcast_attention", "norm_type",
+	"norm_elementwise_affine", "norm_eps"}
 
 // Model is a DiT transformer.
 type Model struct {

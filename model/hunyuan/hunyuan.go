@@ -46,13 +46,33 @@ func ParseConfig(b []byte) (Config, error) {
 	if err := json.Unmarshal(b, &c); err != nil {
 		return c, fmt.Errorf("hunyuan: config: %w", err)
 	}
+	// in_channels and patch_size default to None upstream, which fails
+	// there: here absent they stay 0, which validate refuses.
+	if err := nn.RefuseNulls(b, "in_channels", "patch_size", "num_attention_heads", "attention_head_dim", "activation_fn", "sample_size", "hidden_size",
+		"num_layers", "mlp_ratio", "learn_sigma", "cross_attention_dim", "norm_type", "cross_attention_dim_t5",
+		"pooled_projection_dim", "text_len", "text_len_t5", "use_style_cond_and_image_meta_size"); err != nil {
+		return c, fmt.Errorf("hunyuan: config: %w", err)
+	}
 	return c, c.validate()
 }
 
 func (c Config) validate() error {
-	if c.NumAttentionHeads <= 0 || c.AttentionHeadDim <= 0 || c.InChannels <= 0 || c.PatchSize <= 0 || c.NumLayers <= 0 ||
-		c.CrossAttentionDim <= 0 || c.CrossAttentionDimT5 <= 0 || c.PooledProjectionDim <= 0 || c.TextLenT5 <= 0 || c.TextLen < 0 {
-		return fmt.Errorf("hunyuan: config has a non-positive size: %+v", c)
+	if err := nn.CheckPositive(nn.Field{Name: "num_attention_heads", Value: c.NumAttentionHeads},
+		nn.Field{Name: "attention_head_dim", Value: c.AttentionHeadDim}, nn.Field{Name: "in_channels", Value: c.InChannels},
+		nn.Field{Name: "patch_size", Value: c.PatchSize}, nn.Field{Name: "num_layers", Value: c.NumLayers},
+		nn.Field{Name: "cross_attention_dim", Value: c.CrossAttentionDim}, nn.Field{Name: "cross_attention_dim_t5", Value: c.CrossAttentionDimT5},
+		nn.Field{Name: "pooled_projection_dim", Value: c.PooledProjectionDim}, nn.Field{Name: "text_len_t5", Value: c.TextLenT5},
+		nn.Field{Name: "sample_size", Value: c.SampleSize}); err != nil {
+		return fmt.Errorf("hunyuan: %w", err)
+	}
+	if c.TextLen < 0 {
+		return fmt.Errorf("hunyuan: text_len %d", c.TextLen)
+	}
+	if inner := int(float64(c.InnerDim()) * c.MLPRatio); inner <= 0 {
+		return fmt.Errorf("hunyuan: mlp_ratio %v gives a feed-forward width of %d", c.MLPRatio, inner)
+	}
+	if err := nn.CheckFeedForwardActivation(c.ActivationFn); err != nil {
+		return fmt.Errorf("hunyuan: %w", err)
 	}
 	if c.HiddenSize != c.InnerDim() {
 		return fmt.Errorf("hunyuan: hidden_size %d must equal num_attention_heads·attention_head_dim = %d", c.HiddenSize, c.InnerDim())
@@ -64,7 +84,7 @@ func (c Config) validate() error {
 		return fmt.Errorf("hunyuan: cross_attention_dim_t5 %d not divisible by the pooler's %d heads", c.CrossAttentionDimT5, poolerHeads)
 	}
 	if c.NormType != "layer_norm" {
-		return fmt.Errorf("hunyuan: norm_type %q (Hunyuan-DiT supports layer_norm only)", c.NormType)
+		return fmt.Errorf("hunyuan: norm_type %q not supported (want layer_norm)", c.NormType)
 	}
 	return nil
 }

@@ -35,29 +35,65 @@ type Config struct {
 	// embedders; nil means sample_size == 128 (PixArt-alpha 1024px).
 	UseAdditionalConditions *bool `json:"use_additional_conditions"`
 	CaptionChannels         int   `json:"caption_channels"` // 0: no caption projection
+	// NumEmbedsAdaNorm is only checked: diffusers refuses ada_norm_single
+	// without it, although adaLN-single does not read it.
+	NumEmbedsAdaNorm int `json:"num_embeds_ada_norm"`
+	// AttentionType must be "default" (diffusers' only other value,
+	// GLIGEN's "gated", is not implemented).
+	AttentionType string `json:"attention_type"`
 }
 
 // ParseConfig decodes a diffusers config.json with the class defaults for
 // absent fields.
 func ParseConfig(b []byte) (Config, error) {
 	c := Config{NumAttentionHeads: 16, AttentionHeadDim: 72, InChannels: 4, NumLayers: 28, AttentionBias: true,
-		SampleSize: 128, PatchSize: 2, ActivationFn: "gelu-approximate", NormType: "ada_norm_single", NormEps: 1e-6}
+		SampleSize: 128, PatchSize: 2, ActivationFn: "gelu-approximate", NormType: "ada_norm_single", NormEps: 1e-6,
+		AttentionType: "default"}
 	if err := json.Unmarshal(b, &c); err != nil {
+		return c, fmt.Errorf("pixart: config: %w", err)
+	}
+	if err := nn.RefuseNulls(b, nonNullable...); err != nil {
 		return c, fmt.Errorf("pixart: config: %w", err)
 	}
 	return c, c.validate()
 }
 
 func (c Config) validate() error {
-	if c.NumAttentionHeads <= 0 || c.AttentionHeadDim <= 0 || c.InChannels <= 0 || c.NumLayers <= 0 ||
-		c.SampleSize <= 0 || c.PatchSize <= 0 {
-		return fmt.Errorf("pixart: config has a non-positive size: %+v", c)
+	out := c.OutChannels
+	if out == 0 {
+		out = c.InChannels
+	}
+	if err := nn.CheckPositive(nn.Field{Name: "num_attention_heads", Value: c.NumAttentionHeads},
+		nn.Field{Name: "attention_head_dim", Value: c.AttentionHeadDim}, nn.Field{Name: "in_channels", Value: c.InChannels},
+		nn.Field{Name: "out_channels", Value: out}, nn.Field{Name: "num_layers", Value: c.NumLayers},
+		nn.Field{Name: "sample_size", Value: c.SampleSize}, nn.Field{Name: "patch_size", Value: c.PatchSize}); err != nil {
+		return fmt.Errorf("pixart: %w", err)
+	}
+	if c.CrossAttentionDim < 0 || c.CaptionChannels < 0 {
+		return fmt.Errorf("pixart: cross_attention_dim %d, caption_channels %d", c.CrossAttentionDim, c.CaptionChannels)
 	}
 	if c.NormType != "ada_norm_single" {
-		return fmt.Errorf("pixart: norm_type %q (PixArt supports ada_norm_single only)", c.NormType)
+		return fmt.Errorf("pixart: norm_type %q not supported (PixArtTransformer2DModel implements ada_norm_single only)", c.NormType)
+	}
+	if c.NumEmbedsAdaNorm <= 0 {
+		return fmt.Errorf("pixart: norm_type ada_norm_single needs num_embeds_ada_norm (got %d)", c.NumEmbedsAdaNorm)
+	}
+	if c.AttentionType != "default" && c.AttentionType != "" {
+		return fmt.Errorf("pixart: attention_type %q not supported (want default)", c.AttentionType)
+	}
+	if c.InterpolationScale != nil && !(*c.InterpolationScale > 0) {
+		return fmt.Errorf("pixart: interpolation_scale %v", *c.InterpolationScale)
+	}
+	if err := nn.CheckFeedForwardActivation(c.ActivationFn); err != nil {
+		return fmt.Errorf("pixart: %w", err)
 	}
 	return nil
 }
+
+// nonNullable are the config keys whose upstream default is a value.
+var nonNullable = []string{"num_attention_heads", "attention_head_dim", "in_channels", "num_layers", "attention_bias",
+	"sample_size", "patch_size", "activation_fn", "upcast_attention", "norm_type", "norm_elementwise_affine",
+	"norm_eps", "attention_type"}
 
 // AdditionalConditions reports whether the model embeds resolution and
 // aspect ratio.

@@ -52,6 +52,9 @@ func ParseConfig(b []byte) (Config, error) {
 	if err := json.Unmarshal(b, &c); err != nil {
 		return c, fmt.Errorf("t2iadapter: config: %w", err)
 	}
+	if err := nn.RefuseNulls(b, "in_channels", "channels", "num_res_blocks", "downscale_factor", "adapter_type"); err != nil {
+		return c, fmt.Errorf("t2iadapter: config: %w", err)
+	}
 	return c, c.validate()
 }
 

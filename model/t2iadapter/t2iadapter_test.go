@@ -55,6 +55,8 @@ func TestParseConfigDefaultsAndErrors(t *testing.T) {
 		`{"adapter_type": "full_adapter_xl", "channels": [8, 16, 16, 32]}`,
 		`{"adapter_type": "light_adapter", "channels": [2]}`,
 		`{"channels": "x"}`,
+		`{"num_res_blocks": null}`,
+		`{"in_channels": null}`,
 	} {
 		if _, err := ParseConfig([]byte(bad)); err == nil {
 			t.Errorf("ParseConfig(%s) accepted a bad config", bad)

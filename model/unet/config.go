@@ -135,6 +135,9 @@ func ParseConfig(b []byte) (Config, error) {
 	if err := json.Unmarshal(b, &c); err != nil {
 		return c, fmt.Errorf("unet: config: %w", err)
 	}
+	if err := RefuseNulls(b); err != nil {
+		return c, fmt.Errorf("unet: config: %w", err)
+	}
 	return c, c.Validate()
 }
 
@@ -199,64 +202,27 @@ func SDXLRefiner() Config {
 	return c
 }
 
-// Validate checks the config for what this implementation supports.
-func (c Config) Validate() error {
-	if len(c.UpBlockTypes) != len(c.BlockOutChannels) {
-		return fmt.Errorf("unet: %d block_out_channels but %d up blocks", len(c.BlockOutChannels), len(c.UpBlockTypes))
-	}
-	for _, t := range c.UpBlockTypes {
-		switch t {
-		case "CrossAttnUpBlock2D", "UpBlock2D", simpleCrossUpBlock, resnetUpBlock:
-		default:
-			return fmt.Errorf("unet: up block type %q not supported", t)
-		}
-	}
-	return c.validateEncoder()
+// SD21 is Stable Diffusion 2.1's UNet (stabilityai/stable-diffusion-2-1,
+// 768×768, v-prediction): SD 1.x's layout with OpenCLIP ViT-H's 1024-wide
+// context, Linear proj_in/proj_out, per-block head counts and attention
+// upcast to float32.
+func SD21() Config {
+	c := Defaults()
+	c.SampleSize = IntList{96}
+	c.CrossAttentionDim = IntList{1024}
+	c.AttentionHeadDim = IntList{5, 10, 20, 20}
+	c.UseLinearProjection = true
+	c.UpcastAttention = true
+	return c
 }
 
-// validateEncoder checks everything but the up blocks.
-func (c Config) validateEncoder() error {
-	n := len(c.BlockOutChannels)
-	if n == 0 || len(c.DownBlockTypes) != n {
-		return fmt.Errorf("unet: %d block_out_channels but %d down blocks", n, len(c.DownBlockTypes))
-	}
-	for name, l := range map[string]IntList{"layers_per_block": c.LayersPerBlock, "attention_head_dim": c.AttentionHeadDim,
-		"cross_attention_dim": c.CrossAttentionDim, "transformer_layers_per_block": c.TransformerLayersPerBlock} {
-		if len(l) != 1 && len(l) != n {
-			return fmt.Errorf("unet: %s has %d entries for %d blocks", name, len(l), n)
-		}
-	}
-	for _, t := range c.DownBlockTypes {
-		switch t {
-		case "CrossAttnDownBlock2D", "DownBlock2D", resnetDownBlock, simpleCrossDownBlock:
-		default:
-			return fmt.Errorf("unet: down block type %q not supported", t)
-		}
-	}
-	if m := c.MidBlockType; m != nil && *m != "UNetMidBlock2DCrossAttn" && *m != "UNetMidBlock2D" && *m != simpleCrossMidBlock {
-		return fmt.Errorf("unet: mid block type %q not supported", *c.MidBlockType)
-	}
-	if err := c.validateAddedKV(); err != nil {
-		return err
-	}
-	switch c.AdditionEmbedType {
-	case "", "text_time", "text":
-	default:
-		return fmt.Errorf("unet: addition_embed_type %q not supported yet", c.AdditionEmbedType)
-	}
-	switch c.ClassEmbedType {
-	case "", "timestep", "identity", "projection", "simple_projection":
-	default:
-		return fmt.Errorf("unet: class_embed_type %q not supported", c.ClassEmbedType)
-	}
-	if c.TimeEmbeddingType != "positional" {
-		return fmt.Errorf("unet: time_embedding_type %q not supported", c.TimeEmbeddingType)
-	}
-	if c.EncoderHidDimType != "" && c.EncoderHidDimType != "text_proj" {
-		return fmt.Errorf("unet: encoder_hid_dim_type %q not supported", c.EncoderHidDimType)
-	}
-	if c.DualCrossAttention || c.ClassEmbeddingsConcat || c.AttentionType != "default" && c.AttentionType != "" {
-		return fmt.Errorf("unet: dual_cross_attention / class_embeddings_concat / attention_type %q not supported", c.AttentionType)
-	}
-	return nil
+// SD2Inpainting is the UNet of stabilityai/stable-diffusion-2-inpainting
+// (512×512, epsilon): SD21's layout with 9 input channels (latents, mask,
+// masked-image latents), no attention upcast.
+func SD2Inpainting() Config {
+	c := SD21()
+	c.InChannels = 9
+	c.SampleSize = IntList{64}
+	c.UpcastAttention = false
+	return c
 }

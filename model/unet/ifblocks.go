@@ -32,6 +32,13 @@ func resampledByResnet(blockType string) bool {
 	return false
 }
 
+// takesResnetOptions reports whether diffusers passes resnet_out_scale_factor
+// and resnet_skip_time_act to the resnets of a block type (the mid block's
+// output scale is mid_block_scale_factor whatever its type).
+func takesResnetOptions(blockType string) bool {
+	return resampledByResnet(blockType) || blockType == simpleCrossMidBlock
+}
+
 // usesAddedKV reports whether any block of the config has added-KV attention.
 func (c Config) usesAddedKV() bool {
 	for _, t := range append(append([]string{}, c.DownBlockTypes...), c.UpBlockTypes...) {

@@ -1,6 +1,7 @@
 package unet
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/diffuse-go/diffuse/nn"
@@ -36,9 +37,11 @@ type midBlock struct {
 type Encoder struct {
 	Cfg         Config
 	timeDim     int
+	crossDim    int // width of the encoder states the blocks attend to (0: none)
 	convIn      *nn.Conv2d
 	timeEmb     *nn.TimestepEmbedding
 	classEmb    *nn.TimestepEmbedding // class_embed_type timestep/projection
+	classLinear *nn.Linear            // class_embed_type simple_projection
 	classTable  *nn.Embedding         // num_class_embeds
 	addEmb      *nn.TimestepEmbedding // addition_embed_type text_time
 	textEmb     *nn.TextTimeEmbedding // addition_embed_type text
@@ -58,6 +61,7 @@ type Model struct {
 
 // New builds an unloaded UNet from its config.
 func New(c Config) (*Model, error) {
+	c = c.canonical()
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
@@ -66,6 +70,7 @@ func New(c Config) (*Model, error) {
 		return nil, err
 	}
 	m := &Model{Encoder: e}
+	e.crossDim, _ = c.crossWidth(true) // checked by Validate
 	n := len(c.BlockOutChannels)
 	boc := c.BlockOutChannels
 	layers := c.LayersPerBlock.For(n)
@@ -95,7 +100,7 @@ func New(c Config) (*Model, error) {
 			if j == 0 {
 				rin = prev
 			}
-			b.resnets = append(b.resnets, e.resnet(rin+skip, out))
+			b.resnets = append(b.resnets, e.resnet(rin+skip, out, typ))
 			if typ == "CrossAttnUpBlock2D" {
 				t, err := e.transformer(out, heads[ri], rtl[ri], cross[ri], onlyCross[ri])
 				if err != nil {
@@ -131,11 +136,18 @@ func (c Config) heads(n int) []int {
 	return c.AttentionHeadDim.For(n)
 }
 
-func (e *Encoder) resnet(in, out int) *nn.ResnetBlock2D {
+// resnet builds a ResnetBlock2D of a block of type typ: as diffusers'
+// get_down_block / get_mid_block / get_up_block, resnet_out_scale_factor and
+// resnet_skip_time_act reach only the UnCLIP / IF block kinds.
+func (e *Encoder) resnet(in, out int, typ string) *nn.ResnetBlock2D {
 	c := e.Cfg
+	scale, skip := float32(1), false
+	if takesResnetOptions(typ) {
+		scale, skip = c.ResnetOutScaleFactor, c.ResnetSkipTimeAct
+	}
 	return nn.NewResnetBlock2D(nn.ResnetConfig{In: in, Out: out, TembChannels: e.timeDim, Groups: c.NormNumGroups,
 		Eps: c.NormEps, Act: c.ActFn, TimeScaleShift: c.ResnetTimeScaleShift == "scale_shift",
-		OutputScale: c.ResnetOutScaleFactor, SkipTimeAct: c.ResnetSkipTimeAct})
+		OutputScale: scale, SkipTimeAct: skip})
 }
 
 func (e *Encoder) transformer(ch, heads, layers, crossDim int, only bool) (*nn.Transformer2D, error) {
@@ -148,6 +160,7 @@ func (e *Encoder) transformer(ch, heads, layers, crossDim int, only bool) (*nn.T
 // NewEncoder builds the contracting half of a UNet from its config (up
 // block settings are ignored).
 func NewEncoder(c Config) (*Encoder, error) {
+	c = c.canonical()
 	if err := c.validateEncoder(); err != nil {
 		return nil, err
 	}
@@ -160,6 +173,7 @@ func NewEncoder(c Config) (*Encoder, error) {
 	headDims := c.headDims(n)
 	onlyCross := c.OnlyCrossAttention.For(n)
 	m := &Encoder{Cfg: c}
+	m.crossDim, _ = c.crossWidth(false) // checked by validateEncoder
 	timeDim := c.TimeEmbeddingDim
 	if timeDim == 0 {
 		timeDim = boc[0] * 4
@@ -169,17 +183,21 @@ func NewEncoder(c Config) (*Encoder, error) {
 	m.convIn = nn.NewConv2d(c.InChannels, boc[0], c.ConvInKernel, 1, pad, true)
 	m.timeEmb = nn.NewTimestepEmbedding(boc[0], timeDim, 0, c.TimeCondProjDim, c.ActFn)
 	m.timeEmb.PostAct = c.TimestepPostAct
+	// As diffusers' _set_class_embedding: "identity" has no layer, and the
+	// projections' TimestepEmbedding keeps its default SiLU whatever act_fn.
 	switch {
 	case c.ClassEmbedType == "" && c.NumClassEmbeds > 0:
 		m.classTable = &nn.Embedding{Num: c.NumClassEmbeds, Dim: timeDim}
 	case c.ClassEmbedType == "timestep":
 		m.classEmb = nn.NewTimestepEmbedding(boc[0], timeDim, 0, 0, c.ActFn)
 	case c.ClassEmbedType == "projection":
-		m.classEmb = nn.NewTimestepEmbedding(c.ProjectionClassEmbeddingsDim, timeDim, 0, 0, c.ActFn)
+		m.classEmb = nn.NewTimestepEmbedding(c.ProjectionClassEmbeddingsDim, timeDim, 0, 0, "silu")
+	case c.ClassEmbedType == "simple_projection":
+		m.classLinear = nn.NewLinear(c.ProjectionClassEmbeddingsDim, timeDim, true)
 	}
 	switch c.AdditionEmbedType {
 	case "text_time":
-		m.addEmb = nn.NewTimestepEmbedding(c.ProjectionClassEmbeddingsDim, timeDim, 0, 0, c.ActFn)
+		m.addEmb = nn.NewTimestepEmbedding(c.ProjectionClassEmbeddingsDim, timeDim, 0, 0, "silu")
 	case "text":
 		from := c.EncoderHidDim
 		if from == 0 {
@@ -187,7 +205,7 @@ func NewEncoder(c Config) (*Encoder, error) {
 		}
 		m.textEmb = nn.NewTextTimeEmbedding(from, timeDim, c.AdditionEmbedTypeNumHeads)
 	}
-	if c.EncoderHidDimType == "text_proj" {
+	if c.encoderHidProj() {
 		m.encoderProj = nn.NewLinear(c.EncoderHidDim, cross[0], true)
 	}
 	resnet, transformer := m.resnet, m.transformer
@@ -201,7 +219,7 @@ func NewEncoder(c Config) (*Encoder, error) {
 			if j == 0 {
 				rin = in
 			}
-			b.resnets = append(b.resnets, resnet(rin, out))
+			b.resnets = append(b.resnets, resnet(rin, out, typ))
 			if typ == "CrossAttnDownBlock2D" {
 				t, err := transformer(out, heads[i], tlayers[i], cross[i], onlyCross[i])
 				if err != nil {
@@ -224,7 +242,7 @@ func NewEncoder(c Config) (*Encoder, error) {
 	}
 	if c.MidBlockType != nil {
 		ch := boc[n-1]
-		mb := &midBlock{resnets: []*nn.ResnetBlock2D{resnet(ch, ch)}}
+		mb := &midBlock{resnets: []*nn.ResnetBlock2D{resnet(ch, ch, *c.MidBlockType)}}
 		// UNetMidBlock2D (as UNets and ControlNets build it: no layers, no
 		// attention) is the first resnet alone.
 		if *c.MidBlockType == "UNetMidBlock2DCrossAttn" {
@@ -233,11 +251,11 @@ func NewEncoder(c Config) (*Encoder, error) {
 				return nil, err
 			}
 			mb.attentions = append(mb.attentions, t)
-			mb.resnets = append(mb.resnets, resnet(ch, ch))
+			mb.resnets = append(mb.resnets, resnet(ch, ch, *c.MidBlockType))
 		}
 		if *c.MidBlockType == simpleCrossMidBlock {
 			mb.kv = append(mb.kv, m.addedKV(ch, headDims[n-1], cross[n-1], c.midOnlyCross()))
-			mb.resnets = append(mb.resnets, resnet(ch, ch))
+			mb.resnets = append(mb.resnets, resnet(ch, ch, *c.MidBlockType))
 		}
 		for _, r := range mb.resnets {
 			r.Cfg.OutputScale = c.MidBlockScaleFactor
@@ -289,6 +307,9 @@ func (m *Encoder) Params(prefix string, p *nn.Params) {
 	}
 	if m.classEmb != nil {
 		m.classEmb.Params(prefix+"class_embedding.", p)
+	}
+	if m.classLinear != nil {
+		m.classLinear.Params(prefix+"class_embedding.", p)
 	}
 	if m.addEmb != nil {
 		m.addEmb.Params(prefix+"add_embedding.", p)
@@ -363,27 +384,17 @@ func (m *Encoder) Embed(B int, timesteps []float32, cond Cond) (emb, ehs *tensor
 	if ehs == nil || ehs.Rank() != 3 || ehs.Dim(0) != B {
 		return nil, nil, fmt.Errorf("unet: encoder_hidden_states must be [%d, S, D]", B)
 	}
+	if err := m.checkCond(B, cond); err != nil {
+		return nil, nil, err
+	}
 	boc := c.BlockOutChannels
 	tEmb := tensor.TimestepEmbedding(timesteps, boc[0], c.FlipSinToCos, c.FreqShift, 1, 10000)
 	emb = m.timeEmb.Forward(tEmb, cond.TimestepCond)
-	if m.classTable != nil || m.classEmb != nil {
-		if cond.ClassLabels == nil {
-			return nil, nil, fmt.Errorf("unet: class_labels are required by this model")
-		}
-		var ce *tensor.Tensor
-		switch {
-		case m.classTable != nil:
-			ids := cond.ClassLabels.Int64s()
-			e, err := m.classTable.Forward(ids, len(ids))
-			if err != nil {
-				return nil, nil, fmt.Errorf("unet: class labels: %w", err)
-			}
-			ce = e
-		case c.ClassEmbedType == "timestep":
-			ce = m.classEmb.Forward(tensor.TimestepEmbedding(cond.ClassLabels.Data(), boc[0], c.FlipSinToCos, c.FreqShift, 1, 10000), nil)
-		default:
-			ce = m.classEmb.Forward(cond.ClassLabels, nil)
-		}
+	ce, err := m.classEmbedding(B, cond.ClassLabels)
+	if err != nil {
+		return nil, nil, err
+	}
+	if ce != nil {
 		emb = tensor.Add(emb, ce)
 	}
 	if m.addEmb != nil {
@@ -408,7 +419,83 @@ func (m *Encoder) Embed(B int, timesteps []float32, cond Cond) (emb, ehs *tensor
 	if m.encoderProj != nil {
 		ehs = m.encoderProj.Forward(ehs)
 	}
+	if m.crossDim > 0 && ehs.Dim(2) != m.crossDim {
+		return nil, nil, fmt.Errorf("unet: encoder_hidden_states have %d features (after encoder_hid_proj), the blocks attend to %d", ehs.Dim(2), m.crossDim)
+	}
 	return emb, ehs, nil
+}
+
+// checkCond checks the widths of the conditioning inputs against the
+// layers that read them, so that a mismatch is an error rather than a
+// panic inside a product.
+func (m *Encoder) checkCond(B int, cond Cond) error {
+	c := m.Cfg
+	w := cond.EncoderHiddenStates.Dim(2)
+	if w == 0 {
+		return fmt.Errorf("unet: encoder_hidden_states have no features")
+	}
+	if m.encoderProj != nil && w != m.encoderProj.In {
+		return fmt.Errorf("unet: encoder_hidden_states have %d features, encoder_hid_proj reads encoder_hid_dim %d", w, m.encoderProj.In)
+	}
+	if m.textEmb != nil && w != m.textEmb.Norm1.Dim {
+		return fmt.Errorf("unet: encoder_hidden_states have %d features, the text addition embedding pools %d", w, m.textEmb.Norm1.Dim)
+	}
+	if tc := cond.TimestepCond; tc != nil && (m.timeEmb.CondProj == nil || !tensor.SameShape(tc.Shape(), []int{B, c.TimeCondProjDim})) {
+		return fmt.Errorf("unet: timestep_cond shape %v, want [%d, time_cond_proj_dim %d]", tc.Shape(), B, c.TimeCondProjDim)
+	}
+	if m.addEmb != nil && cond.TextEmbeds != nil && cond.TimeIDs != nil {
+		te, ids := cond.TextEmbeds, cond.TimeIDs
+		if te.Rank() != 2 || te.Dim(0) != B || ids.Numel()%B != 0 ||
+			te.Dim(1)+ids.Numel()/B*c.AdditionTimeEmbedDim != c.ProjectionClassEmbeddingsDim {
+			return fmt.Errorf("unet: text_embeds %v and time_ids %v (×%d features each) do not give [%d, %d] for add_embedding",
+				te.Shape(), ids.Shape(), c.AdditionTimeEmbedDim, B, c.ProjectionClassEmbeddingsDim)
+		}
+	}
+	return nil
+}
+
+// classEmbedding is diffusers' get_class_embed for a batch of B: nil when
+// the model has no class embedding.
+func (m *Encoder) classEmbedding(B int, labels *tensor.Tensor) (*tensor.Tensor, error) {
+	c := m.Cfg
+	if m.classTable == nil && m.classEmb == nil && m.classLinear == nil && c.ClassEmbedType != "identity" {
+		return nil, nil
+	}
+	if labels == nil {
+		return nil, fmt.Errorf("unet: class_labels are required by this model (class_embed_type %q, num_class_embeds %d)", c.ClassEmbedType, c.NumClassEmbeds)
+	}
+	// want is the labels' shape: one per sample, or a vector of in features.
+	want, in := []int{B}, 0
+	switch {
+	case m.classTable != nil, c.ClassEmbedType == "timestep":
+	case c.ClassEmbedType == "identity":
+		in = m.timeDim
+	default:
+		in = c.ProjectionClassEmbeddingsDim
+	}
+	if in > 0 {
+		want = []int{B, in}
+	}
+	if !tensor.SameShape(labels.Shape(), want) {
+		return nil, fmt.Errorf("unet: class_labels shape %v, want %v (class_embed_type %q)", labels.Shape(), want, c.ClassEmbedType)
+	}
+	switch {
+	case m.classTable != nil:
+		ids := labels.Int64s()
+		e, err := m.classTable.Forward(ids, len(ids))
+		if err != nil {
+			return nil, fmt.Errorf("unet: class labels: %w", err)
+		}
+		return e, nil
+	case c.ClassEmbedType == "timestep":
+		boc := c.BlockOutChannels
+		return m.classEmb.Forward(tensor.TimestepEmbedding(labels.Data(), boc[0], c.FlipSinToCos, c.FreqShift, 1, 10000), nil), nil
+	case c.ClassEmbedType == "identity":
+		return labels, nil
+	case m.classLinear != nil:
+		return m.classLinear.Forward(labels), nil
+	}
+	return m.classEmb.Forward(labels, nil), nil
 }
 
 // ConvIn applies the input convolution.
@@ -421,18 +508,33 @@ func (m *Encoder) ConvIn(sample *tensor.Tensor) *tensor.Tensor {
 
 // Down runs the down blocks on h (the conv_in output, possibly plus a
 // ControlNet condition embedding) and returns the result and every skip
-// tensor (conv_in output first), consuming T2I-Adapter residuals from intra.
-func (m *Encoder) Down(h, emb, ehs, mask *tensor.Tensor, intra []*tensor.Tensor) (*tensor.Tensor, []*tensor.Tensor, []*tensor.Tensor) {
+// tensor (conv_in output first), consuming T2I-Adapter residuals from intra
+// (one per down block, while there are any) and returning those left. A
+// residual whose shape is not its block's output shape is an error.
+func (m *Encoder) Down(h, emb, ehs, mask *tensor.Tensor, intra []*tensor.Tensor) (*tensor.Tensor, []*tensor.Tensor, []*tensor.Tensor, error) {
 	skips := []*tensor.Tensor{h}
-	for _, b := range m.down {
+	used := 0
+	addIntra := func(block int) error {
+		r := intra[0]
+		if r == nil || !tensor.SameShape(r.Shape(), h.Shape()) {
+			return &ResidualError{Kind: "down_intrablock_additional_residuals", Index: used, Got: shapeOf(r), Want: h.Shape(),
+				Where: fmt.Sprintf("down block %d output", block)}
+		}
+		h = tensor.Add(h, r)
+		intra = intra[1:]
+		used++
+		return nil
+	}
+	for i, b := range m.down {
 		for j, r := range b.resnets {
 			h = r.Forward(h, emb)
 			if len(b.attentions) > 0 {
 				h = b.attentions[j].Forward(h, ehs, mask)
 				// T2I-Adapter: added to the last resnet/attention pair's output.
 				if j == len(b.resnets)-1 && len(intra) > 0 {
-					h = tensor.Add(h, intra[0])
-					intra = intra[1:]
+					if err := addIntra(i); err != nil {
+						return nil, nil, nil, err
+					}
 				}
 			}
 			if len(b.kv) > 0 {
@@ -451,12 +553,79 @@ func (m *Encoder) Down(h, emb, ehs, mask *tensor.Tensor, intra []*tensor.Tensor)
 		if len(b.attentions) == 0 && len(intra) > 0 {
 			// diffusers adds in place to the block output, which is also the
 			// last skip it just stored.
-			h = tensor.Add(h, intra[0])
-			intra = intra[1:]
+			if err := addIntra(i); err != nil {
+				return nil, nil, nil, err
+			}
 			skips[len(skips)-1] = h
 		}
 	}
-	return h, skips, intra
+	return h, skips, intra, nil
+}
+
+// ErrResidual is what every error about adapter residuals wraps
+// (errors.Is): residuals missing, too many or too few, or of the wrong
+// shape for the features they are added to.
+var ErrResidual = errors.New("adapter residuals do not fit the UNet")
+
+// ResidualError is an adapter residual (ControlNet's down and mid
+// residuals, T2I-Adapter's intrablock ones) that does not fit the UNet
+// feature it is added to.
+type ResidualError struct {
+	Kind  string // the diffusers argument: down_block_additional_residuals, ...
+	Index int    // position in the list (0 for the mid residual)
+	Got   []int  // the residual's shape (nil: missing)
+	Want  []int  // the feature's shape
+	Where string // the feature
+}
+
+// Unwrap returns ErrResidual.
+func (e *ResidualError) Unwrap() error { return ErrResidual }
+
+func (e *ResidualError) Error() string {
+	if e.Got == nil {
+		return fmt.Sprintf("unet: %s[%d] missing, %s is %v", e.Kind, e.Index, e.Where, e.Want)
+	}
+	return fmt.Sprintf("unet: %s[%d] has shape %v, %s is %v", e.Kind, e.Index, e.Got, e.Where, e.Want)
+}
+
+// checkResidualCounts checks the number of adapter residuals against the
+// features they are added to: ControlNet's down residuals one per skip
+// (conv_in, each resnet, each downsampler) with its mid residual (diffusers
+// uses them only together), T2I-Adapter's one per down block and possibly
+// one for the mid block.
+func (m *Encoder) checkResidualCounts(cond Cond) error {
+	down, mid := cond.DownBlockAdditionalResiduals, cond.MidBlockAdditionalResidual
+	if (down == nil) != (mid == nil) {
+		return fmt.Errorf("unet: %w: ControlNet residuals need both down_block_additional_residuals (%d given) and mid_block_additional_residual (given: %v)",
+			ErrResidual, len(down), mid != nil)
+	}
+	skips := 1
+	for _, b := range m.down {
+		skips += len(b.resnets)
+		if b.downsampler != nil || b.resampler != nil {
+			skips++
+		}
+	}
+	if down != nil && len(down) != skips {
+		return fmt.Errorf("unet: %w: %d down_block_additional_residuals for %d skips", ErrResidual, len(down), skips)
+	}
+	intra, blocks := len(cond.DownIntrablockAdditionalResidual), len(m.down)
+	if intra > 0 && intra != blocks && (intra != blocks+1 || m.mid == nil) {
+		most := blocks
+		if m.mid != nil {
+			most++
+		}
+		return fmt.Errorf("unet: %w: %d down_intrablock_additional_residuals for %d down blocks (at most %d with the mid block)",
+			ErrResidual, intra, blocks, most)
+	}
+	return nil
+}
+
+func shapeOf(t *tensor.Tensor) []int {
+	if t == nil {
+		return nil
+	}
+	return t.Shape()
 }
 
 // Mid runs the mid block (identity when the config has none).
@@ -494,34 +663,75 @@ func (m *Model) Forward(sample *tensor.Tensor, timesteps []float32, cond Cond) (
 	if forwardSizes && m.resampledUp() {
 		return nil, fmt.Errorf("unet: sample size %dx%d must be a multiple of %d for resnet upsamplers", sample.Dim(2), sample.Dim(3), factor)
 	}
-	h := m.ConvIn(sample)
+	if err := m.checkResidualCounts(cond); err != nil {
+		return nil, err
+	}
+	h, skips, err := m.contract(m.ConvIn(sample), emb, ehs, cond)
+	if err != nil {
+		return nil, err
+	}
+	if h, err = m.expand(h, skips, emb, ehs, cond.EncoderMask, forwardSizes); err != nil {
+		return nil, fmt.Errorf("%w (sample %dx%d)", err, sample.Dim(2), sample.Dim(3))
+	}
+	h = tensor.Activation(c.ActFn, m.normOut.Forward(h))
+	return m.convOut.Forward(h), nil
+}
+
+// contract runs the down blocks and the mid block on the conv_in output h,
+// adding the adapter residuals of cond (whose counts checkResidualCounts
+// has checked), and returns the mid block output and the skips.
+func (m *Model) contract(h, emb, ehs *tensor.Tensor, cond Cond) (*tensor.Tensor, []*tensor.Tensor, error) {
 	intra := append([]*tensor.Tensor(nil), cond.DownIntrablockAdditionalResidual...)
-	h, skips, intra := m.Down(h, emb, ehs, cond.EncoderMask, intra)
-	if res := cond.DownBlockAdditionalResiduals; res != nil {
-		if len(res) != len(skips) {
-			return nil, fmt.Errorf("unet: %d down-block residuals for %d skips", len(res), len(skips))
+	h, skips, intra, err := m.Down(h, emb, ehs, cond.EncoderMask, intra)
+	if err != nil {
+		return nil, nil, err
+	}
+	for i, r := range cond.DownBlockAdditionalResiduals {
+		if r == nil || !tensor.SameShape(r.Shape(), skips[i].Shape()) {
+			return nil, nil, &ResidualError{Kind: "down_block_additional_residuals", Index: i, Got: shapeOf(r), Want: skips[i].Shape(),
+				Where: fmt.Sprintf("skip %d", i)}
 		}
-		for i := range skips {
-			skips[i] = tensor.Add(skips[i], res[i])
-		}
+		skips[i] = tensor.Add(skips[i], r)
 	}
 	h = m.Mid(h, emb, ehs, cond.EncoderMask)
-	if len(intra) > 0 && tensor.SameShape(h.Shape(), intra[0].Shape()) {
+	if len(intra) > 0 {
+		// T2I-Adapter-XL: one residual more than down blocks, for the mid
+		// block's output.
+		if !tensor.SameShape(h.Shape(), shapeOf(intra[0])) {
+			return nil, nil, &ResidualError{Kind: "down_intrablock_additional_residuals", Index: len(m.down), Got: shapeOf(intra[0]),
+				Want: h.Shape(), Where: "mid block output"}
+		}
 		h = tensor.Add(h, intra[0])
 	}
-	if cond.MidBlockAdditionalResidual != nil {
-		h = tensor.Add(h, cond.MidBlockAdditionalResidual)
+	if r := cond.MidBlockAdditionalResidual; r != nil {
+		if !tensor.SameShape(r.Shape(), h.Shape()) {
+			return nil, nil, &ResidualError{Kind: "mid_block_additional_residual", Got: r.Shape(), Want: h.Shape(), Where: "mid block output"}
+		}
+		h = tensor.Add(h, r)
 	}
+	return h, skips, nil
+}
+
+// expand runs the up blocks on the mid block output h, consuming skips;
+// with forwardSizes the upsamplers take their output size from the next
+// skip.
+func (m *Model) expand(h *tensor.Tensor, skips []*tensor.Tensor, emb, ehs, mask *tensor.Tensor, forwardSizes bool) (*tensor.Tensor, error) {
 	for i, b := range m.up {
 		for j, r := range b.resnets {
 			skip := skips[len(skips)-1]
 			skips = skips[:len(skips)-1]
+			if h.Dim(2) != skip.Dim(2) || h.Dim(3) != skip.Dim(3) {
+				// Resnet downsamplers floor odd sizes and their upsamplers
+				// double: the skip no longer fits (diffusers fails here too).
+				return nil, fmt.Errorf("unet: up block %d: features %dx%d do not match skip %dx%d",
+					i, h.Dim(2), h.Dim(3), skip.Dim(2), skip.Dim(3))
+			}
 			h = r.Forward(tensor.Concat(1, h, skip), emb)
 			if len(b.attentions) > 0 {
-				h = b.attentions[j].Forward(h, ehs, cond.EncoderMask)
+				h = b.attentions[j].Forward(h, ehs, mask)
 			}
 			if len(b.kv) > 0 {
-				h = b.kv[j].Forward(h, ehs, cond.EncoderMask)
+				h = b.kv[j].Forward(h, ehs, mask)
 			}
 		}
 		if b.resampler != nil {
@@ -536,6 +746,5 @@ func (m *Model) Forward(sample *tensor.Tensor, timesteps []float32, cond Cond) (
 			h = b.upsampler.Forward(h, uh, uw)
 		}
 	}
-	h = tensor.Activation(c.ActFn, m.normOut.Forward(h))
-	return m.convOut.Forward(h), nil
+	return h, nil
 }

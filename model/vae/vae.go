@@ -63,21 +63,48 @@ func ParseConfig(b []byte) (Config, error) {
 	if err := json.Unmarshal(b, &c); err != nil {
 		return c, fmt.Errorf("vae: config: %w", err)
 	}
+	if err := nn.RefuseNulls(b, "in_channels", "out_channels", "down_block_types", "up_block_types", "block_out_channels",
+		"layers_per_block", "act_fn", "latent_channels", "norm_num_groups", "sample_size", "scaling_factor",
+		"force_upcast", "use_quant_conv", "use_post_quant_conv", "mid_block_add_attention"); err != nil {
+		return c, fmt.Errorf("vae: config: %w", err)
+	}
+	return c, c.Validate()
+}
+
+// Validate checks every config value AutoencoderKL builds from, refusing
+// what this package does not implement with an error naming the field.
+func (c Config) Validate() error {
 	n := len(c.BlockOutChannels)
 	if n == 0 || len(c.DownBlockTypes) != n || len(c.UpBlockTypes) != n {
-		return c, fmt.Errorf("vae: %d block_out_channels for %d down / %d up blocks", n, len(c.DownBlockTypes), len(c.UpBlockTypes))
+		return fmt.Errorf("vae: %d block_out_channels for %d down_block_types / %d up_block_types", n, len(c.DownBlockTypes), len(c.UpBlockTypes))
 	}
 	for _, t := range c.DownBlockTypes {
 		if t != "DownEncoderBlock2D" {
-			return c, fmt.Errorf("vae: down block type %q not supported", t)
+			return fmt.Errorf("vae: down_block_types %q not supported (want DownEncoderBlock2D)", t)
 		}
 	}
 	for _, t := range c.UpBlockTypes {
 		if t != "UpDecoderBlock2D" {
-			return c, fmt.Errorf("vae: up block type %q not supported", t)
+			return fmt.Errorf("vae: up_block_types %q not supported (want UpDecoderBlock2D)", t)
 		}
 	}
-	return c, nil
+	for field, v := range map[string]int{"in_channels": c.InChannels, "out_channels": c.OutChannels, "latent_channels": c.LatentChannels} {
+		if v <= 0 {
+			return fmt.Errorf("vae: %s %d", field, v)
+		}
+	}
+	if c.LayersPerBlock < 0 {
+		return fmt.Errorf("vae: layers_per_block %d", c.LayersPerBlock)
+	}
+	for i, ch := range c.BlockOutChannels {
+		if err := nn.CheckGroups("norm_num_groups", c.NormNumGroups, ch); err != nil {
+			return fmt.Errorf("vae: block_out_channels[%d]: %w", i, err)
+		}
+	}
+	if err := nn.CheckActivation("act_fn", c.ActFn); err != nil {
+		return fmt.Errorf("vae: %w", err)
+	}
+	return nil
 }
 
 type midBlock struct {
@@ -139,10 +166,10 @@ type Model struct {
 
 // New builds an unloaded VAE.
 func New(c Config) (*Model, error) {
-	n := len(c.BlockOutChannels)
-	if n == 0 {
-		return nil, fmt.Errorf("vae: no blocks")
+	if err := c.Validate(); err != nil {
+		return nil, err
 	}
+	n := len(c.BlockOutChannels)
 	boc := c.BlockOutChannels
 	lat := c.LatentChannels
 	m := &Model{Cfg: c}
@@ -303,4 +330,24 @@ func (m *Model) Decode(z *tensor.Tensor) (*tensor.Tensor, error) {
 	}
 	h = tensor.Activation(m.Cfg.ActFn, m.decNorm.Forward(h))
 	return m.decOut.Forward(h), nil
+}
+
+// Normalize maps sampled VAE latents to the space the diffusion model works
+// in: (z - shift_factor) * scaling_factor, the shift only where the config
+// has one (SD3 and Flux).
+func (m *Model) Normalize(z *tensor.Tensor) *tensor.Tensor {
+	if m.Cfg.ShiftFactor != nil {
+		z = tensor.AddScalar(z, -*m.Cfg.ShiftFactor)
+	}
+	return tensor.Scale(z, m.Cfg.ScalingFactor)
+}
+
+// Denormalize is the inverse of Normalize, applied before Decode:
+// z / scaling_factor + shift_factor, divided as diffusers divides.
+func (m *Model) Denormalize(z *tensor.Tensor) *tensor.Tensor {
+	z = tensor.Div(z, tensor.Scalar(m.Cfg.ScalingFactor))
+	if m.Cfg.ShiftFactor != nil {
+		z = tensor.AddScalar(z, *m.Cfg.ShiftFactor)
+	}
+	return z
 }

@@ -38,8 +38,15 @@ var benchThreads = func() []int {
 	return ts
 }()
 
-// peakGFLOPS is the fp32 peak of one core (see PeakGFLOPS).
-func peakGFLOPS() float64 { return PeakGFLOPS() }
+// peakGFLOPS is the fp32 peak of one core (see PeakGFLOPS), pinned by
+// DIFFUSE_PEAK_GFLOPS when set (a benchmark-run setting, read here because
+// the library reads no environment).
+func peakGFLOPS() float64 {
+	if v, err := strconv.ParseFloat(os.Getenv("DIFFUSE_PEAK_GFLOPS"), 64); err == nil {
+		SetPeakGFLOPS(v)
+	}
+	return PeakGFLOPS()
+}
 
 type benchOperands struct {
 	a, b Mat
@@ -150,14 +157,16 @@ func BenchmarkGemmDirectA(b *testing.B) {
 // whatever this CPU's default, and reports the ratio stream/plain (see
 // benchAB).
 func BenchmarkGemmStream(b *testing.B) {
-	oldMin, oldOn := streamMinBytes, streamStores
-	defer func() { streamMinBytes, streamStores = oldMin, oldOn }()
+	oldMin := streamMinBytes
+	defer func() { streamMinBytes = oldMin }()
+	defer SetStreamMode(CurrentStreamMode())
 	for _, s := range [][3]int{{4096, 4096, 40}, {4096, 4096, 160}} {
 		m, n, k := s[0], s[1], s[2]
 		for _, t := range benchThreads {
 			b.Run(fmt.Sprintf("%dx%dx%d/T%d", m, n, k, t), func(b *testing.B) {
 				benchAB(b, m, n, k, t, "plain", "stream", func(second bool) {
-					streamMinBytes, streamStores = 0, second
+					streamMinBytes = 0
+					SetStreamMode(map[bool]StreamMode{false: StreamOff, true: StreamOn}[second])
 				})
 			})
 		}

@@ -2,7 +2,6 @@ package gemm
 
 import (
 	"fmt"
-	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -383,26 +382,9 @@ func directRowRange(kern microKernel, i0, i1, n, k, kcb int, alpha float32, a Ma
 }
 
 // Outputs of at least streamMinBytes, written in one k pass, are written
-// with non-temporal stores where streamStores is set (see useStream).
-// Variables for tests.
-var (
-	streamMinBytes = 32 << 20
-	streamStores   = streamDefault()
-)
-
-// streamDefault reads DIFFUSE_STREAM: "1" or "0" turn streaming stores on
-// or off; otherwise they are on for Intel CPUs only. On an Intel Xeon
-// (AVX-512) they made (4096, 4096, 40) 1.3–1.5× faster at 1 and 2
-// threads; on an AMD Zen 3 (AVX2) 0.9× (BenchmarkGemmStream).
-func streamDefault() bool {
-	switch os.Getenv("DIFFUSE_STREAM") {
-	case "1":
-		return true
-	case "0":
-		return false
-	}
-	return isIntel
-}
+// with non-temporal stores where streamStores says so (see useStream and
+// SetStreamMode). A variable for tests.
+var streamMinBytes = 32 << 20
 
 // useStream reports whether an m×n product writes C with the kernel's
 // streaming stores: C is larger than the caches (streamMinBytes), each
@@ -411,7 +393,7 @@ func streamDefault() bool {
 // an output, an attention product's scores with k = 40 for instance, would
 // otherwise cost a read of every cache line of C before it is overwritten.
 func useStream(kern microKernel, m, n, k int, beta float32, ep epilogue, c []float32, ldc int) bool {
-	if !streamStores || kern.stream == nil || beta != 0 || ep.set() || k > kcMax || m*n*4 < streamMinBytes {
+	if !streamStores() || kern.stream == nil || beta != 0 || ep.set() || k > kcMax || m*n*4 < streamMinBytes {
 		return false
 	}
 	v := kern.vecBytes

@@ -148,10 +148,11 @@ func TestGemmDirectA(t *testing.T) {
 // TestGemmStream runs products through the streaming-store path (see
 // useStream), made to apply to small outputs, with C aligned and not.
 func TestGemmStream(t *testing.T) {
-	oldMin, oldOn, oldPar, oldPer := streamMinBytes, streamStores, parallelMinMACs, perThreadMinMACs
-	streamMinBytes, streamStores, parallelMinMACs, perThreadMinMACs = 0, true, 0, 1
+	oldMin, oldPar, oldPer := streamMinBytes, parallelMinMACs, perThreadMinMACs
+	streamMinBytes, parallelMinMACs, perThreadMinMACs = 0, 0, 1
+	defer SetStreamMode(SetStreamMode(StreamOn))
 	defer func() {
-		streamMinBytes, streamStores, parallelMinMACs, perThreadMinMACs = oldMin, oldOn, oldPar, oldPer
+		streamMinBytes, parallelMinMACs, perThreadMinMACs = oldMin, oldPar, oldPer
 	}()
 	rng := rand.New(rand.NewPCG(7, 8))
 	streamed := 0

@@ -1,18 +1,13 @@
 package gemm
 
 import (
-	"os"
-	"strconv"
+	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 var peakOnce = sync.OnceValue(func() float64 {
-	if s := os.Getenv("DIFFUSE_PEAK_GFLOPS"); s != "" {
-		if v, err := strconv.ParseFloat(s, 64); err == nil && v > 0 {
-			return v
-		}
-	}
 	// Time the FMA loop: a measured peak is more honest than a nominal
 	// clock times a flops-per-cycle figure. Take the best of a few runs so
 	// that a preempted run does not lower the peak.
@@ -27,8 +22,27 @@ var peakOnce = sync.OnceValue(func() float64 {
 	return best
 })
 
+// peakPinned holds the float64 bits of the peak set by SetPeakGFLOPS, 0
+// while unset.
+var peakPinned atomic.Uint64
+
+// SetPeakGFLOPS pins the value PeakGFLOPS reports (for benchmarks run on a
+// machine whose peak is known, or whose measurement is disturbed) and
+// returns the previous pin; v <= 0 (or NaN) removes the pin.
+func SetPeakGFLOPS(v float64) float64 {
+	if !(v > 0) {
+		v = 0
+	}
+	return math.Float64frombits(peakPinned.Swap(math.Float64bits(v)))
+}
+
 // PeakGFLOPS is the fp32 peak of one core in GFLOP/s, for benchmarks that
-// report a fraction of it: DIFFUSE_PEAK_GFLOPS if set, otherwise measured
-// once with a loop of independent vector FMAs; 0 when unknown (no SIMD
-// kernel).
-func PeakGFLOPS() float64 { return peakOnce() }
+// report a fraction of it: the value pinned by SetPeakGFLOPS if any,
+// otherwise measured once with a loop of independent vector FMAs; 0 when
+// unknown (no SIMD kernel).
+func PeakGFLOPS() float64 {
+	if v := math.Float64frombits(peakPinned.Load()); v > 0 {
+		return v
+	}
+	return peakOnce()
+}
