@@ -38,25 +38,45 @@ type ComponentPaths struct {
 	VAE          string
 }
 
-// path is the path given for the diffusers component name.
-func (c ComponentPaths) path(name string) string {
+// slot is the field of the diffusers component name (nil: unknown).
+func (c *ComponentPaths) slot(name string) *string {
 	switch name {
 	case "text_encoder":
-		return c.TextEncoder
+		return &c.TextEncoder
 	case "text_encoder_2":
-		return c.TextEncoder2
+		return &c.TextEncoder2
 	case "text_encoder_3":
-		return c.TextEncoder3
+		return &c.TextEncoder3
 	case "tokenizer_2":
-		return c.Tokenizer2
+		return &c.Tokenizer2
 	case "tokenizer_3":
-		return c.Tokenizer3
+		return &c.Tokenizer3
 	case "transformer":
-		return c.Transformer
+		return &c.Transformer
 	case "vae":
-		return c.VAE
+		return &c.VAE
+	}
+	return nil
+}
+
+// path is the path given for the diffusers component name.
+func (c ComponentPaths) path(name string) string {
+	if p := c.slot(name); p != nil {
+		return *p
 	}
 	return ""
+}
+
+// Set gives the component of that diffusers name (text_encoder,
+// text_encoder_2, text_encoder_3, tokenizer_2, tokenizer_3, transformer,
+// vae) a path.
+func (c *ComponentPaths) Set(name, path string) error {
+	p := c.slot(name)
+	if p == nil {
+		return fmt.Errorf("pipeline: unknown component %q (text_encoder, text_encoder_2, text_encoder_3, tokenizer_2, tokenizer_3, transformer, vae)", name)
+	}
+	*p = path
+	return nil
 }
 
 // compSource is where one component's weights are: a diffusers component folder
