@@ -196,7 +196,6 @@ func (q *qstore) decode(off int, dst []float32) {
 		return
 	}
 	bs, ts := q.bs, q.ts
-	var tmp [256]float32 // the largest block (K-quants)
 	for len(dst) > 0 {
 		b, in := off/bs, off%bs
 		if in == 0 && len(dst) >= bs {
@@ -205,10 +204,20 @@ func (q *qstore) decode(off int, dst []float32) {
 			off, dst = off+nb*bs, dst[nb*bs:]
 			continue
 		}
-		q.dec(q.data[b*ts:(b+1)*ts], tmp[:bs])
-		n := copy(dst, tmp[in:bs])
+		n := q.decodePart(b, in, dst)
 		off, dst = off+n, dst[n:]
 	}
+}
+
+// decodePart decodes block b into scratch and copies its elements from in
+// on into dst, returning how many it copied: the ends of a range that does
+// not start or stop on a block boundary. (Kept apart from decode because
+// the scratch escapes to the heap, which must not cost the whole-block
+// path an allocation per call.)
+func (q *qstore) decodePart(b, in int, dst []float32) int {
+	tmp := make([]float32, q.bs)
+	q.dec(q.data[b*q.ts:(b+1)*q.ts], tmp)
+	return copy(dst, tmp[in:])
 }
 
 func (q *qstore) decodeFP8(off int, dst []float32) {
