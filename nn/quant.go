@@ -42,7 +42,9 @@ func (s GGUFSource) Shape(name string) ([]int, bool) {
 }
 
 // Tensor returns a tensor (see GGUFTensor).
-func (s GGUFSource) Tensor(name string) (*tensor.Tensor, error) { return GGUFTensor(s.F, s.Prefix+name) }
+func (s GGUFSource) Tensor(name string) (*tensor.Tensor, error) {
+	return GGUFTensor(s.F, s.Prefix+name)
+}
 
 // GGUFTensor returns one tensor of a GGUF file in its logical shape:
 // block-quantised types as tensor block dtypes over the file's bytes (no
