@@ -200,9 +200,11 @@ func ViewTensor(f *safetensors.File, name string) (*tensor.Tensor, error) {
 type LoadOptions struct {
 	// AllowUnused accepts source tensors that no parameter takes.
 	AllowUnused bool
-	// KeepDType keeps 16-bit storage for matrices (rank >= 2); vectors are
+	// KeepDType keeps 16-bit and quantised storage (GGUFSource's block
+	// types, fp8 with its scale) for matrices (rank >= 2); vectors are
 	// always widened to float32 since they are small and read every step.
-	// When false every parameter becomes float32.
+	// When false every parameter becomes float32 (quantised ones
+	// dequantised).
 	KeepDType bool
 }
 
