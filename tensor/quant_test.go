@@ -237,6 +237,32 @@ func TestQuantOps(t *testing.T) {
 	}
 }
 
+// TestConvQuantWinograd runs a 3×3 convolution with a quantised weight
+// through the Winograd path, twice (when a float32 weight's transform
+// would be cached): the bits are those of the dequantised weight, and the
+// pack cache keeps nothing for the quantised one.
+func TestConvQuantWinograd(t *testing.T) {
+	defer SetWinograd(SetWinograd(WinogradAll))
+	w := quantWeight(t, Q4_0, 8, 32*9, 6).Reshape(8, 32, 3, 3)
+	f := w.Float32()
+	img := FromSlice(wave(2*32*7*9, 0.5), 2, 32, 7, 9)
+	o := Conv2dOpts{Padding: [2]int{1, 1}, Stride: [2]int{1, 1}}
+	before := PackCacheBytes()
+	var got [][]float32
+	for range 3 {
+		got = append(got, Conv2d(img, w, nil, o).Data())
+	}
+	if after := PackCacheBytes(); after != before {
+		t.Errorf("pack cache grew by %d bytes for a quantised 3×3 weight", after-before)
+	}
+	for i := range got {
+		sameBits(t, "Winograd", got[i], Conv2d(img, f, nil, o).Data())
+	}
+	if PackCacheBytes() == before {
+		t.Error("the float32 weight's transform was not cached: the test no longer covers the cached path")
+	}
+}
+
 // TestQuantErrors checks the constructors' refusals and the named error.
 func TestQuantErrors(t *testing.T) {
 	if _, err := FromBlocks(Q8_0, make([]byte, 34), 1, 31); err == nil {
