@@ -1,5 +1,6 @@
 // Package tensor is diffuse's n-dimensional array: float32 compute over
-// weights that may stay stored as float16/bfloat16, strided views, the ops the
+// weights that may stay stored as float16/bfloat16 or quantised (GGUF block
+// formats, fp8; see quant.go), strided views, the ops the
 // model families need, and reverse-mode autodiff that costs nothing unless an
 // input requires gradients.
 package tensor
@@ -13,7 +14,8 @@ import (
 )
 
 // DType is a tensor's storage type. Compute is always float32; F16 and BF16
-// tensors hold weights that are widened when an op reads them.
+// tensors hold weights that are widened when an op reads them, quantised
+// ones (Q8_0 … F8E5M2, DType.Quantized) weights that are dequantised so.
 type DType uint8
 
 // Storage types.

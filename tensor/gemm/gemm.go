@@ -1,6 +1,7 @@
 // Package gemm is the single-precision matrix-multiply engine behind every
 // linear layer, convolution and attention product. Operands may be stored as
-// float32, float16 or bfloat16; 16-bit operands are widened while packing, so
+// float32, float16 or bfloat16, or in a block format that the caller decodes
+// (Blocks: quantised weights); they are widened or decoded while packing, so
 // weights keep their stored dtype in memory.
 package gemm
 
