@@ -261,50 +261,65 @@ func Load(m Module, prefix string, src Source, opt LoadOptions) error {
 func Init(m Module, seed uint64, dtype tensor.DType) {
 	var ps Params
 	m.Params("", &ps)
-	state := seed*0x9E3779B97F4A7C15 + 1
-	next := func() float32 { // xorshift uniform in [-1, 1)
-		state ^= state << 13
-		state ^= state >> 7
-		state ^= state << 17
-		return float32(int64(state>>11))/float32(1<<52) - 1
-	}
+	r := NewRandom(seed)
 	for _, p := range ps.list {
-		n := 1
-		for _, d := range p.Shape {
-			n *= d
-		}
-		v := make([]float32, n)
-		name := p.Name
-		switch {
-		case len(p.Shape) == 1 && (strings.Contains(name, "norm") || strings.HasSuffix(name, "weight") && !strings.Contains(name, "bias")):
-			for i := range v {
-				v[i] = 1
-			}
-			if strings.HasSuffix(name, "bias") {
-				for i := range v {
-					v[i] = 0
-				}
-			}
-		case len(p.Shape) == 1:
-			for i := range v {
-				v[i] = 0.01 * next()
-			}
-		default:
-			fan := n / p.Shape[0]
-			if strings.Contains(name, "embedding") && len(p.Shape) == 2 {
-				fan = 1
-			}
-			s := float32(1.7 / sqrt(float64(max(fan, 1))))
-			for i := range v {
-				v[i] = s * next()
-			}
-		}
-		t := tensor.FromSlice(v, p.Shape...)
+		t := tensor.FromSlice(r.Values(p.Name, p.Shape), p.Shape...)
 		if len(p.Shape) >= 2 && dtype != tensor.F32 {
 			t = t.ToDType(dtype)
 		}
 		*p.Ptr = t
 	}
+}
+
+// Random draws the values Init gives parameters, one parameter at a time,
+// so that a model larger than memory can be written tensor by tensor.
+type Random struct{ state uint64 }
+
+// NewRandom starts the sequence of seed.
+func NewRandom(seed uint64) *Random { return &Random{state: seed*0x9E3779B97F4A7C15 + 1} }
+
+// next is a xorshift uniform value in [-1, 1).
+func (r *Random) next() float32 {
+	r.state ^= r.state << 13
+	r.state ^= r.state >> 7
+	r.state ^= r.state << 17
+	return float32(int64(r.state>>11))/float32(1<<52) - 1
+}
+
+// Values returns the next values for the parameter name of shape: norm
+// weights 1, norm biases 0, other vectors small, matrices uniform with
+// std about 1/√fan_in.
+func (r *Random) Values(name string, shape []int) []float32 {
+	n := 1
+	for _, d := range shape {
+		n *= d
+	}
+	v := make([]float32, n)
+	switch {
+	case len(shape) == 1 && (strings.Contains(name, "norm") || strings.HasSuffix(name, "weight") && !strings.Contains(name, "bias")):
+		if !strings.HasSuffix(name, "bias") {
+			for i := range v {
+				v[i] = 1
+			}
+		}
+	case len(shape) == 1:
+		for i := range v {
+			v[i] = 0.01 * r.next()
+		}
+	default:
+		fan := n
+		if len(shape) > 0 {
+			fan = n / max(shape[0], 1)
+		}
+		if strings.Contains(name, "embedding") && len(shape) == 2 {
+			fan = 1
+		}
+		s := float32(1.7 / sqrt(float64(max(fan, 1))))
+		for i := range v {
+			v[i] = s * r.next()
+		}
+	}
+	return v
 }
 
 func sameShape(a, b []int) bool { return tensor.SameShape(a, b) }

@@ -63,6 +63,12 @@ type Params struct {
 	// ClassLabels are DiT's ImageNet classes, by id or by name.
 	ClassLabels []string
 
+	// Stages are the folders of a cascade's later stages, in order: for
+	// DeepFloyd IF the stage II folder (IFSuperResolutionPipeline) and,
+	// optionally after it, a ×4 upscaler. Empty: the first stage alone.
+	// Width and Height are then the last stage's output size.
+	Stages []string
+
 	// OnProgress, when set, is called after every step.
 	OnProgress func(Event)
 }
@@ -198,7 +204,7 @@ func (p *Params) validate(in Info) error {
 		{"img2img", p.InitImage != nil && p.Mask == nil}, {"inpaint", p.Mask != nil},
 		{"lora", len(p.LoRAs) > 0 || strings.Contains(p.Prompt, "<lora:")},
 		{"controlnet", len(p.ControlNets) > 0}, {"t2i-adapter", len(p.Adapters) > 0},
-		{"refiner", p.Refiner != ""}, {"class-labels", len(p.ClassLabels) > 0},
+		{"refiner", p.Refiner != ""}, {"class-labels", len(p.ClassLabels) > 0}, {"stages", len(p.Stages) > 0},
 	} {
 		if need.given && !in.accepts(need.feature) {
 			return errf("%s (%s) does not take %s", in.Name, in.Kind, need.feature)
