@@ -98,6 +98,8 @@ func runRandomCheckpoint(ctx context.Context, args []string) error {
 			return err
 		}
 		err = pipeline.WriteSGM(*out, layout, c, dt)
+	case "hunyuan":
+		err = runRandomHunyuan(out, *seed, dt)
 	case "controlnet":
 		err = writeRandomControlNet(*out, *seed, dt)
 	case "lora":
