@@ -3,6 +3,8 @@ package pipeline
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -154,5 +156,74 @@ func TestHunyuanFamilyMismatchedParts(t *testing.T) {
 	_, err := Open(context.Background(), writeTiny(t, "hunyuan-bad", f), Options{})
 	if err == nil || !strings.Contains(err.Error(), "cross_attention_dim") {
 		t.Errorf("error %v, want one naming cross_attention_dim", err)
+	}
+}
+
+// shardWeights splits a component's model.safetensors into two shards
+// with the index save_pretrained writes, as Tencent's text_encoder_2 is.
+func shardWeights(t *testing.T, dir string) {
+	t.Helper()
+	path := filepath.Join(dir, "model.safetensors")
+	f, err := safetensors.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shards := [2][]safetensors.Tensor{}
+	index := map[string]string{}
+	for i, n := range f.Names() {
+		info, b, err := f.Bytes(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		shards[i%2] = append(shards[i%2], safetensors.Tensor{Name: n, DType: info.DType, Shape: info.Shape, Data: bytes.Clone(b)})
+		index[n] = fmt.Sprintf("model-%05d-of-00002.safetensors", i%2+1)
+	}
+	f.Close()
+	for i, ts := range shards {
+		if err := safetensors.WriteFile(filepath.Join(dir, fmt.Sprintf("model-%05d-of-00002.safetensors", i+1)), ts, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := json.Marshal(map[string]any{"metadata": map[string]any{"total_size": 0}, "weight_map": index})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "model.safetensors.index.json"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A sharded text encoder loads from its shards and gives the same image.
+func TestHunyuanFamilyShardedTextEncoder(t *testing.T) {
+	gen := func(dir string) []byte {
+		m := openTiny(t, dir, "hunyuan")
+		out, err := m.Generate(context.Background(), Params{Prompt: "a cat", Width: 32, Height: 32, NoResolutionBinning: true, Steps: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out.Images[0].Image.Pix
+	}
+	whole := writeTiny(t, "hunyuan-tiny", tinyHunyuanFolder(t, false))
+	want := gen(whole)
+	sharded := writeTiny(t, "hunyuan-sharded", tinyHunyuanFolder(t, false))
+	shardWeights(t, filepath.Join(sharded, "text_encoder_2"))
+	if !bytes.Equal(gen(sharded), want) {
+		t.Error("the sharded folder gave another image")
+	}
+	// An index naming a tensor its shard lacks is refused by name.
+	idx := filepath.Join(sharded, "text_encoder_2", "model.safetensors.index.json")
+	b, err := os.ReadFile(idx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = bytes.Replace(b, []byte(`"weight_map":{`), []byte(`"weight_map":{"encoder.ghost.weight":"model-00001-of-00002.safetensors",`), 1)
+	if err := os.WriteFile(idx, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(context.Background(), sharded, Options{}); err == nil || !strings.Contains(err.Error(), "encoder.ghost.weight") {
+		t.Errorf("error %v, want one naming the missing tensor", err)
 	}
 }

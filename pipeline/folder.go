@@ -28,18 +28,14 @@ func (f *folder) config(sub string) ([]byte, error) {
 	return b, nil
 }
 
-// load reads the weights of sub into m.
+// load reads the weights of sub (one file or its shards) into m.
 func (f *folder) load(sub string, m nn.Module) error {
-	wp, err := weightFile(filepath.Join(f.dir, sub))
+	files, err := openWeights(filepath.Join(f.dir, sub))
 	if err != nil {
 		return err
 	}
-	sf, err := safetensors.Open(wp)
-	if err != nil {
-		return err
-	}
-	f.files = append(f.files, sf)
-	return loadInto(m, sf, f.opt)
+	f.files = append(f.files, files...)
+	return loadFiles(m, files, f.opt)
 }
 
 // scheduler reads scheduler/scheduler_config.json, or returns def when
