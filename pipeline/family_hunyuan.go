@@ -125,14 +125,12 @@ func checkHunyuanParts(p *Hunyuan) error {
 		return fmt.Errorf("text_encoder max_position_embeddings %d is below the %d tokens the pipeline gives it",
 			p.TextEncoder.Cfg.MaxPositionEmbeddings, tc.TextLen)
 	}
-	for _, t := range []struct {
-		name  string
-		tok   MaskedTokenizer
-		vocab int
-	}{{"tokenizer", p.Tokenizer, p.TextEncoder.Cfg.VocabSize}, {"tokenizer_2", p.Tokenizer2, p.TextEncoder2.Cfg.VocabSize}} {
-		if s, ok := t.tok.(vocabSizer); ok && s.VocabSize() > t.vocab {
-			return fmt.Errorf("%s has %d tokens but its text encoder's vocab_size is %d", t.name, s.VocabSize(), t.vocab)
-		}
+	// The WordPiece vocabulary must fit the BERT table. The mT5 tokenizer
+	// is not checked: T5Tokenizer's <extra_id_N> sentinels may lie past
+	// mT5's table, reachable only by typing them, and the encoder refuses
+	// an id out of range when it meets one.
+	if s, ok := p.Tokenizer.(vocabSizer); ok && s.VocabSize() > p.TextEncoder.Cfg.VocabSize {
+		return fmt.Errorf("tokenizer has %d tokens but text_encoder's vocab_size is %d", s.VocabSize(), p.TextEncoder.Cfg.VocabSize)
 	}
 	if tc.OutChannels() != 2*tc.InChannels {
 		return fmt.Errorf("transformer needs learn_sigma (the pipeline drops the variance channels)")

@@ -227,3 +227,17 @@ func TestHunyuanFamilyShardedTextEncoder(t *testing.T) {
 		t.Errorf("error %v, want one naming the missing tensor", err)
 	}
 }
+
+// A WordPiece vocabulary larger than the BERT table is refused at open.
+func TestHunyuanFamilyVocabTooLarge(t *testing.T) {
+	f := tinyHunyuanFolder(t, false)
+	for i := range f.Components {
+		if f.Components[i].Name == "text_encoder" {
+			f.Components[i].Config["vocab_size"] = 100
+		}
+	}
+	_, err := Open(context.Background(), writeTiny(t, "hunyuan-bad", f), Options{})
+	if err == nil || !strings.Contains(err.Error(), "vocab_size is 100") {
+		t.Errorf("error %v, want one naming the vocabulary sizes", err)
+	}
+}
