@@ -336,9 +336,19 @@ type filteredSource struct{ nn.FileSource }
 func (s filteredSource) Names() []string {
 	var out []string
 	for _, n := range s.FileSource.Names() {
-		if !checkpoint.Ignorable(n) {
+		if !checkpoint.Ignorable(n) && !transformersBuffers[n] {
 			out = append(out, n)
 		}
 	}
 	return out
+}
+
+// transformersBuffers are the buffers transformers saved with a diffusers
+// folder's text encoder weights before it made them non-persistent:
+// CLIPTextEmbeddings' position_ids, BertEmbeddings' position_ids and
+// token_type_ids. No parameter takes them.
+var transformersBuffers = map[string]bool{
+	"text_model.embeddings.position_ids": true,
+	"embeddings.position_ids":            true,
+	"embeddings.token_type_ids":          true,
 }

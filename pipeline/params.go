@@ -38,6 +38,11 @@ type Params struct {
 	Count    int
 	ClipSkip int // A1111's clip skip (2 = penultimate layer); 0: the model's default
 
+	// NoResolutionBinning keeps Width × Height where a family would move
+	// it to a size its model was trained at (Hunyuan-DiT's resolution
+	// binning, on by default as in diffusers).
+	NoResolutionBinning bool
+
 	// InitImage enables image-to-image with Strength (in (0, 1]); Mask
 	// (white = repaint) enables inpainting of it. Both are resized to the
 	// output size.

@@ -1,12 +1,10 @@
 package pipeline
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 
 	"github.com/diffuse-go/diffuse/checkpoint"
@@ -212,37 +210,8 @@ func weightFiles(dir string) ([]string, error) {
 	if p, err := weightFile(dir); err == nil {
 		return []string{p}, nil
 	}
-	for _, n := range []string{"diffusion_pytorch_model.safetensors.index.json", "model.safetensors.index.json",
-		"diffusion_pytorch_model.safetensors.index.fp16.json", "model.safetensors.index.fp16.json"} {
-		b, err := os.ReadFile(filepath.Join(dir, n))
-		if errors.Is(err, os.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		var idx struct {
-			WeightMap map[string]string `json:"weight_map"`
-		}
-		if err := json.Unmarshal(b, &idx); err != nil {
-			return nil, fmt.Errorf("%s/%s: %w", dir, n, err)
-		}
-		seen := map[string]bool{}
-		var out []string
-		for _, f := range idx.WeightMap {
-			if strings.Contains(f, "/") || strings.Contains(f, `\`) {
-				return nil, fmt.Errorf("%s/%s: shard %q is not a file of the folder", dir, n, f)
-			}
-			if !seen[f] {
-				seen[f] = true
-				out = append(out, filepath.Join(dir, f))
-			}
-		}
-		sort.Strings(out)
-		if len(out) == 0 {
-			return nil, fmt.Errorf("%s/%s lists no shards", dir, n)
-		}
-		return out, nil
+	if index := shardIndex(dir); index != "" {
+		return shardFiles(index)
 	}
 	_, err := weightFile(dir) // its error says what is missing
 	return nil, err

@@ -16,7 +16,8 @@ import (
 
 // shardIndexes are the index files of sharded weights, as transformers
 // and diffusers save large models (T5-XXL comes in shards).
-var shardIndexes = []string{"model.safetensors.index.json", "diffusion_pytorch_model.safetensors.index.json"}
+var shardIndexes = []string{"model.safetensors.index.json", "diffusion_pytorch_model.safetensors.index.json",
+	"model.safetensors.index.fp16.json", "diffusion_pytorch_model.safetensors.index.fp16.json"}
 
 // shardIndex is the path of dir's shard index, or "" when it has none.
 func shardIndex(dir string) string {
@@ -29,29 +30,59 @@ func shardIndex(dir string) string {
 	return ""
 }
 
-// openShards opens the shard files an index names; the files are
-// returned (to be closed by the caller) even on error.
-func openShards(index string) (*shardSource, []*safetensors.File, error) {
+// readShardIndex reads an index's weight_map (tensor name → shard file),
+// refusing shards outside the index's folder.
+func readShardIndex(index string) (map[string]string, error) {
 	b, err := os.ReadFile(index)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	var idx struct {
 		WeightMap map[string]string `json:"weight_map"`
 	}
 	if err := json.Unmarshal(b, &idx); err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", index, err)
+		return nil, fmt.Errorf("%s: %w", index, err)
 	}
 	if len(idx.WeightMap) == 0 {
-		return nil, nil, fmt.Errorf("%s: empty weight_map", index)
+		return nil, fmt.Errorf("%s: empty weight_map", index)
+	}
+	for _, file := range idx.WeightMap {
+		if file != filepath.Base(file) || file == "." || file == ".." {
+			return nil, fmt.Errorf("%s: shard %q is not a file of the folder", index, file)
+		}
+	}
+	return idx.WeightMap, nil
+}
+
+// shardFiles lists the distinct shard files an index names, sorted.
+func shardFiles(index string) ([]string, error) {
+	weightMap, err := readShardIndex(index)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	var out []string
+	for _, f := range weightMap {
+		if !seen[f] {
+			seen[f] = true
+			out = append(out, filepath.Join(filepath.Dir(index), f))
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// openShards opens the shard files an index names; the files are
+// returned (to be closed by the caller) even on error.
+func openShards(index string) (*shardSource, []*safetensors.File, error) {
+	weightMap, err := readShardIndex(index)
+	if err != nil {
+		return nil, nil, err
 	}
 	src := &shardSource{byName: map[string]*safetensors.File{}}
 	opened := map[string]*safetensors.File{}
 	var files []*safetensors.File
-	for name, file := range idx.WeightMap {
-		if file != filepath.Base(file) {
-			return nil, files, fmt.Errorf("%s: shard %q is not a file name", index, file)
-		}
+	for name, file := range weightMap {
 		f := opened[file]
 		if f == nil {
 			if f, err = safetensors.Open(filepath.Join(filepath.Dir(index), file)); err != nil {

@@ -54,6 +54,9 @@ type genFlags struct {
 	// DiT.
 	classLabels multiFlag
 
+	// Hunyuan-DiT.
+	noBinning bool
+
 	// DeepFloyd IF: later stages, "PATH[:steps[:cfg[:noise]]]".
 	stages multiFlag
 
@@ -181,6 +184,7 @@ func newGenFlagSet(f *genFlags, out io.Writer) *flag.FlagSet {
 	fs.Var(&f.adapterScale, "adapter-scale", "T2I-Adapter weight per adapter, comma list or repeated (default 1)")
 	fs.Var(&f.components, "component", "NAME=PATH: a component the -m file lacks (SD3/FLUX: text_encoder, text_encoder_2, text_encoder_3, tokenizer_2, tokenizer_3, vae; repeatable)")
 	fs.BoolVar(&f.keepTextEncoders, "keep-text-encoders", false, "SD3/FLUX: keep the text encoders loaded between requests")
+	fs.BoolVar(&f.noBinning, "no-binning", false, "Hunyuan-DiT: generate at -W×-H as given instead of the nearest trained size")
 	fs.Var(&f.stages, "stage", "DeepFloyd IF: a later stage's folder, PATH[:STEPS[:CFG[:NOISE_LEVEL]]] (repeatable, in order; -W/-H are the final size)")
 	fs.Var(&f.classLabels, "class-label", "DiT: ImageNet class id or name (repeatable; one image each); without it the prompt is read as labels")
 	fs.Float64Var(&f.adapterFactor, "adapter-factor", 1, "fraction of the steps the adapters act on (adapter_conditioning_factor)")
@@ -469,7 +473,7 @@ func (f *genFlags) params() (pipeline.Params, error) {
 		Count: f.batchCount, ClipSkip: max(f.clipSkip, 0), LoRADir: f.loraDir, AdapterFactor: f.adapterFactor,
 		OriginalSize: f.xl.original, CropsTopLeft: f.xl.crop, TargetSize: f.xl.target,
 		NegativeOriginalSize: f.xl.negOriginal, NegativeCropsTopLeft: f.xl.negCrop, NegativeTargetSize: f.xl.negTarget,
-		Refiner: f.refiner, ClassLabels: f.classLabels}
+		Refiner: f.refiner, ClassLabels: f.classLabels, NoResolutionBinning: f.noBinning}
 	if f.adapterFactor == 0 {
 		p.AdapterFactor = 1
 	}

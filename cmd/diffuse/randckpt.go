@@ -83,6 +83,8 @@ func runRandomCheckpoint(ctx context.Context, args []string) error {
 			return err
 		}
 		err = pipeline.WriteSGM(*out, m, c, dt)
+	case "hunyuan":
+		err = runRandomHunyuan(out, *seed, dt)
 	case "controlnet":
 		err = writeRandomControlNet(*out, *seed, dt)
 	case "dit", "pixart", "if", "sd2":
