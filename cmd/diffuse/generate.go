@@ -54,6 +54,9 @@ type genFlags struct {
 	// DiT.
 	classLabels multiFlag
 
+	// DeepFloyd IF: later stages, "PATH[:steps[:cfg[:noise]]]".
+	stages multiFlag
+
 	// SD3 / FLUX components given apart from a transformer-only file.
 	components       multiFlag
 	keepTextEncoders bool
@@ -178,6 +181,7 @@ func newGenFlagSet(f *genFlags, out io.Writer) *flag.FlagSet {
 	fs.Var(&f.adapterScale, "adapter-scale", "T2I-Adapter weight per adapter, comma list or repeated (default 1)")
 	fs.Var(&f.components, "component", "NAME=PATH: a component the -m file lacks (SD3/FLUX: text_encoder, text_encoder_2, text_encoder_3, tokenizer_2, tokenizer_3, vae; repeatable)")
 	fs.BoolVar(&f.keepTextEncoders, "keep-text-encoders", false, "SD3/FLUX: keep the text encoders loaded between requests")
+	fs.Var(&f.stages, "stage", "DeepFloyd IF: a later stage's folder, PATH[:STEPS[:CFG[:NOISE_LEVEL]]] (repeatable, in order; -W/-H are the final size)")
 	fs.Var(&f.classLabels, "class-label", "DiT: ImageNet class id or name (repeatable; one image each); without it the prompt is read as labels")
 	fs.Float64Var(&f.adapterFactor, "adapter-factor", 1, "fraction of the steps the adapters act on (adapter_conditioning_factor)")
 	fs.Usage = func() {
@@ -469,6 +473,13 @@ func (f *genFlags) params() (pipeline.Params, error) {
 	if f.adapterFactor == 0 {
 		p.AdapterFactor = 1
 	}
+	for _, spec := range f.stages {
+		st, err := parseStage(spec)
+		if err != nil {
+			return p, err
+		}
+		p.Stages = append(p.Stages, st)
+	}
 	if f.refiner != "" {
 		p.RefinerStart = f.refinerStart
 	}
@@ -525,6 +536,32 @@ func (f *genFlags) params() (pipeline.Params, error) {
 		p.Adapters = append(p.Adapters, pipeline.Adapter{Path: path, Image: img, Scale: f.adScale[i]})
 	}
 	return p, nil
+}
+
+// parseStage reads --stage PATH[:STEPS[:CFG[:NOISE_LEVEL]]].
+func parseStage(spec string) (pipeline.Stage, error) {
+	parts := strings.Split(spec, ":")
+	st := pipeline.Stage{Path: parts[0]}
+	if len(parts) > 4 || st.Path == "" {
+		return st, fmt.Errorf("generate: --stage %q: want PATH[:STEPS[:CFG[:NOISE_LEVEL]]]", spec)
+	}
+	var err error
+	if len(parts) > 1 && parts[1] != "" {
+		if st.Steps, err = strconv.Atoi(parts[1]); err != nil || st.Steps < 1 {
+			return st, fmt.Errorf("generate: --stage %q: steps %q is not a positive integer", spec, parts[1])
+		}
+	}
+	if len(parts) > 2 && parts[2] != "" {
+		if st.Guidance, err = strconv.ParseFloat(parts[2], 64); err != nil || math.IsNaN(st.Guidance) || st.Guidance < 0 {
+			return st, fmt.Errorf("generate: --stage %q: CFG %q is not a non-negative number", spec, parts[2])
+		}
+	}
+	if len(parts) > 3 && parts[3] != "" {
+		if st.NoiseLevel, err = strconv.Atoi(parts[3]); err != nil || st.NoiseLevel < 0 {
+			return st, fmt.Errorf("generate: --stage %q: noise level %q is not a non-negative integer", spec, parts[3])
+		}
+	}
+	return st, nil
 }
 
 // checkOutput fails early when the output cannot be written: its folder

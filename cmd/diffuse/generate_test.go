@@ -408,3 +408,18 @@ func TestGenerateTinySDXL(t *testing.T) {
 		t.Errorf("refiner without init image: got %v", err)
 	}
 }
+
+func TestParseStage(t *testing.T) {
+	st, err := parseStage("if-ii:30:5.5:100")
+	if err != nil || st.Path != "if-ii" || st.Steps != 30 || st.Guidance != 5.5 || st.NoiseLevel != 100 {
+		t.Errorf("parseStage = %+v, %v", st, err)
+	}
+	if st, err := parseStage("if-ii"); err != nil || st.Path != "if-ii" || st.Steps != 0 {
+		t.Errorf("parseStage(path) = %+v, %v", st, err)
+	}
+	for _, bad := range []string{"", ":3", "x:zero", "x:3:NaN", "x:3:4:-1", "x:1:2:3:4"} {
+		if _, err := parseStage(bad); err == nil || !strings.Contains(err.Error(), "--stage") {
+			t.Errorf("parseStage(%q) = %v, want a --stage error", bad, err)
+		}
+	}
+}
