@@ -65,7 +65,13 @@ func (s componentSource) Tensor(name string) (*tensor.Tensor, error) {
 	}
 	if r.Swap {
 		h := t.Dim(0) / 2
-		t = tensor.Concat(0, t.Narrow(0, h, h), t.Narrow(0, 0, h)).ToDType(t.DType())
+		s := tensor.Concat(0, t.Narrow(0, h, h), t.Narrow(0, 0, h))
+		if !t.DType().Quantized() {
+			// Concat gives float32: back to the stored 16-bit dtype. An
+			// fp8 one stays float32, which ToDType cannot quantise to.
+			s = s.ToDType(t.DType())
+		}
+		t = s
 	}
 	if r.Reshape {
 		t = t.Reshape(r.Shape...)

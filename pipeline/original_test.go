@@ -114,3 +114,64 @@ func TestOriginalLayoutErrors(t *testing.T) {
 		}
 	}
 }
+
+// A BFL file with fp8 matrices (as flux1-dev-fp8.safetensors) maps as
+// its float32 values: fused rows cut and halves swapped from the 8-bit
+// storage.
+func TestOriginalFP8(t *testing.T) {
+	specs, err := FluxFileLayout(flowTinyFlux(true))
+	flowMust(t, err)
+	var ts []safetensors.Tensor
+	for i, s := range specs {
+		n := 1
+		for _, d := range s.Shape {
+			n *= d
+		}
+		if len(s.Shape) < 2 {
+			ts = append(ts, safetensors.BF16Tensor(s.Name, s.Shape, make([]float32, n)))
+			continue
+		}
+		b := make([]byte, n)
+		for j := range b {
+			b[j] = byte(0x20 + (7*i+j)%64) // positive E4M3 values that vary from row to row
+		}
+		ts = append(ts, safetensors.Tensor{Name: s.Name, DType: safetensors.F8E4, Shape: s.Shape, Data: b})
+	}
+	path := filepath.Join(t.TempDir(), "fp8.safetensors")
+	flowMust(t, safetensors.WriteFile(path, ts, nil))
+	m, fs, err := loadFluxTransformer(compSource{name: "transformer", file: path}, Options{})
+	flowMust(t, err)
+	defer fs.close()
+	f, err := safetensors.Open(path)
+	flowMust(t, err)
+	defer f.Close()
+	D := flowTinyFlux(true).InnerDim()
+	var ps nn.Params
+	m.Params("", &ps)
+	for _, c := range []struct {
+		param, src  string
+		at, from, n int // the parameter's rows [at, at+n) are src's [from, from+n)
+	}{
+		{"norm_out.linear.weight", "final_layer.adaLN_modulation.1.weight", 0, D, D},
+		{"norm_out.linear.weight", "final_layer.adaLN_modulation.1.weight", D, 0, D},
+		{"single_transformer_blocks.1.proj_mlp.weight", "single_blocks.1.linear1.weight", 0, 3 * D, 4 * D},
+		{"transformer_blocks.0.attn.add_k_proj.weight", "double_blocks.0.txt_attn.qkv.weight", 0, D, D},
+	} {
+		x, err := nn.ReadTensor(f, c.src)
+		flowMust(t, err)
+		want := x.Narrow(0, c.from, c.n).Contiguous().Data()
+		found := false
+		for _, p := range ps.List() {
+			if p.Name != c.param {
+				continue
+			}
+			found = true
+			if got := (*p.Ptr).Float32().Narrow(0, c.at, c.n).Contiguous().Data(); !slices.Equal(got, want) {
+				t.Errorf("%s rows [%d, %d) are not rows [%d, %d) of %s", c.param, c.at, c.at+c.n, c.from, c.from+c.n, c.src)
+			}
+		}
+		if !found {
+			t.Fatalf("no parameter %s", c.param)
+		}
+	}
+}
