@@ -10,6 +10,8 @@ import (
 
 	"github.com/diffuse-go/diffuse/internal/golden"
 	"github.com/diffuse-go/diffuse/model/clip"
+	"github.com/diffuse-go/diffuse/model/flux"
+	"github.com/diffuse-go/diffuse/model/sd3"
 	"github.com/diffuse-go/diffuse/model/unet"
 	"github.com/diffuse-go/diffuse/model/vae"
 	"github.com/diffuse-go/diffuse/nn"
@@ -404,12 +406,27 @@ func TestRulesOnGoldenModels(t *testing.T) {
 			c.WithProjection = true
 			return clip.New(c)
 		},
+		"sd3": func(b []byte) (nn.Module, error) {
+			c, err := sd3.ParseConfig(b)
+			if err != nil {
+				return nil, err
+			}
+			return sd3.New(c)
+		},
+		"flux": func(b []byte) (nn.Module, error) {
+			c, err := flux.ParseConfig(b)
+			if err != nil {
+				return nil, err
+			}
+			return flux.New(c)
+		},
 	}
 	for _, c := range []struct {
 		golden, kind string
 		rules        Rules
 	}{{"unet_sd15", "unet", LDMUNet}, {"unet_sdxl", "unet", LDMUNet}, {"vae", "vae", LDMVAE},
-		{"clip_text", "clip", CLIP}, {"clip_text_proj", "clip", OpenCLIP}} {
+		{"clip_text", "clip", CLIP}, {"clip_text_proj", "clip", OpenCLIP},
+		{"sd3_transformer", "sd3", SD3}, {"flux_transformer", "flux", Flux}} {
 		gc, err := golden.Find(c.golden)
 		if err != nil {
 			t.Fatal(err)

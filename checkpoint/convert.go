@@ -18,8 +18,14 @@
 // checked against that list, so a file that does not match is rejected with
 // the missing, unexpected and misshapen tensors named. Loading the data is
 // left to the caller; the mapping (Ref) says where a tensor must be
-// reshaped, cut to a range of rows (OpenCLIP's fused q, k, v) or transposed
-// (OpenCLIP's text projection).
+// reshaped, cut to a range of rows (OpenCLIP's, SD3's and FLUX's fused q,
+// k, v), transposed (OpenCLIP's text projection) or have its halves
+// swapped (SD3's and FLUX's final adaLN modulation).
+//
+// The same Rules name the transformers of SD3 and FLUX original files
+// (Stability AI's MMDiT under model.diffusion_model.*, Black Forest Labs'
+// FLUX with no prefix or that one); the GGUF files of these models
+// (ComfyUI-GGUF, stable-diffusion.cpp) keep the same original names.
 package checkpoint
 
 import (
@@ -57,6 +63,10 @@ type Ref struct {
 	Rows [2]int
 	// Transpose says the 2-D source tensor must be transposed.
 	Transpose bool
+	// Swap says the two halves of the source's first dimension must be
+	// exchanged (SD3's and FLUX's adaLN modulations order shift, scale;
+	// diffusers scale, shift).
+	Swap bool
 }
 
 // Sliced reports whether the parameter is a row range of its source tensor.
@@ -76,6 +86,9 @@ func (r Ref) Apply(shape []int) ([]int, error) {
 			return nil, fmt.Errorf("checkpoint: rows [%d, %d) of %s %v are out of range", r.Rows[0], r.Rows[1], r.Source, shape)
 		}
 		out[0] = r.Rows[1] - r.Rows[0]
+	}
+	if r.Swap && (len(out) == 0 || out[0]%2 != 0) {
+		return nil, fmt.Errorf("checkpoint: %s %v has no two equal halves to swap", r.Source, shape)
 	}
 	if r.Transpose {
 		if len(out) != 2 {
@@ -237,8 +250,9 @@ func mapComponent(src Source, prefix string, params []Param, e *LayoutError) cla
 		}
 		c.used[info.Name] = true
 		switch {
-		case p.Rows[1] > 0 || p.Transpose:
-			// A slice or a transposition: only the source layout is valid.
+		case p.Rows[1] > 0 || p.Transpose || p.Swap:
+			// A slice, a transposition or a swap: only the source layout is
+			// valid.
 			if !slices.Equal(info.Shape, p.SourceShape) {
 				e.Shapes = append(e.Shapes, ShapeMismatch{Source: info.Name, Name: p.Name, Got: info.Shape, Want: p.SourceShape})
 				continue
@@ -250,6 +264,7 @@ func mapComponent(src Source, prefix string, params []Param, e *LayoutError) cla
 				Shape:       p.Shape,
 				Rows:        p.Rows,
 				Transpose:   p.Transpose,
+				Swap:        p.Swap,
 			}
 		case slices.Equal(info.Shape, p.SourceShape), slices.Equal(info.Shape, p.Shape):
 			c.Component[p.Name] = Ref{

@@ -28,12 +28,18 @@ type Param struct {
 	SourceShape []int
 	// Rows, when Rows[1] > 0, says the parameter is rows [Rows[0], Rows[1])
 	// of the source tensor's first dimension: OpenCLIP fuses the q, k and v
-	// projections into one in_proj tensor.
+	// projections into one in_proj tensor, SD3 and FLUX into qkv, and
+	// FLUX's single blocks the MLP input too (linear1).
 	Rows [2]int
 	// Transpose says the 2-D source tensor holds the parameter transposed
 	// (OpenCLIP's text_projection is applied as x @ P, diffusers' as a
 	// Linear with weight Pᵀ).
 	Transpose bool
+	// Swap says the source stores the two halves of the parameter's first
+	// dimension in the other order (the reference AdaLayerNormContinuous
+	// of SD3 and FLUX yields shift, scale where diffusers' yields scale,
+	// shift); SourceShape is Shape.
+	Swap bool
 }
 
 // Rules is a naming scheme of the original code bases: how a single file
@@ -59,6 +65,14 @@ const (
 	// LDMControlNet is cldm.py's ControlNet: the UNet encoder named as in
 	// LDMUNet, input_hint_block, zero_convs and middle_block_out.
 	LDMControlNet
+	// SD3 is Stability AI's MMDiT (mmdit.py of the SD3 reference code:
+	// joint_blocks.N.x_block and .context_block, fused qkv, adaLN
+	// modulations): SD3 medium's transformer.
+	SD3
+	// Flux is Black Forest Labs' FLUX transformer (double_blocks,
+	// single_blocks with linear1 fusing q, k, v and the MLP input):
+	// flux1-dev and flux1-schnell.
+	Flux
 )
 
 // String names the rules.
@@ -74,6 +88,10 @@ func (r Rules) String() string {
 		return "OpenCLIP"
 	case LDMControlNet:
 		return "LDM ControlNet"
+	case SD3:
+		return "SD3 MMDiT"
+	case Flux:
+		return "FLUX"
 	}
 	return fmt.Sprintf("Rules(%d)", int(r))
 }
@@ -95,6 +113,10 @@ func (r Rules) Names(m nn.Module) ([]Param, error) {
 		rename = clipParam
 	case OpenCLIP:
 		rename = openCLIPParam
+	case SD3:
+		rename = newPatternNamer(sd3Patterns, list).param
+	case Flux:
+		rename = newPatternNamer(fluxPatterns, list).param
 	default:
 		return nil, fmt.Errorf("checkpoint: unknown naming rules %d", int(r))
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/diffuse-go/diffuse/checkpoint"
 	"github.com/diffuse-go/diffuse/imageio"
 	"github.com/diffuse-go/diffuse/model/flux"
 	"github.com/diffuse-go/diffuse/model/vae"
@@ -144,7 +145,7 @@ func (m *fluxModel) load(src *Source, opt Options) error {
 }
 
 // loadFluxTransformer loads the transformer from a folder, a BFL file
-// (names mapped by fluxRules, config read from its shapes) or a
+// (names mapped by checkpoint.Flux, config read from its shapes) or a
 // diffusers-named single file.
 func loadFluxTransformer(p compSource, opt Options) (*flux.Model, openFiles, error) {
 	fs, err := p.open()
@@ -173,7 +174,7 @@ func loadFluxTransformer(p compSource, opt Options) (*flux.Model, openFiles, err
 	}
 	var src nn.Source = unionSource{fs: fs}
 	if p.dir == "" {
-		if src, err = mapByRules(fs[0], p.prefix, m, fluxRules(), otherParts(p.prefix)); err != nil {
+		if src, err = mapOriginal(fs[0], p.prefix, m, checkpoint.Flux, otherParts(p.prefix)); err != nil {
 			return fail(err)
 		}
 	}
@@ -235,44 +236,6 @@ func inferFlux(sh shapeFn) (flux.Config, error) {
 		JointAttentionDim: txt[1], PooledProjectionDim: vec[1], GuidanceEmbeds: guidance,
 		AxesDimsRope: []int{hd / 8, hd * 7 / 16, hd * 7 / 16}}
 	return c, nil
-}
-
-// fluxRules is convert_flux_transformer_checkpoint_to_diffusers as
-// renaming rules: q, k, v fused (single blocks also fuse the MLP input),
-// qk norms named scale, the output norm stored as shift, scale.
-func fluxRules() []renameRule {
-	const db, sb, tb, stb = "double_blocks.#.", "single_blocks.#.", "transformer_blocks.#.", "single_transformer_blocks.#."
-	rules := []renameRule{
-		moved("time_text_embed.timestep_embedder.linear_1", "time_in.in_layer"),
-		moved("time_text_embed.timestep_embedder.linear_2", "time_in.out_layer"),
-		moved("time_text_embed.text_embedder.linear_1", "vector_in.in_layer"),
-		moved("time_text_embed.text_embedder.linear_2", "vector_in.out_layer"),
-		moved("time_text_embed.guidance_embedder.linear_1", "guidance_in.in_layer"),
-		moved("time_text_embed.guidance_embedder.linear_2", "guidance_in.out_layer"),
-		moved("context_embedder", "txt_in"),
-		moved("x_embedder", "img_in"),
-		moved(tb+"norm1.linear", db+"img_mod.lin"),
-		moved(tb+"norm1_context.linear", db+"txt_mod.lin"),
-		movedParam(tb+"attn.norm_q.weight", db+"img_attn.norm.query_norm.scale"),
-		movedParam(tb+"attn.norm_k.weight", db+"img_attn.norm.key_norm.scale"),
-		movedParam(tb+"attn.norm_added_q.weight", db+"txt_attn.norm.query_norm.scale"),
-		movedParam(tb+"attn.norm_added_k.weight", db+"txt_attn.norm.key_norm.scale"),
-		moved(tb+"ff.net.0.proj", db+"img_mlp.0"),
-		moved(tb+"ff.net.2", db+"img_mlp.2"),
-		moved(tb+"ff_context.net.0.proj", db+"txt_mlp.0"),
-		moved(tb+"ff_context.net.2", db+"txt_mlp.2"),
-		moved(tb+"attn.to_out.0", db+"img_attn.proj"),
-		moved(tb+"attn.to_add_out", db+"txt_attn.proj"),
-		moved(stb+"norm.linear", sb+"modulation.lin"),
-		movedParam(stb+"attn.norm_q.weight", sb+"norm.query_norm.scale"),
-		movedParam(stb+"attn.norm_k.weight", sb+"norm.key_norm.scale"),
-		moved(stb+"proj_out", sb+"linear2"),
-		moved("proj_out", "final_layer.linear"),
-		swapped("norm_out.linear", "final_layer.adaLN_modulation.1"),
-	}
-	rules = append(rules, fused(db+"img_attn.qkv", tb+"attn.to_q", tb+"attn.to_k", tb+"attn.to_v")...)
-	rules = append(rules, fused(db+"txt_attn.qkv", tb+"attn.add_q_proj", tb+"attn.add_k_proj", tb+"attn.add_v_proj")...)
-	return append(rules, fused(sb+"linear1", stb+"attn.to_q", stb+"attn.to_k", stb+"attn.to_v", stb+"proj_mlp")...)
 }
 
 func (m *fluxModel) release() {

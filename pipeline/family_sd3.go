@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/diffuse-go/diffuse/checkpoint"
 	"github.com/diffuse-go/diffuse/imageio"
 	"github.com/diffuse-go/diffuse/model/sd3"
 	"github.com/diffuse-go/diffuse/model/vae"
@@ -165,7 +166,7 @@ func (m *sd3Model) textEncoders(src *Source, opt Options) error {
 }
 
 // loadSD3Transformer loads the MMDiT from a folder or from an original
-// single file (names mapped by sd3Rules, config read from its shapes).
+// single file (names mapped by checkpoint.SD3, config read from its shapes).
 func loadSD3Transformer(p compSource, opt Options) (*sd3.Model, openFiles, error) {
 	fs, err := p.open()
 	if err != nil {
@@ -196,7 +197,7 @@ func loadSD3Transformer(p compSource, opt Options) (*sd3.Model, openFiles, error
 	}
 	var src nn.Source = unionSource{fs: fs}
 	if p.dir == "" {
-		if src, err = mapByRules(fs[0], p.prefix, m, sd3Rules(cfg), nil); err != nil {
+		if src, err = mapOriginal(fs[0], p.prefix, m, checkpoint.SD3, nil); err != nil {
 			return fail(err)
 		}
 	}
@@ -265,39 +266,6 @@ func inferSD3(sh shapeFn) (sd3.Config, error) {
 	c.JointAttentionDim, c.CaptionProjectionDim, c.PooledProjectionDim = ctx[1], hidden, y[1]
 	c.OutChannels, c.PosEmbedMaxSize, c.SampleSize = fin[0]/(p*p), side, min(128, side)
 	return c, c.Validate()
-}
-
-// sd3Rules is convert_sd3_transformer_checkpoint_to_diffusers as renaming
-// rules: the original MMDiT keeps q, k, v fused and the last block's
-// context norm (an AdaLayerNormContinuous, like norm_out) as shift, scale.
-func sd3Rules(c sd3.Config) []renameRule {
-	last := func(idx []int) bool { return idx[0] == c.NumLayers-1 }
-	ctxNorm := swapped("transformer_blocks.#.norm1_context.linear", "joint_blocks.#.context_block.adaLN_modulation.1")
-	ctxNorm.when = last
-	rules := []renameRule{
-		movedParam("pos_embed.pos_embed", "pos_embed"),
-		moved("pos_embed.proj", "x_embedder.proj"),
-		moved("time_text_embed.timestep_embedder.linear_1", "t_embedder.mlp.0"),
-		moved("time_text_embed.timestep_embedder.linear_2", "t_embedder.mlp.2"),
-		moved("time_text_embed.text_embedder.linear_1", "y_embedder.mlp.0"),
-		moved("time_text_embed.text_embedder.linear_2", "y_embedder.mlp.2"),
-		moved("context_embedder", "context_embedder"),
-		moved("transformer_blocks.#.norm1.linear", "joint_blocks.#.x_block.adaLN_modulation.1"),
-		ctxNorm,
-		moved("transformer_blocks.#.norm1_context.linear", "joint_blocks.#.context_block.adaLN_modulation.1"),
-		moved("transformer_blocks.#.attn.to_out.0", "joint_blocks.#.x_block.attn.proj"),
-		moved("transformer_blocks.#.attn.to_add_out", "joint_blocks.#.context_block.attn.proj"),
-		moved("transformer_blocks.#.ff.net.0.proj", "joint_blocks.#.x_block.mlp.fc1"),
-		moved("transformer_blocks.#.ff.net.2", "joint_blocks.#.x_block.mlp.fc2"),
-		moved("transformer_blocks.#.ff_context.net.0.proj", "joint_blocks.#.context_block.mlp.fc1"),
-		moved("transformer_blocks.#.ff_context.net.2", "joint_blocks.#.context_block.mlp.fc2"),
-		moved("proj_out", "final_layer.linear"),
-		swapped("norm_out.linear", "final_layer.adaLN_modulation.1"),
-	}
-	rules = append(rules, fused("joint_blocks.#.x_block.attn.qkv",
-		"transformer_blocks.#.attn.to_q", "transformer_blocks.#.attn.to_k", "transformer_blocks.#.attn.to_v")...)
-	return append(rules, fused("joint_blocks.#.context_block.attn.qkv",
-		"transformer_blocks.#.attn.add_q_proj", "transformer_blocks.#.attn.add_k_proj", "transformer_blocks.#.attn.add_v_proj")...)
 }
 
 func (m *sd3Model) release() {

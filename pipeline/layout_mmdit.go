@@ -18,37 +18,6 @@ type TensorSpec struct {
 	Shape []int
 }
 
-// originalTensors runs a model's renaming rules backwards: the tensors an
-// original checkpoint holds for m, under prefix, each once (fused
-// tensors take the rows of all their parts).
-func originalTensors(m nn.Module, rules []renameRule, prefix string) ([]TensorSpec, error) {
-	var ps nn.Params
-	m.Params("", &ps)
-	shapes := map[string][]int{}
-	for _, p := range ps.List() {
-		shapes[p.Name] = p.Shape
-	}
-	rules = compileRules(rules)
-	var out []TensorSpec
-	seen := map[string]bool{}
-	for _, p := range ps.List() {
-		r, err := resolveRule(p.Name, rules, shapes)
-		if err != nil {
-			return nil, err
-		}
-		if seen[r.src] {
-			continue
-		}
-		seen[r.src] = true
-		s := slices.Clone(p.Shape)
-		if len(r.rows) > 0 {
-			s[0] = r.srcRows
-		}
-		out = append(out, TensorSpec{Name: prefix + r.src, Shape: s})
-	}
-	return out, nil
-}
-
 // moduleTensors lists a module's parameters under prefix (the layout of
 // transformers- and diffusers-named files).
 func moduleTensors(m nn.Module, prefix string) []TensorSpec {
@@ -63,14 +32,15 @@ func moduleTensors(m nn.Module, prefix string) []TensorSpec {
 
 // SD3FileLayout lists the tensors of an original SD3 single file
 // (Stability's and ComfyUI's sd3_medium_incl_clips_t5xxlfp16 layout) for
-// these configs; t5c nil leaves T5 out. It is the loader's mapping run
-// backwards, for writing test and benchmark files.
+// these configs; t5c nil leaves T5 out. It is the loader's mapping
+// (checkpoint.SD3 and checkpoint.LDMVAE) run backwards, for writing test
+// and benchmark files.
 func SD3FileLayout(tr sd3.Config, clipL, clipG clip.Config, t5c *t5.Config, v vae.Config) ([]TensorSpec, error) {
 	m, err := sd3.New(tr)
 	if err != nil {
 		return nil, err
 	}
-	out, err := originalTensors(m, sd3Rules(tr), sd3FileTransformer)
+	out, err := originalTensors(m, checkpoint.SD3, sd3FileTransformer)
 	if err != nil {
 		return nil, err
 	}
@@ -134,23 +104,16 @@ func VAEFileLayout(c vae.Config, prefix string) ([]TensorSpec, error) {
 	if err != nil {
 		return nil, err
 	}
-	params, err := checkpoint.LDMVAE.Names(m)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]TensorSpec, len(params))
-	for i, p := range params {
-		out[i] = TensorSpec{Name: prefix + p.Source, Shape: p.SourceShape}
-	}
-	return out, nil
+	return originalTensors(m, checkpoint.LDMVAE, prefix)
 }
 
 // FluxFileLayout lists the tensors of a BFL FLUX transformer file
-// (flux1-dev.safetensors, flux1-schnell.safetensors) for c.
+// (flux1-dev.safetensors, flux1-schnell.safetensors) for c: the names of
+// checkpoint.Flux.
 func FluxFileLayout(c flux.Config) ([]TensorSpec, error) {
 	m, err := flux.New(c)
 	if err != nil {
 		return nil, err
 	}
-	return originalTensors(m, fluxRules(), "")
+	return originalTensors(m, checkpoint.Flux, "")
 }

@@ -22,9 +22,9 @@ import (
 	"github.com/diffuse-go/diffuse/tensor"
 )
 
-// componentSource serves one component of a single-file checkpoint (LDM or
-// SGM layout) under diffusers names, reshaping, cutting fused q/k/v rows and
-// transposing where the mapping says.
+// componentSource serves one component of a single-file checkpoint (LDM,
+// SGM, SD3 or FLUX layout) under diffusers names, reshaping, cutting fused
+// rows, transposing and swapping halves where the mapping says.
 type componentSource struct {
 	f    *safetensors.File
 	comp checkpoint.Component
@@ -62,6 +62,16 @@ func (s componentSource) Tensor(name string) (*tensor.Tensor, error) {
 	}
 	if r.Transpose {
 		t = t.Transpose(0, 1).Contiguous()
+	}
+	if r.Swap {
+		h := t.Dim(0) / 2
+		s := tensor.Concat(0, t.Narrow(0, h, h), t.Narrow(0, 0, h))
+		if !t.DType().Quantized() {
+			// Concat gives float32: back to the stored 16-bit dtype. An
+			// fp8 one stays float32, which ToDType cannot quantise to.
+			s = s.ToDType(t.DType())
+		}
+		t = s
 	}
 	if r.Reshape {
 		t = t.Reshape(r.Shape...)

@@ -384,6 +384,13 @@ func partTensors(cp checkpoint.ComponentParams, m nn.Module, dtype tensor.DType)
 		switch p := group[0]; {
 		case p.Rows[1] > 0:
 			lt.data = func() ([]byte, error) { return fuseRows(group, byName, shape, dt) }
+		case p.Swap:
+			t := byName[p.Name]
+			lt.data = func() ([]byte, error) {
+				v := t.Data()
+				h := len(v) / 2
+				return encodeF32(append(slices.Clone(v[h:]), v[:h]...), dt), nil
+			}
 		case p.Transpose:
 			t := byName[p.Name]
 			lt.data = func() ([]byte, error) {
