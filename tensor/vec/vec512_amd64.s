@@ -1,0 +1,446 @@
+//go:build amd64
+
+#include "textflag.h"
+
+// AVX-512 versions of the elementwise and reduction kernels in vec_amd64.s.
+// They run the same operation sequence per lane as the AVX2 ones (so Exp,
+// Sigmoid, SiLU and Max give bit-identical results), 16 lanes at a time,
+// and finish a ragged tail with an opmask instead of a padded buffer, so n
+// may be any positive count.
+
+// Scalar constants, broadcast into Z17..Z31 by EXPCONSTS16.
+DATA e5c<>+0(SB)/4, $0x42b18000  // expMax
+DATA e5c<>+4(SB)/4, $0xc2d00000  // expMin
+DATA e5c<>+8(SB)/4, $0x3fb8aa3b  // log2e
+DATA e5c<>+12(SB)/4, $0xbf318000 // -ln2 hi
+DATA e5c<>+16(SB)/4, $0x395e8083 // -ln2 lo
+DATA e5c<>+20(SB)/4, $0x39506967 // p0
+DATA e5c<>+24(SB)/4, $0x3ab743ce // p1
+DATA e5c<>+28(SB)/4, $0x3c088908 // p2
+DATA e5c<>+32(SB)/4, $0x3d2aa9c1 // p3
+DATA e5c<>+36(SB)/4, $0x3e2aaaaa // p4
+DATA e5c<>+40(SB)/4, $0x3f000000 // p5
+DATA e5c<>+44(SB)/4, $0x3f800000 // one
+DATA e5c<>+48(SB)/4, $0x0000007f // bias127
+DATA e5c<>+52(SB)/4, $0x80000000 // signbit
+DATA e5c<>+56(SB)/4, $0xff800000 // -Inf
+GLOBL e5c<>(SB), RODATA|NOPTR, $60
+
+// EXPCONSTS16 loads the exp constants: Z31 expMax, Z30 expMin, Z29 log2e,
+// Z28 -ln2Hi, Z27 -ln2Lo, Z26..Z21 p0..p5, Z20 one, Z19 bias127,
+// Z18 signbit, Z17 -Inf.
+#define EXPCONSTS16 \
+	VBROADCASTSS e5c<>+0(SB), Z31  \
+	VBROADCASTSS e5c<>+4(SB), Z30  \
+	VBROADCASTSS e5c<>+8(SB), Z29  \
+	VBROADCASTSS e5c<>+12(SB), Z28 \
+	VBROADCASTSS e5c<>+16(SB), Z27 \
+	VBROADCASTSS e5c<>+20(SB), Z26 \
+	VBROADCASTSS e5c<>+24(SB), Z25 \
+	VBROADCASTSS e5c<>+28(SB), Z24 \
+	VBROADCASTSS e5c<>+32(SB), Z23 \
+	VBROADCASTSS e5c<>+36(SB), Z22 \
+	VBROADCASTSS e5c<>+40(SB), Z21 \
+	VBROADCASTSS e5c<>+44(SB), Z20 \
+	VBROADCASTSS e5c<>+48(SB), Z19 \
+	VBROADCASTSS e5c<>+52(SB), Z18 \
+	VBROADCASTSS e5c<>+56(SB), Z17
+
+// EXP16 sets Z0 = e^Z0 (16 lanes), clobbering Z1..Z3: EXP8 of vec_amd64.s
+// step for step (VRNDSCALEPS $0 is VROUNDPS $0's EVEX form).
+#define EXP16 \
+	VMINPS      Z0, Z31, Z0   \
+	VMAXPS      Z0, Z30, Z0   \
+	VMULPS      Z29, Z0, Z1   \
+	VRNDSCALEPS $0, Z1, Z1    \
+	VFMADD231PS Z28, Z1, Z0   \
+	VFMADD231PS Z27, Z1, Z0   \
+	VMULPS      Z0, Z0, Z2    \
+	VMOVAPS     Z26, Z3       \
+	VFMADD213PS Z25, Z0, Z3   \
+	VFMADD213PS Z24, Z0, Z3   \
+	VFMADD213PS Z23, Z0, Z3   \
+	VFMADD213PS Z22, Z0, Z3   \
+	VFMADD213PS Z21, Z0, Z3   \
+	VFMADD213PS Z0, Z2, Z3    \
+	VADDPS      Z20, Z3, Z3   \
+	VCVTPS2DQ   Z1, Z1        \
+	VPSRAD      $1, Z1, Z2    \
+	VPSUBD      Z2, Z1, Z1    \
+	VPADDD      Z19, Z2, Z2   \
+	VPSLLD      $23, Z2, Z2   \
+	VPADDD      Z19, Z1, Z1   \
+	VPSLLD      $23, Z1, Z1   \
+	VMULPS      Z2, Z3, Z3    \
+	VMULPS      Z1, Z3, Z0
+
+// TAILMASK sets K1 to the low CX bits (0 < CX < 16), clobbering AX.
+#define TAILMASK \
+	MOVL  $1, AX  \
+	SHLL  CX, AX  \
+	DECL  AX      \
+	KMOVW AX, K1
+
+// HSUM16 sets X0[0] to the sum of Z0's lanes, clobbering Z1.
+#define HSUM16 \
+	VEXTRACTF64X4 $1, Z0, Y1 \
+	VADDPS        Y1, Y0, Y0 \
+	VEXTRACTF128  $1, Y0, X1 \
+	VADDPS        X1, X0, X0 \
+	VPERMILPS     $0x4E, X0, X1 \
+	VADDPS        X1, X0, X0 \
+	VPERMILPS     $0xB1, X0, X1 \
+	VADDPS        X1, X0, X0
+
+// func expAVX512(dst, src *float32, n int)
+TEXT ·expAVX512(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	EXPCONSTS16
+	CMPQ CX, $16
+	JLT  expTail
+
+expLoop:
+	VMOVUPS (SI), Z0
+	EXP16
+	VMOVUPS Z0, (DI)
+	ADDQ    $64, SI
+	ADDQ    $64, DI
+	SUBQ    $16, CX
+	CMPQ    CX, $16
+	JGE     expLoop
+
+expTail:
+	TESTQ     CX, CX
+	JZ        expDone
+	TAILMASK
+	VMOVUPS.Z (SI), K1, Z0
+	EXP16
+	VMOVUPS   Z0, K1, (DI)
+
+expDone:
+	VZEROUPPER
+	RET
+
+// func sigmoidAVX512(dst, src *float32, n int)
+TEXT ·sigmoidAVX512(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	EXPCONSTS16
+	CMPQ CX, $16
+	JLT  sigTail
+
+sigLoop:
+	VMOVUPS (SI), Z10
+	VPXORD  Z18, Z10, Z0 // -x
+	EXP16
+	VADDPS  Z20, Z0, Z0
+	VDIVPS  Z0, Z20, Z0  // 1 / (1 + e^-x)
+	VMOVUPS Z0, (DI)
+	ADDQ    $64, SI
+	ADDQ    $64, DI
+	SUBQ    $16, CX
+	CMPQ    CX, $16
+	JGE     sigLoop
+
+sigTail:
+	TESTQ     CX, CX
+	JZ        sigDone
+	TAILMASK
+	VMOVUPS.Z (SI), K1, Z10
+	VPXORD    Z18, Z10, Z0
+	EXP16
+	VADDPS    Z20, Z0, Z0
+	VDIVPS    Z0, Z20, Z0
+	VMOVUPS   Z0, K1, (DI)
+
+sigDone:
+	VZEROUPPER
+	RET
+
+// func siluAVX512(dst, src *float32, n int)
+TEXT ·siluAVX512(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	EXPCONSTS16
+	CMPQ CX, $16
+	JLT  siluTail
+
+siluLoop:
+	VMOVUPS (SI), Z10
+	VPXORD  Z18, Z10, Z0 // -x
+	EXP16
+	VADDPS  Z20, Z0, Z0
+	VDIVPS  Z0, Z10, Z0  // x / (1 + e^-x)
+	VMOVUPS Z0, (DI)
+	ADDQ    $64, SI
+	ADDQ    $64, DI
+	SUBQ    $16, CX
+	CMPQ    CX, $16
+	JGE     siluLoop
+
+siluTail:
+	TESTQ     CX, CX
+	JZ        siluDone
+	TAILMASK
+	VMOVUPS.Z (SI), K1, Z10
+	VPXORD    Z18, Z10, Z0
+	EXP16
+	VADDPS    Z20, Z0, Z0
+	VDIVPS    Z0, Z10, Z0
+	VMOVUPS   Z0, K1, (DI)
+
+siluDone:
+	VZEROUPPER
+	RET
+
+// func maxAVX512(x *float32, n int) float32
+TEXT ·maxAVX512(SB), NOSPLIT, $0-20
+	MOVQ         x+0(FP), SI
+	MOVQ         n+8(FP), CX
+	VBROADCASTSS e5c<>+56(SB), Z0 // -Inf
+	VMOVAPS      Z0, Z1
+	VMOVAPS      Z0, Z4
+	CMPQ         CX, $32
+	JLT          max16
+
+maxLoop:
+	// The loaded value is the first source: a NaN element keeps the max.
+	VMOVUPS (SI), Z2
+	VMOVUPS 64(SI), Z3
+	VMAXPS  Z0, Z2, Z0
+	VMAXPS  Z1, Z3, Z1
+	ADDQ    $128, SI
+	SUBQ    $32, CX
+	CMPQ    CX, $32
+	JGE     maxLoop
+
+max16:
+	CMPQ    CX, $16
+	JLT     maxTail
+	VMOVUPS (SI), Z2
+	VMAXPS  Z0, Z2, Z0
+	ADDQ    $64, SI
+	SUBQ    $16, CX
+
+maxTail:
+	TESTQ   CX, CX
+	JZ      maxDone
+	TAILMASK
+	VMOVAPS Z4, Z2
+	VMOVUPS (SI), K1, Z2 // lanes past the end stay -Inf
+	VMAXPS  Z0, Z2, Z0
+
+maxDone:
+	VMAXPS        Z1, Z0, Z0
+	VEXTRACTF64X4 $1, Z0, Y1
+	VMAXPS        Y1, Y0, Y0
+	VEXTRACTF128  $1, Y0, X1
+	VMAXPS        X1, X0, X0
+	VPERMILPS     $0x4E, X0, X1
+	VMAXPS        X1, X0, X0
+	VPERMILPS     $0xB1, X0, X1
+	VMAXPS        X1, X0, X0
+	VZEROUPPER
+	MOVSS         X0, ret+16(FP)
+	RET
+
+// func expSubSumAVX512(x *float32, n int, m float32) float32
+TEXT ·expSubSumAVX512(SB), NOSPLIT, $0-28
+	MOVQ         x+0(FP), SI
+	MOVQ         n+8(FP), CX
+	VBROADCASTSS m+16(FP), Z9
+	VPXORD       Z10, Z10, Z10
+	EXPCONSTS16
+	CMPQ         CX, $16
+	JLT          essTail
+
+essLoop:
+	VMOVUPS (SI), Z0
+	VSUBPS  Z9, Z0, Z0
+	EXP16
+	VMOVUPS Z0, (SI)
+	VADDPS  Z0, Z10, Z10
+	ADDQ    $64, SI
+	SUBQ    $16, CX
+	CMPQ    CX, $16
+	JGE     essLoop
+
+essTail:
+	TESTQ     CX, CX
+	JZ        essDone
+	TAILMASK
+	VMOVUPS.Z (SI), K1, Z0
+	VSUBPS    Z9, Z0, Z0
+	EXP16
+	VMOVUPS   Z0, K1, (SI)
+	VADDPS    Z0, Z10, K1, Z10
+
+essDone:
+	VMOVAPS Z10, Z0
+	HSUM16
+	VZEROUPPER
+	MOVSS   X0, ret+24(FP)
+	RET
+
+// func sumAVX512(x *float32, n int) float32
+TEXT ·sumAVX512(SB), NOSPLIT, $0-20
+	MOVQ   x+0(FP), SI
+	MOVQ   n+8(FP), CX
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	CMPQ   CX, $64
+	JLT    sum16
+
+sumLoop:
+	VADDPS (SI), Z0, Z0
+	VADDPS 64(SI), Z1, Z1
+	VADDPS 128(SI), Z2, Z2
+	VADDPS 192(SI), Z3, Z3
+	ADDQ   $256, SI
+	SUBQ   $64, CX
+	CMPQ   CX, $64
+	JGE    sumLoop
+
+sum16:
+	CMPQ   CX, $16
+	JLT    sumTail
+	VADDPS (SI), Z0, Z0
+	ADDQ   $64, SI
+	SUBQ   $16, CX
+	JMP    sum16
+
+sumTail:
+	TESTQ     CX, CX
+	JZ        sumDone
+	TAILMASK
+	VMOVUPS.Z (SI), K1, Z4
+	VADDPS    Z4, Z1, Z1
+
+sumDone:
+	VADDPS Z1, Z0, Z0
+	VADDPS Z3, Z2, Z2
+	VADDPS Z2, Z0, Z0
+	HSUM16
+	VZEROUPPER
+	MOVSS  X0, ret+16(FP)
+	RET
+
+// func dotAVX512(x, y *float32, n int) float32
+TEXT ·dotAVX512(SB), NOSPLIT, $0-28
+	MOVQ   x+0(FP), SI
+	MOVQ   y+8(FP), DI
+	MOVQ   n+16(FP), CX
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	CMPQ   CX, $64
+	JLT    dot16
+
+dotLoop:
+	VMOVUPS     (SI), Z4
+	VMOVUPS     64(SI), Z5
+	VMOVUPS     128(SI), Z6
+	VMOVUPS     192(SI), Z7
+	VFMADD231PS (DI), Z4, Z0
+	VFMADD231PS 64(DI), Z5, Z1
+	VFMADD231PS 128(DI), Z6, Z2
+	VFMADD231PS 192(DI), Z7, Z3
+	ADDQ        $256, SI
+	ADDQ        $256, DI
+	SUBQ        $64, CX
+	CMPQ        CX, $64
+	JGE         dotLoop
+
+dot16:
+	CMPQ        CX, $16
+	JLT         dotTail
+	VMOVUPS     (SI), Z4
+	VFMADD231PS (DI), Z4, Z0
+	ADDQ        $64, SI
+	ADDQ        $64, DI
+	SUBQ        $16, CX
+	JMP         dot16
+
+dotTail:
+	TESTQ       CX, CX
+	JZ          dotDone
+	TAILMASK
+	VMOVUPS.Z   (SI), K1, Z4
+	VMOVUPS.Z   (DI), K1, Z5
+	VFMADD231PS Z5, Z4, Z1
+
+dotDone:
+	VADDPS Z1, Z0, Z0
+	VADDPS Z3, Z2, Z2
+	VADDPS Z2, Z0, Z0
+	HSUM16
+	VZEROUPPER
+	MOVSS  X0, ret+24(FP)
+	RET
+
+// func axpyAVX512(a float32, x, y *float32, n int)
+TEXT ·axpyAVX512(SB), NOSPLIT, $0-32
+	VBROADCASTSS a+0(FP), Z0
+	MOVQ         x+8(FP), SI
+	MOVQ         y+16(FP), DI
+	MOVQ         n+24(FP), CX
+	CMPQ         CX, $16
+	JLT          axpyTail
+
+axpyLoop:
+	VMOVUPS     (DI), Z1
+	VFMADD231PS (SI), Z0, Z1
+	VMOVUPS     Z1, (DI)
+	ADDQ        $64, SI
+	ADDQ        $64, DI
+	SUBQ        $16, CX
+	CMPQ        CX, $16
+	JGE         axpyLoop
+
+axpyTail:
+	TESTQ       CX, CX
+	JZ          axpyDone
+	TAILMASK
+	VMOVUPS.Z   (DI), K1, Z1
+	VMOVUPS.Z   (SI), K1, Z2
+	VFMADD231PS Z2, Z0, Z1
+	VMOVUPS     Z1, K1, (DI)
+
+axpyDone:
+	VZEROUPPER
+	RET
+
+// func scaleAVX512(x *float32, n int, a float32)
+TEXT ·scaleAVX512(SB), NOSPLIT, $0-20
+	MOVQ         x+0(FP), SI
+	MOVQ         n+8(FP), CX
+	VBROADCASTSS a+16(FP), Z0
+	CMPQ         CX, $16
+	JLT          scaleTail
+
+scaleLoop:
+	VMULPS  (SI), Z0, Z1
+	VMOVUPS Z1, (SI)
+	ADDQ    $64, SI
+	SUBQ    $16, CX
+	CMPQ    CX, $16
+	JGE     scaleLoop
+
+scaleTail:
+	TESTQ     CX, CX
+	JZ        scaleDone
+	TAILMASK
+	VMOVUPS.Z (SI), K1, Z1
+	VMULPS    Z1, Z0, Z1
+	VMOVUPS   Z1, K1, (SI)
+
+scaleDone:
+	VZEROUPPER
+	RET
