@@ -28,6 +28,10 @@ type Packed struct {
 	half  []uint16
 	hkind Kind
 	src   Mat // the unpacked operand, used when a kernel of another geometry runs
+	// pairs caches the panels as the bf16 pair kernels read them, built on
+	// their first use (bf16cache.go).
+	pairsOnce sync.Once
+	pairs     []uint32
 }
 
 // PackA packs op(A), an m×k matrix, for use as the A operand of Gemm.
