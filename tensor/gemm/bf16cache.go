@@ -24,11 +24,11 @@ func init() { cacheBF16Pairs.Store(true) }
 func SetBF16PairCache(on bool) bool { return cacheBF16Pairs.Swap(on) }
 
 // cachedPairs returns the pair panels of k block pc (length kc) and the
-// slivers from x0 of p, or nil where there is no cache to use: no Packed,
-// the cache off, BF16Round (which runs the float32 kernel), or panels of
+// slivers from x0 of p, or nil where there is no cache to use: no Packed
+// or one whose panels belong to the caller, the cache off, BF16Round (which runs the float32 kernel), or panels of
 // another sliver width.
 func (e *bf16Engine) cachedPairs(p *Packed, w, pc, kc, x0 int) []uint32 {
-	if p == nil || e.mode == BF16Round || p.w != w || !cacheBF16Pairs.Load() {
+	if p == nil || !p.owned || e.mode == BF16Round || p.w != w || !cacheBF16Pairs.Load() {
 		return nil
 	}
 	p.pairsOnce.Do(p.buildPairs)
