@@ -6,7 +6,7 @@
 // SiLU, Sigmoid, GELU, GELUMul, GELUTanh, Sum, Dot, Axpy, Scale and the
 // column and normalisation kernels run AVX2 assembly instead, and where the
 // CPU also has AVX-512F, Exp, SoftmaxRow (Max, ExpSubSum), SiLU, Sigmoid,
-// Sum, Dot, Axpy and Scale run 16-lane AVX-512 versions of the same code
+// GELU, GELUMul, GELUTanh, Sum, Dot, Axpy and Scale run 16-lane AVX-512 versions of the same code
 // (bit-identical per element to the AVX2 ones; sums differ only in how
 // their partial sums are grouped).
 //

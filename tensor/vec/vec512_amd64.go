@@ -37,3 +37,12 @@ func axpyAVX512(a float32, x, y *float32, n int)
 
 //go:noescape
 func scaleAVX512(x *float32, n int, a float32)
+
+//go:noescape
+func geluAVX512(dst, src *float32, n int)
+
+//go:noescape
+func geluMulAVX512(dst, src, a *float32, n int)
+
+//go:noescape
+func geluTanhAVX512(dst, src *float32, n int)

@@ -444,3 +444,250 @@ scaleTail:
 scaleDone:
 	VZEROUPPER
 	RET
+
+// GELU-tanh constants: 0.044715 and -2·√(2/π).
+DATA gt5c<>+0(SB)/4, $0x3d372713
+DATA gt5c<>+4(SB)/4, $0xbfcc422a
+GLOBL gt5c<>(SB), RODATA|NOPTR, $8
+
+// GELUTANHARG sets Z0 = -2u = -2·√(2/π)·(x + 0.044715·x³) for x in Z10.
+#define GELUTANHARG \
+	VMULPS      Z10, Z10, Z0 \
+	VMULPS      Z10, Z0, Z0  \
+	VFMADD213PS Z10, Z9, Z0  \
+	VMULPS      Z11, Z0, Z0
+
+// The GELU constants of vec_amd64.s's gelc table, one of each (gelc offset/8).
+DATA g5c<>+0(SB)/4, $0x3f3504f3
+DATA g5c<>+4(SB)/4, $0xbf000000
+DATA g5c<>+8(SB)/4, $0x7fffffff
+DATA g5c<>+12(SB)/4, $0x40272f05
+DATA g5c<>+16(SB)/4, $0xbf800000
+DATA g5c<>+20(SB)/4, $0x3f7fe109
+DATA g5c<>+24(SB)/4, $0xbdeb8f8c
+DATA g5c<>+28(SB)/4, $0x3c4ecebe
+DATA g5c<>+32(SB)/4, $0xba9305bb
+DATA g5c<>+36(SB)/4, $0x38ac4d5e
+DATA g5c<>+40(SB)/4, $0xb6ab8a55
+DATA g5c<>+44(SB)/4, $0x3492e7ef
+DATA g5c<>+48(SB)/4, $0xc09c0000
+DATA g5c<>+52(SB)/4, $0x3ea3d70a
+DATA g5c<>+56(SB)/4, $0x3e5cb9ca
+DATA g5c<>+60(SB)/4, $0xbdf831d1
+DATA g5c<>+64(SB)/4, $0x3d847d5b
+DATA g5c<>+68(SB)/4, $0xbd07212d
+DATA g5c<>+72(SB)/4, $0x3c844a36
+DATA g5c<>+76(SB)/4, $0xbbf95301
+DATA g5c<>+80(SB)/4, $0x3b634344
+DATA g5c<>+84(SB)/4, $0xbacc5359
+DATA g5c<>+88(SB)/4, $0x3a2fe3c5
+DATA g5c<>+92(SB)/4, $0xb97735f3
+DATA g5c<>+96(SB)/4, $0x38c6383c
+DATA g5c<>+100(SB)/4, $0xb899a442
+DATA g5c<>+104(SB)/4, $0x37f28af2
+DATA g5c<>+108(SB)/4, $0x3d947ae1
+DATA g5c<>+112(SB)/4, $0x41986186
+DATA g5c<>+116(SB)/4, $0x3f0df210
+DATA g5c<>+120(SB)/4, $0xbbdb56e9
+DATA g5c<>+124(SB)/4, $0x396f4362
+DATA g5c<>+128(SB)/4, $0xb74db0d2
+DATA g5c<>+132(SB)/4, $0x356e4e39
+DATA g5c<>+136(SB)/4, $0xb3a8104f
+DATA g5c<>+140(SB)/4, $0x3f600000
+DATA g5c<>+144(SB)/4, $0x40800000
+DATA g5c<>+148(SB)/4, $0x41200000
+DATA g5c<>+152(SB)/4, $0x3f800000
+DATA g5c<>+156(SB)/4, $0x3f000000
+GLOBL g5c<>(SB), RODATA|NOPTR, $160
+
+// GELU16 is GELU8 of vec_amd64.s on 16 lanes, step for step: constants are
+// broadcast from memory, the range selections are opmasks (K2..K4, K7 for
+// the sign) instead of VBLENDVPS masks. Clobbers Z1..Z7.
+#define GELU16 \
+	VMULPS Z0, Z0, Z2 \
+	VMULPS.BCST g5c<>+4(SB), Z2, Z2 \
+	VMAXPS.BCST e5c<>+4(SB), Z2, Z2 \
+	VMULPS.BCST e5c<>+8(SB), Z2, Z3 \
+	VRNDSCALEPS $0, Z3, Z3 \
+	VFMADD231PS.BCST e5c<>+12(SB), Z3, Z2 \
+	VFMADD231PS.BCST e5c<>+16(SB), Z3, Z2 \
+	VMULPS Z2, Z2, Z4 \
+	VBROADCASTSS e5c<>+20(SB), Z5 \
+	VFMADD213PS.BCST e5c<>+24(SB), Z2, Z5 \
+	VFMADD213PS.BCST e5c<>+28(SB), Z2, Z5 \
+	VFMADD213PS.BCST e5c<>+32(SB), Z2, Z5 \
+	VFMADD213PS.BCST e5c<>+36(SB), Z2, Z5 \
+	VFMADD213PS.BCST e5c<>+40(SB), Z2, Z5 \
+	VFMADD213PS Z2, Z4, Z5 \
+	VADDPS.BCST e5c<>+44(SB), Z5, Z5 \
+	VCVTPS2DQ Z3, Z3 \
+	VPSRAD $1, Z3, Z4 \
+	VPSUBD Z4, Z3, Z3 \
+	VPADDD.BCST e5c<>+48(SB), Z4, Z4 \
+	VPSLLD $23, Z4, Z4 \
+	VPADDD.BCST e5c<>+48(SB), Z3, Z3 \
+	VPSLLD $23, Z3, Z3 \
+	VMULPS Z4, Z5, Z5 \
+	VMULPS Z3, Z5, Z2 \
+	VMULPS.BCST g5c<>+0(SB), Z0, Z1 \
+	VPANDD.BCST g5c<>+8(SB), Z1, Z1 \
+	VMULPS Z1, Z1, Z3 \
+	VBROADCASTSS g5c<>+12(SB), Z4 \
+	VFMADD213PS.BCST g5c<>+16(SB), Z3, Z4 \
+	VBROADCASTSS g5c<>+44(SB), Z5 \
+	VFMADD213PS.BCST g5c<>+40(SB), Z4, Z5 \
+	VFMADD213PS.BCST g5c<>+36(SB), Z4, Z5 \
+	VFMADD213PS.BCST g5c<>+32(SB), Z4, Z5 \
+	VFMADD213PS.BCST g5c<>+28(SB), Z4, Z5 \
+	VFMADD213PS.BCST g5c<>+24(SB), Z4, Z5 \
+	VFMADD213PS.BCST g5c<>+20(SB), Z4, Z5 \
+	VMULPS Z1, Z5, Z5 \
+	VADDPS Z1, Z1, Z4 \
+	VADDPS.BCST g5c<>+48(SB), Z4, Z4 \
+	VMULPS.BCST g5c<>+52(SB), Z4, Z4 \
+	VBROADCASTSS g5c<>+104(SB), Z6 \
+	VFMADD213PS.BCST g5c<>+100(SB), Z4, Z6 \
+	VFMADD213PS.BCST g5c<>+96(SB), Z4, Z6 \
+	VFMADD213PS.BCST g5c<>+92(SB), Z4, Z6 \
+	VFMADD213PS.BCST g5c<>+88(SB), Z4, Z6 \
+	VFMADD213PS.BCST g5c<>+84(SB), Z4, Z6 \
+	VFMADD213PS.BCST g5c<>+80(SB), Z4, Z6 \
+	VFMADD213PS.BCST g5c<>+76(SB), Z4, Z6 \
+	VFMADD213PS.BCST g5c<>+72(SB), Z4, Z6 \
+	VFMADD213PS.BCST g5c<>+68(SB), Z4, Z6 \
+	VFMADD213PS.BCST g5c<>+64(SB), Z4, Z6 \
+	VFMADD213PS.BCST g5c<>+60(SB), Z4, Z6 \
+	VFMADD213PS.BCST g5c<>+56(SB), Z4, Z6 \
+	VBROADCASTSS g5c<>+152(SB), Z4 \
+	VDIVPS Z3, Z4, Z4 \
+	VADDPS Z4, Z4, Z4 \
+	VSUBPS.BCST g5c<>+108(SB), Z4, Z4 \
+	VMULPS.BCST g5c<>+112(SB), Z4, Z4 \
+	VBROADCASTSS g5c<>+136(SB), Z3 \
+	VFMADD213PS.BCST g5c<>+132(SB), Z4, Z3 \
+	VFMADD213PS.BCST g5c<>+128(SB), Z4, Z3 \
+	VFMADD213PS.BCST g5c<>+124(SB), Z4, Z3 \
+	VFMADD213PS.BCST g5c<>+120(SB), Z4, Z3 \
+	VFMADD213PS.BCST g5c<>+116(SB), Z4, Z3 \
+	VDIVPS Z1, Z3, Z3 \
+	VMULPS Z2, Z6, Z6 \
+	VMULPS Z2, Z3, Z3 \
+	VCMPPS.BCST $1, g5c<>+144(SB), Z1, K2 \
+	VBLENDMPS Z6, Z3, K2, Z3 \
+	VCMPPS.BCST $1, g5c<>+148(SB), Z1, K3 \
+	VMOVAPS.Z Z3, K3, Z3 \
+	VCMPPS.BCST $1, g5c<>+140(SB), Z1, K4 \
+	VBROADCASTSS g5c<>+152(SB), Z7 \
+	VSUBPS Z5, Z7, Z6 \
+	VSUBPS Z3, Z7, Z2 \
+	VBLENDMPS Z6, Z3, K4, Z3 \
+	VBLENDMPS Z5, Z2, K4, Z2 \
+	VADDPS Z7, Z2, Z2 \
+	VPTESTMD.BCST e5c<>+52(SB), Z0, K7 \
+	VBLENDMPS Z3, Z2, K7, Z2 \
+	VMULPS.BCST g5c<>+156(SB), Z0, Z3 \
+	VMULPS Z3, Z2, Z0
+
+// func geluAVX512(dst, src *float32, n int)
+TEXT ·geluAVX512(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	CMPQ CX, $16
+	JLT  geluTail
+
+geluLoop:
+	VMOVUPS (SI), Z0
+	GELU16
+	VMOVUPS Z0, (DI)
+	ADDQ    $64, SI
+	ADDQ    $64, DI
+	SUBQ    $16, CX
+	CMPQ    CX, $16
+	JGE     geluLoop
+
+geluTail:
+	TESTQ     CX, CX
+	JZ        geluDone
+	TAILMASK
+	VMOVUPS.Z (SI), K1, Z0
+	GELU16
+	VMOVUPS   Z0, K1, (DI)
+
+geluDone:
+	VZEROUPPER
+	RET
+
+// func geluMulAVX512(dst, src, a *float32, n int)
+TEXT ·geluMulAVX512(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ a+16(FP), DX
+	MOVQ n+24(FP), CX
+	CMPQ CX, $16
+	JLT  geluMulTail
+
+geluMulLoop:
+	VMOVUPS (SI), Z0
+	GELU16
+	VMULPS  (DX), Z0, Z0 // a·GELU(x)
+	VMOVUPS Z0, (DI)
+	ADDQ    $64, SI
+	ADDQ    $64, DX
+	ADDQ    $64, DI
+	SUBQ    $16, CX
+	CMPQ    CX, $16
+	JGE     geluMulLoop
+
+geluMulTail:
+	TESTQ     CX, CX
+	JZ        geluMulDone
+	TAILMASK
+	VMOVUPS.Z (SI), K1, Z0
+	GELU16
+	VMOVUPS.Z (DX), K1, Z1
+	VMULPS    Z1, Z0, Z0
+	VMOVUPS   Z0, K1, (DI)
+
+geluMulDone:
+	VZEROUPPER
+	RET
+
+// func geluTanhAVX512(dst, src *float32, n int)
+TEXT ·geluTanhAVX512(SB), NOSPLIT, $0-24
+	MOVQ         dst+0(FP), DI
+	MOVQ         src+8(FP), SI
+	MOVQ         n+16(FP), CX
+	EXPCONSTS16
+	VBROADCASTSS gt5c<>+0(SB), Z9
+	VBROADCASTSS gt5c<>+4(SB), Z11
+	CMPQ         CX, $16
+	JLT          gtTail
+
+gtLoop:
+	VMOVUPS     (SI), Z10
+	GELUTANHARG
+	EXP16
+	VADDPS      Z20, Z0, Z0
+	VDIVPS      Z0, Z10, Z0 // x / (1 + e^(-2u))
+	VMOVUPS     Z0, (DI)
+	ADDQ        $64, SI
+	ADDQ        $64, DI
+	SUBQ        $16, CX
+	CMPQ        CX, $16
+	JGE         gtLoop
+
+gtTail:
+	TESTQ     CX, CX
+	JZ        gtDone
+	TAILMASK
+	VMOVUPS.Z (SI), K1, Z10
+	GELUTANHARG
+	EXP16
+	VADDPS    Z20, Z0, Z0
+	VDIVPS    Z0, Z10, Z0
+	VMOVUPS   Z0, K1, (DI)
+
+gtDone:
+	VZEROUPPER
+	RET

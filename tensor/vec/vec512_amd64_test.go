@@ -21,6 +21,9 @@ func TestAVX2Paths(t *testing.T) {
 	t.Run("sigmoid-silu", TestSigmoidSiLU)
 	t.Run("softmax", TestSoftmaxRow)
 	t.Run("max", TestMax)
+	t.Run("gelu", TestGELU)
+	t.Run("gelu-mul", TestGELUMul)
+	t.Run("gelu-tanh", TestGELUTanh)
 	t.Run("reductions", TestReductions)
 }
 
@@ -67,6 +70,10 @@ func TestAVX512MatchesAVX2(t *testing.T) {
 		{"exp", expAVX512, expAVX2},
 		{"sigmoid", sigmoidAVX512, sigmoidAVX2},
 		{"silu", siluAVX512, siluAVX2},
+		{"gelu", geluAVX512, geluAVX2},
+		{"gelu-tanh", geluTanhAVX512, geluTanhAVX2},
+		{"gelu-mul", func(dst, src *float32, n int) { geluMulAVX512(dst, src, src, n) },
+			func(dst, src *float32, n int) { geluMulAVX2(dst, src, src, n) }},
 	}
 	lengths := []int{1000, 4099}
 	for n := 1; n <= 80; n++ {
@@ -179,6 +186,9 @@ func BenchmarkAVX512(b *testing.B) {
 		{"Exp", func() { Exp(dst, src) }},
 		{"Sigmoid", func() { Sigmoid(dst, src) }},
 		{"SiLU", func() { SiLU(dst, src) }},
+		{"GELU", func() { GELU(dst, src) }},
+		{"GELUMul", func() { GELUMul(dst, src, y) }},
+		{"GELUTanh", func() { GELUTanh(dst, src) }},
 		{"SoftmaxRow4096", func() { copy(dst, src); SoftmaxRow(dst) }},
 		{"SoftmaxRow77", func() { copy(row77, src); SoftmaxRow(row77) }},
 		{"Sum", func() { _ = Sum(src) }},

@@ -14,3 +14,7 @@ func sumAVX512(x *float32, n int) float32                  { panic("vec: no asse
 func dotAVX512(x, y *float32, n int) float32               { panic("vec: no assembly") }
 func axpyAVX512(a float32, x, y *float32, n int)           { panic("vec: no assembly") }
 func scaleAVX512(x *float32, n int, a float32)             { panic("vec: no assembly") }
+
+func geluAVX512(dst, src *float32, n int)       { panic("vec: no assembly") }
+func geluMulAVX512(dst, src, a *float32, n int) { panic("vec: no assembly") }
+func geluTanhAVX512(dst, src *float32, n int)   { panic("vec: no assembly") }
