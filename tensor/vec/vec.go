@@ -4,11 +4,11 @@
 // Every kernel has a pure Go version (always built, and the reference the
 // tests hold the assembly to); on amd64 with AVX2 and FMA, Exp, SoftmaxRow,
 // SiLU, Sigmoid, GELU, GELUMul, GELUTanh, Sum, Dot, Axpy, Scale and the
-// column and normalisation kernels run AVX2 assembly instead, and where the
+// column and normalisation kernels run AVX2 assembly instead. Where the
 // CPU also has AVX-512F, Exp, SoftmaxRow (Max, ExpSubSum), SiLU, Sigmoid,
-// GELU, GELUMul, GELUTanh, Sum, Dot, Axpy and Scale run 16-lane AVX-512 versions of the same code
-// (bit-identical per element to the AVX2 ones; sums differ only in how
-// their partial sums are grouped).
+// GELU, GELUMul, GELUTanh, Sum, Dot, Axpy and Scale run 16-lane AVX-512
+// versions of the same code (bit-identical per element to the AVX2 ones;
+// sums differ only in how their partial sums are grouped).
 //
 // Accuracy: Exp is within 2 ulp of the correctly rounded result over the
 // whole float32 range (subnormal results included; large negative inputs
