@@ -691,3 +691,138 @@ gtTail:
 gtDone:
 	VZEROUPPER
 	RET
+
+// NORMAFF16 sets Z11 = ((Z11-Z12)-Z13)·Z9 + Z14: NormAffine's map.
+#define NORMAFF16 \
+	VSUBPS      Z12, Z11, Z11 \
+	VSUBPS      Z13, Z11, Z11 \
+	VFMADD213PS Z14, Z9, Z11
+
+// NORMPARAMS loads NormAffine's p (mhi, mlo, a, b, each repeated 8 times)
+// from R8: Z12 mhi, Z13 mlo, Z9 a, Z14 b.
+#define NORMPARAMS \
+	VBROADCASTSS (R8), Z12   \
+	VBROADCASTSS 32(R8), Z13 \
+	VBROADCASTSS 64(R8), Z9  \
+	VBROADCASTSS 96(R8), Z14
+
+// func normAffineAVX512(dst, src *float32, n int, p *float32)
+TEXT ·normAffineAVX512(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	MOVQ p+24(FP), R8
+	NORMPARAMS
+	CMPQ CX, $16
+	JLT  naTail
+
+naLoop:
+	VMOVUPS (SI), Z11
+	NORMAFF16
+	VMOVUPS Z11, (DI)
+	ADDQ    $64, SI
+	ADDQ    $64, DI
+	SUBQ    $16, CX
+	CMPQ    CX, $16
+	JGE     naLoop
+
+naTail:
+	TESTQ     CX, CX
+	JZ        naDone
+	TAILMASK
+	VMOVUPS.Z (SI), K1, Z11
+	NORMAFF16
+	VMOVUPS   Z11, K1, (DI)
+
+naDone:
+	VZEROUPPER
+	RET
+
+// func normAffineSiLUAVX512(dst, src *float32, n int, p *float32)
+TEXT ·normAffineSiLUAVX512(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	MOVQ p+24(FP), R8
+	EXPCONSTS16
+	NORMPARAMS
+	CMPQ CX, $16
+	JLT  nasTail
+
+nasLoop:
+	VMOVUPS (SI), Z11
+	NORMAFF16
+	VPXORD  Z18, Z11, Z0 // -y
+	EXP16
+	VADDPS  Z20, Z0, Z0
+	VDIVPS  Z0, Z11, Z0  // y / (1 + e^-y)
+	VMOVUPS Z0, (DI)
+	ADDQ    $64, SI
+	ADDQ    $64, DI
+	SUBQ    $16, CX
+	CMPQ    CX, $16
+	JGE     nasLoop
+
+nasTail:
+	TESTQ     CX, CX
+	JZ        nasDone
+	TAILMASK
+	VMOVUPS.Z (SI), K1, Z11
+	NORMAFF16
+	VPXORD    Z18, Z11, Z0
+	EXP16
+	VADDPS    Z20, Z0, Z0
+	VDIVPS    Z0, Z11, Z0
+	VMOVUPS   Z0, K1, (DI)
+
+nasDone:
+	VZEROUPPER
+	RET
+
+// func normAffineRowAVX512(dst, src *float32, n int, p, w, b *float32)
+// p holds mhi, mlo, a, each repeated 8 times; w and b have n values.
+TEXT ·normAffineRowAVX512(SB), NOSPLIT, $0-48
+	MOVQ         dst+0(FP), DI
+	MOVQ         src+8(FP), SI
+	MOVQ         n+16(FP), CX
+	MOVQ         p+24(FP), R8
+	MOVQ         w+32(FP), R9
+	MOVQ         b+40(FP), R10
+	VBROADCASTSS (R8), Z9
+	VBROADCASTSS 32(R8), Z10
+	VBROADCASTSS 64(R8), Z11
+	CMPQ         CX, $16
+	JLT          narTail
+
+narLoop:
+	VMOVUPS     (SI), Z0
+	VSUBPS      Z9, Z0, Z0
+	VSUBPS      Z10, Z0, Z0
+	VMULPS      Z11, Z0, Z0   // (x-mhi-mlo)·a
+	VMOVUPS     (R9), Z1
+	VFMADD213PS (R10), Z1, Z0 // ·w + b
+	VMOVUPS     Z0, (DI)
+	ADDQ        $64, SI
+	ADDQ        $64, DI
+	ADDQ        $64, R9
+	ADDQ        $64, R10
+	SUBQ        $16, CX
+	CMPQ        CX, $16
+	JGE         narLoop
+
+narTail:
+	TESTQ       CX, CX
+	JZ          narDone
+	TAILMASK
+	VMOVUPS.Z   (SI), K1, Z0
+	VSUBPS      Z9, Z0, Z0
+	VSUBPS      Z10, Z0, Z0
+	VMULPS      Z11, Z0, Z0
+	VMOVUPS.Z   (R9), K1, Z1
+	VMOVUPS.Z   (R10), K1, Z2
+	VFMADD213PS Z2, Z1, Z0
+	VMOVUPS     Z0, K1, (DI)
+
+narDone:
+	VZEROUPPER
+	RET
