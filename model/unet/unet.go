@@ -767,10 +767,12 @@ func (m *Model) expandFrom(h *tensor.Tensor, skips []*tensor.Tensor, emb, ehs, m
 			continue
 		}
 		for j, r := range b.resnets {
-			if k++; k-1 < start {
+			idx := k
+			k++
+			if idx < start {
 				continue
 			}
-			if k-1 == keep {
+			if idx == keep {
 				kept = h
 			}
 			skip := skips[len(skips)-1]
