@@ -41,7 +41,8 @@ func detectSD(src *Source) bool {
 	if src.Dir {
 		return src.Lists("unet") && src.Lists("text_encoder") && !src.Lists("text_encoder_2")
 	}
-	return src.HasTensorPrefix("model.diffusion_model.") && !src.HasTensorPrefix("conditioner.embedders.")
+	// A UNet's input_blocks: SD3's MMDiT files share the prefix.
+	return src.HasTensorPrefix("model.diffusion_model.input_blocks.") && !src.HasTensorPrefix("conditioner.embedders.")
 }
 
 // newUNetModel finishes a UNet-family model: scheduler config, defaults.

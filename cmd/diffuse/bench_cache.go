@@ -151,21 +151,18 @@ func benchCacheSD(ctx context.Context, bm benchModels, px int, cb cacheBench) er
 	return nil
 }
 
-// ditXL2 is DiT-XL/2 at 256² (facebook/DiT-XL-2-256's transformer).
-func ditXL2() dit.Config {
+// benchDiTXL2 is DiT-XL/2 at 256² (facebook/DiT-XL-2-256's transformer).
+func benchDiTXL2() dit.Config {
 	return dit.Config{NumAttentionHeads: 16, AttentionHeadDim: 72, InChannels: 4, OutChannels: 8, NumLayers: 28,
 		AttentionBias: true, SampleSize: 32, PatchSize: 2, ActivationFn: "gelu-approximate", NumEmbedsAdaNorm: 1000,
 		NormType: "ada_norm_zero", NormEps: 1e-5}
 }
 
-// ditScheduler is DiT's DDPM betas (linear 1e-4 to 0.02).
-const ditScheduler = `{"num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear"}`
-
 // benchCacheDiT generates with a random DiT-XL/2-256 and the SD VAE,
 // without and with the first-block cache, at each step count.
 func benchCacheDiT(ctx context.Context, dt tensor.DType, cb cacheBench) error {
 	t0 := time.Now()
-	m, err := dit.New(ditXL2())
+	m, err := dit.New(benchDiTXL2())
 	if err != nil {
 		return err
 	}
@@ -176,7 +173,7 @@ func benchCacheDiT(ctx context.Context, dt tensor.DType, cb cacheBench) error {
 	}
 	nn.Init(v, 2, dt)
 	fmt.Printf("diffuse bench: random DiT-XL/2-256 and SD VAE, %s weights (built in %.1fs)\n", dt, time.Since(t0).Seconds())
-	cfg, err := scheduler.ParseConfig([]byte(ditScheduler))
+	cfg, err := scheduler.ParseConfig([]byte(pipeline.DiTSchedulerConfig))
 	if err != nil {
 		return err
 	}

@@ -52,7 +52,8 @@ type PackOpts struct {
 	// format, halving their memory; Gemm widens each block of them as it
 	// uses it, which costs little beside the block's arithmetic. It applies
 	// to operands packed along k (an untransposed A, a transposed B: weight
-	// matrices in their usual layouts); others are packed as float32.
+	// matrices in their usual layouts); others, and Blocks operands, are
+	// packed as float32.
 	Keep16 bool
 	// Buf, when it holds at least PackedBytes/4 values, receives float32
 	// panels (OffHeap and Keep16 then do not apply): for operands packed
@@ -123,7 +124,7 @@ func packOperand(kern microKernel, o PackOpts, isB bool, x, k int, src Mat) *Pac
 	n := packedLen(x, k, w)
 	if len(o.Buf) >= n {
 		p.data = o.Buf[:n]
-	} else if o.Keep16 && alongK && src.Lines == nil && src.Kind != F32 {
+	} else if o.Keep16 && alongK && src.Lines == nil && (src.Kind == F16 || src.Kind == BF16) {
 		p.hkind = src.Kind
 		if o.OffHeap {
 			if f := allocOffHeap(p, (n+1)/2); f != nil {
