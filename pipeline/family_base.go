@@ -116,5 +116,6 @@ func (b *base) params(p *Params, seed int64) imageio.Params {
 	if p.GuidanceRescale > 0 {
 		params.Extra = append(params.Extra, imageio.KV{Key: "Guidance rescale", Value: formatNum(p.GuidanceRescale)})
 	}
+	params.Extra = append(params.Extra, p.stepCache().params()...)
 	return params
 }

@@ -61,7 +61,7 @@ func openDiT(_ context.Context, src *Source, opt Options) (Model, error) {
 	}
 	size := tc.SampleSize * vaeFactor(v)
 	info := Info{Family: "dit", Kind: "DiT", Name: ModelName(src.Path), Path: src.Path, Width: size, Height: size,
-		Steps: 50, Guidance: 4, Sampler: defaultSampler(sc, "DDIMScheduler"), Accepts: []string{"class-labels"}, Labels: labels}
+		Steps: 50, Guidance: 4, Sampler: defaultSampler(sc, "DDIMScheduler"), Accepts: []string{"class-labels", CacheFirstBlock}, Labels: labels}
 	return &ditModel{base: base{info: info, opt: opt, sched: sc}, f: f, p: &DiT{Transformer: tr, VAE: v}}, nil
 }
 
@@ -135,7 +135,7 @@ func (m *ditModel) Generate(ctx context.Context, p Params) (*Output, error) {
 	out, err := m.images(ctx, &q, nil, func(i int, s scheduler.Scheduler, g *rng.Generator) (*tensor.Tensor, error) {
 		cb := q.progress(i, q.Count, "")
 		res, err := m.p.Generate(ctx, DiTRequest{ClassLabels: []int64{ids[i/per]}, Steps: q.Steps, Guidance: q.Guidance,
-			Scheduler: s, Noise: g, Progress: cb.Progress, OnModelInput: cb.OnModelInput})
+			Scheduler: s, Noise: g, Progress: cb.Progress, OnModelInput: cb.OnModelInput, Cache: q.stepCache()})
 		if err != nil {
 			return nil, err
 		}

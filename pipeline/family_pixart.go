@@ -77,7 +77,7 @@ func openPixArt(_ context.Context, src *Source, opt Options) (Model, error) {
 	}
 	size := tc.SampleSize * vaeFactor(v)
 	info := Info{Family: "pixart", Kind: "PixArt-α", Name: ModelName(src.Path), Path: src.Path, Width: size, Height: size,
-		Steps: 20, Guidance: 4.5, Sampler: defaultSampler(sc, "DPMSolverMultistepScheduler"), Accepts: []string{"negative-prompt"}}
+		Steps: 20, Guidance: 4.5, Sampler: defaultSampler(sc, "DPMSolverMultistepScheduler"), Accepts: []string{"negative-prompt", CacheFirstBlock}}
 	return &pixartModel{base: base{info: info, opt: opt, sched: sc}, f: f,
 		p: &PixArt{Tokenizer: tok, TextEncoder: enc, Transformer: tr, VAE: v}}, nil
 }
@@ -109,7 +109,7 @@ func (m *pixartModel) Generate(ctx context.Context, p Params) (*Output, error) {
 		cb := p.progress(i, p.Count, "")
 		res, err := m.p.Generate(ctx, PixArtRequest{Prompts: []string{p.Prompt}, NegativePrompts: negs, Width: p.Width,
 			Height: p.Height, Steps: p.Steps, Guidance: p.Guidance, Scheduler: s, Noise: g,
-			Progress: cb.Progress, OnModelInput: cb.OnModelInput})
+			Progress: cb.Progress, OnModelInput: cb.OnModelInput, Cache: p.stepCache()})
 		if err != nil {
 			return nil, err
 		}

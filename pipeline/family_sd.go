@@ -24,7 +24,7 @@ const SDXLSchedulerConfig = `{"_class_name": "EulerDiscreteScheduler", "beta_end
  "steps_offset": 1, "timestep_spacing": "leading", "trained_betas": null, "use_karras_sigmas": false}`
 
 // unetAccepts are the request features every UNet family takes.
-var unetAccepts = []string{"img2img", "inpaint", "lora", "controlnet", "t2i-adapter", "negative-prompt"}
+var unetAccepts = []string{"img2img", "inpaint", "lora", "controlnet", "t2i-adapter", "negative-prompt", CacheDeep}
 
 func init() {
 	// SDXL first: its folders list text_encoder_2 and its single files

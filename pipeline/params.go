@@ -74,6 +74,15 @@ type Params struct {
 	// Guidance and Sampler are the first stage's.
 	Stages []Stage
 
+	// CacheMode turns on training-free step caching: "" (off),
+	// "deepcache" (UNet models) or "fbcache" (diffusion transformers);
+	// a model that cannot use the mode refuses it (ErrCacheMode). See
+	// StepCache for the other settings (0: their defaults).
+	CacheMode      string
+	CacheInterval  int
+	CacheBranch    int
+	CacheThreshold float64
+
 	// OnProgress, when set, is called after every step.
 	OnProgress func(Event)
 }
@@ -225,6 +234,9 @@ func (p *Params) validate(in Info) error {
 		if need.given && !in.accepts(need.feature) {
 			return errf("%s (%s) does not take %s", in.Name, in.Kind, need.feature)
 		}
+	}
+	if err := p.checkCache(in); err != nil {
+		return err
 	}
 	for i, c := range p.ControlNets {
 		if c.Image == nil {

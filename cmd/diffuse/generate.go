@@ -64,6 +64,11 @@ type genFlags struct {
 	components       multiFlag
 	keepTextEncoders bool
 
+	// Step cache.
+	cacheMode                  string
+	cacheInterval, cacheBranch int
+	cacheThreshold             float64
+
 	// Resolved by parseGenFlags.
 	set         map[string]bool // flags given on the command line
 	samplerName string          // with the schedule suffix
@@ -188,6 +193,12 @@ func newGenFlagSet(f *genFlags, out io.Writer) *flag.FlagSet {
 	fs.Var(&f.stages, "stage", "DeepFloyd IF: a later stage's folder, PATH[:STEPS[:CFG[:NOISE_LEVEL]]] (repeatable, in order; -W/-H are the final size)")
 	fs.Var(&f.classLabels, "class-label", "DiT: ImageNet class id or name (repeatable; one image each); without it the prompt is read as labels")
 	fs.Float64Var(&f.adapterFactor, "adapter-factor", 1, "fraction of the steps the adapters act on (adapter_conditioning_factor)")
+
+	// Step cache.
+	fs.StringVar(&f.cacheMode, "cache-mode", "", "training-free step caching, faster for a small change of the image: deepcache (SD 1.x/2.x, SDXL) or fbcache (diffusion transformers); default off")
+	fs.IntVar(&f.cacheInterval, "cache-interval", 0, "deepcache: run the whole UNet every N steps, the shallow layers only in between (0: 3)")
+	fs.IntVar(&f.cacheBranch, "cache-branch", 0, "deepcache: skip branch whose deep features are reused (DeepCache's cache_branch_id; 0: the shallowest and fastest)")
+	fs.Float64Var(&f.cacheThreshold, "cache-threshold", 0, "fbcache: relative change of the first block's residual under which the other blocks are skipped (0: 0.1)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: diffuse generate -m MODEL -p PROMPT [flags]\n\nSD 1.x and SDXL models are told apart automatically.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -473,7 +484,8 @@ func (f *genFlags) params() (pipeline.Params, error) {
 		Count: f.batchCount, ClipSkip: max(f.clipSkip, 0), LoRADir: f.loraDir, AdapterFactor: f.adapterFactor,
 		OriginalSize: f.xl.original, CropsTopLeft: f.xl.crop, TargetSize: f.xl.target,
 		NegativeOriginalSize: f.xl.negOriginal, NegativeCropsTopLeft: f.xl.negCrop, NegativeTargetSize: f.xl.negTarget,
-		Refiner: f.refiner, ClassLabels: f.classLabels, NoResolutionBinning: f.noBinning}
+		Refiner: f.refiner, ClassLabels: f.classLabels, NoResolutionBinning: f.noBinning,
+		CacheMode: f.cacheMode, CacheInterval: f.cacheInterval, CacheBranch: f.cacheBranch, CacheThreshold: f.cacheThreshold}
 	if f.adapterFactor == 0 {
 		p.AdapterFactor = 1
 	}
