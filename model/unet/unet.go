@@ -45,6 +45,10 @@ type Encoder struct {
 	encoderProj *nn.Linear            // encoder_hid_proj
 	down        []*downBlock
 	mid         *midBlock
+	// GradientCheckpointing recomputes each resnet's and transformer's
+	// activations in the backward pass instead of keeping them (diffusers'
+	// enable_gradient_checkpointing); it changes memory, not results.
+	GradientCheckpointing bool
 }
 
 // Model is a UNet2DConditionModel.
@@ -426,9 +430,9 @@ func (m *Encoder) Down(h, emb, ehs, mask *tensor.Tensor, intra []*tensor.Tensor)
 	skips := []*tensor.Tensor{h}
 	for _, b := range m.down {
 		for j, r := range b.resnets {
-			h = r.Forward(h, emb)
+			h = m.runResnet(r, h, emb)
 			if len(b.attentions) > 0 {
-				h = b.attentions[j].Forward(h, ehs, mask)
+				h = m.runAttention(b.attentions[j], h, ehs, mask)
 				// T2I-Adapter: added to the last resnet/attention pair's output.
 				if j == len(b.resnets)-1 && len(intra) > 0 {
 					h = tensor.Add(h, intra[0])
@@ -464,10 +468,10 @@ func (m *Encoder) Mid(h, emb, ehs, mask *tensor.Tensor) *tensor.Tensor {
 	if m.mid == nil {
 		return h
 	}
-	h = m.mid.resnets[0].Forward(h, emb)
+	h = m.runResnet(m.mid.resnets[0], h, emb)
 	for j, a := range m.mid.attentions {
-		h = a.Forward(h, ehs, mask)
-		h = m.mid.resnets[j+1].Forward(h, emb)
+		h = m.runAttention(a, h, ehs, mask)
+		h = m.runResnet(m.mid.resnets[j+1], h, emb)
 	}
 	for j, a := range m.mid.kv {
 		h = a.Forward(h, ehs, mask)
@@ -516,9 +520,9 @@ func (m *Model) Forward(sample *tensor.Tensor, timesteps []float32, cond Cond) (
 		for j, r := range b.resnets {
 			skip := skips[len(skips)-1]
 			skips = skips[:len(skips)-1]
-			h = r.Forward(tensor.Concat(1, h, skip), emb)
+			h = m.runResnet(r, tensor.Concat(1, h, skip), emb)
 			if len(b.attentions) > 0 {
-				h = b.attentions[j].Forward(h, ehs, cond.EncoderMask)
+				h = m.runAttention(b.attentions[j], h, ehs, cond.EncoderMask)
 			}
 			if len(b.kv) > 0 {
 				h = b.kv[j].Forward(h, ehs, cond.EncoderMask)
