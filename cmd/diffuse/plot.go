@@ -191,8 +191,11 @@ func niceTicks(lo, hi float64, n int) []float64 {
 		}
 	}
 	var out []float64
-	for v := math.Floor(lo/step) * step; v <= hi+step/2; v += step {
-		out = append(out, math.Round(v/step)*step)
+	// From the last multiple of step at or below lo to the first at or
+	// above hi.
+	first, last := math.Floor(lo/step+1e-9), math.Ceil(hi/step-1e-9)
+	for k := first; k <= last; k++ {
+		out = append(out, k*step)
 	}
 	return out
 }
