@@ -224,7 +224,7 @@ func unetForwardFLOPs(c unet.Config, h, w, ctx int) (enc, dec float64) {
 		d, l, t := float64(cdim), pixels, float64(ctx)
 		per := 2*4*d*d*l + 2*2*l*l*d // self-attention: q, k, v, out; scores and values
 		per += 2*2*d*d*l + 2*2*float64(crossDim)*d*t + 2*2*l*t*d
-		per += 2*d*8*d*l + 2*4*d*d*l // GEGLU feed-forward (4× inner width, gated)
+		per += 2*d*8*d*l + 2*4*d*d*l       // GEGLU feed-forward (4× inner width, gated)
 		return 2*2*d*d*l + float64(nl)*per // proj_in, proj_out
 	}
 	attn := func(bt string) bool { return strings.Contains(bt, "CrossAttn") }
