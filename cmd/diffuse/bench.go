@@ -47,7 +47,7 @@ func runBench(ctx context.Context, args []string) (err error) {
 	threads := fs.Int("threads", 0, "threads (0 = all cores)")
 	bf16 := fs.Bool("bf16", false, "compute products in bfloat16 (AVX512_BF16 CPUs only; no effect elsewhere); also DIFFUSE_BF16=1")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the timed part of the run (after the models are built; the weight-packing first UNet step included) to this file, for go tool pprof")
-	trainMethod := fs.String("train", "", "time training steps instead: lora or controlnet (random SD 1.5, f32, batch 1; --size, --steps)")
+	trainMethod := fs.String("train", "", "time training steps instead: lora or controlnet (random SD 1.5, batch 1; --size, --steps, --dtype of the frozen weights)")
 	gradCkpt := fs.String("gradient-checkpointing", "both", "with --train: time gradient checkpointing on, off or both")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -56,7 +56,7 @@ func runBench(ctx context.Context, args []string) (err error) {
 		runtime.GOMAXPROCS(*threads)
 	}
 	if *trainMethod != "" {
-		return benchTrainFlags(ctx, *trainMethod, *sizes, *gradCkpt, *steps)
+		return benchTrainFlags(ctx, *trainMethod, *model, *sizes, *gradCkpt, *dtype, *steps)
 	}
 	bf16Set := false
 	fs.Visit(func(f *flag.Flag) { bf16Set = bf16Set || f.Name == "bf16" })

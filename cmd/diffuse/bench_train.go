@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"runtime/metrics"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/diffuse-go/diffuse/model/clip"
@@ -24,8 +26,12 @@ import (
 // trainBench are the options of "diffuse bench --train".
 type trainBench struct {
 	method string // lora or controlnet
-	px     int
-	steps  int
+	// model, when set, is an SD 1.x checkpoint to load (as stored, mapped)
+	// instead of random weights of dtype.
+	model string
+	dtype tensor.DType
+	px    int
+	steps int
 	// modes are the gradient-checkpointing settings to time, in order.
 	modes []bool
 }
@@ -45,11 +51,13 @@ func parseCheckpointModes(s string) ([]bool, error) {
 }
 
 // runTrainBench times training steps on random full-size SD 1.5 weights
-// (float32: trained tensors and their gradients are float32) at batch 1:
+// (the frozen ones stored as o.dtype; the trained tensors, their
+// gradients and optimizer state are float32) at batch 1:
 // seconds per optimizer step (VAE encoding, text encoding, forward,
 // backward, clipping and AdamW), the UNet's (and ControlNet's) GFLOP/s
-// and the fraction of the CPU's fp32 peak that gemm measures, and the
-// process's peak RSS after each setting.
+// and the fraction of the CPU's fp32 peak that gemm measures, the peak of
+// the Go heap during the steps above what it held before them (the
+// activations, gradients and optimizer state) and the process's peak RSS.
 func runTrainBench(ctx context.Context, o trainBench) error {
 	if o.method != "lora" && o.method != "controlnet" {
 		return fmt.Errorf("bench: --train %q: want lora or controlnet", o.method)
@@ -58,17 +66,20 @@ func runTrainBench(ctx context.Context, o trainBench) error {
 		return fmt.Errorf("bench: --train needs a size that is a positive multiple of 64 and --steps >= 1")
 	}
 	t0 := time.Now()
-	m, err := randomTrainModels()
+	m, what, err := trainBenchModels(o)
 	if err != nil {
 		return err
 	}
+	if m.Close != nil {
+		defer m.Close()
+	}
 	peak := gemm.PeakGFLOPS() * float64(runtime.GOMAXPROCS(0))
-	fmt.Printf("diffuse bench --train %s: random SD 1.5 f32 weights (built in %.1fs), %dpx, batch 1, %d threads, fp32 peak %.0f GFLOP/s\n",
-		o.method, time.Since(t0).Seconds(), o.px, runtime.GOMAXPROCS(0), peak)
-	flops := trainStepFLOPs(m.UNet.Cfg, o.method, o.px)
+	fmt.Printf("diffuse bench --train %s: %s (ready in %.1fs), %dpx, batch 1, %d threads, fp32 peak %.0f GFLOP/s\n",
+		o.method, what, time.Since(t0).Seconds(), o.px, runtime.GOMAXPROCS(0), peak)
+	flops := trainStepFLOPs(m.Models.UNet.Cfg, o.method, o.px)
 	fmt.Printf("counted work per step: %.0f GFLOP (%s)\n", flops/1e9, flopNote(o.method))
 	for _, ckpt := range o.modes {
-		d, err := timeTrainSteps(ctx, m, o, ckpt)
+		d, heap, err := timeTrainSteps(ctx, m.Models, o, ckpt)
 		if err != nil {
 			return err
 		}
@@ -77,8 +88,9 @@ func runTrainBench(ctx context.Context, o trainBench) error {
 		if peak > 0 {
 			frac = fmt.Sprintf(", %.1f%% of peak", 100*rate/peak)
 		}
-		fmt.Printf("%-36s %8.2f s/step  %7.1f GFLOP/s%s  peak RSS %.2f GiB\n",
-			fmt.Sprintf("%s, gradient checkpointing %s:", o.method, onOff(ckpt)), d.Seconds(), rate, frac, float64(peakRSS())/(1<<30))
+		fmt.Printf("%-36s %8.2f s/step  %7.1f GFLOP/s%s  step memory %.2f GiB  peak RSS %.2f GiB\n",
+			fmt.Sprintf("%s, gradient checkpointing %s:", o.method, onOff(ckpt)), d.Seconds(), rate, frac,
+			float64(heap)/(1<<30), float64(peakRSS())/(1<<30))
 	}
 	return nil
 }
@@ -97,48 +109,78 @@ func flopNote(method string) string {
 	return "ControlNet 3× its forward (it trains), UNet 2× (activation gradients only); VAE and text encoder not counted"
 }
 
+// benchTrainModels are the bench's models and what releases them.
+type benchTrainModels struct {
+	train.Models
+	Close func()
+}
+
+// trainBenchModels loads o.model or builds random weights; what says which.
+func trainBenchModels(o trainBench) (benchTrainModels, string, error) {
+	if o.model == "" {
+		m, err := randomTrainModels(o.dtype)
+		return benchTrainModels{Models: m}, fmt.Sprintf("random SD 1.5 %s weights", o.dtype), err
+	}
+	c, err := pipeline.Load(o.model, pipeline.LoadOptions{})
+	if err != nil {
+		return benchTrainModels{}, "", fmt.Errorf("bench: -m: %w", err)
+	}
+	m := train.Models{UNet: c.UNet, VAE: c.VAE, TextEncoder: c.TextEncoder}
+	if err := setSD15Noise(&m); err != nil {
+		c.Close()
+		return benchTrainModels{}, "", err
+	}
+	return benchTrainModels{Models: m, Close: c.Close}, o.model + " (weights as stored, mapped)", nil
+}
+
 // randomTrainModels builds SD 1.5's UNet, VAE and text encoder with random
-// float32 weights and its DDPM training schedule.
-func randomTrainModels() (train.Models, error) {
+// weights stored as dt and its DDPM training schedule.
+func randomTrainModels(dt tensor.DType) (train.Models, error) {
 	var m train.Models
 	var err error
 	if m.UNet, err = unet.New(unet.SD15(4)); err != nil {
 		return m, err
 	}
-	nn.Init(m.UNet, 1, tensor.F32)
+	nn.Init(m.UNet, 1, dt)
 	if m.VAE, err = vae.New(vae.SD()); err != nil {
 		return m, err
 	}
-	nn.Init(m.VAE, 2, tensor.F32)
+	nn.Init(m.VAE, 2, dt)
 	if m.TextEncoder, err = clip.New(clip.SD15()); err != nil {
 		return m, err
 	}
-	nn.Init(m.TextEncoder, 3, tensor.F32)
+	nn.Init(m.TextEncoder, 3, dt)
+	return m, setSD15Noise(&m)
+}
+
+// setSD15Noise gives m SD 1.5's DDPM training schedule (epsilon).
+func setSD15Noise(m *train.Models) error {
 	sc, err := scheduler.ParseConfig([]byte(pipeline.SD15SchedulerConfig))
 	if err != nil {
-		return m, err
+		return err
 	}
 	m.Noise, err = scheduler.NewDDPM(sc)
 	m.PredictionType = "epsilon"
-	return m, err
+	return err
 }
 
 // timeTrainSteps sets a fresh LoRA or ControlNet up and returns the median
-// duration of o.steps optimizer steps after one untimed warm-up step.
-func timeTrainSteps(ctx context.Context, m train.Models, o trainBench, ckpt bool) (time.Duration, error) {
+// duration of o.steps optimizer steps after one untimed warm-up step, and
+// the peak heap of all the steps above the heap before them.
+func timeTrainSteps(ctx context.Context, m train.Models, o trainBench, ckpt bool) (time.Duration, uint64, error) {
 	g := rng.New(1)
 	var params []train.Param
 	if o.method == "lora" {
 		net, err := train.AddLoRA(m.UNet, lora.UNet, train.LoRAConfig{Rank: 4, Alpha: 4, TargetModules: train.DreamBoothTargets, InitWeights: "gaussian"}, g)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		defer net.Remove()
 		params = net.Params()
 	} else {
 		cn, err := train.ControlNetFromUNet(m.UNet, controlnet.FromUNet(m.UNet.Cfg), g)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		cn.Encoder.GradientCheckpointing = ckpt
 		m.ControlNet, params = cn, train.ModuleParams(cn)
@@ -150,23 +192,25 @@ func timeTrainSteps(ctx context.Context, m train.Models, o trainBench, ckpt bool
 		&train.LRScheduler{Base: 1e-5, Schedule: train.Schedule{Name: "constant", Total: o.steps + 1}},
 		&train.GeneratorDraws{G: rng.New(2)})
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	b := benchBatch(o.px, o.method == "controlnet")
+	runtime.GC()
+	stop := watchHeap()
 	var ds []time.Duration
 	for i := 0; i <= o.steps; i++ {
 		if err := ctx.Err(); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		t := time.Now()
 		if _, err := tr.Step(b); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		if i > 0 {
 			ds = append(ds, time.Since(t))
 		}
 	}
-	return median(ds), nil
+	return median(ds), stop(), nil
 }
 
 // benchBatch is one random image (and condition image) with a 77-token
@@ -315,16 +359,53 @@ func condEmbeddingFLOPs(c unet.Config, px int) float64 {
 
 // benchTrainFlags runs the training bench from bench's flags (--size: one
 // size, default 512).
-func benchTrainFlags(ctx context.Context, method, size, ckpt string, steps int) error {
-	o := trainBench{method: method, px: 512, steps: steps}
+func benchTrainFlags(ctx context.Context, method, model, size, ckpt, dtype string, steps int) error {
+	dt, err := parseDType(dtype)
+	if err != nil {
+		return err
+	}
+	o := trainBench{method: method, model: model, dtype: dt, px: 512, steps: steps}
 	if size != "" {
 		if _, err := fmt.Sscan(size, &o.px); err != nil || fmt.Sprint(o.px) != strings.TrimSpace(size) {
 			return fmt.Errorf("bench: --train takes one --size, got %q", size)
 		}
 	}
-	var err error
 	if o.modes, err = parseCheckpointModes(ckpt); err != nil {
 		return err
 	}
 	return runTrainBench(ctx, o)
+}
+
+// watchHeap samples the live heap (as the latest garbage collection
+// marked it: garbage not counted) every 10 ms until the returned function
+// is called, which returns its peak above the level at the start.
+func watchHeap() func() uint64 {
+	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	read := func() uint64 {
+		metrics.Read(sample)
+		return sample[0].Value.Uint64()
+	}
+	base, peak := read(), atomic.Uint64{}
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if v := read(); v > peak.Load() {
+				peak.Store(v)
+			}
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() uint64 {
+		close(done)
+		<-finished
+		return max(peak.Load(), base) - base
+	}
 }
