@@ -252,6 +252,42 @@ func TestTrainControlNet(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustExist(t, img)
+
+	// Training goes on from the saved ControlNet.
+	more := filepath.Join(dir, "more")
+	if err := runTrain(context.Background(), []string{"--method", "controlnet", "--pretrained_model_name_or_path", model,
+		"--controlnet_model_name_or_path", out, "--dataset", filepath.Join(data, "metadata.jsonl"), "--output_dir", more,
+		"--resolution", "64", "--train_batch_size", "1", "--max_train_steps", "1", "--quiet"}); err != nil {
+		t.Fatal(err)
+	}
+	a, b := safetensorsFloats(t, filepath.Join(out, "diffusion_pytorch_model.safetensors")), safetensorsFloats(t, filepath.Join(more, "diffusion_pytorch_model.safetensors"))
+	if len(a) != len(b) || sameFloats(a["controlnet_mid_block.weight"], b["controlnet_mid_block.weight"]) {
+		t.Errorf("continued training: %d and %d tensors, mid block unchanged", len(a), len(b))
+	}
+}
+
+// TestTrainLoRACaptions: --method lora takes each image's caption from
+// the .txt beside it, and names an image without one.
+func TestTrainLoRACaptions(t *testing.T) {
+	model, _, _ := tinyFolder(t)
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	imgs := writeTrainImages(t, data, "img", 2, 64, 64)
+	if err := os.WriteFile(strings.TrimSuffix(imgs[0], ".png")+".txt", []byte("a red square"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"--method", "lora", "--pretrained_model_name_or_path", model, "--train_data_dir", data,
+		"--output_dir", filepath.Join(dir, "out"), "--resolution", "64", "--train_batch_size", "1", "--max_train_steps", "2", "--quiet"}
+	if err := runTrain(context.Background(), args); err == nil || !strings.Contains(err.Error(), "img1.png has no caption") {
+		t.Fatalf("uncaptioned image: %v", err)
+	}
+	if err := os.WriteFile(strings.TrimSuffix(imgs[1], ".png")+".txt", []byte("a blue square"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := runTrain(context.Background(), args); err != nil {
+		t.Fatal(err)
+	}
+	mustExist(t, filepath.Join(dir, "out", "pytorch_lora_weights.safetensors"))
 }
 
 // TestPlotCommand: diffuse plot draws a log into a PNG of the plot's size;
