@@ -141,7 +141,26 @@ func newTrainFlagSet(f *trainFlags, out io.Writer) *flag.FlagSet {
 	r.str(&f.plot, "plot", "draw the loss curve into this PNG at the end")
 	r.int(&f.threads, "threads", "threads (0 = all cores)")
 	fs.BoolVar(&f.quiet, "quiet", false, "no progress output")
+	fs.Usage = func() { trainUsage(fs) }
 	return fs
+}
+
+// trainUsage prints the flags under their diffusers names only (the
+// kebab-case aliases are listed once, in the header).
+func trainUsage(fs *flag.FlagSet) {
+	w := fs.Output()
+	fmt.Fprint(w, "usage: diffuse train --pretrained_model_name_or_path MODEL [flags]\n"+
+		"Flags are those of diffusers' train_dreambooth_lora.py and train_controlnet.py; --flag-name works as well as --flag_name.\n\n")
+	fs.VisitAll(func(fl *flag.Flag) {
+		if strings.HasPrefix(fl.Usage, "same as --") {
+			return
+		}
+		def := ""
+		if fl.DefValue != "" && fl.DefValue != "0" && fl.DefValue != "false" {
+			def = fmt.Sprintf(" (default %s)", fl.DefValue)
+		}
+		fmt.Fprintf(w, "  --%s\n    \t%s%s\n", fl.Name, fl.Usage, def)
+	})
 }
 
 // parseTrainFlags parses and checks the train command line.
