@@ -53,11 +53,16 @@ func runBench(ctx context.Context, args []string) (err error) {
 	fs.IntVar(&cb.cache.Branch, "cache-branch", 0, "-only cache: deepcache branch")
 	fs.Float64Var(&cb.cache.Threshold, "cache-threshold", 0, "-only cache: fbcache threshold (0: 0.1)")
 	fs.IntVar(&cb.forwards, "cache-forwards", 0, "-only cache: also time this many full and cached forwards side by side on a fixed input")
+	trainMethod := fs.String("train", "", "time training steps instead: lora or controlnet (random SD 1.5, batch 1; --size, --steps, --dtype of the frozen weights)")
+	gradCkpt := fs.String("gradient-checkpointing", "both", "with --train: time gradient checkpointing on, off or both")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *threads > 0 {
 		runtime.GOMAXPROCS(*threads)
+	}
+	if *trainMethod != "" {
+		return benchTrainFlags(ctx, *trainMethod, *model, *sizes, *gradCkpt, *dtype, *steps)
 	}
 	bf16Set := false
 	fs.Visit(func(f *flag.Flag) { bf16Set = bf16Set || f.Name == "bf16" })

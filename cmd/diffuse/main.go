@@ -13,6 +13,8 @@ const usage = `diffuse: diffusion models in Go
 
 Usage:
   diffuse generate [flags]   generate images (diffuse generate -h for flags)
+  diffuse train [flags]      fine-tune: DreamBooth LoRA, LoRA or ControlNet (diffusers' flags)
+  diffuse plot LOG -o PNG    draw the loss curve of a training log
   diffuse bench [flags]      time the models with random full-size weights
   diffuse random-checkpoint  write a full-size SD 1.5 checkpoint with random weights
   diffuse version            print the version
@@ -36,6 +38,10 @@ func main() {
 	switch os.Args[1] {
 	case "generate", "gen":
 		err = runGenerate(ctx, os.Args[2:])
+	case "train":
+		err = runTrain(ctx, os.Args[2:])
+	case "plot":
+		err = runPlot(os.Args[2:])
 	case "bench":
 		err = runBench(ctx, os.Args[2:])
 	case "random-checkpoint":

@@ -48,6 +48,10 @@ type Encoder struct {
 	encoderProj *nn.Linear            // encoder_hid_proj
 	down        []*downBlock
 	mid         *midBlock
+	// GradientCheckpointing recomputes each resnet's and transformer's
+	// activations in the backward pass instead of keeping them (diffusers'
+	// enable_gradient_checkpointing); it changes memory, not results.
+	GradientCheckpointing bool
 }
 
 // Model is a UNet2DConditionModel.
@@ -537,9 +541,9 @@ func (m *Encoder) downTo(h, emb, ehs, mask *tensor.Tensor, intra []*tensor.Tenso
 	}
 	for i, b := range m.down {
 		for j, r := range b.resnets {
-			h = r.Forward(h, emb)
+			h = m.runResnet(r, h, emb)
 			if len(b.attentions) > 0 {
-				h = b.attentions[j].Forward(h, ehs, mask)
+				h = m.runAttention(b.attentions[j], h, ehs, mask)
 				// T2I-Adapter: added to the last resnet/attention pair's output.
 				if j == len(b.resnets)-1 && len(intra) > 0 {
 					if err := addIntra(i); err != nil {
@@ -642,10 +646,10 @@ func (m *Encoder) Mid(h, emb, ehs, mask *tensor.Tensor) *tensor.Tensor {
 	if m.mid == nil {
 		return h
 	}
-	h = m.mid.resnets[0].Forward(h, emb)
+	h = m.runResnet(m.mid.resnets[0], h, emb)
 	for j, a := range m.mid.attentions {
-		h = a.Forward(h, ehs, mask)
-		h = m.mid.resnets[j+1].Forward(h, emb)
+		h = m.runAttention(a, h, ehs, mask)
+		h = m.runResnet(m.mid.resnets[j+1], h, emb)
 	}
 	for j, a := range m.mid.kv {
 		h = a.Forward(h, ehs, mask)
@@ -783,9 +787,9 @@ func (m *Model) expandFrom(h *tensor.Tensor, skips []*tensor.Tensor, emb, ehs, m
 				return nil, nil, fmt.Errorf("unet: up block %d: features %dx%d do not match skip %dx%d",
 					i, h.Dim(2), h.Dim(3), skip.Dim(2), skip.Dim(3))
 			}
-			h = r.Forward(tensor.Concat(1, h, skip), emb)
+			h = m.runResnet(r, tensor.Concat(1, h, skip), emb)
 			if len(b.attentions) > 0 {
-				h = b.attentions[j].Forward(h, ehs, mask)
+				h = m.runAttention(b.attentions[j], h, ehs, mask)
 			}
 			if len(b.kv) > 0 {
 				h = b.kv[j].Forward(h, ehs, mask)
