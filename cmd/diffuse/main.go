@@ -13,6 +13,7 @@ const usage = `diffuse: diffusion models in Go
 
 Usage:
   diffuse generate [flags]   generate images (diffuse generate -h for flags)
+  diffuse serve [flags]      serve the A1111 and OpenAI image APIs and a web page (diffuse serve -h)
   diffuse bench [flags]      time the models with random full-size weights
   diffuse random-checkpoint  write a full-size SD 1.5 checkpoint with random weights
   diffuse version            print the version
@@ -36,6 +37,8 @@ func main() {
 	switch os.Args[1] {
 	case "generate", "gen":
 		err = runGenerate(ctx, os.Args[2:])
+	case "serve":
+		err = runServe(ctx, os.Args[2:])
 	case "bench":
 		err = runBench(ctx, os.Args[2:])
 	case "random-checkpoint":
