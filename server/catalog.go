@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/json"
 	"fmt"
 	"io/fs"
 	"os"
@@ -18,10 +19,10 @@ type entry struct {
 
 // scan lists the models inside dir: .safetensors files (and .gguf ones
 // when gguf is set) and folders holding model_index.json or config.json
-// (diffusers pipelines and single components such as ControlNets).
+// (as isModel tells: diffusers pipelines, or ControlNets).
 // Symbolic links are not followed out of dir: names resolve only to what
 // the listing holds, so a request cannot reach other paths.
-func scan(dir string, wantFolder string) []entry {
+func scan(dir string, isModel func(folder string) bool) []entry {
 	if dir == "" {
 		return nil
 	}
@@ -39,9 +40,12 @@ func scan(dir string, wantFolder string) []entry {
 		rel, _ := filepath.Rel(dir, p)
 		rel = filepath.ToSlash(rel)
 		if d.IsDir() {
-			if _, err := os.Stat(filepath.Join(p, wantFolder)); wantFolder != "" && err == nil {
+			if isModel != nil && isModel(p) {
 				out = append(out, entry{Name: rel, Title: rel, Path: p})
 				return filepath.SkipDir
+			}
+			if exists(filepath.Join(p, "model_index.json")) || exists(filepath.Join(p, "config.json")) {
+				return filepath.SkipDir // pipelines and components of other kinds
 			}
 			if strings.Count(rel, "/") >= 3 {
 				return filepath.SkipDir // deep trees are not model folders
@@ -101,7 +105,7 @@ func pathBase(s string) string {
 // models lists the checkpoints: those of ModelsDir and the configured
 // Model when it is a path outside it.
 func (s *Server) models() []entry {
-	list := scan(s.cfg.ModelsDir, "model_index.json")
+	list := scan(s.cfg.ModelsDir, isPipelineDir)
 	if s.extraModel.Path != "" {
 		for _, e := range list {
 			if sameFile(e.Path, s.extraModel.Path) {
@@ -113,8 +117,30 @@ func (s *Server) models() []entry {
 	return list
 }
 
-func (s *Server) loras() []entry       { return scan(s.cfg.LoRADir, "") }
-func (s *Server) controlnets() []entry { return scan(s.cfg.ControlNetDir, "config.json") }
+func (s *Server) loras() []entry       { return scan(s.cfg.LoRADir, nil) }
+func (s *Server) controlnets() []entry { return scan(s.cfg.ControlNetDir, isControlNetDir) }
+
+func exists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+func isPipelineDir(dir string) bool { return exists(filepath.Join(dir, "model_index.json")) }
+
+// isControlNetDir reports a diffusers ControlNet folder (its config.json
+// names a ControlNet class, or has a ControlNet's conditioning fields).
+func isControlNetDir(dir string) bool {
+	b, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	if err != nil {
+		return false
+	}
+	var c struct {
+		Class    string `json:"_class_name"`
+		Channels *int   `json:"conditioning_channels"`
+		Embed    []int  `json:"conditioning_embedding_out_channels"`
+	}
+	return json.Unmarshal(b, &c) == nil && (strings.Contains(c.Class, "ControlNet") || c.Class == "" && (c.Channels != nil || c.Embed != nil))
+}
 
 func sameFile(a, b string) bool {
 	sa, err1 := os.Stat(a)
