@@ -65,7 +65,12 @@ func twoModels(t *testing.T) string {
 // images and the info JSON.
 func TestOpenWebUIAutomatic1111(t *testing.T) {
 	fm := &fakeModel{delay: time.Millisecond}
-	_, ts := newTestServer(t, func(c *Config) { c.Open = fakeOpen(fm); c.ModelsDir = twoModels(t); c.Model = ""; c.BasicAuth = "webui:pw" })
+	_, ts := newTestServer(t, func(c *Config) {
+		c.Open = fakeOpen(fm)
+		c.ModelsDir = twoModels(t)
+		c.Model = ""
+		c.BasicAuth = "webui:pw"
+	})
 	c := client{t, ts.URL, "Basic " + base64.StdEncoding.EncodeToString([]byte("webui:pw"))}
 	var opts map[string]any
 	c.do("GET", "/sdapi/v1/options", nil, &opts)
@@ -138,7 +143,12 @@ func TestOpenWebUIOpenAI(t *testing.T) {
 // polling progress, and abort a generation with interrupt.
 func TestSillyTavern(t *testing.T) {
 	fm := &fakeModel{delay: 15 * time.Millisecond}
-	_, ts := newTestServer(t, func(c *Config) { c.Open = fakeOpen(fm); c.ModelsDir = twoModels(t); c.Model = ""; c.BasicAuth = "st:pw" })
+	_, ts := newTestServer(t, func(c *Config) {
+		c.Open = fakeOpen(fm)
+		c.ModelsDir = twoModels(t)
+		c.Model = ""
+		c.BasicAuth = "st:pw"
+	})
 	c := client{t, ts.URL, "Basic " + base64.StdEncoding.EncodeToString([]byte("st:pw"))}
 	var opts map[string]any
 	c.do("GET", "/sdapi/v1/options", nil, &opts)
