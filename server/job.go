@@ -171,12 +171,31 @@ func (j *Job) set(f func()) {
 	j.notify()
 }
 
-// finish ends the job in state with err.
-func (j *Job) finish(state string, err error) {
-	j.set(func() {
-		j.state, j.err, j.finished = state, err, time.Now()
-		j.latents = nil
-	})
+// finish ends the job in state with err; it reports false when the job
+// had already ended (a queued job cancelled before the worker took it).
+func (j *Job) finish(state string, err error) bool {
+	j.mu.Lock()
+	if !j.finished.IsZero() {
+		j.mu.Unlock()
+		return false
+	}
+	j.state, j.err, j.finished = state, err, time.Now()
+	j.latents = nil
+	j.notify()
+	j.mu.Unlock()
 	j.cancel()
 	close(j.done)
+	return true
+}
+
+// abort cancels the job; a job still queued ends at once (the worker
+// skips it when it comes out of the queue).
+func (j *Job) abort() {
+	j.cancel()
+	j.mu.Lock()
+	queued := j.state == stateQueued
+	j.mu.Unlock()
+	if queued {
+		j.finish(stateCancelled, context.Canceled)
+	}
 }

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -179,7 +178,7 @@ func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	j.cancel()
+	j.abort()
 	<-j.done
 	writeJSON(w, http.StatusOK, s.status(r, j))
 }
@@ -278,7 +277,7 @@ func (s *Server) jobEvents(w http.ResponseWriter, r *http.Request) {
 func (s *Server) gone(j *Job, cancel bool) {
 	if cancel {
 		s.log.Info("client gone, job cancelled", "job", j.ID)
-		j.cancel()
+		j.abort()
 	}
 }
 
@@ -290,5 +289,3 @@ func (s *Server) health(w http.ResponseWriter, _ *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, out)
 }
-
-var _ = context.Canceled

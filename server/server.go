@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"runtime/debug"
+	"sort"
 	"sync"
 	"time"
 
@@ -207,14 +208,29 @@ func (s *Server) submit(j *Job) (*Job, error) {
 	return j, nil
 }
 
-// sweep forgets finished jobs older than the URL lifetime (s.mu held).
+// maxKeptJobs bounds the finished jobs kept for their results.
+const maxKeptJobs = 1000
+
+// sweep forgets finished jobs older than the URL lifetime, and the oldest
+// finished ones past maxKeptJobs (s.mu held).
 func (s *Server) sweep() {
+	var finished []*Job
 	for id, j := range s.jobs {
 		j.mu.Lock()
-		old := !j.finished.IsZero() && time.Since(j.finished) > s.cfg.URLTTL
+		end := j.finished
 		j.mu.Unlock()
-		if old {
+		switch {
+		case end.IsZero():
+		case time.Since(end) > s.cfg.URLTTL:
 			delete(s.jobs, id)
+		default:
+			finished = append(finished, j)
+		}
+	}
+	if len(finished) > maxKeptJobs {
+		sort.Slice(finished, func(a, b int) bool { return finished[a].finished.Before(finished[b].finished) })
+		for _, j := range finished[:len(finished)-maxKeptJobs] {
+			delete(s.jobs, j.ID)
 		}
 	}
 }
@@ -231,7 +247,7 @@ func (s *Server) wait(r *http.Request, j *Job) {
 	select {
 	case <-j.done:
 	case <-r.Context().Done():
-		j.cancel()
+		j.abort()
 		<-j.done
 	}
 }
@@ -266,11 +282,15 @@ func (s *Server) drain() {
 // drops one image and an interruption keeps the finished ones.
 func (s *Server) run(j *Job) {
 	s.metrics.queued.Add(-1)
-	if j.ctx.Err() != nil {
+	j.mu.Lock()
+	if j.ctx.Err() != nil || j.state != stateQueued {
+		j.mu.Unlock()
 		j.finish(stateCancelled, context.Canceled)
 		return
 	}
-	j.set(func() { j.state, j.started = stateRunning, time.Now() })
+	j.state, j.started = stateRunning, time.Now()
+	j.notify()
+	j.mu.Unlock()
 	s.mu.Lock()
 	s.current = j
 	s.mu.Unlock()
@@ -280,7 +300,9 @@ func (s *Server) run(j *Job) {
 		s.mu.Unlock()
 	}()
 	state, err := s.generate(j)
-	j.finish(state, err)
+	if !j.finish(state, err) {
+		return
+	}
 	s.metrics.observeJob(j, state)
 	snap, _ := j.snapshot()
 	s.log.Info("job finished", "job", j.ID, "state", state, "images", snap.Done, "seconds", time.Since(j.Created).Seconds(), "err", err)
