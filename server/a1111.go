@@ -306,16 +306,11 @@ func (s *Server) a1111Generate(w http.ResponseWriter, r *http.Request, img2img b
 		writeError(w, styleA1111, err)
 		return
 	}
-	model, p, err := s.params(g)
-	if err != nil {
-		writeError(w, styleA1111, err)
-		return
-	}
 	api := "a1111.txt2img"
 	if img2img {
 		api = "a1111.img2img"
 	}
-	j, err := s.submit(newJob(s.ctx, "", api, model, p))
+	j, err := s.enqueue(api, "", g)
 	if err != nil {
 		writeError(w, styleA1111, err)
 		return

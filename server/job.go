@@ -31,6 +31,12 @@ type Job struct {
 	Created time.Time
 	// loadOnly jobs only load their model (A1111's options switch).
 	loadOnly bool
+	// gen is the request the job was made from, with its seed drawn:
+	// what goes to a remote worker.
+	gen genRequest
+	// remote, when set, carries cancel/interrupt/skip to the worker
+	// that runs the job elsewhere.
+	remote func(action string)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -150,6 +156,11 @@ func (j *Job) result() ([]pipeline.Image, error) {
 func (j *Job) skip() {
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	if j.remote != nil {
+		j.skipped = true
+		go j.remote("skip")
+		return
+	}
 	if j.skipImage != nil {
 		j.skipped = true
 		j.skipImage()
@@ -160,7 +171,12 @@ func (j *Job) skip() {
 func (j *Job) interrupt() {
 	j.mu.Lock()
 	j.interrupts = true
+	remote := j.remote
 	j.mu.Unlock()
+	if remote != nil {
+		remote("interrupt")
+		return
+	}
 	j.cancel()
 }
 
@@ -191,10 +207,16 @@ func (j *Job) finish(state string, err error) bool {
 // abort cancels the job; a job still queued ends at once (the worker
 // skips it when it comes out of the queue).
 func (j *Job) abort() {
-	j.cancel()
 	j.mu.Lock()
-	queued := j.state == stateQueued
+	queued, remote := j.state == stateQueued, j.remote
 	j.mu.Unlock()
+	if remote != nil {
+		remote("cancel")
+		if !queued {
+			return // the worker reports the end
+		}
+	}
+	j.cancel()
 	if queued {
 		j.finish(stateCancelled, context.Canceled)
 	}

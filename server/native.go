@@ -98,6 +98,7 @@ func (s *Server) nativeGen(q *jobRequest) (genRequest, error) {
 // submitJob queues a native job: 202 with its status, or 200 with the
 // existing job for a repeated id.
 func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
 	var q jobRequest
 	if err := decodeJSON(r, &q); err != nil {
 		writeError(w, styleNative, err)
@@ -114,20 +115,14 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
 		writeError(w, styleNative, err)
 		return
 	}
-	model, p, err := s.params(g)
-	if err != nil {
-		writeError(w, styleNative, err)
-		return
-	}
-	nj := newJob(s.ctx, q.ID, "native", model, p)
-	j, err := s.submit(nj)
+	j, err := s.enqueue("native", q.ID, g)
 	if err != nil {
 		writeError(w, styleNative, err)
 		return
 	}
 	code := http.StatusAccepted
-	if j != nj {
-		code = http.StatusOK
+	if snap, _ := j.snapshot(); snap.Created.Before(start) {
+		code = http.StatusOK // an earlier submission with this id
 	}
 	w.Header().Set("Location", "/api/v1/jobs/"+j.ID)
 	writeJSON(w, code, s.status(r, j))

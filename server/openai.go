@@ -213,12 +213,7 @@ func hasTransparency(m image.Image) bool {
 
 // openAIRun queues the request, waits and answers {created, data}.
 func (s *Server) openAIRun(w http.ResponseWriter, r *http.Request, q *openAIImageRequest, g genRequest, api string) {
-	model, p, err := s.params(g)
-	if err != nil {
-		writeError(w, styleOpenAI, err)
-		return
-	}
-	j, err := s.submit(newJob(s.ctx, "", api, model, p))
+	j, err := s.enqueue(api, "", g)
 	if err != nil {
 		writeError(w, styleOpenAI, err)
 		return

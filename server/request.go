@@ -51,9 +51,23 @@ type controlUnit struct {
 	GuessMode           bool
 }
 
+// enqueue checks g, builds its job and queues it; a known id returns the
+// existing job.
+func (s *Server) enqueue(api, id string, g genRequest) (*Job, error) {
+	model, p, err := s.params(&g)
+	if err != nil {
+		return nil, err
+	}
+	j := newJob(s.ctx, id, api, model, p)
+	j.gen = g
+	return s.submit(j)
+}
+
 // params checks g against the limits, resolves its names inside the
 // configured folders and returns the job's model name and parameters.
-func (s *Server) params(g genRequest) (string, pipeline.Params, error) {
+// It fills g's random seed and model name in place, so that g describes
+// the job exactly (a remote worker rebuilds the parameters from it).
+func (s *Server) params(g *genRequest) (string, pipeline.Params, error) {
 	var zero pipeline.Params
 	lim := s.lim
 	switch {
@@ -90,6 +104,7 @@ func (s *Server) params(g genRequest) (string, pipeline.Params, error) {
 	if g.Seed < 0 {
 		g.Seed = rand.Int64N(1 << 32)
 	}
+	g.Model = e.Name
 	p := pipeline.Params{Prompt: g.Prompt, NegativePrompt: g.NegativePrompt, Width: g.Width, Height: g.Height,
 		Steps: g.Steps, Guidance: g.CFG, Sampler: g.Sampler, Seed: g.Seed, Count: max(g.Count, 1), ClipSkip: g.ClipSkip,
 		InitImage: g.Init, Mask: g.Mask, Strength: g.Strength, LoRADir: s.cfg.LoRADir}
