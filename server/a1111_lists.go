@@ -155,6 +155,13 @@ func (s *Server) switchModel(r *http.Request, name string) error {
 	if err != nil {
 		return err
 	}
+	if s.broker != nil {
+		// Workers load models as their jobs name them.
+		s.mu.Lock()
+		s.defModel = e.Name
+		s.mu.Unlock()
+		return nil
+	}
 	j := newJob(s.ctx, "", "a1111.options", e.Name, pipeline.Params{})
 	j.loadOnly = true
 	j, err = s.submit(j)

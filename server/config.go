@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/diffuse-go/diffuse/pipeline"
+	"github.com/nats-io/nats.go"
 )
 
 // Config configures a Server. Folders bound what names resolve to: a
@@ -47,6 +48,17 @@ type Config struct {
 	// PublicURL is the scheme and host put in image URLs ("": taken from
 	// the request's Host).
 	PublicURL string
+
+	// NATS, when set, queues jobs on a JetStream work-queue stream at
+	// this connection instead of in process: workers (RunWorker, here
+	// with LocalWorker or on other machines) take them, progress comes
+	// back on subjects and images through an object store.
+	NATS *nats.Conn
+	// LocalWorker runs a worker in this process (with NATS).
+	LocalWorker bool
+	// NATSAckWait is how long a job may go without a sign of life from
+	// its worker before JetStream gives it to another (0: 30 s).
+	NATSAckWait time.Duration
 
 	Logger  *slog.Logger     // nil: slog.Default()
 	Options pipeline.Options // how models are opened

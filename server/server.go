@@ -26,6 +26,7 @@ type Server struct {
 	open       func(ctx context.Context, path string, opt pipeline.Options) (pipeline.Model, error)
 	metrics    *metrics
 	files      *fileStore
+	broker     *broker // nil: the in-process queue
 
 	queue chan *Job
 	ctx   context.Context
@@ -68,8 +69,26 @@ func New(cfg Config) (*Server, error) {
 	if err := s.resolveDefault(); err != nil {
 		return nil, err
 	}
+	if s.cfg.NATSAckWait == 0 {
+		s.cfg.NATSAckWait = 30 * time.Second
+	}
 	s.queue = make(chan *Job, s.cfg.QueueSize)
 	s.ctx, s.stop = context.WithCancel(context.Background())
+	if cfg.NATS != nil {
+		if err := s.startBroker(cfg.NATS); err != nil {
+			s.stop()
+			return nil, err
+		}
+		if cfg.LocalWorker {
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				if err := RunWorker(s.ctx, s.cfg, cfg.NATS, "local"); err != nil {
+					s.log.Error("local worker", "err", err)
+				}
+			}()
+		}
+	}
 	s.routes()
 	s.wg.Add(1)
 	go s.work()
@@ -107,6 +126,9 @@ func (s *Server) resolveDefault() error {
 func (s *Server) Close() error {
 	s.stop()
 	s.wg.Wait()
+	if s.broker != nil {
+		s.broker.sub.Unsubscribe()
+	}
 	if s.model != nil {
 		s.model.Close()
 		s.model = nil
@@ -195,6 +217,19 @@ func (s *Server) submit(j *Job) (*Job, error) {
 		j.cancel()
 		return old, nil
 	}
+	if s.broker != nil {
+		if err := s.publish(j); err != nil {
+			j.cancel()
+			if err == errQueueFull {
+				s.metrics.rejected.Add(1)
+			}
+			return nil, err
+		}
+		s.jobs[j.ID] = j
+		s.metrics.queued.Add(1)
+		s.log.Info("job queued on JetStream", "job", j.ID, "api", j.API, "model", j.Model)
+		return j, nil
+	}
 	select {
 	case s.queue <- j:
 	default:
@@ -237,8 +272,11 @@ func (s *Server) sweep() {
 
 func (s *Server) job(id string) (*Job, bool) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	j, ok := s.jobs[id]
+	s.mu.Unlock()
+	if !ok {
+		return s.recovered(id)
+	}
 	return j, ok
 }
 

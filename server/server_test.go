@@ -50,6 +50,14 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+func newTestServerLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// tinyFolder is the tiny SD folder.
+func tinyFolder(t testing.TB) string {
+	f, _ := tinyModels(t)
+	return f.SD
+}
+
 // newTestServer serves the tiny models; edit adjusts the config.
 func newTestServer(t testing.TB, edit func(*Config)) (*Server, *httptest.Server) {
 	t.Helper()
