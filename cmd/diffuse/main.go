@@ -14,6 +14,7 @@ const usage = `diffuse: diffusion models in Go
 Usage:
   diffuse generate [flags]   generate images (diffuse generate -h for flags)
   diffuse serve [flags]      serve the A1111 and OpenAI image APIs and a web page (diffuse serve -h)
+  diffuse worker [flags]     take jobs from a server's NATS queue (diffuse worker -h)
   diffuse bench [flags]      time the models with random full-size weights
   diffuse random-checkpoint  write a full-size SD 1.5 checkpoint with random weights
   diffuse version            print the version
@@ -39,6 +40,8 @@ func main() {
 		err = runGenerate(ctx, os.Args[2:])
 	case "serve":
 		err = runServe(ctx, os.Args[2:])
+	case "worker":
+		err = runWorker(ctx, os.Args[2:])
 	case "bench":
 		err = runBench(ctx, os.Args[2:])
 	case "random-checkpoint":

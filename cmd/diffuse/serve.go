@@ -25,6 +25,7 @@ type serveFlags struct {
 	apiAuth, apiKey, cors, logLevel, logFormat       string
 	queue                                            int
 	maxSteps, maxImages, maxPixels                   int
+	nats                                             natsFlags
 }
 
 func parseServeFlags(args []string, stderr io.Writer) (*serveFlags, error) {
@@ -48,6 +49,7 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveFlags, error) {
 	fs.IntVar(&f.maxPixels, "max-pixels", 0, "most pixels of one image (0: 2048×2048)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
+	f.nats.register(fs, true)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -121,6 +123,15 @@ func runServe(ctx context.Context, args []string) error {
 	cfg, err := f.config(log)
 	if err != nil {
 		return err
+	}
+	if f.nats.url != "" {
+		nc, closeAll, err := f.nats.connect()
+		if err != nil {
+			return fmt.Errorf("serve: %w", err)
+		}
+		defer closeAll()
+		cfg.NATS, cfg.LocalWorker = nc, true
+		log.Info("jobs queued on NATS JetStream", "nats", nc.ConnectedUrl())
 	}
 	s, err := server.New(cfg)
 	if err != nil {

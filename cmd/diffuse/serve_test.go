@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"io"
 	"strings"
 	"testing"
@@ -24,5 +25,26 @@ func TestServeFlags(t *testing.T) {
 		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
 			t.Errorf("%v: error %v, want %q", c.args, err, c.want)
 		}
+	}
+}
+
+func TestWorkerFlags(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-m", "x"}, "--nats"},
+		{[]string{"--nats", "embedded", "-m", "x"}, "--nats"},
+		{[]string{"--nats", "nats://127.0.0.1:1"}, "give a model"},
+	} {
+		err := runWorker(context.Background(), c.args)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: error %v, want %q", c.args, err, c.want)
+		}
+	}
+	var nf natsFlags
+	nf.listen = "0.0.0.0:4222"
+	if _, err := nf.embedded(); err == nil || !strings.Contains(err.Error(), "--nats-token") {
+		t.Errorf("embedded NATS beyond loopback without a token: %v", err)
 	}
 }
