@@ -14,6 +14,12 @@ func (s *Server) authorized(r *http.Request) bool {
 	if s.cfg.BasicAuth == "" && s.cfg.APIKey == "" {
 		return true
 	}
+	if strings.HasPrefix(r.URL.Path, "/v1/files/images/") {
+		// OpenAI image URLs are fetched without the key (by browsers and
+		// chat front ends): their random 96-bit names are the capability,
+		// as OpenAI's signed URLs are, and they expire.
+		return true
+	}
 	if r.Method == http.MethodOptions && len(s.cfg.CORSOrigins) > 0 {
 		return true // CORS preflights carry no credentials
 	}

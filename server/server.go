@@ -249,7 +249,11 @@ const maxKeptJobs = 1000
 // sweep forgets finished jobs older than the URL lifetime, and the oldest
 // finished ones past maxKeptJobs (s.mu held).
 func (s *Server) sweep() {
-	var finished []*Job
+	type ended struct {
+		id  string
+		end time.Time
+	}
+	var finished []ended
 	for id, j := range s.jobs {
 		j.mu.Lock()
 		end := j.finished
@@ -259,13 +263,13 @@ func (s *Server) sweep() {
 		case time.Since(end) > s.cfg.URLTTL:
 			delete(s.jobs, id)
 		default:
-			finished = append(finished, j)
+			finished = append(finished, ended{id, end})
 		}
 	}
 	if len(finished) > maxKeptJobs {
-		sort.Slice(finished, func(a, b int) bool { return finished[a].finished.Before(finished[b].finished) })
-		for _, j := range finished[:len(finished)-maxKeptJobs] {
-			delete(s.jobs, j.ID)
+		sort.Slice(finished, func(a, b int) bool { return finished[a].end.Before(finished[b].end) })
+		for _, e := range finished[:len(finished)-maxKeptJobs] {
+			delete(s.jobs, e.id)
 		}
 	}
 }
