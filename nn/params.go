@@ -85,7 +85,7 @@ type FileSource struct {
 // weights, which the weights take in.
 func (s FileSource) Names() []string {
 	var out []string
-	scales := fp8Scales(s.F)
+	scales := FP8ScaleNames(s.F)
 	for _, n := range s.F.Names() {
 		if strings.HasPrefix(n, s.Prefix) && !scales[n] {
 			out = append(out, strings.TrimPrefix(n, s.Prefix))

@@ -124,9 +124,10 @@ func fp8Tensor(f *safetensors.File, name string) (*tensor.Tensor, error) {
 	return t, nil
 }
 
-// fp8Scales returns the names of the scale tensors that fp8 weights of f
-// take in (see fp8Tensor), so that Load does not report them as unused.
-func fp8Scales(f *safetensors.File) map[string]bool {
+// FP8ScaleNames returns the names of the scale tensors that fp8 weights
+// of f take in (see ReadTensor), so that loaders do not report them as
+// unused.
+func FP8ScaleNames(f *safetensors.File) map[string]bool {
 	out := map[string]bool{}
 	for _, info := range f.Tensors() {
 		if info.DType != safetensors.F8E4 && info.DType != safetensors.F8E5 {

@@ -48,7 +48,7 @@ func FluxVAE() vae.Config {
 }
 
 func detectFlux(src *Source) bool {
-	return src.ClassIs("FluxPipeline") || src.HasTensorPrefix("double_blocks.") ||
+	return src.ClassIs("FluxPipeline") || src.Arch == "flux" || src.HasTensorPrefix("double_blocks.") ||
 		src.HasTensorPrefix("model.diffusion_model.double_blocks.")
 }
 

@@ -33,11 +33,20 @@ func init() {
 	Register(Family{Name: "sd", Detect: detectSD, Open: openSD})
 }
 
+// The UNet families read safetensors only: a GGUF SD 1.x/SDXL file (names
+// under model.diffusion_model.input_blocks.) is refused by Open.
+
 func detectSDXL(src *Source) bool {
+	if src.GGUF {
+		return false
+	}
 	return src.Lists("text_encoder_2") && src.Lists("unet") || src.HasTensorPrefix("conditioner.embedders.")
 }
 
 func detectSD(src *Source) bool {
+	if src.GGUF {
+		return false
+	}
 	if src.Dir {
 		return src.Lists("unet") && src.Lists("text_encoder") && !src.Lists("text_encoder_2")
 	}

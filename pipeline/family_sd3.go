@@ -22,13 +22,17 @@ func init() {
 }
 
 // The prefixes of an original SD3 single file (Stability's and ComfyUI's
-// "sd3_medium_incl_clips_t5xxlfp16.safetensors" layout).
+// "sd3_medium_incl_clips_t5xxlfp16.safetensors" layout, and
+// stable-diffusion.cpp's GGUF files). A transformer-only file
+// (ComfyUI-GGUF's) has no prefix: sd3FileTransformerBare.
 const (
 	sd3FileTransformer = "model.diffusion_model."
 	sd3FileCLIPL       = "text_encoders.clip_l.transformer."
 	sd3FileCLIPG       = "text_encoders.clip_g.transformer."
 	sd3FileT5          = "text_encoders.t5xxl.transformer."
 	sd3FileVAE         = "first_stage_model."
+
+	sd3FileTransformerBare = ""
 )
 
 // SD3SchedulerConfig is SD3 medium's scheduler_config.json, used for
@@ -48,7 +52,8 @@ func SD3VAE() vae.Config {
 func float32Ptr(v float32) *float32 { return &v }
 
 func detectSD3(src *Source) bool {
-	return src.ClassIs("StableDiffusion3Pipeline") || src.HasTensorPrefix(sd3FileTransformer+"joint_blocks.")
+	return src.ClassIs("StableDiffusion3Pipeline") || src.Arch == "sd3" || src.HasTensorPrefix(sd3FileTransformer+"joint_blocks.") ||
+		src.HasTensorPrefix("joint_blocks.")
 }
 
 // sd3Model is an SD3 model behind the front door.
@@ -87,7 +92,7 @@ func openSD3(_ context.Context, src *Source, opt Options) (Model, error) {
 // text encoders through m.enc (loaded now, to fail early; released after
 // the first request's encoding).
 func (m *sd3Model) load(src *Source, opt Options) error {
-	tp, err := needPart(src, opt, "transformer", sd3FileTransformer)
+	tp, err := needPart(src, opt, "transformer", sd3FileTransformer, sd3FileTransformerBare)
 	if err != nil {
 		return err
 	}

@@ -26,7 +26,7 @@ import (
 // SGM, SD3 or FLUX layout) under diffusers names, reshaping, cutting fused
 // rows, transposing and swapping halves where the mapping says.
 type componentSource struct {
-	f    *safetensors.File
+	f    weightsFile
 	comp checkpoint.Component
 }
 
@@ -47,14 +47,14 @@ func (s componentSource) Shape(name string) ([]int, bool) {
 func (s componentSource) Tensor(name string) (*tensor.Tensor, error) {
 	r, ok := s.comp[name]
 	if !ok {
-		return nil, fmt.Errorf("%s: no tensor for %q", s.f.Path, name)
+		return nil, fmt.Errorf("%s: no tensor for %q", s.f, name)
 	}
-	t, err := nn.ViewTensor(s.f, r.Source)
+	t, err := s.f.view(r.Source)
 	if err != nil {
 		return nil, err
 	}
 	if _, err := r.Apply(t.Shape()); err != nil {
-		return nil, fmt.Errorf("%s: %s: %w", s.f.Path, name, err)
+		return nil, fmt.Errorf("%s: %s: %w", s.f, name, err)
 	}
 	if r.Sliced() {
 		// A copy, so q, k and v do not each keep the whole fused tensor.
@@ -64,22 +64,32 @@ func (s componentSource) Tensor(name string) (*tensor.Tensor, error) {
 		t = t.Transpose(0, 1).Contiguous()
 	}
 	if r.Swap {
-		h := t.Dim(0) / 2
-		s := tensor.Concat(0, t.Narrow(0, h, h), t.Narrow(0, 0, h))
-		if !t.DType().Quantized() {
-			// Concat gives float32: back to the stored 16-bit dtype. An
-			// fp8 one stays float32, which ToDType cannot quantise to.
-			s = s.ToDType(t.DType())
-		}
-		t = s
+		t = swapHalves(t)
 	}
 	if r.Reshape {
 		t = t.Reshape(r.Shape...)
 	}
 	if !slices.Equal(t.Shape(), r.Shape) {
-		return nil, fmt.Errorf("%s: %s from %s has shape %v, want %v", s.f.Path, name, r.Source, t.Shape(), r.Shape)
+		return nil, fmt.Errorf("%s: %s from %s has shape %v, want %v", s.f, name, r.Source, t.Shape(), r.Shape)
 	}
 	return t, nil
+}
+
+// swapHalves swaps the halves of t's first dimension, in t's dtype: the
+// stored blocks or fp8 codes moved as they are (tensor.JoinRows), 16-bit
+// values rounded back from Concat's float32 (exactly, since they came
+// from 16 bits). Quantised halves that are not whole blocks become
+// float32, which is what they decode to.
+func swapHalves(t *tensor.Tensor) *tensor.Tensor {
+	h := t.Dim(0) / 2
+	a, b := t.Narrow(0, h, h), t.Narrow(0, 0, h)
+	if t.DType().Quantized() {
+		if s, ok := tensor.JoinRows(a, b); ok {
+			return s
+		}
+		return tensor.Concat(0, a, b)
+	}
+	return tensor.Concat(0, a, b).ToDType(t.DType())
 }
 
 // Components are the loaded models of a Stable Diffusion checkpoint.
@@ -233,7 +243,7 @@ func loadLDM(f *safetensors.File, m checkpoint.Model, opt LoadOptions) (*Compone
 	}
 	c.files = []*safetensors.File{f}
 	for _, part := range c.parts() {
-		if err := nn.Load(part.m, "", componentSource{f, mp.Component(part.name)}, opt.nnOpts()); err != nil {
+		if err := nn.Load(part.m, "", componentSource{newSTFile(f), mp.Component(part.name)}, opt.nnOpts()); err != nil {
 			c.Close()
 			return nil, fmt.Errorf("%s: %s: %w", path, part.name, err)
 		}

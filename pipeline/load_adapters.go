@@ -165,7 +165,7 @@ func loadControlNetFile(f *safetensors.File, base unet.Config, opt LoadOptions) 
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	if err := nn.Load(m, "", componentSource{f, comp}, opt.nnOpts()); err != nil {
+	if err := nn.Load(m, "", componentSource{newSTFile(f), comp}, opt.nnOpts()); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	opt.convert(m)

@@ -125,7 +125,7 @@ func loadSGM(f *safetensors.File, m checkpoint.Model, opt LoadOptions) (*SDXLCom
 	}
 	c.files = []*safetensors.File{f}
 	for _, part := range c.parts() {
-		if err := nn.Load(part.m, "", componentSource{f, mp.Component(part.name)}, opt.nnOpts()); err != nil {
+		if err := nn.Load(part.m, "", componentSource{newSTFile(f), mp.Component(part.name)}, opt.nnOpts()); err != nil {
 			c.Close()
 			return nil, fmt.Errorf("%s: %s: %w", path, part.name, err)
 		}

@@ -229,7 +229,7 @@ func TestSGMSourceNonSquare(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	src := componentSource{f, checkpoint.Component{
+	src := componentSource{newSTFile(f), checkpoint.Component{
 		"k":   {Source: "qkv", DType: safetensors.F16, SourceShape: []int{6, 2}, Shape: []int{2, 2}, Rows: [2]int{2, 4}},
 		"w":   {Source: "p", DType: safetensors.F16, SourceShape: []int{2, 3}, Shape: []int{3, 2}, Transpose: true},
 		"bad": {Source: "p", DType: safetensors.F16, SourceShape: []int{3, 2}, Shape: []int{2, 3}, Transpose: true},

@@ -10,8 +10,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-
-	"github.com/diffuse-go/diffuse/safetensors"
 )
 
 // Model is a loaded model of one family, ready to generate. A Model runs
@@ -97,8 +95,10 @@ func Families() []string {
 	return names
 }
 
-// Open loads the model at path — a single .safetensors checkpoint or a
-// diffusers folder (model_index.json) — as the family that recognises it.
+// Open loads the model at path — a single .safetensors checkpoint, a
+// diffusers folder (model_index.json), or an SD3 or FLUX transformer in a
+// .gguf file (its weights kept quantised) — as the family that recognises
+// it.
 // It applies opt's compute settings first (Options.Apply: they are
 // process-wide).
 func Open(ctx context.Context, path string, opt Options) (Model, error) {
@@ -125,6 +125,9 @@ func Open(ctx context.Context, path string, opt Options) (Model, error) {
 			return m, nil
 		}
 	}
+	if src.GGUF {
+		return nil, errGGUFFamily(path)
+	}
 	what := "its tensor names"
 	if src.Dir {
 		what = fmt.Sprintf("model_index.json's _class_name %q", src.Class)
@@ -139,8 +142,11 @@ type Source struct {
 	// Index is a folder's model_index.json, Class its _class_name.
 	Index map[string]json.RawMessage
 	Class string
-	file  *safetensors.File // a single file's header, opened on demand
-	err   error
+	// GGUF is set for a .gguf file; Arch is then its general.architecture
+	// ("flux", "sd3"; empty when it has none, as stable-diffusion.cpp's).
+	GGUF bool
+	Arch string
+	file weightsFile // a single file's header
 }
 
 // Probe looks at path without loading weights: a folder's
@@ -152,12 +158,10 @@ func Probe(path string) (*Source, error) {
 	}
 	src := &Source{Path: path, Dir: st.IsDir()}
 	if !src.Dir {
-		if err := refusePickle(path); err != nil {
-			return nil, err
-		}
-		if src.file, err = safetensors.Open(path); err != nil {
+		if src.file, err = openWeights(path); err != nil {
 			return nil, fmt.Errorf("pipeline: %w", err)
 		}
+		src.GGUF, src.Arch = isGGUF(path), architecture(src.file)
 		return src, nil
 	}
 	b, err := os.ReadFile(filepath.Join(path, "model_index.json"))

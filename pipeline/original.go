@@ -5,7 +5,6 @@ import (
 
 	"github.com/diffuse-go/diffuse/checkpoint"
 	"github.com/diffuse-go/diffuse/nn"
-	"github.com/diffuse-go/diffuse/safetensors"
 )
 
 // mapOriginal maps every parameter of m onto the tensors of an original
@@ -16,7 +15,7 @@ import (
 // used, except those ignore (when set) reports as another component's;
 // otherwise the error is a *checkpoint.LayoutError naming the missing,
 // misshapen and unexpected tensors.
-func mapOriginal(f *safetensors.File, prefix string, m nn.Module, rules checkpoint.Rules, ignore func(string) bool) (nn.Source, error) {
+func mapOriginal(f weightsFile, prefix string, m nn.Module, rules checkpoint.Rules, ignore func(string) bool) (nn.Source, error) {
 	params, err := rules.Names(m)
 	if err != nil {
 		return nil, err

@@ -24,8 +24,9 @@ var ErrMissingComponent = errors.New("missing component")
 // ComponentPaths names, per diffusers component, a path to load it from:
 // a component folder (config.json and weights), a diffusers model folder
 // (its sub-folder of the component's name is used), a single .safetensors
-// file (transformers or original names), or for a T5 tokenizer its
-// spiece.model. Empty fields leave the checkpoint's own.
+// file (transformers or original names; fp8 weights stay fp8), a .gguf
+// file (a transformer, its quantised weights kept quantised), or for a T5
+// tokenizer its spiece.model. Empty fields leave the checkpoint's own.
 type ComponentPaths struct {
 	TextEncoder  string // text_encoder: CLIP-L
 	TextEncoder2 string // text_encoder_2: SD3's CLIP-G, FLUX's T5
@@ -137,10 +138,7 @@ func givenPart(name, path string, prefixes []string) (compSource, error) {
 	if strings.HasPrefix(name, "tokenizer") {
 		return compSource{name: name, file: path}, nil // a vocabulary file (spiece.model)
 	}
-	if err := refusePickle(path); err != nil {
-		return compSource{}, err
-	}
-	f, err := safetensors.Open(path)
+	f, err := openWeights(path)
 	if err != nil {
 		return compSource{}, fmt.Errorf("component %s: %w", name, err)
 	}
@@ -164,9 +162,9 @@ func needPart(src *Source, opt Options, name string, prefixes ...string) (compSo
 	return p, err
 }
 
-// openFiles are the open safetensors files a loaded component reads its
-// weights from (see nn.ViewTensor); close releases them.
-type openFiles []*safetensors.File
+// openFiles are the open files a loaded component reads its weights from
+// (see nn.ViewTensor, nn.GGUFTensor); close releases them.
+type openFiles []weightsFile
 
 func (fs *openFiles) close() {
 	for _, f := range *fs {
@@ -182,7 +180,7 @@ type shapeFn func(name string) ([]int, bool)
 // (one file or the shards its *.safetensors.index.json lists).
 func (p compSource) open() (openFiles, error) {
 	if p.dir == "" {
-		f, err := safetensors.Open(p.file)
+		f, err := openWeights(p.file)
 		if err != nil {
 			return nil, err
 		}
@@ -199,7 +197,7 @@ func (p compSource) open() (openFiles, error) {
 			fs.close()
 			return nil, err
 		}
-		fs = append(fs, f)
+		fs = append(fs, newSTFile(f))
 	}
 	return fs, nil
 }
@@ -248,7 +246,7 @@ func (u unionSource) Shape(name string) ([]int, bool) {
 func (u unionSource) Tensor(name string) (*tensor.Tensor, error) {
 	for _, f := range u.fs {
 		if _, ok := f.Info(u.prefix + name); ok {
-			return nn.ViewTensor(f, u.prefix+name)
+			return f.view(u.prefix + name)
 		}
 	}
 	return nil, fmt.Errorf("no tensor %q", u.prefix+name)
@@ -268,7 +266,7 @@ func loadPart(p compSource, m nn.Module, src nn.Source, fs openFiles, opt Option
 		return nil, fmt.Errorf("%s: %s: %w", p.name, p, err)
 	}
 	LoadOptions{DType: opt.DType}.convert(m)
-	return keepMapped(fs), nil
+	return keepOpen(fs), nil
 }
 
 // config reads a component folder's config.json.
@@ -392,7 +390,7 @@ func loadVAE(p compSource, def vae.Config, opt Options) (*vae.Model, openFiles, 
 
 // ldmVAEMapping maps an LDM-layout VAE onto the model's parameters by
 // the checkpoint package's LDM VAE naming rules.
-func ldmVAEMapping(f *safetensors.File, prefix string, m *vae.Model) (checkpoint.Component, error) {
+func ldmVAEMapping(f weightsFile, prefix string, m *vae.Model) (checkpoint.Component, error) {
 	params, err := checkpoint.LDMVAE.Names(m)
 	if err != nil {
 		return nil, err

@@ -282,3 +282,91 @@ func (t *Tensor) quantClone() *Tensor {
 	}
 	return &Tensor{shape: cloneInts(t.shape), strides: contiguousStrides(t.shape), dtype: t.dtype, q: &c}
 }
+
+// JoinRows concatenates quantised tensors of one dtype along their first
+// dimension by joining their stored bytes, so that no value is decoded or
+// encoded again: the result holds exactly the parts' values, in their
+// storage. 8-bit float scales stay one per tensor where all parts share
+// it, else become one per row. ok is false where joining bytes cannot be
+// done (not quantised, mixed dtypes or trailing shapes, a view that is not
+// whole blocks or rows); the caller then concatenates float32 values.
+func JoinRows(parts ...*Tensor) (out *Tensor, ok bool) {
+	if len(parts) == 0 || !parts[0].dtype.Quantized() || parts[0].Rank() == 0 {
+		return nil, false
+	}
+	d, rest := parts[0].dtype, parts[0].shape[1:]
+	var data []byte
+	rows := 0
+	clones := make([]*Tensor, len(parts))
+	for i, p := range parts {
+		if p.dtype != d || p.Rank() != len(rest)+1 || !equalInts(p.shape[1:], rest) {
+			return nil, false
+		}
+		c := p.quantClone()
+		if c.q == nil { // not whole blocks or rows: quantClone widened it
+			return nil, false
+		}
+		clones[i] = c
+		data = append(data, c.q.data...)
+		rows += p.shape[0]
+	}
+	shape := append([]int{rows}, rest...)
+	if d != F8E4M3 && d != F8E5M2 {
+		t, err := FromBlocks(d, data, shape...)
+		return t, err == nil
+	}
+	t, err := FromFP8(d, data, joinScales(clones), shape...)
+	return t, err == nil
+}
+
+// joinScales is the scale of 8-bit float parts joined by rows: nil when
+// none has one, the shared value when each has the same one for the whole
+// tensor, else one per row (a part without a scale taking 1).
+func joinScales(parts []*Tensor) []float32 {
+	shared := parts[0].q.scale
+	for _, p := range parts {
+		if len(p.q.scale) > 1 || len(p.q.scale) != len(shared) || len(shared) == 1 && p.q.scale[0] != shared[0] {
+			shared = nil
+			break
+		}
+	}
+	if shared != nil || len(parts[0].q.scale) == 0 && allUnscaled(parts) {
+		return shared
+	}
+	var out []float32
+	for _, p := range parts {
+		n, s := p.shape[0], p.q.scale
+		for r := range n {
+			switch len(s) {
+			case 0:
+				out = append(out, 1)
+			case 1:
+				out = append(out, s[0])
+			default:
+				out = append(out, s[r])
+			}
+		}
+	}
+	return out
+}
+
+func allUnscaled(parts []*Tensor) bool {
+	for _, p := range parts {
+		if len(p.q.scale) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func equalInts(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}

@@ -122,7 +122,7 @@ var errHelp = flag.ErrHelp
 func newGenFlagSet(f *genFlags, out io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("generate", flag.ContinueOnError)
 	fs.SetOutput(out)
-	fs.StringVar(&f.model, "m", "", "model: a .safetensors checkpoint (SD 1.x LDM or SDXL layout) or a diffusers folder")
+	fs.StringVar(&f.model, "m", "", "model: a .safetensors checkpoint (SD 1.x LDM, SDXL, SD3 or FLUX layout, fp8 kept fp8), a diffusers folder, or an SD3/FLUX transformer .gguf (kept quantised; give the other parts with --component)")
 	fs.StringVar(&f.model, "model", "", "same as -m")
 	fs.StringVar(&f.prompt, "p", "", "prompt (may contain <lora:name:weight>)")
 	fs.StringVar(&f.prompt, "prompt", "", "same as -p")
@@ -187,7 +187,7 @@ func newGenFlagSet(f *genFlags, out io.Writer) *flag.FlagSet {
 	fs.Var(&f.adapters, "adapter", "T2I-Adapter: diffusers folder or .safetensors file (repeatable)")
 	fs.Var(&f.adapterImages, "adapter-image", "adapter image, one per --adapter or one for all (repeatable)")
 	fs.Var(&f.adapterScale, "adapter-scale", "T2I-Adapter weight per adapter, comma list or repeated (default 1)")
-	fs.Var(&f.components, "component", "NAME=PATH: a component the -m file lacks (SD3/FLUX: text_encoder, text_encoder_2, text_encoder_3, tokenizer_2, tokenizer_3, vae; repeatable)")
+	fs.Var(&f.components, "component", "NAME=PATH: a component the -m file lacks (SD3/FLUX: transformer (.safetensors, fp8 or .gguf), text_encoder, text_encoder_2, text_encoder_3, tokenizer_2, tokenizer_3, vae; repeatable)")
 	fs.BoolVar(&f.keepTextEncoders, "keep-text-encoders", false, "SD3/FLUX: keep the text encoders loaded between requests")
 	fs.BoolVar(&f.noBinning, "no-binning", false, "Hunyuan-DiT: generate at -W×-H as given instead of the nearest trained size")
 	fs.Var(&f.stages, "stage", "DeepFloyd IF: a later stage's folder, PATH[:STEPS[:CFG[:NOISE_LEVEL]]] (repeatable, in order; -W/-H are the final size)")
