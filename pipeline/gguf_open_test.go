@@ -13,6 +13,7 @@ import (
 	"github.com/diffuse-go/diffuse/gguf"
 	"github.com/diffuse-go/diffuse/model/sd3"
 	"github.com/diffuse-go/diffuse/nn"
+	"github.com/diffuse-go/diffuse/quant"
 	"github.com/diffuse-go/diffuse/safetensors"
 	"github.com/diffuse-go/diffuse/tensor"
 )
@@ -105,26 +106,20 @@ func transformerDTypes(m Model) map[tensor.DType]int {
 	return out
 }
 
-// A FLUX transformer in a GGUF file (stable-diffusion.cpp's names, no
-// architecture) and an SD3 one (ComfyUI-GGUF's: no prefix,
-// general.architecture sd3) open through Open with the other components
-// given, keep their matrices Q8_0, and generate:
-//   - exactly the latents of the same weights dequantised into an F32
-//     file (the GEMM decodes Q8_0 blocks to the values DequantizeRow
-//     gives, fused and swapped rows included);
-//   - within 2% (relative L2) of the unquantised file's latents. Q8_0
-//     rounds each weight to 1/254 of its block's largest magnitude, an RMS
-//     error of about 0.3% of these uniform weights; two steps through the
-//     tiny transformers keep the latents' error at that order (measured
-//     0.18% SD3, 0.23% FLUX), so 2% fails a wrong scale or a misplaced
-//     row: swapping the adaLN halves the wrong way moves them 7–11%.
-func TestOpenGGUF(t *testing.T) {
-	for _, c := range []struct {
-		family, prefix string
-		meta           []gguf.KV
-		specs          func() ([]TensorSpec, error)
-		components     func(t *testing.T) ComponentPaths
-	}{
+// flowFileCase is a tiny transformer file of one family with the
+// components it needs.
+type flowFileCase struct {
+	family, prefix string
+	meta           []gguf.KV
+	specs          func() ([]TensorSpec, error)
+	components     func(t *testing.T) ComponentPaths
+}
+
+// flowFileCases are the tiny FLUX.1-dev and SD3 transformers in their
+// original layouts, the FLUX one under stable-diffusion.cpp's prefix in
+// GGUF, the SD3 one as ComfyUI-GGUF writes it.
+func flowFileCases() []flowFileCase {
+	return []flowFileCase{
 		{"flux", gguf.DiffusionModelPrefix, nil, func() ([]TensorSpec, error) { return FluxFileLayout(flowTinyFlux(true)) },
 			func(t *testing.T) ComponentPaths {
 				dir := fluxFolder(t, true)
@@ -140,7 +135,24 @@ func TestOpenGGUF(t *testing.T) {
 			dir := sd3Folder(t, false, flowTinySD3())
 			return ComponentPaths{TextEncoder: dir, TextEncoder2: dir, VAE: dir}
 		}},
-	} {
+	}
+}
+
+// A FLUX transformer in a GGUF file (stable-diffusion.cpp's names, no
+// architecture) and an SD3 one (ComfyUI-GGUF's: no prefix,
+// general.architecture sd3) open through Open with the other components
+// given, keep their matrices Q8_0, and generate:
+//   - exactly the latents of the same weights dequantised into an F32
+//     file (the GEMM decodes Q8_0 blocks to the values DequantizeRow
+//     gives, fused and swapped rows included);
+//   - within 2% (relative L2) of the unquantised file's latents. Q8_0
+//     rounds each weight to 1/254 of its block's largest magnitude, an RMS
+//     error of about 0.3% of these uniform weights; two steps through the
+//     tiny transformers keep the latents' error at that order (measured
+//     0.18% SD3, 0.23% FLUX), so 2% fails a wrong scale or a misplaced
+//     row: swapping the adaLN halves the wrong way moves them 7–11%.
+func TestOpenGGUF(t *testing.T) {
+	for _, c := range flowFileCases() {
 		t.Run(c.family, func(t *testing.T) {
 			specs, err := c.specs()
 			flowMust(t, err)
@@ -204,4 +216,81 @@ func TestOpenGGUFOtherFamily(t *testing.T) {
 	if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "GGUF") {
 		t.Errorf("err = %v, want ErrUnsupported naming GGUF", err)
 	}
+}
+
+// scaledOf writes an fp8 safetensors file's tensors with their scales
+// applied (ScaledFloat32) to an F32 file, less the scales and marker.
+func scaledOf(t *testing.T, in, out string) {
+	t.Helper()
+	f, err := safetensors.Open(in)
+	flowMust(t, err)
+	defer f.Close()
+	hidden := nn.FP8ScaleNames(f)
+	var ts []safetensors.Tensor
+	for _, n := range f.Names() {
+		if hidden[n] || n == comfyScaledFP8 {
+			continue
+		}
+		v, shape, err := f.ScaledFloat32(n)
+		flowMust(t, err)
+		ts = append(ts, safetensors.F32Tensor(n, shape, v))
+	}
+	flowMust(t, safetensors.WriteFile(out, ts, nil))
+}
+
+// FLUX and SD3 transformers converted to fp8 safetensors (quant.Convert:
+// plain float8_e4m3fn, and ComfyUI's scaled fp8 with scale_weight tensors
+// and the scaled_fp8 marker) open through Open with their components,
+// keep their weights F8_E4M3, and generate exactly the latents of the
+// same values widened to an F32 file. Both stay within 10% (relative L2)
+// of the unquantised latents: e4m3 keeps 3 mantissa bits, a relative
+// rounding error of up to 6.25% per weight, about 2% RMS, which the tiny
+// models pass on at that order (measured 1.6–1.8%; these weights are
+// large enough that the plain cast rarely falls into subnormals).
+func TestOpenFP8(t *testing.T) {
+	for _, c := range flowFileCases() {
+		t.Run(c.family, func(t *testing.T) {
+			specs, err := c.specs()
+			flowMust(t, err)
+			dir := t.TempDir()
+			orig := filepath.Join(dir, "orig.safetensors")
+			writeLayout(t, orig, prefixed(c.prefix, specs))
+			opt := Options{Components: c.components(t)}
+			ref := openLatents(t, orig, opt, nil)
+			for _, name := range []string{"fp8", "fp8-scaled"} {
+				typ, err := quant.ParseType(name)
+				flowMust(t, err)
+				fp8, deq := filepath.Join(dir, name+".safetensors"), filepath.Join(dir, name+"-f32.safetensors")
+				_, err = quant.Convert(orig, fp8, typ)
+				flowMust(t, err)
+				scaledOf(t, fp8, deq)
+				got := openLatents(t, fp8, opt, func(dt map[tensor.DType]int) {
+					if dt[tensor.F8E4M3] == 0 || dt[tensor.F32] > 0 {
+						t.Errorf("%s matrices loaded as %v, want F8_E4M3 kept", name, dt)
+					}
+				})
+				if want := openLatents(t, deq, opt, nil); !slices.Equal(got, want) {
+					t.Errorf("%s latents differ from the widened weights' (rel. error %.2e)", name, relErr(got, want))
+				}
+				if e := relErr(got, ref); e > 0.1 || e == 0 {
+					t.Errorf("%s latents are %.4f (relative L2) from the unquantised ones, want (0, 0.1]", name, e)
+				} else {
+					t.Logf("%s vs unquantised latents: relative L2 %.4f", name, e)
+				}
+			}
+		})
+	}
+}
+
+// openLatents opens path, checks its transformer's dtypes with check
+// (when given) and returns its final latents.
+func openLatents(t *testing.T, path string, opt Options, check func(map[tensor.DType]int)) []float32 {
+	t.Helper()
+	m, err := Open(context.Background(), path, opt)
+	flowMust(t, err)
+	defer m.Close()
+	if check != nil {
+		check(transformerDTypes(m))
+	}
+	return finalLatents(t, m)
 }

@@ -138,3 +138,38 @@ func (f *File) ScaledFloat32(weight string) ([]float32, []int, error) {
 	}
 	return v, shape, nil
 }
+
+// F32ToF8E4M3 rounds x to the nearest float8_e4m3fn code, ties to the
+// even code, as PyTorch's cast does for values in range. Magnitudes
+// beyond the largest finite value saturate to ±448 (PyTorch's cast would
+// give NaN from 464 on; converters clamp first, as this does); NaN gives
+// NaN (0x7f, with x's sign).
+func F32ToF8E4M3(x float32) byte {
+	sign := byte(math.Float32bits(x)>>31) << 7
+	a := float32(math.Abs(float64(x)))
+	switch {
+	case a != a:
+		return sign | 0x7f
+	case a >= F8E4M3ToF32[0x7e]:
+		return sign | 0x7e
+	}
+	// The finite positive codes 0x00…0x7e increase with their values:
+	// find the last code not above a.
+	lo, hi := 0, 0x7e
+	for lo < hi {
+		mid := (lo + hi + 1) / 2
+		if F8E4M3ToF32[mid] <= a {
+			lo = mid
+		} else {
+			hi = mid - 1
+		}
+	}
+	c := lo
+	if c < 0x7e {
+		below, above := a-F8E4M3ToF32[c], F8E4M3ToF32[c+1]-a
+		if above < below || above == below && c&1 == 1 {
+			c++
+		}
+	}
+	return sign | byte(c)
+}

@@ -197,3 +197,51 @@ func TestFP8Malformed(t *testing.T) {
 		}
 	}
 }
+
+// F32ToF8E4M3 gives every finite code back from its own value, and for
+// values between codes the nearest one (ties to the even code), found
+// here by searching all codes; beyond ±448 it saturates.
+func TestF32ToF8E4M3(t *testing.T) {
+	for c := 0; c < 256; c++ {
+		if c&0x7f == 0x7f {
+			if got := F32ToF8E4M3(F8E4M3ToF32[c]); got&0x7f != 0x7f {
+				t.Errorf("NaN gave code %#x", got)
+			}
+			continue
+		}
+		if got := F32ToF8E4M3(F8E4M3ToF32[c]); got != byte(c) {
+			t.Errorf("value of code %#x (%g) gave %#x", c, F8E4M3ToF32[c], got)
+		}
+	}
+	nearest := func(x float32) byte {
+		best, bestD := byte(0), math.Inf(1)
+		for c := 0; c < 256; c++ {
+			if c&0x7f == 0x7f || (c>>7 == 1) != math.Signbit(float64(x)) {
+				continue
+			}
+			d := math.Abs(float64(F8E4M3ToF32[c]) - float64(x))
+			if d < bestD || d == bestD && c&1 == 0 {
+				best, bestD = byte(c), d
+			}
+		}
+		return best
+	}
+	state := uint64(7)
+	for i := 0; i < 20000; i++ {
+		state = state*6364136223846793005 + 1442695040888963407
+		x := float32(math.Ldexp(float64(state>>40)/float64(1<<24)-0.5, int(state>>20%24)-14))
+		if got, want := F32ToF8E4M3(x), nearest(x); got != want {
+			t.Fatalf("%g: code %#x, want %#x", x, got, want)
+		}
+	}
+	// A tie between codes 0x00 and 0x01 (2⁻¹⁰) goes to the even one; one
+	// between 0x01 and 0x02 to 0x02.
+	for _, c := range []struct {
+		x    float32
+		want byte
+	}{{1.0 / 1024, 0x00}, {3.0 / 1024, 0x02}, {1000, 0x7e}, {-1e9, 0xfe}, {float32(math.Inf(1)), 0x7e}} {
+		if got := F32ToF8E4M3(c.x); got != c.want {
+			t.Errorf("%g: code %#x, want %#x", c.x, got, c.want)
+		}
+	}
+}

@@ -19,6 +19,8 @@ Usage:
   diffuse worker [flags]     take jobs from a server's NATS queue (diffuse worker -h)
   diffuse bench [flags]      time the models with random full-size weights
   diffuse random-checkpoint  write a full-size SD 1.5 checkpoint with random weights
+  diffuse convert -i IN.safetensors -o OUT.gguf|OUT.safetensors --type q8_0|q4_k|…|fp8
+                             write a checkpoint as GGUF or fp8 safetensors
   diffuse version            print the version
 `
 
@@ -52,6 +54,8 @@ func main() {
 		err = runBench(ctx, os.Args[2:])
 	case "random-checkpoint":
 		err = runRandomCheckpoint(ctx, os.Args[2:])
+	case "convert":
+		err = runConvert(os.Args[2:])
 	case "version":
 		fmt.Println("diffuse", version)
 	case "help", "-h", "--help":
