@@ -2,6 +2,7 @@ package quant
 
 import (
 	"encoding/binary"
+	"fmt"
 	"math"
 	"strings"
 
@@ -21,7 +22,7 @@ func scaleName(weight string) string { return strings.TrimSuffix(weight, ".weigh
 
 // fp8Plan is what writeFP8 writes for each output tensor.
 type fp8Plan struct {
-	s      *source
+	src    map[string]Tensor
 	from   map[string]string // output tensor → input tensor
 	kind   map[string]string // "fp8", "scale", "marker" or "" (stored dtype)
 	scales map[string]float32
@@ -30,9 +31,9 @@ type fp8Plan struct {
 // writeFP8 writes weights of two or more dimensions as float8_e4m3fn
 // (with a per-tensor scale, amax/448, when typ.Scaled), the other tensors
 // in their stored dtype (F32 for F64 and fp8 inputs).
-func writeFP8(s *source, out string, typ Type) (Report, error) {
+func writeFP8(ts []Tensor, out string, typ Type) (Report, error) {
 	rep := Report{Counts: map[string]int{}}
-	p := &fp8Plan{s: s, from: map[string]string{}, kind: map[string]string{}, scales: map[string]float32{}}
+	p := &fp8Plan{src: map[string]Tensor{}, from: map[string]string{}, kind: map[string]string{}, scales: map[string]float32{}}
 	var infos []safetensors.TensorInfo
 	add := func(name, from, kind string, dt safetensors.DType, shape []int) {
 		p.from[name], p.kind[name] = from, kind
@@ -40,8 +41,9 @@ func writeFP8(s *source, out string, typ Type) (Report, error) {
 		rep.Counts[string(dt)]++
 		rep.Bytes += int64(numel(shape) * dt.Size())
 	}
-	for _, name := range s.names {
-		info, _ := s.f.Info(name)
+	for _, info := range ts {
+		name := info.Name
+		p.src[name] = info
 		if len(info.Shape) < 2 || !isWeight(name) {
 			add(name, name, "", storedDType(info.DType), info.Shape)
 			continue
@@ -73,9 +75,12 @@ func (p *fp8Plan) fill(t safetensors.TensorInfo, dst []byte) error {
 	if kind == "marker" {
 		return nil
 	}
-	v, err := p.s.values(from)
+	v, err := p.src[from].Values()
 	if err != nil {
 		return err
+	}
+	if n := numel(p.src[from].Shape); len(v) != n {
+		return fmt.Errorf("%d values for shape %v", len(v), p.src[from].Shape)
 	}
 	switch kind {
 	case "scale":

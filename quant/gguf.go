@@ -10,7 +10,7 @@ import (
 // ggufTypeOf chooses a tensor's stored type for target t (see the package
 // comment); kept reports a weight left F16 because its rows are not whole
 // blocks.
-func ggufTypeOf(t gguf.Type, info safetensors.TensorInfo) (typ gguf.Type, kept bool) {
+func ggufTypeOf(t gguf.Type, info Tensor) (typ gguf.Type, kept bool) {
 	switch {
 	case len(info.Shape) < 2 || numel(info.Shape) <= smallTensor:
 		return gguf.F32, false
@@ -37,46 +37,42 @@ func storedGGUF(d safetensors.DType) gguf.Type {
 // writeGGUF writes the tensors to a GGUF file, quantising each when the
 // writer reaches it. general.architecture is set where the names are an
 // architecture's (gguf.DetectArch), as ComfyUI-GGUF sets it.
-func writeGGUF(s *source, out string, t gguf.Type) (Report, error) {
+func writeGGUF(ts []Tensor, out string, t gguf.Type) (Report, error) {
 	rep := Report{Counts: map[string]int{}}
-	var ts []gguf.Tensor
-	for _, name := range s.names {
-		info, _ := s.f.Info(name)
+	var gts []gguf.Tensor
+	names := make([]string, len(ts))
+	for i, info := range ts {
+		names[i] = info.Name
 		if len(info.Shape) > gguf.MaxDims {
-			return rep, fmt.Errorf("quant: tensor %q has %d dimensions; GGUF holds at most %d", name, len(info.Shape), gguf.MaxDims)
+			return rep, fmt.Errorf("quant: tensor %q has %d dimensions; GGUF holds at most %d", info.Name, len(info.Shape), gguf.MaxDims)
 		}
 		typ, kept := ggufTypeOf(t, info)
 		if kept {
-			rep.Kept = append(rep.Kept, name)
+			rep.Kept = append(rep.Kept, info.Name)
 		}
 		rep.Counts[typ.String()]++
 		n, err := typ.RowBytes(numel(info.Shape))
 		if err != nil {
-			return rep, fmt.Errorf("quant: tensor %q: %w", name, err)
+			return rep, fmt.Errorf("quant: tensor %q: %w", info.Name, err)
 		}
 		rep.Bytes += int64(n)
-		ts = append(ts, gguf.Tensor{Name: name, Type: typ, Shape: info.Shape, Load: func() ([]byte, error) {
-			return s.encode(name, typ, info)
+		gts = append(gts, gguf.Tensor{Name: info.Name, Type: typ, Shape: info.Shape, Load: func() ([]byte, error) {
+			v, err := info.Values()
+			if err != nil {
+				return nil, err
+			}
+			return gguf.Quantize(typ, info.Shape, v)
 		}})
 	}
 	var meta []gguf.KV
-	if arch := gguf.DetectArch(s.names); arch != "" {
+	if arch := gguf.DetectArch(names); arch != "" {
 		meta = append(meta, gguf.KV{Key: "general.architecture", Value: gguf.MustValue(arch)})
 	}
 	// ggml's quantisation format version (GGML_QNT_VERSION), which
 	// ComfyUI-GGUF and llama.cpp write.
 	meta = append(meta, gguf.KV{Key: "general.quantization_version", Value: gguf.MustValue(uint32(2))})
-	if err := gguf.WriteFile(out, meta, ts); err != nil {
+	if err := gguf.WriteFile(out, meta, gts); err != nil {
 		return rep, err
 	}
 	return rep, nil
-}
-
-// encode reads one tensor and encodes it as typ.
-func (s *source) encode(name string, typ gguf.Type, info safetensors.TensorInfo) ([]byte, error) {
-	v, err := s.values(name)
-	if err != nil {
-		return nil, err
-	}
-	return gguf.Quantize(typ, info.Shape, v)
 }

@@ -93,32 +93,58 @@ type Report struct {
 // ComfyUI-GGUF's QUANTIZATION_THRESHOLD.
 const smallTensor = 1024
 
-// Convert writes the tensors of the safetensors file in to out as typ: a
-// GGUF file for the GGUF types (out must end in .gguf), an fp8 safetensors
-// file for fp8 (out must end in .safetensors). fp8 scales in the input are
-// applied first. out is replaced atomically; it must not be in.
+// Tensor is one tensor to write: its name and shape, the dtype it is
+// stored in (which the tensors that are not quantised keep), and its
+// values, produced when the writer reaches it. Values may be called more
+// than once (fp8-scaled reads a weight for its scale and again to encode
+// it) and must give the same values each time.
+type Tensor struct {
+	Name   string
+	Shape  []int
+	DType  safetensors.DType
+	Values func() ([]float32, error)
+}
+
+// Convert writes the tensors of the safetensors file in to out as typ (see
+// Write). fp8 scales in the input are applied first; the scale tensors
+// and ComfyUI's scaled_fp8 marker are not written. out must not be in.
 func Convert(in, out string, typ Type) (Report, error) {
-	if err := checkPaths(in, out, typ); err != nil {
+	if err := checkPath(out, typ); err != nil {
 		return Report{}, err
+	}
+	a, err1 := filepath.Abs(in)
+	b, err2 := filepath.Abs(out)
+	if err1 == nil && err2 == nil && a == b {
+		return Report{}, fmt.Errorf("quant: the output %s is the input", out)
 	}
 	f, err := safetensors.Open(in)
 	if err != nil {
 		return Report{}, fmt.Errorf("quant: %w", err)
 	}
 	defer f.Close()
-	src, err := newSource(f)
+	ts, err := fileTensors(f)
 	if err != nil {
 		return Report{}, err
 	}
-	if typ.FP8 {
-		return writeFP8(src, out, typ)
-	}
-	return writeGGUF(src, out, typ.GGUF)
+	return Write(out, typ, ts)
 }
 
-// checkPaths refuses an output whose extension does not fit the type, and
-// an output that is the input.
-func checkPaths(in, out string, typ Type) error {
+// Write writes ts to out as typ: a GGUF file for the GGUF types (out must
+// end in .gguf), an fp8 safetensors file for fp8 (out must end in
+// .safetensors), holding one tensor's values at a time. out is replaced
+// atomically.
+func Write(out string, typ Type, ts []Tensor) (Report, error) {
+	if err := checkPath(out, typ); err != nil {
+		return Report{}, err
+	}
+	if typ.FP8 {
+		return writeFP8(ts, out, typ)
+	}
+	return writeGGUF(ts, out, typ.GGUF)
+}
+
+// checkPath refuses an output whose extension does not fit the type.
+func checkPath(out string, typ Type) error {
 	ext := strings.ToLower(filepath.Ext(out))
 	switch {
 	case typ.FP8 && ext != ".safetensors":
@@ -126,23 +152,14 @@ func checkPaths(in, out string, typ Type) error {
 	case !typ.FP8 && ext != ".gguf":
 		return fmt.Errorf("quant: %s: %s is a GGUF type; name the output .gguf", out, typ.Name)
 	}
-	a, err1 := filepath.Abs(in)
-	b, err2 := filepath.Abs(out)
-	if err1 == nil && err2 == nil && a == b {
-		return fmt.Errorf("quant: the output %s is the input", out)
-	}
 	return nil
 }
 
-// source is the input's tensors, less the fp8 scales (applied to their
-// weights) and ComfyUI's scaled_fp8 marker.
-type source struct {
-	f     *safetensors.File
-	names []string
-}
-
-func newSource(f *safetensors.File) (*source, error) {
-	hidden := map[string]bool{"scaled_fp8": true}
+// fileTensors lists a safetensors file's tensors, less the fp8 scales
+// (applied to their weights by ScaledFloat32) and ComfyUI's scaled_fp8
+// marker.
+func fileTensors(f *safetensors.File) ([]Tensor, error) {
+	hidden := map[string]bool{comfyScaledFP8: true}
 	for _, info := range f.Tensors() {
 		if info.DType == safetensors.F8E4 || info.DType == safetensors.F8E5 {
 			_, name, err := f.WeightScale(info.Name)
@@ -152,7 +169,7 @@ func newSource(f *safetensors.File) (*source, error) {
 			hidden[name] = name != ""
 		}
 	}
-	s := &source{f: f}
+	var out []Tensor
 	for _, info := range f.Tensors() {
 		if hidden[info.Name] {
 			continue
@@ -160,9 +177,16 @@ func newSource(f *safetensors.File) (*source, error) {
 		if !isFloat(info.DType) {
 			return nil, fmt.Errorf("quant: %s: tensor %q is %s, not a float tensor: not converted", f.Path, info.Name, info.DType)
 		}
-		s.names = append(s.names, info.Name)
+		name := info.Name
+		out = append(out, Tensor{Name: name, Shape: info.Shape, DType: info.DType, Values: func() ([]float32, error) {
+			v, _, err := f.ScaledFloat32(name)
+			if err != nil {
+				return nil, fmt.Errorf("quant: %w", err)
+			}
+			return v, nil
+		}})
 	}
-	return s, nil
+	return out, nil
 }
 
 func isFloat(d safetensors.DType) bool {
@@ -171,15 +195,6 @@ func isFloat(d safetensors.DType) bool {
 		return true
 	}
 	return false
-}
-
-// values reads a tensor as float32 with its fp8 scale applied.
-func (s *source) values(name string) ([]float32, error) {
-	v, _, err := s.f.ScaledFloat32(name)
-	if err != nil {
-		return nil, fmt.Errorf("quant: %w", err)
-	}
-	return v, nil
 }
 
 // isWeight reports a weight tensor, the kind the tools quantise.

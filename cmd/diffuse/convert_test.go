@@ -19,7 +19,7 @@ import (
 func TestConvertCommand(t *testing.T) {
 	dir := t.TempDir()
 	in := filepath.Join(dir, "flux.safetensors")
-	files, err := writeRandomMMDiT(context.Background(), "flux-schnell-tiny", in, tensor.F16, 3)
+	files, err := writeRandomMMDiT(context.Background(), "flux-schnell-tiny", in, tensor.F16, nil, 3)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/diffuse-go/diffuse/model/unet"
 	"github.com/diffuse-go/diffuse/nn"
 	"github.com/diffuse-go/diffuse/pipeline"
+	"github.com/diffuse-go/diffuse/quant"
 	"github.com/diffuse-go/diffuse/safetensors"
 	"github.com/diffuse-go/diffuse/tensor"
 )
@@ -29,18 +30,21 @@ func runRandomCheckpoint(ctx context.Context, args []string) error {
 	kind := fs.String("kind", "sd15", "what to write: sd15, sd15-inpainting, sdxl, sdxl-refiner, sd3, sd3-no-t5, flux-dev, flux-schnell (single files; FLUX with its clip_l, t5xxl and ae files beside; -tiny for test sizes), controlnet (SD 1.5 diffusers folder), lora (SD 1.5 UNet LoRA file), dit (DiT-XL/2 256), pixart (PixArt-α XL-2 1024 with T5-XXL: 11 GB in f16), if (DeepFloyd IF-I-XL and IF-II-L folders: 20 GB in f16), sd2 (SD 2.1 768 v-prediction) (diffusers folders)")
 	spiece := fs.String("spiece", "tokenizer/t5/testdata/t5_test_sentencepiece.model", "SentencePiece model written as the T5 tokenizer (kinds pixart, if)")
 	out := fs.String("o", "", "output file or folder (default: <kind>-random.safetensors, or a folder for controlnet)")
-	dtype := fs.String("dtype", "f16", "weight dtype: f32, f16 or bf16")
+	dtype := fs.String("dtype", "f16", "weight dtype: f32, f16 or bf16; for sd3/flux kinds also a GGUF type (q8_0, q4_k, …; the FLUX transformer or the whole SD3 file as .gguf) or fp8/fp8-scaled")
 	rank := fs.Int("rank", 16, "LoRA rank (kind lora)")
 	seed := fs.Uint64("seed", 1, "seed for the weights")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	dt, err := parseDType(*dtype)
+	dt, qt, err := randomDType(*dtype, *kind)
 	if err != nil {
 		return err
 	}
 	if *out == "" {
 		*out = *kind + "-random.safetensors"
+		if qt != nil && !qt.FP8 {
+			*out = *kind + "-random-" + strings.ToUpper(qt.Name) + ".gguf"
+		}
 		switch *kind {
 		case "controlnet", "dit", "pixart", "if", "sd2":
 			*out = *kind + "-random"
@@ -98,7 +102,7 @@ func runRandomCheckpoint(ctx context.Context, args []string) error {
 	default:
 		if isMMDiTKind(*kind) {
 			var files mmditFiles
-			files, err = writeRandomMMDiT(ctx, *kind, *out, dt, *seed)
+			files, err = writeRandomMMDiT(ctx, *kind, *out, dt, qt, *seed)
 			files.print()
 			break
 		}
@@ -107,8 +111,27 @@ func runRandomCheckpoint(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("wrote %s (%s, %s) in %.1fs\n", *out, *kind, dt, time.Since(t0).Seconds())
+	what := dt.String()
+	if qt != nil {
+		what = qt.Name
+	}
+	fmt.Printf("wrote %s (%s, %s) in %.1fs\n", *out, *kind, what, time.Since(t0).Seconds())
 	return nil
+}
+
+// randomDType reads --dtype: f32, f16 or bf16 for every kind; for the SD3
+// and FLUX kinds also a GGUF type or fp8 (package quant), whose file's
+// other components are then f16.
+func randomDType(s, kind string) (tensor.DType, *quant.Type, error) {
+	dt, err := parseDType(s)
+	if err == nil {
+		return dt, nil, nil
+	}
+	qt, qerr := quant.ParseType(s)
+	if qerr != nil || !isMMDiTKind(kind) {
+		return 0, nil, fmt.Errorf("random-checkpoint: --dtype %q: want f32, f16 or bf16 (sd3 and flux kinds also: %s)", s, strings.Join(quant.Types(), ", "))
+	}
+	return tensor.F16, &qt, nil
 }
 
 // writeRandomControlNet writes an SD 1.5 ControlNet as a diffusers folder.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/diffuse-go/diffuse/half"
@@ -17,6 +18,8 @@ import (
 	"github.com/diffuse-go/diffuse/model/t5"
 	"github.com/diffuse-go/diffuse/model/vae"
 	"github.com/diffuse-go/diffuse/pipeline"
+	"github.com/diffuse-go/diffuse/quant"
+	"github.com/diffuse-go/diffuse/safetensors"
 	"github.com/diffuse-go/diffuse/tensor"
 )
 
@@ -52,15 +55,18 @@ func (f mmditFiles) print() {
 
 // fluxSiblings names the FLUX component files written beside out.
 func fluxSiblings(out string) pipeline.ComponentPaths {
-	base := strings.TrimSuffix(out, ".safetensors")
+	base := strings.TrimSuffix(out, filepath.Ext(out))
 	return pipeline.ComponentPaths{TextEncoder: base + "-clip_l.safetensors", TextEncoder2: base + "-t5xxl.safetensors",
 		VAE: base + "-ae.safetensors"}
 }
 
 // writeRandomMMDiT writes kind to out with random weights in the original
 // single-file layout (names and shapes from the loader's own mapping), one
-// tensor at a time so that memory stays low at full size.
-func writeRandomMMDiT(ctx context.Context, kind, out string, dt tensor.DType, seed uint64) (mmditFiles, error) {
+// tensor at a time so that memory stays low at full size. With qt the
+// checkpoint is written as that GGUF or fp8 type (package quant's rules:
+// SD3's whole file as stable-diffusion.cpp's GGUF files hold it, FLUX's
+// transformer with its other components in dt beside it).
+func writeRandomMMDiT(ctx context.Context, kind, out string, dt tensor.DType, qt *quant.Type, seed uint64) (mmditFiles, error) {
 	tiny := strings.HasSuffix(kind, "-tiny")
 	base := strings.TrimSuffix(kind, "-tiny")
 	res := mmditFiles{Checkpoint: out}
@@ -76,7 +82,7 @@ func writeRandomMMDiT(ctx context.Context, kind, out string, dt tensor.DType, se
 		if err != nil {
 			return res, err
 		}
-		return res, writeRandomSpecs(ctx, out, specs, dt, seed)
+		return res, writeRandomFile(ctx, out, specs, dt, qt, seed)
 	}
 	c := fluxConfigs(base == "flux-dev", tiny)
 	res.Components = fluxSiblings(out)
@@ -100,7 +106,11 @@ func writeRandomMMDiT(ctx context.Context, kind, out string, dt tensor.DType, se
 		path  string
 		specs []pipeline.TensorSpec
 	}{{out, tr}, {res.Components.TextEncoder, cl}, {res.Components.TextEncoder2, t5s}, {res.Components.VAE, ae}} {
-		if err := writeRandomSpecs(ctx, f.path, f.specs, dt, seed+uint64(i)); err != nil {
+		q := qt
+		if i > 0 {
+			q = nil
+		}
+		if err := writeRandomFile(ctx, f.path, f.specs, dt, q, seed+uint64(i)); err != nil {
 			return res, err
 		}
 	}
@@ -178,6 +188,56 @@ func fluxConfigs(dev, tiny bool) mmditConfigs {
 	return c
 }
 
+// writeRandomFile writes specs with random values in dt (writeRandomSpecs)
+// or, with qt, as that GGUF or fp8 type (writeRandomQuant).
+func writeRandomFile(ctx context.Context, path string, specs []pipeline.TensorSpec, dt tensor.DType, qt *quant.Type, seed uint64) error {
+	if qt == nil {
+		return writeRandomSpecs(ctx, path, specs, dt, seed)
+	}
+	rep, err := writeRandomQuant(ctx, path, specs, *qt, seed)
+	if err == nil {
+		printReport(os.Stdout, path, *qt, rep, 0)
+	}
+	return err
+}
+
+// writeRandomQuant writes specs with random values (as writeRandomSpecs
+// makes them, from a generator seeded per tensor) as typ through
+// quant.Write, generating each tensor when the writer reaches it: memory
+// holds one tensor's float32 values at a time (FLUX's largest, a single
+// block's linear1, is 264 MB), never the model.
+func writeRandomQuant(ctx context.Context, path string, specs []pipeline.TensorSpec, typ quant.Type, seed uint64) (quant.Report, error) {
+	ts := make([]quant.Tensor, len(specs))
+	for i, s := range specs {
+		ts[i] = quant.Tensor{Name: s.Name, Shape: s.Shape, DType: safetensors.F16, Values: func() ([]float32, error) {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			v := make([]float32, mmditNumel(s.Shape))
+			state := (seed+uint64(i)+1)*0x9E3779B97F4A7C15 | 1
+			fillRandom(v, mmditScale(s), len(s.Shape) >= 2, &state)
+			return v, nil
+		}}
+	}
+	return quant.Write(path, typ, ts)
+}
+
+// fillRandom fills vals with scale (a vector) or uniform values in
+// [-scale, scale) (a matrix), advancing the xorshift state.
+func fillRandom(vals []float32, scale float32, matrix bool, state *uint64) {
+	s := *state
+	for i := range vals {
+		vals[i] = scale
+		if matrix {
+			s ^= s << 13
+			s ^= s >> 7
+			s ^= s << 17
+			vals[i] *= float32(int64(s>>11))/float32(1<<52) - 1
+		}
+	}
+	*state = s
+}
+
 // writeRandomSpecs writes a safetensors file of random tensors with the
 // given names and shapes, generating and writing one chunk at a time.
 // Matrices are uniform with the variance of 1/fan-in, biases zero and the
@@ -226,15 +286,7 @@ func writeRandomSpecs(ctx context.Context, path string, specs []pipeline.TensorS
 		scale, matrix := mmditScale(s), len(s.Shape) >= 2
 		for left := mmditNumel(s.Shape); left > 0; {
 			n := min(left, len(vals))
-			for i := range vals[:n] {
-				vals[i] = scale
-				if matrix {
-					state ^= state << 13
-					state ^= state >> 7
-					state ^= state << 17
-					vals[i] *= float32(int64(state>>11))/float32(1<<52) - 1
-				}
-			}
+			fillRandom(vals[:n], scale, matrix, &state)
 			encodeValues(buf, vals[:n], dt)
 			if _, err := w.Write(buf[:size*n]); err != nil {
 				f.Close()

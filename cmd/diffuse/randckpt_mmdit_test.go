@@ -10,7 +10,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/diffuse-go/diffuse/gguf"
 	"github.com/diffuse-go/diffuse/pipeline"
+	"github.com/diffuse-go/diffuse/safetensors"
 	"github.com/diffuse-go/diffuse/tensor"
 )
 
@@ -22,7 +24,7 @@ var mmditSpiece = filepath.Join("..", "..", "tokenizer", "t5", "testdata", "t5_t
 func openRandomMMDiT(t *testing.T, kind string, dt tensor.DType, tok pipeline.ComponentPaths) (pipeline.Model, mmditFiles) {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), kind+".safetensors")
-	files, err := writeRandomMMDiT(context.Background(), kind, out, dt, 7)
+	files, err := writeRandomMMDiT(context.Background(), kind, out, dt, nil, 7)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +90,7 @@ func TestRandomSD3WithoutT5(t *testing.T) {
 
 func TestRandomSD3NeedsT5Tokenizer(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "sd3.safetensors")
-	if _, err := writeRandomMMDiT(context.Background(), "sd3-tiny", out, tensor.F16, 1); err != nil {
+	if _, err := writeRandomMMDiT(context.Background(), "sd3-tiny", out, tensor.F16, nil, 1); err != nil {
 		t.Fatal(err)
 	}
 	_, err := pipeline.Open(context.Background(), out, pipeline.Options{})
@@ -98,7 +100,7 @@ func TestRandomSD3NeedsT5Tokenizer(t *testing.T) {
 }
 
 func TestRandomSD35Refused(t *testing.T) {
-	_, err := writeRandomMMDiT(context.Background(), "sd35", filepath.Join(t.TempDir(), "x.safetensors"), tensor.F16, 1)
+	_, err := writeRandomMMDiT(context.Background(), "sd35", filepath.Join(t.TempDir(), "x.safetensors"), tensor.F16, nil, 1)
 	if !errors.Is(err, pipeline.ErrUnsupported) {
 		t.Fatalf("err = %v, want ErrUnsupported", err)
 	}
@@ -131,7 +133,7 @@ func TestRandomFlux(t *testing.T) {
 
 func TestRandomFluxNeedsComponents(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "flux.safetensors")
-	if _, err := writeRandomMMDiT(context.Background(), "flux-schnell-tiny", out, tensor.F16, 1); err != nil {
+	if _, err := writeRandomMMDiT(context.Background(), "flux-schnell-tiny", out, tensor.F16, nil, 1); err != nil {
 		t.Fatal(err)
 	}
 	_, err := pipeline.Open(context.Background(), out, pipeline.Options{})
@@ -157,4 +159,69 @@ func TestRandomSpecsStream(t *testing.T) {
 	if err != nil || st.Size() < 4096*8192*2 {
 		t.Fatalf("file %v, %v: want 64 MiB of data", st, err)
 	}
+}
+
+// random-checkpoint --dtype with a GGUF type or fp8: the FLUX transformer
+// (its components f16 beside it) and the whole SD3 file are written in
+// that type by package quant's rules, and open and generate through the
+// front door.
+func TestRandomMMDiTQuantized(t *testing.T) {
+	for _, c := range []struct {
+		kind, dtype, file string
+		tensor            string // a transformer matrix and its stored type
+		want              string
+	}{
+		{"flux-schnell-tiny", "q8_0", "f.gguf", "double_blocks.0.img_attn.qkv.weight", "Q8_0"},
+		{"flux-dev-tiny", "fp8-scaled", "f.safetensors", "single_blocks.0.linear1.weight", "F8_E4M3"},
+		{"sd3-tiny", "q8_0", "s.gguf", "model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight", "Q8_0"},
+		{"sd3-tiny", "fp8", "s.safetensors", "model.diffusion_model.joint_blocks.1.x_block.mlp.fc1.weight", "F8_E4M3"},
+	} {
+		t.Run(c.kind+"-"+c.dtype, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), c.file)
+			if err := runRandomCheckpoint(context.Background(), []string{"-kind", c.kind, "-dtype", c.dtype, "-o", out}); err != nil {
+				t.Fatal(err)
+			}
+			if got := storedType(t, out, c.tensor); got != c.want {
+				t.Errorf("%s stored as %s, want %s", c.tensor, got, c.want)
+			}
+			opt := pipeline.Options{Components: pipeline.ComponentPaths{Tokenizer2: mmditSpiece, Tokenizer3: mmditSpiece}}
+			if strings.HasPrefix(c.kind, "flux") {
+				sib := fluxSiblings(out)
+				opt.Components.TextEncoder, opt.Components.TextEncoder2, opt.Components.VAE = sib.TextEncoder, sib.TextEncoder2, sib.VAE
+				if got := storedType(t, sib.TextEncoder2, "encoder.block.0.layer.0.SelfAttention.q.weight"); got != "F16" {
+					t.Errorf("the T5 beside the transformer is %s, want F16", got)
+				}
+			}
+			m, err := pipeline.Open(context.Background(), out, opt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			generateTinyMMDiT(t, m, pipeline.Params{Guidance: 1})
+		})
+	}
+	if err := runRandomCheckpoint(context.Background(), []string{"-kind", "sd15", "-dtype", "q8_0", "-o", filepath.Join(t.TempDir(), "x.gguf")}); err == nil {
+		t.Error("an SD 1.5 checkpoint was accepted with --dtype q8_0")
+	}
+}
+
+// storedType is the stored type of a tensor of a GGUF or safetensors file.
+func storedType(t *testing.T, path, name string) string {
+	t.Helper()
+	if strings.HasSuffix(path, ".gguf") {
+		g, err := gguf.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer g.Close()
+		info, _ := g.Info(name)
+		return info.Type.String()
+	}
+	f, err := safetensors.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	info, _ := f.Info(name)
+	return string(info.DType)
 }
