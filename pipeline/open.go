@@ -88,6 +88,11 @@ func Register(f Family) {
 func Families() []string {
 	familiesMu.RLock()
 	defer familiesMu.RUnlock()
+	return familyNames()
+}
+
+// familyNames lists the family names; the caller holds familiesMu.
+func familyNames() []string {
 	names := make([]string, len(families))
 	for i, f := range families {
 		names[i] = f.Name
@@ -133,6 +138,27 @@ func Open(ctx context.Context, path string, opt Options) (Model, error) {
 		what = fmt.Sprintf("model_index.json's _class_name %q", src.Class)
 	}
 	return nil, fmt.Errorf("pipeline: %s: no known model family matches %s (known: %s)", path, what, strings.Join(Families(), ", "))
+}
+
+// Detect names the family Open would open path as, reading only a
+// folder's model_index.json or a file's header.
+func Detect(path string) (string, error) {
+	src, err := Probe(path)
+	if err != nil {
+		return "", err
+	}
+	defer src.close()
+	familiesMu.RLock()
+	defer familiesMu.RUnlock()
+	for _, f := range families {
+		if f.Detect(src) {
+			return f.Name, nil
+		}
+	}
+	if src.GGUF {
+		return "", errGGUFFamily(path)
+	}
+	return "", fmt.Errorf("pipeline: %s: no known model family matches (known: %s)", path, strings.Join(familyNames(), ", "))
 }
 
 // Source is a checkpoint being opened: a single file or a diffusers folder.

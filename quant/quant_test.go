@@ -290,3 +290,37 @@ func TestConvertErrors(t *testing.T) {
 		t.Errorf("temporary files left: %v", left)
 	}
 }
+
+// Write asks for each tensor's values only when it reaches the tensor, in
+// file order, so a converter holds one tensor at a time (GGUF: once each;
+// fp8-scaled: the weight again after its scale, nothing in between).
+func TestWriteStreams(t *testing.T) {
+	shapes := [][]int{{64, 64}, {64}, {32, 128}, {96, 64}}
+	names := []string{"a.weight", "a.bias", "b.weight", "c.weight"}
+	for _, typ := range []string{"q8_0", "fp8-scaled"} {
+		ty, _ := ParseType(typ)
+		var calls []string
+		ts := make([]Tensor, len(names))
+		for i, n := range names {
+			ts[i] = Tensor{Name: n, Shape: shapes[i], DType: safetensors.F32, Values: func() ([]float32, error) {
+				calls = append(calls, n)
+				return values(numel(shapes[i]), float64(i)), nil
+			}}
+		}
+		ext := ".gguf"
+		if ty.FP8 {
+			ext = ".safetensors"
+		}
+		if _, err := Write(filepath.Join(t.TempDir(), "out"+ext), ty, ts); err != nil {
+			t.Fatal(err)
+		}
+		want := names // GGUF: in the order given
+		if ty.FP8 {
+			// safetensors order (by name), scale_weight before its weight
+			want = []string{"a.bias", "a.weight", "a.weight", "b.weight", "b.weight", "c.weight", "c.weight"}
+		}
+		if !slices.Equal(calls, want) {
+			t.Errorf("%s: values asked for in the order %v, want %v", typ, calls, want)
+		}
+	}
+}

@@ -39,7 +39,9 @@ type benchModels struct {
 func runBench(ctx context.Context, args []string) (err error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	arch := fs.String("arch", "sd15", "model family with random weights: sd15, sdxl, or dit (DiT-XL/2-256; -only cache)")
-	model := fs.String("m", "", "time this checkpoint (SD 1.x or SDXL file or diffusers folder) instead of random weights")
+	model := fs.String("m", "", "time this checkpoint (SD 1.x or SDXL file or diffusers folder) instead of random weights; an SD3 or FLUX checkpoint (folder, single file, GGUF, fp8) is timed through whole generations")
+	var comps multiFlag
+	fs.Var(&comps, "component", "NAME=PATH: a component the -m SD3/FLUX file lacks, as generate takes it (repeatable)")
 	sizes := fs.String("size", "", "image sizes, comma separated (default 512 for sd15, 1024 for sdxl)")
 	dtype := fs.String("dtype", "f16", "weight storage dtype: f32, f16 or bf16 (random weights, or conversion of -m)")
 	steps := fs.Int("steps", 2, "UNet steps to time (each with CFG, batch 2); the median is reported")
@@ -73,6 +75,23 @@ func runBench(ctx context.Context, args []string) (err error) {
 	dt, err := parseDType(*dtype)
 	if err != nil {
 		return err
+	}
+	if *model != "" && isFlowBench(*model) {
+		opt, err := envOptions(os.Getenv, systemMemory())
+		if err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+		setBF16Flag(&opt, *bf16, bf16Set)
+		opt.Threads, opt.MemoryLimit = max(*threads, 0), systemMemory()
+		fs.Visit(func(f *flag.Flag) {
+			if f.Name == "dtype" {
+				opt.DType = &dt // else the weights stay as stored (GGUF, fp8)
+			}
+		})
+		if err := componentOptions(&opt, comps); err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+		return benchFlow(ctx, *model, opt, *sizes, *steps)
 	}
 	want := map[string]bool{}
 	for _, s := range strings.Split(*only, ",") {

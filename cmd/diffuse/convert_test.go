@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -57,5 +58,32 @@ func TestConvertCommand(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "x.gguf")); err == nil {
 		t.Error("a refused conversion left a file")
+	}
+}
+
+// bench -m times a tiny FLUX GGUF through whole generations (its
+// components given as generate takes them), and names a missing one.
+func TestBenchFlowGGUF(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "flux.safetensors")
+	files, err := writeRandomMMDiT(context.Background(), "flux-schnell-tiny", in, tensor.F16, nil, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "flux-Q8_0.gguf")
+	if err := runConvert([]string{"-i", in, "-o", out}); err != nil {
+		t.Fatal(err)
+	}
+	if fam, err := pipeline.Detect(out); err != nil || fam != "flux" {
+		t.Fatalf("Detect: %q, %v", fam, err)
+	}
+	c := files.Components
+	args := []string{"-m", out, "-size", "64", "-steps", "2", "--component", "text_encoder=" + c.TextEncoder,
+		"--component", "text_encoder_2=" + c.TextEncoder2, "--component", "tokenizer_2=" + mmditSpiece}
+	if err := runBench(context.Background(), append(args, "--component", "vae="+c.VAE)); err != nil {
+		t.Fatal(err)
+	}
+	if err := runBench(context.Background(), args); !errors.Is(err, pipeline.ErrMissingComponent) {
+		t.Errorf("without a VAE: err = %v, want ErrMissingComponent", err)
 	}
 }
