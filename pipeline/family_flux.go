@@ -88,26 +88,12 @@ func openFlux(_ context.Context, src *Source, opt Options) (Model, error) {
 // load finds and loads the transformer, VAE and tokenizers for good and
 // the text encoders through m.enc (loaded now, to fail early).
 func (m *fluxModel) load(src *Source, opt Options) error {
-	tp, err := needPart(src, opt, "transformer", fluxFileTransformer...)
+	parts, err := needParts(src, opt, partSpec{"transformer", fluxFileTransformer}, partSpec{"vae", fluxFileVAE},
+		partSpec{"text_encoder", fluxFileCLIP}, partSpec{"text_encoder_2", fluxFileT5}, partSpec{"tokenizer_2", nil})
 	if err != nil {
 		return err
 	}
-	vp, err := needPart(src, opt, "vae", fluxFileVAE...)
-	if err != nil {
-		return err
-	}
-	cp, err := needPart(src, opt, "text_encoder", fluxFileCLIP...)
-	if err != nil {
-		return err
-	}
-	t5p, err := needPart(src, opt, "text_encoder_2", fluxFileT5...)
-	if err != nil {
-		return err
-	}
-	kp, err := needPart(src, opt, "tokenizer_2")
-	if err != nil {
-		return fmt.Errorf("%w: the T5 encoder needs its tokenizer (spiece.model)", err)
-	}
+	tp, vp, cp, t5p, kp := parts[0], parts[1], parts[2], parts[3], parts[4]
 	var fs openFiles
 	if m.pipe.Transformer, fs, err = loadFluxTransformer(tp, opt); err != nil {
 		return err

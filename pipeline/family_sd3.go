@@ -92,14 +92,13 @@ func openSD3(_ context.Context, src *Source, opt Options) (Model, error) {
 // text encoders through m.enc (loaded now, to fail early; released after
 // the first request's encoding).
 func (m *sd3Model) load(src *Source, opt Options) error {
-	tp, err := needPart(src, opt, "transformer", sd3FileTransformer, sd3FileTransformerBare)
+	parts, err := needParts(src, opt, partSpec{"transformer", []string{sd3FileTransformer, sd3FileTransformerBare}},
+		partSpec{"vae", []string{sd3FileVAE}}, partSpec{"text_encoder", []string{sd3FileCLIPL}},
+		partSpec{"text_encoder_2", []string{sd3FileCLIPG}})
 	if err != nil {
 		return err
 	}
-	vp, err := needPart(src, opt, "vae", sd3FileVAE)
-	if err != nil {
-		return err
-	}
+	tp, vp := parts[0], parts[1]
 	var fs openFiles
 	if m.pipe.Transformer, fs, err = loadSD3Transformer(tp, opt); err != nil {
 		return err
@@ -115,29 +114,22 @@ func (m *sd3Model) load(src *Source, opt Options) error {
 	if m.pipe.Tokenizer2, err = folderCLIPTokenizer(src, "tokenizer_2", cliptok.PadExclamation); err != nil {
 		return err
 	}
-	return m.textEncoders(src, opt)
+	return m.textEncoders(src, opt, parts[2], parts[3])
 }
 
-// textEncoders sets up CLIP-L, CLIP-G and the optional T5 (SD3 runs
-// without it, with zeros in its place, as diffusers allows).
-func (m *sd3Model) textEncoders(src *Source, opt Options) error {
-	lp, err := needPart(src, opt, "text_encoder", sd3FileCLIPL)
-	if err != nil {
-		return err
-	}
-	gp, err := needPart(src, opt, "text_encoder_2", sd3FileCLIPG)
-	if err != nil {
-		return err
-	}
+// textEncoders sets up CLIP-L (lp), CLIP-G (gp) and the optional T5 (SD3
+// runs without it, with zeros in its place, as diffusers allows).
+func (m *sd3Model) textEncoders(src *Source, opt Options, lp, gp compSource) error {
 	t5p, hasT5, err := findPart(src, opt, "text_encoder_3", sd3FileT5)
 	if err != nil {
 		return err
 	}
 	if hasT5 {
-		kp, err := needPart(src, opt, "tokenizer_3")
+		parts, err := needParts(src, opt, partSpec{"tokenizer_3", nil})
 		if err != nil {
-			return fmt.Errorf("%w: the T5 encoder needs its tokenizer (spiece.model)", err)
+			return err
 		}
+		kp := parts[0]
 		if m.pipe.Tokenizer3, err = loadT5Tokenizer(kp); err != nil {
 			return err
 		}

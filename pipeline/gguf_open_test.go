@@ -199,8 +199,17 @@ func TestOpenGGUF(t *testing.T) {
 			flowMust(t, m.Close())
 			missing := opt
 			missing.Components.VAE = ""
-			if _, err := Open(context.Background(), q8, missing); !errors.Is(err, ErrMissingComponent) || !strings.Contains(err.Error(), "vae") {
+			if _, err := Open(context.Background(), q8, missing); !errors.Is(err, ErrMissingComponent) || !strings.Contains(err.Error(), "has no vae:") {
 				t.Errorf("without a VAE: err = %v, want ErrMissingComponent naming vae", err)
+			}
+			// Nothing given: every missing component is named at once.
+			_, err = Open(context.Background(), q8, Options{})
+			want := "has no vae, text_encoder, text_encoder_2"
+			if c.family == "flux" {
+				want += ", tokenizer_2 (T5's spiece.model)"
+			}
+			if !errors.Is(err, ErrMissingComponent) || !strings.Contains(err.Error(), want+":") {
+				t.Errorf("without components: err = %v, want ErrMissingComponent naming %q", err, want)
 			}
 		})
 	}

@@ -153,14 +153,37 @@ func givenPart(name, path string, prefixes []string) (compSource, error) {
 	return compSource{name: name, file: path}, nil
 }
 
-// needPart is findPart for a component the model cannot run without.
-func needPart(src *Source, opt Options, name string, prefixes ...string) (compSource, error) {
-	p, ok, err := findPart(src, opt, name, prefixes...)
-	if err == nil && !ok {
-		err = fmt.Errorf("%s has no %s: %w (give it with Options.Components)", src.Path, name, ErrMissingComponent)
-	}
-	return p, err
+// partSpec is a component a model cannot run without and the prefixes a
+// single file may hold it under.
+type partSpec struct {
+	name     string
+	prefixes []string
 }
+
+// needParts resolves every spec (findPart), naming all the missing ones
+// in one error, so that a file that lacks several components (a GGUF or
+// BFL transformer-only file lacks all but one) says so at once.
+func needParts(src *Source, opt Options, specs ...partSpec) ([]compSource, error) {
+	out := make([]compSource, len(specs))
+	var missing []string
+	for i, s := range specs {
+		p, ok, err := findPart(src, opt, s.name, s.prefixes...)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			missing = append(missing, s.name+partHint[s.name])
+		}
+		out[i] = p
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("%s has no %s: %w (give them with Options.Components)", src.Path, strings.Join(missing, ", "), ErrMissingComponent)
+	}
+	return out, nil
+}
+
+// partHint says what a component is where its name does not.
+var partHint = map[string]string{"tokenizer_2": " (T5's spiece.model)", "tokenizer_3": " (T5's spiece.model)"}
 
 // openFiles are the open files a loaded component reads its weights from
 // (see nn.ViewTensor, nn.GGUFTensor); close releases them.
