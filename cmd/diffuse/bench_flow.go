@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"strconv"
@@ -16,6 +17,15 @@ import (
 func isFlowBench(path string) bool {
 	fam, err := pipeline.Detect(path)
 	return err == nil && (fam == "sd3" || fam == "flux")
+}
+
+// componentHint tells a command-line user how to give a missing
+// component (the library's error names Options.Components).
+func componentHint(err error) string {
+	if errors.Is(err, pipeline.ErrMissingComponent) {
+		return "; on the command line: --component NAME=PATH (a file, a component folder or a diffusers folder)"
+	}
+	return ""
 }
 
 // componentOptions sets the --component NAME=PATH flags on opt.
@@ -43,7 +53,7 @@ func benchFlow(ctx context.Context, path string, opt pipeline.Options, sizes str
 	t0 := time.Now()
 	m, err := pipeline.Open(ctx, path, opt)
 	if err != nil {
-		return err
+		return fmt.Errorf("bench: -m: %w%s", err, componentHint(err))
 	}
 	defer m.Close()
 	in := m.Info()

@@ -454,7 +454,7 @@ func runGenerate(ctx context.Context, args []string) error {
 	t0 := time.Now()
 	m, err := pipeline.Open(ctx, f.model, opt)
 	if err != nil {
-		return fmt.Errorf("generate: -m: %w", err)
+		return fmt.Errorf("generate: -m: %w%s", err, componentHint(err))
 	}
 	defer m.Close()
 	info := m.Info()
