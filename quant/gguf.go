@@ -1,7 +1,10 @@
 package quant
 
 import (
+	"errors"
 	"fmt"
+	"runtime"
+	"sync"
 
 	"github.com/diffuse-go/diffuse/gguf"
 	"github.com/diffuse-go/diffuse/safetensors"
@@ -61,7 +64,7 @@ func writeGGUF(ts []Tensor, out string, t gguf.Type) (Report, error) {
 			if err != nil {
 				return nil, err
 			}
-			return gguf.Quantize(typ, info.Shape, v)
+			return quantize(typ, info.Shape, v)
 		}})
 	}
 	var meta []gguf.KV
@@ -75,4 +78,34 @@ func writeGGUF(ts []Tensor, out string, t gguf.Type) (Report, error) {
 		return rep, err
 	}
 	return rep, nil
+}
+
+// quantize encodes v (of the row-major shape) as typ with the rows split
+// among the cores. Blocks are independent, so the bytes are
+// gguf.Quantize's; K-quants take seconds per large FLUX matrix on one core.
+func quantize(typ gguf.Type, shape []int, v []float32) ([]byte, error) {
+	workers := runtime.GOMAXPROCS(0)
+	if len(shape) < 2 || workers < 2 || numel(shape) != len(v) {
+		return gguf.Quantize(typ, shape, v)
+	}
+	cols := shape[len(shape)-1]
+	rows := len(v) / cols
+	rowBytes, err := typ.RowBytes(cols)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, rows*rowBytes)
+	per := (rows + workers - 1) / workers
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := 0; w*per < rows; w++ {
+		r0, r1 := w*per, min(rows, (w+1)*per)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[w] = gguf.QuantizeRow(typ, v[r0*cols:r1*cols], out[r0*rowBytes:r1*rowBytes])
+		}()
+	}
+	wg.Wait()
+	return out, errors.Join(errs...)
 }

@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"testing"
 
@@ -322,5 +323,46 @@ func TestWriteStreams(t *testing.T) {
 		if !slices.Equal(calls, want) {
 			t.Errorf("%s: values asked for in the order %v, want %v", typ, calls, want)
 		}
+	}
+}
+
+// quantize splits rows among the cores and gives gguf.Quantize's bytes,
+// whatever the split (7 rows on 4 workers: 2, 2, 2, 1).
+func TestQuantizeParallel(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4))
+	for _, typ := range []gguf.Type{gguf.Q8_0, gguf.Q4_K, gguf.F16} {
+		shape := []int{7, 512}
+		v := values(7*512, 2)
+		got, err := quantize(typ, shape, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := gguf.Quantize(typ, shape, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%v: the split rows' bytes differ from gguf.Quantize's", typ)
+		}
+	}
+	if _, err := quantize(gguf.Q8_0, []int{2, 48}, values(96, 1)); err == nil {
+		t.Error("rows of 48 were quantised to 32-blocks")
+	}
+}
+
+// BenchmarkQuantize times one FLUX attention matrix (3072×3072) per type,
+// rows split among the cores.
+func BenchmarkQuantize(b *testing.B) {
+	shape := []int{3072, 3072}
+	v := values(3072*3072, 1)
+	for _, typ := range []gguf.Type{gguf.Q8_0, gguf.Q4_K} {
+		b.Run(typ.String(), func(b *testing.B) {
+			b.SetBytes(int64(4 * len(v)))
+			for range b.N {
+				if _, err := quantize(typ, shape, v); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
