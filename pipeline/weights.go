@@ -111,9 +111,17 @@ func (g ggufFile) Info(name string) (safetensors.TensorInfo, bool) {
 
 func (g ggufFile) view(name string) (*tensor.Tensor, error) { return nn.GGUFTensor(g.f, name) }
 
-// keep keeps the file open: quantised weights are decoded from its
-// mapping on every product.
-func (g ggufFile) keep() bool     { return true }
+// keep keeps the file open (quantised weights are decoded from its
+// mapping on every product) and lets the pages loading touched go: the
+// fused tensors cut into copies and the vectors widened are not read
+// again, and the weights used in place come back on the first step.
+func (g ggufFile) keep() bool {
+	for _, n := range g.f.Names() {
+		g.f.DropPages(n)
+	}
+	return true
+}
+
 func (g ggufFile) Close() error   { return g.f.Close() }
 func (g ggufFile) String() string { return g.f.Path }
 
