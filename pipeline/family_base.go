@@ -110,7 +110,7 @@ func (b *base) params(p *Params, seed int64) imageio.Params {
 	if p.ClipSkip > 1 && b.info.Family != "sdxl" || p.ClipSkip > 2 {
 		params.ClipSkip = p.ClipSkip
 	}
-	if p.InitImage != nil {
+	if p.InitImage != nil && p.Strength > 0 {
 		params.DenoisingStrength = p.Strength
 	}
 	if p.GuidanceRescale > 0 {

@@ -40,7 +40,8 @@ func init() {
 // ifModel is DeepFloyd IF behind the front door: the stage I folder
 // (IFPipeline, 64² pixels) opened, the later stages named per request
 // in Params.Stages (a stage II IFSuperResolutionPipeline folder, 64² →
-// 256²) and kept loaded for the next request.
+// 256², then optionally the Stable Diffusion ×4 upscaler as stage III,
+// 256² → 1024²) and kept loaded for the next request.
 type ifModel struct {
 	base
 	f      *folder
@@ -49,12 +50,14 @@ type ifModel struct {
 	stages []*ifStage
 }
 
-// ifStage is a loaded stage II folder.
+// ifStage is a loaded later stage: a stage II folder (p) or the ×4
+// upscaler (up).
 type ifStage struct {
 	req        Stage // this request's settings, defaults filled in
 	path, name string
 	f          *folder
 	p          *IFSuperResolution
+	up         *SDUpscale
 	sched      scheduler.Config
 	sampler    string
 	factor     int // output size / input size
@@ -111,22 +114,27 @@ func (m *ifModel) closeStages() {
 func (m *ifModel) loadStages(stages []Stage) error {
 	if !slices.EqualFunc(m.stages, stages, func(s *ifStage, r Stage) bool { return s.path == r.Path }) {
 		m.closeStages()
-		if len(stages) > 1 {
-			return fmt.Errorf("pipeline: %d later stages given; DeepFloyd IF takes one (stage II): the ×4 upscaler stage is not supported yet", len(stages))
-		}
-		for _, r := range stages {
+		for i, r := range stages {
 			s, err := m.loadStage(r.Path)
+			if err == nil && s.p != nil && i > 0 {
+				s.f.close()
+				err = errors.New("a stage II folder must come right after stage I")
+			}
 			if err != nil {
 				m.closeStages()
-				return fmt.Errorf("pipeline: stage %s: %w", r.Path, err)
+				return fmt.Errorf("pipeline: stage %d (%s): %w", i+2, r.Path, err)
 			}
 			m.stages = append(m.stages, s)
 		}
 	}
 	for i, r := range stages {
-		r.Steps = cmp.Or(r.Steps, ifStage2Steps)
-		r.Guidance = cmp.Or(r.Guidance, ifStage2Guidance)
-		r.NoiseLevel = cmp.Or(r.NoiseLevel, ifStage2NoiseLevel)
+		steps, guidance, level := ifStage2Steps, ifStage2Guidance, ifStage2NoiseLevel
+		if m.stages[i].up != nil {
+			steps, guidance, level = upscaleSteps, upscaleGuidance, upscaleNoiseLevel
+		}
+		r.Steps = cmp.Or(r.Steps, steps)
+		r.Guidance = cmp.Or(r.Guidance, guidance)
+		r.NoiseLevel = cmp.Or(r.NoiseLevel, level)
 		m.stages[i].req = r
 	}
 	return nil
@@ -140,9 +148,15 @@ func (m *ifModel) loadStage(path string) (*ifStage, error) {
 	src.close()
 	switch {
 	case src.ClassIs("StableDiffusionUpscalePipeline"):
-		return nil, errors.New("the ×4 upscaler stage (StableDiffusionUpscalePipeline) is not supported yet")
+		u, err := loadUpscaler(src, m.f.opt)
+		if err != nil {
+			return nil, err
+		}
+		return &ifStage{path: path, name: ModelName(path), f: u.f, up: u.p, sched: u.sched,
+			sampler: defaultSampler(u.sched, "DDIMScheduler"), factor: u.p.Factor()}, nil
 	case !src.ClassIs("IFSuperResolutionPipeline"):
-		return nil, fmt.Errorf("not a DeepFloyd IF stage II folder (model_index.json's _class_name is %q, want IFSuperResolutionPipeline)", src.Class)
+		return nil, fmt.Errorf("not a DeepFloyd IF stage II folder or the ×4 upscaler (model_index.json's _class_name is %q, "+
+			"want IFSuperResolutionPipeline or StableDiffusionUpscalePipeline)", src.Class)
 	}
 	f := &folder{dir: path, opt: m.f.opt}
 	u, uc, err := component(f, "unet", unet.ParseConfig, unet.New)
@@ -257,7 +271,13 @@ func (m *ifModel) Generate(ctx context.Context, p Params) (*Output, error) {
 		x, width, height := res.Images, p.Width/factor, p.Height/factor
 		for k, st := range m.stages {
 			width, height = width*st.factor, height*st.factor
-			if x, err = m.upscale(ctx, st, res, negs, x, width, height, g, p.progress(i, p.Count, fmt.Sprintf("stage %d", k+2))); err != nil {
+			cb := p.progress(i, p.Count, fmt.Sprintf("stage %d", k+2))
+			if st.up != nil {
+				x, err = upscaleStage(ctx, st, p.Prompt, negs, x, g, cb)
+			} else {
+				x, err = m.upscale(ctx, st, res, negs, x, width, height, g, cb)
+			}
+			if err != nil {
 				return nil, fmt.Errorf("stage %d: %w", k+2, err)
 			}
 		}
@@ -288,4 +308,18 @@ func (m *ifModel) upscale(ctx context.Context, st *ifStage, res *IFResult, negs 
 		return nil, err
 	}
 	return out.Images, nil
+}
+
+// upscaleStage runs the ×4 upscaler on the previous stage's images x
+// (model space, as diffusers' IF examples hand them on with output_type
+// "pt"), with its own text encoder on the prompt.
+func upscaleStage(ctx context.Context, st *ifStage, prompt string, negs []string, x *tensor.Tensor, g *rng.Generator,
+	cb Callbacks) (*tensor.Tensor, error) {
+	s, err := scheduler.New(st.sampler, st.sched)
+	if err != nil {
+		return nil, fmt.Errorf("sampler: %w", err)
+	}
+	return st.up.Generate(ctx, UpscaleRequest{Prompts: []string{prompt}, NegativePrompts: negs, Image: x,
+		Steps: st.req.Steps, Guidance: st.req.Guidance, NoiseLevel: st.req.NoiseLevel, Scheduler: s, Noise: g,
+		Progress: cb.Progress, OnUNetInput: cb.OnModelInput, OnStep: cb.OnStep})
 }

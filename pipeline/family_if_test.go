@@ -106,10 +106,10 @@ func TestIFRefuses(t *testing.T) {
 		{"LoRA", Params{LoRAs: []LoRA{{Path: "x", Weight: 1}}}, "does not take lora"},
 		{"class labels", Params{ClassLabels: []string{"1"}}, "does not take class-labels"},
 		{"clip skip", Params{ClipSkip: 2}, "does not take clip skip"},
-		{"stage I as stage II", Params{Stages: []Stage{{Path: stage1}}}, "not a DeepFloyd IF stage II folder"},
+		{"stage I as stage II", Params{Stages: []Stage{{Path: stage1}}}, "not a DeepFloyd IF stage II folder or the ×4 upscaler"},
 		{"another family", Params{Stages: []Stage{{Path: dit}}}, `"DiTPipeline"`},
 		{"missing", Params{Stages: []Stage{{Path: filepath.Join(t.TempDir(), "none")}}}, "no such file"},
-		{"upscaler", Params{Stages: []Stage{{Path: stage2}, {Path: stage2}}}, "×4 upscaler stage is not supported"},
+		{"stage II twice", Params{Stages: []Stage{{Path: stage2}, {Path: stage2}}}, "right after stage I"},
 		{"noise level", Params{Stages: []Stage{{Path: stage2, NoiseLevel: 1000}}}, "out of range"},
 		{"size", Params{Stages: []Stage{{Path: stage2}}, Width: 36, Height: 36}, "multiples of 8"},
 	} {

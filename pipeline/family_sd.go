@@ -48,7 +48,9 @@ func detectSD(src *Source) bool {
 		return false
 	}
 	if src.Dir {
-		return src.Lists("unet") && src.Lists("text_encoder") && !src.Lists("text_encoder_2")
+		// The ×4 upscaler's folder lists the same components.
+		return src.Lists("unet") && src.Lists("text_encoder") && !src.Lists("text_encoder_2") &&
+			!src.ClassIs("StableDiffusionUpscalePipeline")
 	}
 	// A UNet's input_blocks: SD3's MMDiT files share the prefix.
 	return src.HasTensorPrefix("model.diffusion_model.input_blocks.") && !src.HasTensorPrefix("conditioner.embedders.")

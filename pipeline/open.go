@@ -37,7 +37,8 @@ type Info struct {
 	Sampler              string
 	// Accepts lists the optional request features the model takes:
 	// "img2img", "inpaint", "lora", "controlnet", "t2i-adapter",
-	// "refiner", "class-labels", "negative-prompt", "stages", and the
+	// "refiner", "class-labels", "negative-prompt", "stages", "upscale"
+	// (InitImage is the image to upscale), "clip-skip", and the
 	// step cache modes "deepcache" and "fbcache" (Params.CacheMode).
 	Accepts []string
 	// Labels maps class names to ids for class-conditional models (DiT).

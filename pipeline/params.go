@@ -45,7 +45,7 @@ type Params struct {
 
 	// InitImage enables image-to-image with Strength (in (0, 1]); Mask
 	// (white = repaint) enables inpainting of it. Both are resized to the
-	// output size.
+	// output size. For an upscaler it is the image to upscale.
 	InitImage, Mask image.Image
 	Strength        float64
 
@@ -68,8 +68,14 @@ type Params struct {
 	// ClassLabels are DiT's ImageNet classes, by id or by name.
 	ClassLabels []string
 
+	// NoiseLevel is the noise an upscaler adds to InitImage, the image
+	// it upscales, as a timestep (0: its default, 20 for the SD ×4
+	// upscaler).
+	NoiseLevel int
+
 	// Stages are a cascade's later stages, in order: for DeepFloyd IF the
-	// stage II folder (IFSuperResolutionPipeline). Empty: the first stage
+	// stage II folder (IFSuperResolutionPipeline), then optionally the
+	// Stable Diffusion ×4 upscaler (StableDiffusionUpscalePipeline). Empty: the first stage
 	// alone. Width and Height are the last stage's output size; Steps,
 	// Guidance and Sampler are the first stage's.
 	Stages []Stage
@@ -91,10 +97,11 @@ type Params struct {
 // (zero values: the stage's defaults).
 type Stage struct {
 	Path     string
-	Steps    int     // 0: the stage's default (IF stage II: 50)
-	Guidance float64 // 0: the stage's default (IF stage II: 4)
+	Steps    int     // 0: the stage's default (IF stage II: 50, ×4 upscaler: 75)
+	Guidance float64 // 0: the stage's default (IF stage II: 4, ×4 upscaler: 9)
 	// NoiseLevel is the noise added to the previous stage's image before
-	// upscaling, in timesteps (0: the stage's default, IF stage II: 250).
+	// upscaling, in timesteps (0: the stage's default, IF stage II: 250,
+	// ×4 upscaler: 20).
 	NoiseLevel int
 }
 
@@ -219,14 +226,15 @@ func (p *Params) validate(in Info) error {
 	if p.Mask != nil && p.InitImage == nil {
 		return errors.New("pipeline: a mask needs an init image")
 	}
-	if p.InitImage != nil && p.Strength == 0 {
+	upscaler := in.accepts("upscale") // InitImage is the image to upscale
+	if p.InitImage != nil && p.Strength == 0 && !upscaler {
 		p.Strength = 0.75
 	}
 	for _, need := range []struct {
 		feature string
 		given   bool
 	}{
-		{"img2img", p.InitImage != nil && p.Mask == nil}, {"inpaint", p.Mask != nil},
+		{"img2img", p.InitImage != nil && p.Mask == nil && !upscaler}, {"inpaint", p.Mask != nil},
 		{"lora", len(p.LoRAs) > 0 || strings.Contains(p.Prompt, "<lora:")},
 		{"controlnet", len(p.ControlNets) > 0}, {"t2i-adapter", len(p.Adapters) > 0},
 		{"refiner", p.Refiner != ""}, {"class-labels", len(p.ClassLabels) > 0}, {"stages", len(p.Stages) > 0},
@@ -263,9 +271,12 @@ func (p *Params) validate(in Info) error {
 	}
 	for i, s := range p.Stages {
 		if s.Steps < 0 || s.Steps > MaxSteps || math.IsNaN(s.Guidance) || s.Guidance < 0 || s.Guidance > MaxGuidance ||
-			s.NoiseLevel < 0 || s.NoiseLevel >= 1000 {
+			s.NoiseLevel < 0 || s.NoiseLevel >= maxNoiseLevel {
 			return errf("stage %d: steps %d, guidance %v or noise level %d out of range", i+2, s.Steps, s.Guidance, s.NoiseLevel)
 		}
+	}
+	if p.NoiseLevel < 0 || p.NoiseLevel >= maxNoiseLevel {
+		return errf("noise level %d outside [0, %d)", p.NoiseLevel, maxNoiseLevel)
 	}
 	for _, l := range p.LoRAs {
 		if math.IsNaN(l.Weight) || math.Abs(l.Weight) > MaxGuidance {
@@ -274,6 +285,10 @@ func (p *Params) validate(in Info) error {
 	}
 	return nil
 }
+
+// maxNoiseLevel bounds noise levels, which are timesteps of a
+// 1000-step training schedule.
+const maxNoiseLevel = 1000
 
 // maxPromptBytes bounds a prompt (CLIP reads 77 tokens; long prompts are
 // truncated, but a megabyte of text is a mistake).

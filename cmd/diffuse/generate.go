@@ -29,6 +29,7 @@ type genFlags struct {
 	steps, width, height, batchCount, clipSkip      int
 	threads                                         int
 	cfgScale, strength, guidanceRescale             float64
+	noiseLevel                                      int
 	seed                                            int64
 	dtype                                           string
 	quiet, bf16                                     bool
@@ -140,7 +141,8 @@ func newGenFlagSet(f *genFlags, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&f.width, "width", 0, "same as -W")
 	fs.IntVar(&f.height, "H", 0, "image height (default 512 for SD 1.x, 1024 for SDXL)")
 	fs.IntVar(&f.height, "height", 0, "same as -H")
-	fs.StringVar(&f.initImg, "init-img", "", "initial image for image-to-image or inpainting")
+	fs.StringVar(&f.initImg, "init-img", "", "initial image for image-to-image or inpainting; for an upscaler (SD x4) the image to upscale")
+	fs.IntVar(&f.noiseLevel, "noise-level", 0, "upscaler: noise added to the --init-img image, as a timestep (0: the model's default, 20 for SD x4)")
 	fs.StringVar(&f.initImg, "i", "", "same as --init-img")
 	fs.Float64Var(&f.strength, "strength", 0.75, "img2img strength: how much of the init image is re-noised (1 = all)")
 	fs.StringVar(&f.mask, "mask", "", "inpainting mask (white = repaint); needs --init-img")
@@ -507,8 +509,11 @@ func (f *genFlags) params() (pipeline.Params, error) {
 		if p.InitImage, err = imageio.Load(f.initImg); err != nil {
 			return p, fmt.Errorf("generate: --init-img: %w", err)
 		}
-		p.Strength = f.strength
+		if f.set["strength"] { // else the model's default (an upscaler takes none)
+			p.Strength = f.strength
+		}
 	}
+	p.NoiseLevel = f.noiseLevel
 	if f.mask != "" {
 		if p.Mask, err = imageio.Load(f.mask); err != nil {
 			return p, fmt.Errorf("generate: --mask: %w", err)

@@ -27,7 +27,7 @@ import (
 // anything. They exercise loading, memory and speed, not image quality.
 func runRandomCheckpoint(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("random-checkpoint", flag.ContinueOnError)
-	kind := fs.String("kind", "sd15", "what to write: sd15, sd15-inpainting, sdxl, sdxl-refiner, sd3, sd3-no-t5, flux-dev, flux-schnell (single files; FLUX with its clip_l, t5xxl and ae files beside; -tiny for test sizes), controlnet (SD 1.5 diffusers folder), lora (SD 1.5 UNet LoRA file), dit (DiT-XL/2 256), pixart (PixArt-α XL-2 1024 with T5-XXL: 11 GB in f16), if (DeepFloyd IF-I-XL and IF-II-L folders: 20 GB in f16), sd2 (SD 2.1 768 v-prediction) (diffusers folders)")
+	kind := fs.String("kind", "sd15", "what to write: sd15, sd15-inpainting, sdxl, sdxl-refiner, sd3, sd3-no-t5, flux-dev, flux-schnell (single files; FLUX with its clip_l, t5xxl and ae files beside; -tiny for test sizes), controlnet (SD 1.5 diffusers folder), lora (SD 1.5 UNet LoRA file), dit (DiT-XL/2 256), pixart (PixArt-α XL-2 1024 with T5-XXL: 11 GB in f16), if (DeepFloyd IF-I-XL and IF-II-L folders: 20 GB in f16), sd2 (SD 2.1 768 v-prediction), sd-x4-upscaler (Stable Diffusion x4 upscaler, also IF's stage III) (diffusers folders)")
 	spiece := fs.String("spiece", "tokenizer/t5/testdata/t5_test_sentencepiece.model", "SentencePiece model written as the T5 tokenizer (kinds pixart, if)")
 	out := fs.String("o", "", "output file or folder (default: <kind>-random.safetensors, or a folder for controlnet)")
 	dtype := fs.String("dtype", "f16", "weight dtype: f32, f16 or bf16; for sd3/flux kinds also a GGUF type (q8_0, q4_k, …; the FLUX transformer or the whole SD3 file as .gguf) or fp8/fp8-scaled")
@@ -91,7 +91,7 @@ func runRandomCheckpoint(ctx context.Context, args []string) error {
 		err = runRandomHunyuan(out, *seed, dt)
 	case "controlnet":
 		err = writeRandomControlNet(*out, *seed, dt)
-	case "dit", "pixart", "if", "sd2":
+	case "dit", "pixart", "if", "sd2", "sd-x4-upscaler":
 		err = writeRandomFolders(*kind, *out, *spiece, *seed, dt)
 	case "lora":
 		u, uerr := unet.New(unet.SD15(4))

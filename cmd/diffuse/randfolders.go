@@ -126,6 +126,44 @@ func sd21() pipeline.RandomFolder {
 	return pipeline.SDFolder(te, u, sdVAE(768), "DDIMScheduler", sched, tok)
 }
 
+// sdX4Upscaler is a folder shaped as stabilityai/stable-diffusion-x4-upscaler:
+// SD 2.x's OpenCLIP ViT-H text encoder, a 7-channel UNet (latents and the
+// noised image) with the noise level as class embedding, a 3-level VAE
+// (×4) and its two schedulers. The UNet's and VAE's sizes follow the
+// LDM x4-upscaling config (model_channels 256, channel_mult 1, 2, 2, 4;
+// VAE ch 128, ch_mult 1, 2, 4).
+func sdX4Upscaler() pipeline.RandomFolder {
+	sd := sd21()
+	u := map[string]any{"act_fn": "silu", "attention_head_dim": 8, "block_out_channels": []int{256, 512, 512, 1024},
+		"center_input_sample": false, "cross_attention_dim": 1024,
+		"down_block_types":     []string{"DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"},
+		"up_block_types":       []string{"CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"},
+		"only_cross_attention": []bool{true, true, true, false}, "num_class_embeds": 1000,
+		"downsample_padding": 1, "flip_sin_to_cos": true, "freq_shift": 0, "in_channels": 7, "layers_per_block": 2,
+		"mid_block_scale_factor": 1, "norm_eps": 1e-5, "norm_num_groups": 32, "out_channels": 4, "sample_size": 128,
+		"use_linear_projection": true}
+	v := map[string]any{"in_channels": 3, "out_channels": 3, "latent_channels": 4, "act_fn": "silu",
+		"down_block_types":   []string{"DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"},
+		"up_block_types":     []string{"UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"},
+		"block_out_channels": []int{128, 256, 512}, "layers_per_block": 2, "norm_num_groups": 32,
+		"sample_size": 256, "scaling_factor": 0.08333}
+	low := map[string]any{"beta_end": 0.02, "beta_schedule": "scaled_linear", "beta_start": 0.0001, "clip_sample": false,
+		"num_train_timesteps": 1000, "variance_type": "fixed_small"}
+	f := pipeline.RandomFolder{Class: "StableDiffusionUpscalePipeline", Index: map[string]any{"max_noise_level": 350}}
+	for _, c := range sd.Components {
+		switch c.Name {
+		case "unet":
+			c.Config = u
+		case "vae":
+			c.Config = v
+		}
+		f.Components = append(f.Components, c)
+	}
+	f.Components = append(f.Components, pipeline.RandomComponent{Name: "low_res_scheduler", Library: "diffusers",
+		Class: "DDPMScheduler", Config: low})
+	return f
+}
+
 // writeRandomFolders writes kind's folder(s) under out and says how to
 // use them.
 func writeRandomFolders(kind, out, spiecePath string, seed uint64, dt tensor.DType) error {
@@ -142,6 +180,8 @@ func writeRandomFolders(kind, out, spiecePath string, seed uint64, dt tensor.DTy
 		return pipeline.WriteRandomFolder(out, ditXL2(), seed, dt)
 	case "pixart":
 		return pipeline.WriteRandomFolder(out, pixartXL2(spiece), seed, dt)
+	case "sd-x4-upscaler":
+		return pipeline.WriteRandomFolder(out, sdX4Upscaler(), seed, dt)
 	case "sd2":
 		fmt.Println("note: tokenizer/ holds special_tokens_map.json and tokenizer_config.json only (diffuse has CLIP's vocabulary built in)")
 		return pipeline.WriteRandomFolder(out, sd21(), seed, dt)

@@ -25,6 +25,7 @@ func TestRandomFolderSizes(t *testing.T) {
 		{"IF-I-XL", ifIXL(spiece), map[string]float64{"unet": 4300, "text_encoder": 4762}},
 		{"IF-II-L", ifIIL(spiece), map[string]float64{"unet": 1200}},
 		{"SD 2.1", sd21(), map[string]float64{"unet": 866, "text_encoder": 340}},
+		{"SD x4 upscaler", sdX4Upscaler(), map[string]float64{"unet": 473, "text_encoder": 340}},
 	} {
 		got, err := c.folder.ParamCounts()
 		if err != nil {
