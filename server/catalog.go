@@ -18,11 +18,12 @@ type entry struct {
 }
 
 // scan lists the models inside dir: .safetensors files (and .gguf ones
-// when gguf is set) and folders holding model_index.json or config.json
+// when gguf is set: SD3/FLUX transformers, which open with the server's
+// Options.Components) and folders holding model_index.json or config.json
 // (as isModel tells: diffusers pipelines, or ControlNets).
 // Symbolic links are not followed out of dir: names resolve only to what
 // the listing holds, so a request cannot reach other paths.
-func scan(dir string, isModel func(folder string) bool) []entry {
+func scan(dir string, isModel func(folder string) bool, gguf bool) []entry {
 	if dir == "" {
 		return nil
 	}
@@ -52,7 +53,8 @@ func scan(dir string, isModel func(folder string) bool) []entry {
 			}
 			return nil
 		}
-		if strings.EqualFold(filepath.Ext(p), ".safetensors") && d.Type().IsRegular() {
+		ext := filepath.Ext(p)
+		if (strings.EqualFold(ext, ".safetensors") || gguf && strings.EqualFold(ext, ".gguf")) && d.Type().IsRegular() {
 			out = append(out, entry{Name: strings.TrimSuffix(rel, filepath.Ext(rel)), Title: rel, Path: p})
 		}
 		return nil
@@ -105,7 +107,7 @@ func pathBase(s string) string {
 // models lists the checkpoints: those of ModelsDir and the configured
 // Model when it is a path outside it.
 func (s *Server) models() []entry {
-	list := scan(s.cfg.ModelsDir, isPipelineDir)
+	list := scan(s.cfg.ModelsDir, isPipelineDir, true)
 	if s.extraModel.Path != "" {
 		for _, e := range list {
 			if sameFile(e.Path, s.extraModel.Path) {
@@ -117,8 +119,8 @@ func (s *Server) models() []entry {
 	return list
 }
 
-func (s *Server) loras() []entry       { return scan(s.cfg.LoRADir, nil) }
-func (s *Server) controlnets() []entry { return scan(s.cfg.ControlNetDir, isControlNetDir) }
+func (s *Server) loras() []entry       { return scan(s.cfg.LoRADir, nil, false) }
+func (s *Server) controlnets() []entry { return scan(s.cfg.ControlNetDir, isControlNetDir, false) }
 
 func exists(p string) bool {
 	_, err := os.Stat(p)

@@ -100,7 +100,7 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) resolveDefault() error {
 	m := s.cfg.Model
 	if m != "" {
-		if e, err := find(scan(s.cfg.ModelsDir, isPipelineDir), m, "model"); err == nil {
+		if e, err := find(scan(s.cfg.ModelsDir, isPipelineDir, true), m, "model"); err == nil {
 			s.defModel = e.Name
 			return nil
 		}

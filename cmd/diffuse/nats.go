@@ -112,6 +112,8 @@ func runWorker(ctx context.Context, args []string) error {
 	loraDir := fs.String("lora-dir", "", "folder of LoRAs")
 	controlDir := fs.String("controlnet-dir", "", "folder of ControlNet models")
 	name := fs.String("name", "", "worker name in logs (default: host-pid)")
+	var comps multiFlag
+	fs.Var(&comps, "component", "NAME=PATH: a component SD3/FLUX files lack, as serve takes it (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -126,6 +128,9 @@ func runWorker(ctx context.Context, args []string) error {
 	opt, err := envOptions(os.Getenv, systemMemory())
 	if err != nil {
 		return err
+	}
+	if err := componentOptions(&opt, comps); err != nil {
+		return fmt.Errorf("worker: %w", err)
 	}
 	nc, closeAll, err := nf.connect()
 	if err != nil {

@@ -25,6 +25,7 @@ type serveFlags struct {
 	apiAuth, apiKey, cors, logLevel, logFormat       string
 	queue                                            int
 	maxSteps, maxImages, maxPixels                   int
+	components                                       multiFlag
 	nats                                             natsFlags
 }
 
@@ -47,6 +48,7 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveFlags, error) {
 	fs.IntVar(&f.maxSteps, "max-steps", 0, "most steps a request may ask (0: 150)")
 	fs.IntVar(&f.maxImages, "max-images", 0, "most images a request may ask (0: 16)")
 	fs.IntVar(&f.maxPixels, "max-pixels", 0, "most pixels of one image (0: 2048×2048)")
+	fs.Var(&f.components, "component", "NAME=PATH: a component SD3/FLUX files lack (a transformer-only .safetensors or .gguf), as generate takes it; applies to every model (repeatable)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	f.nats.register(fs, true)
@@ -96,6 +98,9 @@ func (f *serveFlags) config(log *slog.Logger) (server.Config, error) {
 	opt, err := envOptions(os.Getenv, systemMemory())
 	if err != nil {
 		return server.Config{}, err
+	}
+	if err := componentOptions(&opt, f.components); err != nil {
+		return server.Config{}, fmt.Errorf("serve: %w", err)
 	}
 	var origins []string
 	for _, o := range strings.Split(f.cors, ",") {

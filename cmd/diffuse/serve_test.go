@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"io"
+	"log/slog"
 	"strings"
 	"testing"
 )
@@ -28,6 +29,26 @@ func TestServeFlags(t *testing.T) {
 	}
 }
 
+// --component gives SD3/FLUX files their missing parts for every model
+// the server opens.
+func TestServeComponents(t *testing.T) {
+	f, err := parseServeFlags([]string{"-m", "flux1-dev-Q8_0.gguf", "--component", "vae=ae.safetensors", "--component", "text_encoder=clip_l.safetensors"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := f.config(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := cfg.Options.Components; c.VAE != "ae.safetensors" || c.TextEncoder != "clip_l.safetensors" {
+		t.Errorf("components %+v", c)
+	}
+	f.components = []string{"unet=x"}
+	if _, err := f.config(slog.New(slog.NewTextHandler(io.Discard, nil))); err == nil || !strings.Contains(err.Error(), "unknown component") {
+		t.Errorf("an unknown component: err = %v", err)
+	}
+}
+
 func TestWorkerFlags(t *testing.T) {
 	for _, c := range []struct {
 		args []string
@@ -36,6 +57,7 @@ func TestWorkerFlags(t *testing.T) {
 		{[]string{"-m", "x"}, "--nats"},
 		{[]string{"--nats", "embedded", "-m", "x"}, "--nats"},
 		{[]string{"--nats", "nats://127.0.0.1:1"}, "give a model"},
+		{[]string{"--nats", "nats://127.0.0.1:1", "-m", "x", "--component", "unet=y"}, "unknown component"},
 	} {
 		err := runWorker(context.Background(), c.args)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
