@@ -247,7 +247,7 @@ func (s *Server) onEvent(id string, data []byte) {
 		s.current = j
 		s.mu.Unlock()
 	case "step":
-		s.metrics.steps.Add(1)
+		s.metrics.steps.Inc()
 		j.mu.Lock()
 		j.image, j.step, j.steps = ev.Image, ev.Step, ev.Steps
 		j.latents, j.latentShape, j.family = ev.Latents, ev.Shape, ev.Family

@@ -145,12 +145,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if v := recover(); v != nil {
 			id := newID()
 			s.log.Error("panic", "id", id, "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
-			s.metrics.errors.Add(1)
+			s.metrics.errors.Inc()
 			if !rec.wrote {
 				writeError(rec, styleOf(r.URL.Path), &apiError{Status: 500, Code: "internal_error", Message: "internal error " + id})
 			}
 		}
-		s.metrics.observeRequest(r.URL.Path, rec.status, time.Since(start))
+		s.metrics.observeRequest(r.URL.Path, rec.status)
 		s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", rec.status, "duration", time.Since(start))
 	}()
 	if !s.cors(rec, r) {
@@ -221,7 +221,7 @@ func (s *Server) submit(j *Job) (*Job, error) {
 		if err := s.publish(j); err != nil {
 			j.cancel()
 			if err == errQueueFull {
-				s.metrics.rejected.Add(1)
+				s.metrics.rejected.Inc()
 			}
 			return nil, err
 		}
@@ -234,7 +234,7 @@ func (s *Server) submit(j *Job) (*Job, error) {
 	case s.queue <- j:
 	default:
 		j.cancel()
-		s.metrics.rejected.Add(1)
+		s.metrics.rejected.Inc()
 		return nil, errQueueFull
 	}
 	s.jobs[j.ID] = j
@@ -381,7 +381,7 @@ func (s *Server) generate(j *Job) (state string, err error) {
 		p := j.Params
 		p.Count, p.Seed = 1, j.Params.Seed+int64(i)
 		p.OnProgress = func(e pipeline.Event) {
-			s.metrics.steps.Add(1)
+			s.metrics.steps.Inc()
 			j.onStep(i, e)
 		}
 		t0 := time.Now()
