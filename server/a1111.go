@@ -84,6 +84,7 @@ func (s *Server) a1111Gen(q *a1111Request, img2img bool) (genRequest, error) {
 	if err := s.applyOverrides(&g, q.OverrideSettings); err != nil {
 		return g, err
 	}
+	g.FullPreview, g.PreviewEvery = s.previewSettings(q.OverrideSettings)
 	if img2img {
 		if err := s.a1111Images(&g, q); err != nil {
 			return g, err
@@ -119,6 +120,30 @@ func (s *Server) applyOverrides(g *genRequest, o map[string]any) error {
 		}
 	}
 	return nil
+}
+
+// previewSettings reads A1111's live preview options, as set through
+// POST options or a request's override_settings: show_progress_type
+// "Full" decodes previews with the VAE every show_progress_every_n_steps
+// steps (-1 or 0: at each image's last step only).
+func (s *Server) previewSettings(override map[string]any) (full bool, every int) {
+	get := func(k string) any {
+		if v, ok := override[k]; ok {
+			return v
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.options[k]
+	}
+	typ, _ := get("show_progress_type").(string)
+	if typ != "Full" {
+		return false, 0
+	}
+	every = 1
+	if n, ok := get("show_progress_every_n_steps").(float64); ok {
+		every = max(int(n), 0)
+	}
+	return true, every
 }
 
 // a1111Images decodes init_images and mask (blurred by mask_blur,

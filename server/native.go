@@ -30,6 +30,10 @@ type jobRequest struct {
 	InitImage      string   `json:"init_image"`
 	Mask           string   `json:"mask"`
 	Strength       *float64 `json:"strength"`
+	// Preview is "cheap" (the default: a linear map of the latents) or
+	// "full" (the VAE decodes the latents every PreviewEvery steps).
+	Preview      string `json:"preview"`
+	PreviewEvery int    `json:"preview_every"`
 	LoRAs          []struct {
 		Name   string  `json:"name"`
 		Weight float64 `json:"weight"`
@@ -55,6 +59,16 @@ func (s *Server) nativeGen(q *jobRequest) (genRequest, error) {
 	}
 	if q.Seed != nil {
 		g.Seed = *q.Seed
+	}
+	switch q.Preview {
+	case "", "cheap":
+	case "full":
+		g.FullPreview, g.PreviewEvery = true, max(q.PreviewEvery, 1)
+		if q.PreviewEvery < 0 {
+			g.PreviewEvery = 0 // each image's last step only
+		}
+	default:
+		return g, badRequest("bad_preview", "preview", fmt.Sprintf("preview %q: want cheap or full", q.Preview))
 	}
 	var err error
 	if q.InitImage != "" {

@@ -382,6 +382,15 @@ func (s *Server) generate(j *Job) (state string, err error) {
 		p.Count, p.Seed = 1, j.Params.Seed+int64(i)
 		p.OnProgress = func(e pipeline.Event) {
 			s.metrics.steps.Inc()
+			if e.Decode != nil && j.wantsFull(e.Step, e.Steps) {
+				// Decoded before the step is published, so that its
+				// watchers see this step's full preview.
+				if img, err := e.Decode(); err == nil {
+					j.setFull(i, img)
+				} else {
+					s.log.Warn("full preview", "job", j.ID, "err", err)
+				}
+			}
 			j.onStep(i, e)
 		}
 		t0 := time.Now()
