@@ -34,7 +34,7 @@ type jobRequest struct {
 	// "full" (the VAE decodes the latents every PreviewEvery steps).
 	Preview      string `json:"preview"`
 	PreviewEvery int    `json:"preview_every"`
-	LoRAs          []struct {
+	LoRAs        []struct {
 		Name   string  `json:"name"`
 		Weight float64 `json:"weight"`
 	} `json:"loras"`
