@@ -7,7 +7,6 @@ import (
 	"image"
 	"image/color"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -360,7 +359,7 @@ func (s *Server) a1111Generate(w http.ResponseWriter, r *http.Request, img2img b
 			return
 		}
 		if q.SaveImages && s.cfg.OutputDir != "" {
-			s.save(png, j.ID, im.Seed)
+			s.save(im, j.ID)
 		}
 		if send {
 			out = append(out, base64.StdEncoding.EncodeToString(png))
@@ -370,10 +369,11 @@ func (s *Server) a1111Generate(w http.ResponseWriter, r *http.Request, img2img b
 	writeJSON(w, http.StatusOK, map[string]any{"images": out, "parameters": raw, "info": string(info)})
 }
 
-// save writes a finished image into the output folder.
-func (s *Server) save(png []byte, id string, seed int64) {
-	name := filepath.Join(s.cfg.OutputDir, fmt.Sprintf("%s-%s-%d.png", time.Now().Format("20060102-150405"), id[:8], seed))
-	if err := os.WriteFile(name, png, 0o644); err != nil {
+// save writes a finished image into the output folder, atomically (a
+// reader of the folder never sees half an image).
+func (s *Server) save(im pipeline.Image, id string) {
+	name := filepath.Join(s.cfg.OutputDir, fmt.Sprintf("%s-%s-%d.png", time.Now().Format("20060102-150405"), id[:8], im.Seed))
+	if err := imageio.WritePNG(name, im.Image, im.Text()); err != nil {
 		s.log.Error("save image", "path", name, "err", err)
 	}
 }

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"image"
 	"image/color"
 	"image/png"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -16,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/diffuse-go/diffuse/imageio"
 	"github.com/diffuse-go/diffuse/pipeline"
 )
 
@@ -286,5 +289,122 @@ func TestNATSQueueFull(t *testing.T) {
 	}
 	if codes[0] != 202 || codes[1] != 202 || codes[2] != 429 {
 		t.Errorf("codes %v, want 202 202 429 (no worker, queue of 2)", codes)
+	}
+}
+
+// TestSaveImages writes the images of save_images requests, with their
+// parameters, into the output folder, and nothing else there.
+func TestSaveImages(t *testing.T) {
+	out := t.TempDir()
+	_, ts := newTestServer(t, func(c *Config) { c.Open = fakeOpen(&fakeModel{}); c.OutputDir = out })
+	call(t, "POST", ts.URL+"/sdapi/v1/txt2img", map[string]any{"prompt": "kept", "steps": 1, "batch_size": 2, "seed": 3, "save_images": true}, nil)
+	call(t, "POST", ts.URL+"/sdapi/v1/txt2img", map[string]any{"prompt": "not kept", "steps": 1}, nil)
+	files, _ := os.ReadDir(out)
+	if len(files) != 2 {
+		t.Fatalf("%d files in the output folder, want 2", len(files))
+	}
+	for i, f := range files {
+		data, err := os.ReadFile(filepath.Join(out, f.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		text, err := imageio.DecodePNGText(data)
+		if err != nil || !strings.HasPrefix(text[imageio.ParametersKey], "kept") || !strings.HasSuffix(f.Name(), "-"+string(rune('3'+i))+".png") {
+			t.Errorf("%s: parameters %q (%v)", f.Name(), text[imageio.ParametersKey], err)
+		}
+	}
+}
+
+// TestImageURLExpires: an OpenAI image URL is served until URLTTL, then
+// answers 404 in OpenAI's shape; it needs no key (the random name is the
+// capability) while the API does.
+func TestImageURLExpires(t *testing.T) {
+	_, ts := newTestServer(t, func(c *Config) { c.Open = fakeOpen(&fakeModel{}); c.URLTTL = 300 * time.Millisecond; c.APIKey = "k" })
+	req, _ := http.NewRequest("POST", ts.URL+"/v1/images/generations", strings.NewReader(`{"prompt":"x","response_format":"url"}`))
+	req.Header.Set("Authorization", "Bearer k")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var o openAIResp
+	json.NewDecoder(resp.Body).Decode(&o)
+	resp.Body.Close()
+	if len(o.Data) != 1 || o.Data[0].URL == "" {
+		t.Fatalf("generations: %d %+v", resp.StatusCode, o)
+	}
+	get := func() int {
+		r, err := http.Get(o.Data[0].URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Body.Close()
+		return r.StatusCode
+	}
+	if code := get(); code != 200 {
+		t.Errorf("fresh URL: %d", code)
+	}
+	time.Sleep(400 * time.Millisecond)
+	var e openAIResp
+	if code := call(t, "GET", o.Data[0].URL, nil, &e); code != 404 || e.Error == nil || e.Error.Code != "file_not_found" {
+		t.Errorf("expired URL: %d %+v", code, e.Error)
+	}
+}
+
+// TestEventStreamKey: EventSource cannot send headers, so the event
+// stream takes the key as ?api_key=; a wrong one is refused.
+func TestEventStreamKey(t *testing.T) {
+	_, ts := newTestServer(t, func(c *Config) { c.Open = fakeOpen(&fakeModel{}); c.APIKey = "k" })
+	req, _ := http.NewRequest("POST", ts.URL+"/api/v1/jobs", strings.NewReader(`{"prompt":"x","steps":1}`))
+	req.Header.Set("Authorization", "Bearer k")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st jobStatus
+	json.NewDecoder(resp.Body).Decode(&st)
+	resp.Body.Close()
+	for key, want := range map[string]int{"k": 200, "wrong": 401, "": 401} {
+		r, err := http.Get(ts.URL + "/api/v1/jobs/" + st.ID + "/events?api_key=" + key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Body.Close()
+		if r.StatusCode != want {
+			t.Errorf("api_key %q: %d, want %d", key, r.StatusCode, want)
+		}
+	}
+}
+
+// TestShutdownFinishesInFlight stops the HTTP server the way diffuse
+// serve does (http.Server.Shutdown, then Close): the request whose job
+// is running gets its image, and a request after Close is refused.
+func TestShutdownFinishesInFlight(t *testing.T) {
+	fm := &fakeModel{delay: 40 * time.Millisecond}
+	f, dir := tinyModels(t)
+	s, err := New(Config{Model: f.SD, ControlNetDir: dir, Open: fakeOpen(fm), Logger: newTestServerLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewUnstartedServer(s)
+	hs.Start()
+	done := make(chan int, 1)
+	var r a1111Resp
+	go func() {
+		done <- call(t, "POST", hs.URL+"/sdapi/v1/txt2img", map[string]any{"prompt": "x", "steps": 8}, &r)
+	}()
+	for fm.running.Load() == 0 {
+		time.Sleep(2 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := hs.Config.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if code := <-done; code != 200 || len(r.Images) != 1 {
+		t.Errorf("in-flight request: %d, %d images", code, len(r.Images))
+	}
+	s.Close()
+	if _, err := s.submit(newJob(context.Background(), "", "test", "tiny-sd", pipeline.Params{})); err != errShuttingDown {
+		t.Errorf("submit after Close: %v", err)
 	}
 }
