@@ -422,7 +422,7 @@ func (s *Server) progress(w http.ResponseWriter, r *http.Request) {
 		"job_timestamp": "0", "job_no": 0, "sampling_step": 0, "sampling_steps": 0}
 	resp := map[string]any{"progress": 0.0, "eta_relative": 0.0, "state": state, "current_image": nil, "textinfo": nil}
 	j := s.running()
-	queued := int(s.metrics.queued.Load())
+	queued := int(s.queueDepth())
 	state["job_count"] = queued
 	if j != nil {
 		snap, _ := j.snapshot()

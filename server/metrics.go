@@ -17,9 +17,12 @@ import (
 // in one process (tests, a worker beside a server) count apart.
 type metrics struct {
 	reg *prometheus.Registry
-	// queued is read on every progress poll, so it stays an atomic that
-	// the queue-depth gauge reads at scrape time.
-	queued   atomic.Int64
+	// queued counts the jobs waiting on JetStream (submitted, not yet
+	// started by a worker).
+	queued atomic.Int64
+	// depth is the queue depth the gauge reports (set by New before the
+	// server serves).
+	depth    func() int64
 	rejected prometheus.Counter
 	errors   prometheus.Counter
 	steps    prometheus.Counter
@@ -34,6 +37,7 @@ type metrics struct {
 
 func newMetrics() *metrics {
 	m := &metrics{reg: prometheus.NewRegistry(), routes: map[string]bool{"/": true}}
+	m.depth = m.queued.Load
 	m.rejected = prometheus.NewCounter(prometheus.CounterOpts{Name: "diffuse_queue_rejected_total",
 		Help: "Submissions refused because the queue was full."})
 	m.errors = prometheus.NewCounter(prometheus.CounterOpts{Name: "diffuse_errors_total",
@@ -53,7 +57,7 @@ func newMetrics() *metrics {
 		Help:    "Time per denoising step.",
 		Buckets: []float64{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}})
 	depth := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "diffuse_queue_depth", Help: "Jobs waiting in the queue."},
-		func() float64 { return float64(m.queued.Load()) })
+		func() float64 { return float64(m.depth()) })
 	m.reg.MustRegister(m.rejected, m.errors, m.steps, m.requests, m.jobs, m.jobSecs, m.stepSecs, depth,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -262,7 +262,7 @@ func (s *Server) jobEvents(w http.ResponseWriter, r *http.Request) {
 			}
 		} else if snap.State == stateQueued && lastStep == -1 {
 			lastStep = -2
-			if send("queued", map[string]any{"id": j.ID, "queue_depth": s.metrics.queued.Load()}) != nil {
+			if send("queued", map[string]any{"id": j.ID, "queue_depth": s.queueDepth()}) != nil {
 				s.gone(j, cancelOnGone)
 				return
 			}
@@ -292,7 +292,7 @@ func (s *Server) gone(j *Job, cancel bool) {
 
 // health reports liveness and the loaded model.
 func (s *Server) health(w http.ResponseWriter, _ *http.Request) {
-	out := map[string]any{"status": "ok", "queue_depth": s.metrics.queued.Load(), "default_model": s.defaultModel()}
+	out := map[string]any{"status": "ok", "queue_depth": s.queueDepth(), "default_model": s.defaultModel()}
 	if in, ok := s.loadedInfo(); ok {
 		out["loaded_model"] = in.Name
 	}

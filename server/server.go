@@ -73,6 +73,7 @@ func New(cfg Config) (*Server, error) {
 		s.cfg.NATSAckWait = 30 * time.Second
 	}
 	s.queue = make(chan *Job, s.cfg.QueueSize)
+	s.metrics.depth = s.queueDepth
 	s.ctx, s.stop = context.WithCancel(context.Background())
 	if cfg.NATS != nil {
 		if err := s.startBroker(cfg.NATS); err != nil {
@@ -241,6 +242,17 @@ func (s *Server) submit(j *Job) (*Job, error) {
 	s.metrics.queued.Add(1)
 	s.log.Info("job queued", "job", j.ID, "api", j.API, "model", j.Model, "images", j.Params.Count, "steps", j.Params.Steps)
 	return j, nil
+}
+
+// queueDepth is the number of jobs waiting. In process it is the length
+// of the queue itself: a counter kept beside it would, for a moment after
+// the worker takes a job and before it counts it out, read one over the
+// bound.
+func (s *Server) queueDepth() int64 {
+	if s.broker == nil {
+		return int64(len(s.queue))
+	}
+	return s.metrics.queued.Load()
 }
 
 // maxKeptJobs bounds the finished jobs kept for their results.
