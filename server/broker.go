@@ -283,7 +283,7 @@ func (s *Server) collect(j *Job) {
 	s.mu.Unlock()
 	j.mu.Lock()
 	wasQueued := j.state == stateQueued
-	j.images = imgs
+	j.images, j.worker = imgs, res.Worker
 	j.mu.Unlock()
 	if wasQueued {
 		s.metrics.queued.Add(-1)
@@ -355,7 +355,7 @@ func (s *Server) recovered(id string) (*Job, bool) {
 		return nil, false
 	}
 	j := newJob(s.ctx, id, "recovered", "", pipeline.Params{Count: len(imgs)})
-	j.images = imgs
+	j.images, j.worker = imgs, res.Worker
 	var jerr error
 	if res.State != stateDone {
 		jerr = &apiError{Status: res.Status, Code: res.Code, Message: res.Message}

@@ -37,6 +37,8 @@ type Job struct {
 	// remote, when set, carries cancel/interrupt/skip to the worker
 	// that runs the job elsewhere.
 	remote func(action string)
+	// worker names the NATS worker that ran the job ("" in process).
+	worker string
 
 	ctx    context.Context
 	cancel context.CancelFunc

@@ -158,6 +158,11 @@ func (s *Server) status(r *http.Request, j *Job) map[string]any {
 		ae := asAPIError(snap.Err)
 		out["error"] = map[string]any{"code": ae.Code, "message": ae.Message}
 	}
+	j.mu.Lock()
+	if j.worker != "" {
+		out["worker"] = j.worker
+	}
+	j.mu.Unlock()
 	imgs, _ := j.result()
 	res := []map[string]any{}
 	for i, im := range imgs {
