@@ -112,7 +112,10 @@ func openSD(_ context.Context, src *Source, opt Options) (Model, error) {
 func (v *sdVariant) unet() *unet.Model { return v.c.UNet }
 func (v *sdVariant) vaeFactor() int    { return vaeFactor(v.c.VAE) }
 func (v *sdVariant) vaeChannels() int  { return widest(v.c.VAE) }
-func (v *sdVariant) close()            { v.c.Close() }
+func (v *sdVariant) decode(latents *tensor.Tensor) (*tensor.Tensor, error) {
+	return DecodeLatents(v.c.VAE, latents)
+}
+func (v *sdVariant) close() { v.c.Close() }
 func (v *sdVariant) loraParts() []loraPart {
 	return []loraPart{{"unet", v.c.UNet}, {"text_encoder", v.c.TextEncoder}}
 }

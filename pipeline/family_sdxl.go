@@ -66,6 +66,9 @@ func loadSDXLVariant(src *Source, opt Options) (*sdxlVariant, []byte, error) {
 func (v *sdxlVariant) unet() *unet.Model { return v.c.UNet }
 func (v *sdxlVariant) vaeFactor() int    { return vaeFactor(v.c.VAE) }
 func (v *sdxlVariant) vaeChannels() int  { return widest(v.c.VAE) }
+func (v *sdxlVariant) decode(latents *tensor.Tensor) (*tensor.Tensor, error) {
+	return DecodeLatents(v.c.VAE, latents)
+}
 
 func (v *sdxlVariant) close() {
 	if v.refiner != nil {

@@ -27,6 +27,8 @@ type unetVariant interface {
 	unet() *unet.Model
 	vaeFactor() int
 	vaeChannels() int
+	// decode turns scaled latents into images, for full previews.
+	decode(latents *tensor.Tensor) (*tensor.Tensor, error)
 	// loraParts are the components LoRA files may adapt, by diffusers name.
 	loraParts() []loraPart
 	// run generates one image's latents→images for req.
@@ -104,7 +106,7 @@ func (m *unetModel) Generate(ctx context.Context, p Params) (*Output, error) {
 	extra = append(extra, loras.params()...)
 	return m.images(ctx, &p, extra, func(i int, s scheduler.Scheduler, g *rng.Generator) (*tensor.Tensor, error) {
 		req.Scheduler, req.Noise = s, g
-		return m.v.run(ctx, &p, req, func(stage string) Callbacks { return p.progress(i, p.Count, stage) })
+		return m.v.run(ctx, &p, req, func(stage string) Callbacks { return p.progressDecoding(i, p.Count, stage, m.v.decode) })
 	})
 }
 

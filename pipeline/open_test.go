@@ -1,6 +1,7 @@
 package pipeline_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"image"
@@ -225,5 +226,41 @@ func TestClosedModel(t *testing.T) {
 	m.Close()
 	if _, err := m.Generate(context.Background(), pipeline.Params{Prompt: "x"}); err == nil {
 		t.Error("a closed model generated")
+	}
+}
+
+// TestFullPreview decodes the latents of every step with the VAE: the
+// preview of the last step is the image the generation returns, and the
+// first step's differs from it.
+func TestFullPreview(t *testing.T) {
+	m := openTiny(t, pipeline.Options{})
+	var previews []*image.NRGBA
+	p := pipeline.Params{Prompt: "x", Width: 64, Height: 48, Steps: 3, Seed: 5, Sampler: "Euler",
+		OnProgress: func(e pipeline.Event) {
+			if e.Decode == nil {
+				t.Fatal("an SD event without Decode")
+			}
+			img, err := e.Decode()
+			if err != nil {
+				t.Fatal(err)
+			}
+			previews = append(previews, img)
+		}}
+	out, err := m.Generate(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(previews) != 3 {
+		t.Fatalf("%d previews, want 3", len(previews))
+	}
+	final := out.Images[0].Image
+	if b := previews[2].Bounds(); b != final.Bounds() {
+		t.Fatalf("preview %v, image %v", b, final.Bounds())
+	}
+	if !bytes.Equal(previews[2].Pix, final.Pix) {
+		t.Error("the last step's preview is not the returned image")
+	}
+	if bytes.Equal(previews[0].Pix, final.Pix) {
+		t.Error("the first step's preview is already the final image")
 	}
 }

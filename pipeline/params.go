@@ -143,6 +143,12 @@ type Event struct {
 	Elapsed       time.Duration // since the stage's first step
 	// Latents are the current latents (read only), for previews.
 	Latents *tensor.Tensor
+	// Decode, when not nil, decodes the first image of Latents with the
+	// model's VAE: a full preview, costing about as much as the final
+	// decode. Call it only inside OnProgress (it runs on the generating
+	// goroutine, which owns the VAE). Families without a single latent
+	// VAE leave it nil; cheap previews map Latents instead.
+	Decode func() (*image.NRGBA, error)
 }
 
 // Output is what a generation returns.
@@ -314,6 +320,12 @@ func imageTensor(img image.Image, w, h int, mask bool) (*tensor.Tensor, error) {
 
 // progress adapts the loop's callbacks to OnProgress for image i of n.
 func (p *Params) progress(i, n int, stage string) Callbacks {
+	return p.progressDecoding(i, n, stage, nil)
+}
+
+// progressDecoding is progress whose events decode their latents with
+// decode (scaled latents [1, C, h, w] → images [1, H, W, 3] in [0, 1]).
+func (p *Params) progressDecoding(i, n int, stage string, decode func(*tensor.Tensor) (*tensor.Tensor, error)) Callbacks {
 	if p.OnProgress == nil {
 		return Callbacks{}
 	}
@@ -321,7 +333,26 @@ func (p *Params) progress(i, n int, stage string) Callbacks {
 	return Callbacks{
 		OnStep: func(_ int, _ float64, latents *tensor.Tensor) { latest = latents },
 		Progress: func(step, total int, elapsed time.Duration) {
-			p.OnProgress(Event{Image: i, Images: n, Stage: stage, Step: step, Steps: total, Elapsed: elapsed, Latents: latest})
+			e := Event{Image: i, Images: n, Stage: stage, Step: step, Steps: total, Elapsed: elapsed, Latents: latest}
+			if decode != nil && latest != nil {
+				lat := latest
+				e.Decode = func() (*image.NRGBA, error) { return decodePreview(decode, lat) }
+			}
+			p.OnProgress(e)
 		},
 	}
+}
+
+// decodePreview decodes the first image of latents [N, C, h, w].
+func decodePreview(decode func(*tensor.Tensor) (*tensor.Tensor, error), latents *tensor.Tensor) (*image.NRGBA, error) {
+	sh := latents.Shape()
+	if len(sh) != 4 || sh[0] < 1 {
+		return nil, fmt.Errorf("pipeline: preview of latents %v", sh)
+	}
+	one := latents.Data()[:sh[1]*sh[2]*sh[3]]
+	img, err := decode(tensor.FromSlice(append([]float32(nil), one...), 1, sh[1], sh[2], sh[3]))
+	if err != nil {
+		return nil, err
+	}
+	return imageio.FromNHWC(img.Data(), img.Dim(2), img.Dim(1))
 }

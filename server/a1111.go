@@ -7,7 +7,6 @@ import (
 	"image"
 	"image/color"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -84,6 +83,7 @@ func (s *Server) a1111Gen(q *a1111Request, img2img bool) (genRequest, error) {
 	if err := s.applyOverrides(&g, q.OverrideSettings); err != nil {
 		return g, err
 	}
+	g.FullPreview, g.PreviewEvery = s.previewSettings(q.OverrideSettings)
 	if img2img {
 		if err := s.a1111Images(&g, q); err != nil {
 			return g, err
@@ -119,6 +119,30 @@ func (s *Server) applyOverrides(g *genRequest, o map[string]any) error {
 		}
 	}
 	return nil
+}
+
+// previewSettings reads A1111's live preview options, as set through
+// POST options or a request's override_settings: show_progress_type
+// "Full" decodes previews with the VAE every show_progress_every_n_steps
+// steps (-1 or 0: at each image's last step only).
+func (s *Server) previewSettings(override map[string]any) (full bool, every int) {
+	get := func(k string) any {
+		if v, ok := override[k]; ok {
+			return v
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.options[k]
+	}
+	typ, _ := get("show_progress_type").(string)
+	if typ != "Full" {
+		return false, 0
+	}
+	every = 1
+	if n, ok := get("show_progress_every_n_steps").(float64); ok {
+		every = max(int(n), 0)
+	}
+	return true, every
 }
 
 // a1111Images decodes init_images and mask (blurred by mask_blur,
@@ -335,7 +359,7 @@ func (s *Server) a1111Generate(w http.ResponseWriter, r *http.Request, img2img b
 			return
 		}
 		if q.SaveImages && s.cfg.OutputDir != "" {
-			s.save(png, j.ID, im.Seed)
+			s.save(im, j.ID)
 		}
 		if send {
 			out = append(out, base64.StdEncoding.EncodeToString(png))
@@ -345,10 +369,11 @@ func (s *Server) a1111Generate(w http.ResponseWriter, r *http.Request, img2img b
 	writeJSON(w, http.StatusOK, map[string]any{"images": out, "parameters": raw, "info": string(info)})
 }
 
-// save writes a finished image into the output folder.
-func (s *Server) save(png []byte, id string, seed int64) {
-	name := filepath.Join(s.cfg.OutputDir, fmt.Sprintf("%s-%s-%d.png", time.Now().Format("20060102-150405"), id[:8], seed))
-	if err := os.WriteFile(name, png, 0o644); err != nil {
+// save writes a finished image into the output folder, atomically (a
+// reader of the folder never sees half an image).
+func (s *Server) save(im pipeline.Image, id string) {
+	name := filepath.Join(s.cfg.OutputDir, fmt.Sprintf("%s-%s-%d.png", time.Now().Format("20060102-150405"), id[:8], im.Seed))
+	if err := imageio.WritePNG(name, im.Image, im.Text()); err != nil {
 		s.log.Error("save image", "path", name, "err", err)
 	}
 }
@@ -397,7 +422,7 @@ func (s *Server) progress(w http.ResponseWriter, r *http.Request) {
 		"job_timestamp": "0", "job_no": 0, "sampling_step": 0, "sampling_steps": 0}
 	resp := map[string]any{"progress": 0.0, "eta_relative": 0.0, "state": state, "current_image": nil, "textinfo": nil}
 	j := s.running()
-	queued := int(s.metrics.queued.Load())
+	queued := int(s.queueDepth())
 	state["job_count"] = queued
 	if j != nil {
 		snap, _ := j.snapshot()

@@ -138,6 +138,7 @@ func TestA1111BadRequests(t *testing.T) {
 		{"empty", "txt2img", "", 400, "empty_body"},
 		{"wrong type", "txt2img", with("steps", "many"), 422, "bad_field"},
 		{"steps", "txt2img", with("steps", 1000), 400, "too_many_steps"},
+		{"prompt length", "txt2img", with("prompt", strings.Repeat("a ", 9<<10)), 400, "prompt_too_long"},
 		{"batch", "txt2img", with("batch_size", 5), 400, "too_many_images"},
 		{"pixels", "txt2img", with("width", 512), 400, "image_too_large"},
 		{"size", "txt2img", with("width", 65), 400, "bad_size"},

@@ -82,6 +82,8 @@ type jobSpec struct {
 	Strength               float64
 	LoRAs                  []namedWeight
 	ControlNets            []specUnit
+	FullPreview            bool
+	PreviewEvery           int
 }
 
 type specUnit struct {
@@ -113,7 +115,8 @@ func specOf(j *Job) jobSpec {
 	g := j.gen
 	s := jobSpec{ID: j.ID, API: j.API, Model: g.Model, Prompt: g.Prompt, NegativePrompt: g.NegativePrompt, Width: g.Width,
 		Height: g.Height, Steps: g.Steps, CFG: g.CFG, Sampler: g.Sampler, Seed: g.Seed, Count: g.Count, ClipSkip: g.ClipSkip,
-		Init: encodePNG(g.Init), Mask: encodePNG(g.Mask), Strength: g.Strength, LoRAs: g.LoRAs}
+		Init: encodePNG(g.Init), Mask: encodePNG(g.Mask), Strength: g.Strength, LoRAs: g.LoRAs,
+		FullPreview: g.FullPreview, PreviewEvery: g.PreviewEvery}
 	for _, c := range g.ControlNets {
 		s.ControlNets = append(s.ControlNets, specUnit{Model: c.Model, Image: encodePNG(c.Image), Canny: c.Canny, CannyLow: c.CannyLow,
 			CannyHigh: c.CannyHigh, Weight: c.Weight, Start: c.Start, End: c.End, GuessMode: c.GuessMode})
@@ -124,7 +127,7 @@ func specOf(j *Job) jobSpec {
 func (s jobSpec) request() (genRequest, error) {
 	g := genRequest{Model: s.Model, Prompt: s.Prompt, NegativePrompt: s.NegativePrompt, Width: s.Width, Height: s.Height,
 		Steps: s.Steps, CFG: s.CFG, Sampler: s.Sampler, Seed: s.Seed, Count: s.Count, ClipSkip: s.ClipSkip,
-		Strength: s.Strength, LoRAs: s.LoRAs}
+		Strength: s.Strength, LoRAs: s.LoRAs, FullPreview: s.FullPreview, PreviewEvery: s.PreviewEvery}
 	var err error
 	if g.Init, err = decodeSpecImage(s.Init); err != nil {
 		return g, err
@@ -151,6 +154,9 @@ type jobEvent struct {
 	Latents            []float32
 	Shape              []int
 	Family             string
+	// Preview is the step's VAE preview as PNG, when the job asked for
+	// full previews and the step got one.
+	Preview []byte
 }
 
 // jobResult is the value of a job's key in the results bucket.
@@ -247,10 +253,15 @@ func (s *Server) onEvent(id string, data []byte) {
 		s.current = j
 		s.mu.Unlock()
 	case "step":
-		s.metrics.steps.Add(1)
+		s.metrics.steps.Inc()
 		j.mu.Lock()
 		j.image, j.step, j.steps = ev.Image, ev.Step, ev.Steps
 		j.latents, j.latentShape, j.family = ev.Latents, ev.Shape, ev.Family
+		if ev.Preview != nil {
+			if img, err := png.Decode(bytes.NewReader(ev.Preview)); err == nil {
+				j.full, j.fullImage = toNRGBA(img), ev.Image
+			}
+		}
 		j.notify()
 		j.mu.Unlock()
 	case "end":
@@ -272,7 +283,7 @@ func (s *Server) collect(j *Job) {
 	s.mu.Unlock()
 	j.mu.Lock()
 	wasQueued := j.state == stateQueued
-	j.images = imgs
+	j.images, j.worker = imgs, res.Worker
 	j.mu.Unlock()
 	if wasQueued {
 		s.metrics.queued.Add(-1)
@@ -344,7 +355,7 @@ func (s *Server) recovered(id string) (*Job, bool) {
 		return nil, false
 	}
 	j := newJob(s.ctx, id, "recovered", "", pipeline.Params{Count: len(imgs)})
-	j.images = imgs
+	j.images, j.worker = imgs, res.Worker
 	var jerr error
 	if res.State != stateDone {
 		jerr = &apiError{Status: res.Status, Code: res.Code, Message: res.Message}

@@ -22,6 +22,7 @@ type fakeModel struct {
 	calls   []pipeline.Params
 	running atomic.Int32
 	maxRun  atomic.Int32
+	decodes atomic.Int32 // full previews asked for
 }
 
 func (f *fakeModel) Info() pipeline.Info {
@@ -60,7 +61,17 @@ func (f *fakeModel) Generate(ctx context.Context, p pipeline.Params) (*pipeline.
 		case <-time.After(f.delay):
 		}
 		if p.OnProgress != nil {
-			p.OnProgress(pipeline.Event{Image: 0, Images: 1, Step: i, Steps: steps, Elapsed: time.Since(start), Latents: lat})
+			// A full preview is image-sized, grey by step: tests tell it
+			// from the cheap one (latent-sized) and see which step it shows.
+			decode := func() (*image.NRGBA, error) {
+				f.decodes.Add(1)
+				img := image.NewNRGBA(image.Rect(0, 0, w, h))
+				for k := range img.Pix {
+					img.Pix[k] = uint8(40 * i)
+				}
+				return img, nil
+			}
+			p.OnProgress(pipeline.Event{Image: 0, Images: 1, Step: i, Steps: steps, Elapsed: time.Since(start), Latents: lat, Decode: decode})
 		}
 	}
 	img := image.NewNRGBA(image.Rect(0, 0, w, h))

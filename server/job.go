@@ -37,6 +37,8 @@ type Job struct {
 	// remote, when set, carries cancel/interrupt/skip to the worker
 	// that runs the job elsewhere.
 	remote func(action string)
+	// worker names the NATS worker that ran the job ("" in process).
+	worker string
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -51,6 +53,8 @@ type Job struct {
 	family              string
 	preview             *image.NRGBA // cache of the preview of previewStep
 	previewStep         int
+	full                *image.NRGBA // the latest VAE preview
+	fullImage           int          // the image it belongs to
 	skipImage           context.CancelFunc
 	skipped, interrupts bool
 	images              []pipeline.Image
@@ -129,11 +133,31 @@ func (j *Job) onStep(i int, e pipeline.Event) {
 	j.notify()
 }
 
-// previewImage is the cheap preview of the latest step (nil before the
-// first step).
+// wantsFull reports whether step of steps gets a VAE preview.
+func (j *Job) wantsFull(step, steps int) bool {
+	if !j.gen.FullPreview {
+		return false
+	}
+	every := j.gen.PreviewEvery
+	return step == steps || every > 0 && step%every == 0
+}
+
+// setFull records a VAE preview of image i.
+func (j *Job) setFull(i int, img *image.NRGBA) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.full, j.fullImage = img, i
+}
+
+// previewImage is the latest VAE preview of the current image when there
+// is one, else the cheap preview of the latest step (nil before the first
+// step).
 func (j *Job) previewImage() *image.NRGBA {
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	if j.full != nil && j.fullImage == j.image {
+		return j.full
+	}
 	if j.latents == nil {
 		return nil
 	}
@@ -196,7 +220,7 @@ func (j *Job) finish(state string, err error) bool {
 		return false
 	}
 	j.state, j.err, j.finished = state, err, time.Now()
-	j.latents = nil
+	j.latents, j.full = nil, nil
 	j.notify()
 	j.mu.Unlock()
 	j.cancel()

@@ -32,7 +32,7 @@ func TestFiftyClients(t *testing.T) {
 				return
 			default:
 			}
-			if d := s.metrics.queued.Load(); d > maxDepth.Load() {
+			if d := s.queueDepth(); d > maxDepth.Load() {
 				maxDepth.Store(d)
 			}
 			if d := int64(len(s.queue)); d > maxDepth.Load() {

@@ -30,7 +30,11 @@ type jobRequest struct {
 	InitImage      string   `json:"init_image"`
 	Mask           string   `json:"mask"`
 	Strength       *float64 `json:"strength"`
-	LoRAs          []struct {
+	// Preview is "cheap" (the default: a linear map of the latents) or
+	// "full" (the VAE decodes the latents every PreviewEvery steps).
+	Preview      string `json:"preview"`
+	PreviewEvery int    `json:"preview_every"`
+	LoRAs        []struct {
 		Name   string  `json:"name"`
 		Weight float64 `json:"weight"`
 	} `json:"loras"`
@@ -55,6 +59,16 @@ func (s *Server) nativeGen(q *jobRequest) (genRequest, error) {
 	}
 	if q.Seed != nil {
 		g.Seed = *q.Seed
+	}
+	switch q.Preview {
+	case "", "cheap":
+	case "full":
+		g.FullPreview, g.PreviewEvery = true, max(q.PreviewEvery, 1)
+		if q.PreviewEvery < 0 {
+			g.PreviewEvery = 0 // each image's last step only
+		}
+	default:
+		return g, badRequest("bad_preview", "preview", fmt.Sprintf("preview %q: want cheap or full", q.Preview))
 	}
 	var err error
 	if q.InitImage != "" {
@@ -144,6 +158,11 @@ func (s *Server) status(r *http.Request, j *Job) map[string]any {
 		ae := asAPIError(snap.Err)
 		out["error"] = map[string]any{"code": ae.Code, "message": ae.Message}
 	}
+	j.mu.Lock()
+	if j.worker != "" {
+		out["worker"] = j.worker
+	}
+	j.mu.Unlock()
 	imgs, _ := j.result()
 	res := []map[string]any{}
 	for i, im := range imgs {
@@ -248,7 +267,7 @@ func (s *Server) jobEvents(w http.ResponseWriter, r *http.Request) {
 			}
 		} else if snap.State == stateQueued && lastStep == -1 {
 			lastStep = -2
-			if send("queued", map[string]any{"id": j.ID, "queue_depth": s.metrics.queued.Load()}) != nil {
+			if send("queued", map[string]any{"id": j.ID, "queue_depth": s.queueDepth()}) != nil {
 				s.gone(j, cancelOnGone)
 				return
 			}
@@ -278,7 +297,7 @@ func (s *Server) gone(j *Job, cancel bool) {
 
 // health reports liveness and the loaded model.
 func (s *Server) health(w http.ResponseWriter, _ *http.Request) {
-	out := map[string]any{"status": "ok", "queue_depth": s.metrics.queued.Load(), "default_model": s.defaultModel()}
+	out := map[string]any{"status": "ok", "queue_depth": s.queueDepth(), "default_model": s.defaultModel()}
 	if in, ok := s.loadedInfo(); ok {
 		out["loaded_model"] = in.Name
 	}

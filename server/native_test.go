@@ -13,6 +13,7 @@ import (
 
 type jobStatus struct {
 	ID, Status string
+	Worker     string
 	Progress   float64
 	Images     int
 	ImagesDone int `json:"images_done"`

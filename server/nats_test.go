@@ -135,7 +135,7 @@ func TestNATSWorkerKilled(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if st.Status != "done" || len(st.Result) != 1 || st.Result[0].Seed != 4 {
+	if st.Status != "done" || len(st.Result) != 1 || st.Result[0].Seed != 4 || st.Worker != "B" {
 		t.Fatalf("after the worker died: %+v", st)
 	}
 	fast.mu.Lock()

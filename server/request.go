@@ -33,6 +33,11 @@ type genRequest struct {
 	Strength               float64
 	LoRAs                  []namedWeight
 	ControlNets            []controlUnit
+	// FullPreview asks for previews decoded by the VAE every PreviewEvery
+	// steps (and at each image's last step; PreviewEvery <= 0: only
+	// there) instead of the cheap latent map.
+	FullPreview  bool
+	PreviewEvery int
 }
 
 type namedWeight struct {

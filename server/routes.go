@@ -12,7 +12,8 @@ var webFS embed.FS
 
 // routes registers every endpoint.
 func (s *Server) routes() {
-	m := http.NewServeMux()
+	mux := http.NewServeMux()
+	m := routeRecorder{mux, s.metrics.routes}
 	// AUTOMATIC1111 API.
 	m.HandleFunc("POST /sdapi/v1/txt2img", s.txt2img)
 	m.HandleFunc("POST /sdapi/v1/img2img", s.img2img)
@@ -49,18 +50,37 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /api/v1/jobs/{id}/events", s.jobEvents)
 	m.HandleFunc("GET /api/v1/jobs/{id}/images/{n}", s.jobImage)
 	m.HandleFunc("GET /api/v1/health", s.health)
-	m.HandleFunc("GET /metrics", s.metrics.serve)
+	m.Handle("GET /metrics", s.metrics.handler())
 	// The web page.
 	sub, _ := fs.Sub(webFS, "web")
 	static := http.FileServerFS(sub)
-	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead || styleOf(r.URL.Path) != styleNative || strings.HasPrefix(r.URL.Path, "/api/") {
 			s.notFound(w, r) // a named 404 in the API's shape
 			return
 		}
 		static.ServeHTTP(w, r)
 	})
-	s.mux = m
+	s.mux = mux
+}
+
+// routeRecorder registers handlers and records their fixed paths (those
+// without wildcards) as metric labels.
+type routeRecorder struct {
+	mux    *http.ServeMux
+	routes map[string]bool
+}
+
+func (r routeRecorder) HandleFunc(pattern string, h func(http.ResponseWriter, *http.Request)) {
+	r.Handle(pattern, http.HandlerFunc(h))
+}
+
+func (r routeRecorder) Handle(pattern string, h http.Handler) {
+	r.mux.Handle(pattern, h)
+	_, path, _ := strings.Cut(pattern, " ")
+	if !strings.Contains(path, "{") {
+		r.routes[path] = true
+	}
 }
 
 func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {

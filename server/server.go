@@ -73,6 +73,7 @@ func New(cfg Config) (*Server, error) {
 		s.cfg.NATSAckWait = 30 * time.Second
 	}
 	s.queue = make(chan *Job, s.cfg.QueueSize)
+	s.metrics.depth = s.queueDepth
 	s.ctx, s.stop = context.WithCancel(context.Background())
 	if cfg.NATS != nil {
 		if err := s.startBroker(cfg.NATS); err != nil {
@@ -145,12 +146,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if v := recover(); v != nil {
 			id := newID()
 			s.log.Error("panic", "id", id, "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
-			s.metrics.errors.Add(1)
+			s.metrics.errors.Inc()
 			if !rec.wrote {
 				writeError(rec, styleOf(r.URL.Path), &apiError{Status: 500, Code: "internal_error", Message: "internal error " + id})
 			}
 		}
-		s.metrics.observeRequest(r.URL.Path, rec.status, time.Since(start))
+		s.metrics.observeRequest(r.URL.Path, rec.status)
 		s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", rec.status, "duration", time.Since(start))
 	}()
 	if !s.cors(rec, r) {
@@ -221,7 +222,7 @@ func (s *Server) submit(j *Job) (*Job, error) {
 		if err := s.publish(j); err != nil {
 			j.cancel()
 			if err == errQueueFull {
-				s.metrics.rejected.Add(1)
+				s.metrics.rejected.Inc()
 			}
 			return nil, err
 		}
@@ -234,13 +235,24 @@ func (s *Server) submit(j *Job) (*Job, error) {
 	case s.queue <- j:
 	default:
 		j.cancel()
-		s.metrics.rejected.Add(1)
+		s.metrics.rejected.Inc()
 		return nil, errQueueFull
 	}
 	s.jobs[j.ID] = j
 	s.metrics.queued.Add(1)
 	s.log.Info("job queued", "job", j.ID, "api", j.API, "model", j.Model, "images", j.Params.Count, "steps", j.Params.Steps)
 	return j, nil
+}
+
+// queueDepth is the number of jobs waiting. In process it is the length
+// of the queue itself: a counter kept beside it would, for a moment after
+// the worker takes a job and before it counts it out, read one over the
+// bound.
+func (s *Server) queueDepth() int64 {
+	if s.broker == nil {
+		return int64(len(s.queue))
+	}
+	return s.metrics.queued.Load()
 }
 
 // maxKeptJobs bounds the finished jobs kept for their results.
@@ -381,7 +393,16 @@ func (s *Server) generate(j *Job) (state string, err error) {
 		p := j.Params
 		p.Count, p.Seed = 1, j.Params.Seed+int64(i)
 		p.OnProgress = func(e pipeline.Event) {
-			s.metrics.steps.Add(1)
+			s.metrics.steps.Inc()
+			if e.Decode != nil && j.wantsFull(e.Step, e.Steps) {
+				// Decoded before the step is published, so that its
+				// watchers see this step's full preview.
+				if img, err := e.Decode(); err == nil {
+					j.setFull(i, img)
+				} else {
+					s.log.Warn("full preview", "job", j.ID, "err", err)
+				}
+			}
 			j.onStep(i, e)
 		}
 		t0 := time.Now()

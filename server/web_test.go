@@ -74,6 +74,10 @@ func TestWebPage(t *testing.T) {
 	// Progress: the bar moves and the preview shows before the end.
 	poll("progress", `document.getElementById("progress").value > 0 && document.getElementById("progress").value < 1 && !document.getElementById("preview").hidden`, 20*time.Second)
 	progressText := text("#progresstext")
+	cheapWidth, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.getElementById("preview").naturalWidth`))
+	if err != nil {
+		t.Fatal(err)
+	}
 	do("gallery", chromedp.WaitVisible("#gallery .item img"))
 	poll("the image", `document.querySelector("#gallery .item img").naturalWidth > 0`, 10*time.Second)
 	natural, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelector("#gallery .item img").naturalWidth`))
@@ -108,5 +112,13 @@ func TestWebPage(t *testing.T) {
 	}
 	if !strings.Contains(info, "Seed: 42") || prompt != "a red fox in snow" {
 		t.Errorf("dropped PNG: info %q, prompt filled %q", info, prompt)
+	}
+	// VAE previews: image-sized (64) where the cheap ones were latent-sized.
+	do("tick VAE previews", chromedp.Click("#fullpreview"))
+	do("generate again", chromedp.Click("#generate"))
+	poll("a VAE preview", `document.getElementById("preview").naturalWidth === 64 && document.getElementById("progress").value < 1`, 20*time.Second)
+	poll("the second image", `document.querySelectorAll("#gallery .item").length === 2`, 20*time.Second)
+	if cheapWidth != 8 || fm.decodes.Load() == 0 {
+		t.Errorf("cheap preview %d wide (want 8), %d VAE decodes", cheapWidth, fm.decodes.Load())
 	}
 }

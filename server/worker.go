@@ -127,6 +127,7 @@ func (w *natsWorker) run(ctx context.Context, msg jetstream.Msg, spec jobSpec) (
 	// The job's context is not ctx: stopping the worker hands the job
 	// back instead of cancelling it for its client.
 	j := newJob(context.Background(), spec.ID, spec.API, model, p)
+	j.gen = g
 	defer j.cancel()
 	sub, err := w.nc.Subscribe(natsControl+spec.ID, func(m *nats.Msg) {
 		switch string(m.Data) {
@@ -191,7 +192,14 @@ func (w *natsWorker) progress(j *Job, msg jetstream.Msg, done chan<- struct{}) {
 			j.mu.Lock()
 			ev := jobEvent{Kind: "step", Image: snap.Image, Step: snap.Step, Steps: snap.Steps,
 				Latents: append([]float32(nil), j.latents...), Shape: append([]int(nil), j.latentShape...), Family: j.family}
+			full := j.full
+			if j.fullImage != snap.Image {
+				full = nil
+			}
 			j.mu.Unlock()
+			if full != nil && j.wantsFull(snap.Step, snap.Steps) {
+				ev.Preview = encodePNG(full)
+			}
 			w.event(j.ID, ev)
 		}
 		if time.Since(lastAlive) > time.Second/2 {

@@ -73,6 +73,7 @@ async function generate(ev) {
     sampler: $("sampler").value, steps: num("steps"), cfg_scale: num("cfg"), seed: num("seed"),
     width: num("width"), height: num("height"), count: num("count"),
   };
+  if ($("fullpreview").checked) { req.preview = "full"; req.preview_every = 5; }
   if ($("cnmodel").value) {
     const f = $("cnimage").files[0];
     if (!f) { status("the ControlNet needs a condition image", true); return; }
