@@ -97,16 +97,9 @@ func NormAffine(dst, src []float32, mhi, mlo, a, b float32, silu bool) {
 		for i := 0; i < 8; i++ {
 			p[i], p[8+i], p[16+i], p[24+i] = mhi, mlo, a, b
 		}
-		switch {
-		case useAVX512 && silu:
-			n = len(src)
-			normAffineSiLUAVX512(&dst[0], &src[0], n, &p[0])
-		case useAVX512:
-			n = len(src)
-			normAffineAVX512(&dst[0], &src[0], n, &p[0])
-		case silu:
+		if silu {
 			normAffineSiLUAVX2(&dst[0], &src[0], n, &p[0])
-		default:
+		} else {
 			normAffineAVX2(&dst[0], &src[0], n, &p[0])
 		}
 	}
@@ -137,12 +130,7 @@ func NormAffineRow(dst, src []float32, mhi, mlo, a float32, w, b []float32) {
 		for i := 0; i < 8; i++ {
 			p[i], p[8+i], p[16+i] = mhi, mlo, a
 		}
-		if useAVX512 {
-			n = len(src)
-			normAffineRowAVX512(&dst[0], &src[0], n, &p[0], &w[0], &b[0])
-		} else {
-			normAffineRowAVX2(&dst[0], &src[0], n, &p[0], &w[0], &b[0])
-		}
+		normAffineRowAVX2(&dst[0], &src[0], n, &p[0], &w[0], &b[0])
 	}
 	normAffineRowGeneric(dst[n:], src[n:], mhi, mlo, a, w[n:], b[n:])
 }

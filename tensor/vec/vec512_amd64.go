@@ -46,12 +46,3 @@ func geluMulAVX512(dst, src, a *float32, n int)
 
 //go:noescape
 func geluTanhAVX512(dst, src *float32, n int)
-
-//go:noescape
-func normAffineAVX512(dst, src *float32, n int, p *float32)
-
-//go:noescape
-func normAffineSiLUAVX512(dst, src *float32, n int, p *float32)
-
-//go:noescape
-func normAffineRowAVX512(dst, src *float32, n int, p, w, b *float32)

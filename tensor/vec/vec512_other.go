@@ -18,7 +18,3 @@ func scaleAVX512(x *float32, n int, a float32)             { panic("vec: no asse
 func geluAVX512(dst, src *float32, n int)       { panic("vec: no assembly") }
 func geluMulAVX512(dst, src, a *float32, n int) { panic("vec: no assembly") }
 func geluTanhAVX512(dst, src *float32, n int)   { panic("vec: no assembly") }
-
-func normAffineAVX512(dst, src *float32, n int, p *float32)          { panic("vec: no assembly") }
-func normAffineSiLUAVX512(dst, src *float32, n int, p *float32)      { panic("vec: no assembly") }
-func normAffineRowAVX512(dst, src *float32, n int, p, w, b *float32) { panic("vec: no assembly") }
