@@ -79,20 +79,36 @@ func runTrainBench(ctx context.Context, o trainBench) error {
 	flops := trainStepFLOPs(m.Models.UNet.Cfg, o.method, o.px)
 	fmt.Printf("counted work per step: %.0f GFLOP (%s)\n", flops/1e9, flopNote(o.method))
 	for _, ckpt := range o.modes {
-		d, heap, err := timeTrainSteps(ctx, m.Models, o, ckpt)
+		st, err := timeTrainSteps(ctx, m.Models, o, ckpt)
 		if err != nil {
 			return err
 		}
-		rate := flops / d.Seconds() / 1e9
+		rate := flops / st.wall.Seconds() / 1e9
 		frac := ""
 		if peak > 0 {
 			frac = fmt.Sprintf(", %.1f%% of peak", 100*rate/peak)
 		}
 		fmt.Printf("%-36s %8.2f s/step  %7.1f GFLOP/s%s  step memory %.2f GiB  peak RSS %.2f GiB\n",
-			fmt.Sprintf("%s, gradient checkpointing %s:", o.method, onOff(ckpt)), d.Seconds(), rate, frac,
-			float64(heap)/(1<<30), float64(peakRSS())/(1<<30))
+			fmt.Sprintf("%s, gradient checkpointing %s:", o.method, onOff(ckpt)), st.wall.Seconds(), rate, frac,
+			float64(st.heap)/(1<<30), float64(peakRSS())/(1<<30))
+		fmt.Println(cpuRateLine(flops, st.cpu, gemm.PeakGFLOPS()))
 	}
 	return nil
+}
+
+// cpuRateLine reports a step's work per CPU-second of the process (user +
+// sys) against one core's fp32 peak: on a machine shared with other jobs
+// the wall-clock rate measures the neighbours too, this one much less.
+func cpuRateLine(flops float64, cpu time.Duration, corePeak float64) string {
+	if cpu <= 0 {
+		return "  CPU time per step unknown on this system"
+	}
+	rate := flops / cpu.Seconds() / 1e9
+	line := fmt.Sprintf("  CPU %.2f s/step (user+sys, all threads), %.1f GFLOP per CPU-second", cpu.Seconds(), rate)
+	if corePeak > 0 {
+		line += fmt.Sprintf(", %.1f%% of one core's peak", 100*rate/corePeak)
+	}
+	return line
 }
 
 func onOff(b bool) string {
@@ -164,23 +180,30 @@ func setSD15Noise(m *train.Models) error {
 	return err
 }
 
+// trainStepTimes are timeTrainSteps' medians and heap peak.
+type trainStepTimes struct {
+	wall, cpu time.Duration // cpu: the process's user + sys time; 0 if unknown
+	heap      uint64
+}
+
 // timeTrainSteps sets a fresh LoRA or ControlNet up and returns the median
-// duration of o.steps optimizer steps after one untimed warm-up step, and
-// the peak heap of all the steps above the heap before them.
-func timeTrainSteps(ctx context.Context, m train.Models, o trainBench, ckpt bool) (time.Duration, uint64, error) {
+// wall and CPU durations of o.steps optimizer steps after one untimed
+// warm-up step, and the peak heap of all the steps above the heap before
+// them.
+func timeTrainSteps(ctx context.Context, m train.Models, o trainBench, ckpt bool) (trainStepTimes, error) {
 	g := rng.New(1)
 	var params []train.Param
 	if o.method == "lora" {
 		net, err := train.AddLoRA(m.UNet, lora.UNet, train.LoRAConfig{Rank: 4, Alpha: 4, TargetModules: train.DreamBoothTargets, InitWeights: "gaussian"}, g)
 		if err != nil {
-			return 0, 0, err
+			return trainStepTimes{}, err
 		}
 		defer net.Remove()
 		params = net.Params()
 	} else {
 		cn, err := train.ControlNetFromUNet(m.UNet, controlnet.FromUNet(m.UNet.Cfg), g)
 		if err != nil {
-			return 0, 0, err
+			return trainStepTimes{}, err
 		}
 		cn.Encoder.GradientCheckpointing = ckpt
 		m.ControlNet, params = cn, train.ModuleParams(cn)
@@ -192,25 +215,25 @@ func timeTrainSteps(ctx context.Context, m train.Models, o trainBench, ckpt bool
 		&train.LRScheduler{Base: 1e-5, Schedule: train.Schedule{Name: "constant", Total: o.steps + 1}},
 		&train.GeneratorDraws{G: rng.New(2)})
 	if err != nil {
-		return 0, 0, err
+		return trainStepTimes{}, err
 	}
 	b := benchBatch(o.px, o.method == "controlnet")
 	runtime.GC()
 	stop := watchHeap()
-	var ds []time.Duration
+	var ds, cs []time.Duration
 	for i := 0; i <= o.steps; i++ {
 		if err := ctx.Err(); err != nil {
-			return 0, 0, err
+			return trainStepTimes{}, err
 		}
-		t := time.Now()
+		t, c := time.Now(), cpuTime()
 		if _, err := tr.Step(b); err != nil {
-			return 0, 0, err
+			return trainStepTimes{}, err
 		}
 		if i > 0 {
-			ds = append(ds, time.Since(t))
+			ds, cs = append(ds, time.Since(t)), append(cs, cpuTime()-c)
 		}
 	}
-	return median(ds), stop(), nil
+	return trainStepTimes{wall: median(ds), cpu: median(cs), heap: stop()}, nil
 }
 
 // benchBatch is one random image (and condition image) with a 77-token

@@ -5,6 +5,7 @@ import (
 	"math"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/diffuse-go/diffuse/model/unet"
 )
@@ -45,5 +46,38 @@ func TestBenchTrainFlagErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: got %v, want an error containing %q", c, err, c.want)
 		}
+	}
+}
+
+// TestCPURateLine: the work per CPU-second and its share of one core's
+// peak, and no rate when the CPU time is unknown.
+func TestCPURateLine(t *testing.T) {
+	got := cpuRateLine(300e9, 4*time.Second, 100)
+	for _, want := range []string{"CPU 4.00 s/step", "75.0 GFLOP per CPU-second", "75.0% of one core's peak"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("cpuRateLine = %q, want it to contain %q", got, want)
+		}
+	}
+	if got := cpuRateLine(300e9, 4*time.Second, 0); strings.Contains(got, "peak") {
+		t.Errorf("no peak known: %q mentions a peak", got)
+	}
+	if got := cpuRateLine(300e9, 0, 100); strings.Contains(got, "GFLOP") {
+		t.Errorf("unknown CPU time: %q reports a rate", got)
+	}
+}
+
+// TestCPUTimeAdvances: busy work shows up in the process's CPU time
+// (where the system reports it).
+func TestCPUTimeAdvances(t *testing.T) {
+	c0 := cpuTime()
+	if c0 == 0 {
+		t.Skip("CPU time not reported on this system")
+	}
+	x := 1.0
+	for t0 := time.Now(); time.Since(t0) < 200*time.Millisecond; {
+		x = math.Sqrt(x + 1)
+	}
+	if c1 := cpuTime(); c1 <= c0 {
+		t.Errorf("CPU time %v -> %v after busy work (x=%v)", c0, c1, x)
 	}
 }
