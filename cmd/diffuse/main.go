@@ -12,7 +12,9 @@ import (
 const usage = `diffuse: diffusion models in Go
 
 Usage:
-  diffuse generate [flags]   generate images (diffuse generate -h for flags)
+  diffuse generate [flags]   generate images (diffuse generate -h for flags); without -m,
+                             the built-in toy model: diffuse generate -p "a red circle on the left"
+  diffuse eval [flags]       score a toy model's images per attribute (colour, position, shape, size)
   diffuse bench [flags]      time the models with random full-size weights
   diffuse random-checkpoint  write a full-size SD 1.5 checkpoint with random weights
   diffuse version            print the version
@@ -36,6 +38,8 @@ func main() {
 	switch os.Args[1] {
 	case "generate", "gen":
 		err = runGenerate(ctx, os.Args[2:])
+	case "eval":
+		err = runEval(ctx, os.Args[2:])
 	case "bench":
 		err = runBench(ctx, os.Args[2:])
 	case "random-checkpoint":
