@@ -124,7 +124,7 @@ func (g Generator) Example(i uint64) (Example, error) {
 		}
 		// Jitter of up to a pixel or two in place and size, so that the
 		// model learns regions rather than a few exact pictures.
-		j := Jitter{DX: r.Float64()*3 - 1.5, DY: r.Float64()*3 - 1.5, Scale: 0.9 + 0.2*r.Float64()}
+		j := Jitter{DX: r.Float64()*3 - 1.5, DY: r.Float64()*3 - 1.5, Scale: 0.93 + 0.14*r.Float64()}
 		img, err := Render(a, g.Resolution, j)
 		return Example{Attrs: a, Image: img}, err
 	}
@@ -139,9 +139,9 @@ type Jitter struct {
 // Geometry of the world as fractions of the image side: shape extents per
 // size and centres per position.
 var (
-	extent  = map[string]float64{"small": 0.28, "large": 0.47}
-	centres = map[string][2]float64{"left": {0.25, 0.5}, "right": {0.75, 0.5}, "top": {0.5, 0.25},
-		"bottom": {0.5, 0.75}, "center": {0.5, 0.5}}
+	extent  = map[string]float64{"small": 0.34, "large": 0.5}
+	centres = map[string][2]float64{"left": {0.28, 0.5}, "right": {0.72, 0.5}, "top": {0.5, 0.28},
+		"bottom": {0.5, 0.72}, "center": {0.5, 0.5}}
 )
 
 // supersample is the per-axis subpixel count of the anti-aliased render.
@@ -185,7 +185,7 @@ func Render(a Attrs, res int, j Jitter) (*image.NRGBA, error) {
 // on both axes, y down).
 var insideFuncs = map[string]func(x, y float64) bool{
 	"circle": func(x, y float64) bool { return x*x+y*y <= 1 },
-	"square": func(x, y float64) bool { return x >= -0.85 && x <= 0.85 && y >= -0.85 && y <= 0.85 },
+	"square": func(x, y float64) bool { return x >= -0.92 && x <= 0.92 && y >= -0.92 && y <= 0.92 },
 	// An upward triangle: apex at the top centre, base along the bottom.
 	"triangle": func(x, y float64) bool { return y <= 1 && y >= -1 && 2*x <= y+1 && -2*x <= y+1 },
 }

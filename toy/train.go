@@ -62,21 +62,25 @@ func batch(g Generator, first uint64, n int) (*tensor.Tensor, []Attrs, error) {
 // keeping the posterior's variance from collapsing to zero.
 const vaeKLWeight = 1e-4
 
-// TrainVAE trains the toy AutoencoderKL to reconstruct generated images
+// TrainVAE trains the toy AutoencoderKL (init, or a fresh one when nil) to
+// reconstruct generated images
 // (MSE of the decoded posterior sample plus a small KL term) and sets its
 // scaling factor to one over the latents' standard deviation, as Stable
 // Diffusion's 0.18215 was chosen.
-func TrainVAE(ctx context.Context, c TrainConfig) (*vae.Model, error) {
+func TrainVAE(ctx context.Context, c TrainConfig, init *vae.Model) (*vae.Model, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
-	m, err := NewVAE(c.Seed, 1)
-	if err != nil {
-		return nil, err
+	m := init
+	if m == nil {
+		var err error
+		if m, err = NewVAE(c.Seed, 1); err != nil {
+			return nil, err
+		}
+		// Start the posterior narrow (log-variance -6) so that early
+		// samples are close to the mean.
+		startLogVar(m, -6)
 	}
-	// Start the posterior narrow (log-variance -6) so that early samples
-	// are close to the mean.
-	startLogVar(m, -6)
 	params := train.ModuleParams(m)
 	opt, err := train.NewAdamW(params, train.AdamWConfig{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0})
 	if err != nil {

@@ -42,6 +42,7 @@ func run() error {
 	batch := flag.Int("batch", 32, "diffusion batch size")
 	lr := flag.Float64("lr", 1e-3, "diffusion learning rate")
 	ckpt := flag.Int("checkpoint-every", 100, "checkpoint every so many steps")
+	vaeInit := flag.String("vae-init", "", "start the VAE from this weights file (with its vae_scaling_factor.txt beside it) instead of from scratch")
 	vocab := flag.String("vocab", "", "folder with CLIP's vocab.json and merges.txt to copy into the model's tokenizer folder")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
@@ -49,7 +50,7 @@ func run() error {
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		return err
 	}
-	v, err := stageVAE(ctx, *out, toy.TrainConfig{Seed: *seed, BatchSize: *vaeBatch, Steps: *vaeSteps, LR: *vaeLR, Warmup: 20})
+	v, err := stageVAE(ctx, *out, *vaeInit, toy.TrainConfig{Seed: *seed, BatchSize: *vaeBatch, Steps: *vaeSteps, LR: *vaeLR, Warmup: 20})
 	if err != nil {
 		return err
 	}
@@ -72,22 +73,19 @@ func run() error {
 	return d.Save(filepath.Join(*out, "model"), *vocab)
 }
 
-// stageVAE loads <out>/vae.safetensors or trains and writes it.
-func stageVAE(ctx context.Context, out string, c toy.TrainConfig) (*vae.Model, error) {
+// stageVAE loads <out>/vae.safetensors or trains and writes it (from
+// init when given).
+func stageVAE(ctx context.Context, out, init string, c toy.TrainConfig) (*vae.Model, error) {
 	path := filepath.Join(out, "vae.safetensors")
-	scalePath := filepath.Join(out, "vae_scaling_factor.txt")
-	if b, err := os.ReadFile(scalePath); err == nil {
-		var s float32
-		if _, err := fmt.Sscan(string(b), &s); err != nil {
-			return nil, fmt.Errorf("%s: %w", scalePath, err)
-		}
-		v, err := toy.NewVAE(c.Seed, s)
-		if err != nil {
+	if v, err := loadVAE(path, c.Seed); err == nil || !errors.Is(err, os.ErrNotExist) {
+		return v, err
+	}
+	var start *vae.Model
+	if init != "" {
+		var err error
+		if start, err = loadVAE(init, c.Seed); err != nil {
 			return nil, err
 		}
-		return v, toy.LoadModule(path, v)
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, err
 	}
 	logf, err := os.Create(filepath.Join(out, "vae_loss.tsv"))
 	if err != nil {
@@ -96,7 +94,7 @@ func stageVAE(ctx context.Context, out string, c toy.TrainConfig) (*vae.Model, e
 	defer logf.Close()
 	c.Log = logf
 	t0 := time.Now()
-	v, err := toy.TrainVAE(ctx, c)
+	v, err := toy.TrainVAE(ctx, c, start)
 	if err != nil {
 		return nil, err
 	}
@@ -104,5 +102,26 @@ func stageVAE(ctx context.Context, out string, c toy.TrainConfig) (*vae.Model, e
 	if err := toy.SaveModule(path, v); err != nil {
 		return nil, err
 	}
-	return v, os.WriteFile(scalePath, []byte(fmt.Sprint(v.Cfg.ScalingFactor)), 0o644)
+	return v, os.WriteFile(scalePath(path), []byte(fmt.Sprint(v.Cfg.ScalingFactor)), 0o644)
+}
+
+func scalePath(weights string) string {
+	return filepath.Join(filepath.Dir(weights), "vae_scaling_factor.txt")
+}
+
+// loadVAE reads VAE weights and the scaling factor file beside them.
+func loadVAE(path string, seed uint64) (*vae.Model, error) {
+	b, err := os.ReadFile(scalePath(path))
+	if err != nil {
+		return nil, err
+	}
+	var s float32
+	if _, err := fmt.Sscan(string(b), &s); err != nil {
+		return nil, fmt.Errorf("%s: %w", scalePath(path), err)
+	}
+	v, err := toy.NewVAE(seed, s)
+	if err != nil {
+		return nil, err
+	}
+	return v, toy.LoadModule(path, v)
 }
