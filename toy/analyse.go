@@ -23,9 +23,9 @@ type Analysis struct {
 // sizes) or of the bounding box (fill). They sit halfway between the
 // generator's nominal values.
 const (
-	centreBand   = 0.11 // |offset| below this is "center" (others lie 0.22 off)
+	centreBand   = 0.11  // |offset| below this is "center" (others lie 0.22 off)
 	largeExtent  = 0.395 // small shapes span at most 0.36, large ones at least 0.43
-	squareFill   = 0.9  // a square fills its box (1), a circle π/4
+	squareFill   = 0.9   // a square fills its box (1), a circle π/4
 	triangleFill = 0.64  // a triangle fills half its box
 	minContrast  = 60    // RGB distance below which nothing stands out
 )
