@@ -123,7 +123,7 @@ func TrainVAE(ctx context.Context, c TrainConfig, init *vae.Model) (*vae.Model, 
 	for _, p := range params {
 		p.T.SetRequiresGrad(false)
 	}
-	s, err := latentStd(m, g, uint64(c.Steps*c.BatchSize), 256)
+	s, err := latentStd(m, g, uint64(c.Steps*c.BatchSize), 128)
 	if err != nil {
 		return nil, err
 	}
