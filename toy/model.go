@@ -23,7 +23,8 @@ const Resolution = 32
 // The toy model's configs, in the JSON of diffusers / transformers so that
 // the written folder loads in diffusers as a StableDiffusionPipeline: a
 // 2-layer, 64-wide CLIP text encoder on the real CLIP vocabulary, a
-// 3-level UNet2DConditionModel with cross-attention at every level, and an
+// 3-level UNet2DConditionModel with cross-attention at its 8² and 4²
+// levels (none at 16², where attention would cost most), and an
 // AutoencoderKL that halves the side (32² RGB ↔ 16² × 4 latents).
 const (
 	TextEncoderConfig = `{
@@ -38,9 +39,9 @@ const (
   "_class_name": "UNet2DConditionModel", "_diffusers_version": "0.30.3",
   "sample_size": 16, "in_channels": 4, "out_channels": 4, "center_input_sample": false,
   "flip_sin_to_cos": true, "freq_shift": 0,
-  "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+  "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
   "mid_block_type": "UNetMidBlock2DCrossAttn",
-  "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+  "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
   "only_cross_attention": false, "block_out_channels": [32, 64, 64], "layers_per_block": 1,
   "downsample_padding": 1, "mid_block_scale_factor": 1, "act_fn": "silu", "norm_num_groups": 8,
   "norm_eps": 1e-05, "cross_attention_dim": 64, "attention_head_dim": 4, "use_linear_projection": false,
