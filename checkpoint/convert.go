@@ -1,3 +1,31 @@
+// Package checkpoint maps single-file Stable Diffusion checkpoints (the
+// .safetensors files model sites distribute) onto diffusers' module names.
+//
+// LDM files (SD 1.x, 2.x; CompVis/Stability AI's latent-diffusion layout)
+// hold the UNet under model.diffusion_model.*, the VAE under
+// first_stage_model.* and the text encoder under cond_stage_model.*: CLIP
+// ViT-L with transformers' names (SD 1.x) or OpenCLIP ViT-H with OpenCLIP's
+// (SD 2.x). SDXL files (Stability AI's generative-models "SGM" layout) keep
+// the UNet and VAE there and their text encoders under
+// conditioner.embedders.*.
+//
+// A Model is the diffusers configs of a file's models plus where the file
+// keeps each (its Parts). The names a file must hold are derived from the
+// models themselves: each is built from its config (model/unet, model/vae,
+// model/clip: the one description of the architecture), its parameter list
+// taken, and every diffusers name renamed by the Rules of its part, the
+// inverse of diffusers' single_file_utils conversions. A checkpoint is then
+// checked against that list, so a file that does not match is rejected with
+// the missing, unexpected and misshapen tensors named. Loading the data is
+// left to the caller; the mapping (Ref) says where a tensor must be
+// reshaped, cut to a range of rows (OpenCLIP's, SD3's and FLUX's fused q,
+// k, v), transposed (OpenCLIP's text projection) or have its halves
+// swapped (SD3's and FLUX's final adaLN modulation).
+//
+// The same Rules name the transformers of SD3 and FLUX original files
+// (Stability AI's MMDiT under model.diffusion_model.*, Black Forest Labs'
+// FLUX with no prefix or that one); the GGUF files of these models
+// (ComfyUI-GGUF, stable-diffusion.cpp) keep the same original names.
 package checkpoint
 
 import (
@@ -15,13 +43,6 @@ type Source interface {
 	Names() []string
 	Info(name string) (safetensors.TensorInfo, bool)
 }
-
-// The prefixes under which an SD 1.x LDM checkpoint stores its models.
-const (
-	UNetPrefix        = "model.diffusion_model."
-	VAEPrefix         = "first_stage_model."
-	TextEncoderPrefix = "cond_stage_model.transformer."
-)
 
 // Ref says where a checkpoint keeps one diffusers parameter.
 type Ref struct {
@@ -42,6 +63,10 @@ type Ref struct {
 	Rows [2]int
 	// Transpose says the 2-D source tensor must be transposed.
 	Transpose bool
+	// Swap says the two halves of the source's first dimension must be
+	// exchanged (SD3's and FLUX's adaLN modulations order shift, scale;
+	// diffusers scale, shift).
+	Swap bool
 }
 
 // Sliced reports whether the parameter is a row range of its source tensor.
@@ -62,6 +87,9 @@ func (r Ref) Apply(shape []int) ([]int, error) {
 		}
 		out[0] = r.Rows[1] - r.Rows[0]
 	}
+	if r.Swap && (len(out) == 0 || out[0]%2 != 0) {
+		return nil, fmt.Errorf("checkpoint: %s %v has no two equal halves to swap", r.Source, shape)
+	}
 	if r.Transpose {
 		if len(out) != 2 {
 			return nil, fmt.Errorf("checkpoint: %s %v is not 2-D and cannot be transposed", r.Source, shape)
@@ -76,15 +104,20 @@ type Component map[string]Ref
 
 // Mapping is a whole checkpoint mapped onto diffusers names.
 type Mapping struct {
-	// Model is the layout the checkpoint was matched against.
-	Model       Model
-	UNet        Component
-	VAE         Component
-	TextEncoder Component
+	// Model is what the checkpoint was matched against.
+	Model Model
+	// Parts maps each part's name ("unet", "vae", "text_encoder",
+	// "text_encoder_2") to its parameters.
+	Parts map[string]Component
 	// Ignored lists, sorted, the checkpoint tensors that are not model
-	// weights: EMA copies, noise-schedule buffers, position_ids.
+	// weights or that the models do not use: EMA copies, noise-schedule
+	// buffers, position_ids, SD 2.x's last OpenCLIP layer.
 	Ignored []string
 }
+
+// Component returns the named part's mapping (nil for a part the model
+// does not have).
+func (mp *Mapping) Component(name string) Component { return mp.Parts[name] }
 
 // ShapeMismatch is a tensor whose shape is neither the LDM nor the diffusers
 // shape of its parameter.
@@ -166,35 +199,19 @@ var ldmBuffers = map[string]bool{
 	"posterior_mean_coef2": true, "logvar": true,
 }
 
-// sgmBuffers are non-weight tensors of SDXL (SGM) checkpoints: the CLIP
-// encoder's position_ids, OpenCLIP's contrastive logit_scale and the
-// denoiser's noise levels.
-var sgmBuffers = map[string]bool{
-	SGMTextEncoderPrefix + "text_model.embeddings.position_ids": true,
-	SGMTextEncoderPrefix + "embeddings.position_ids":            true,
-	SGMOpenCLIPPrefix + "logit_scale":                           true,
-	SGMRefinerOpenCLIPPrefix + "logit_scale":                    true,
-	"denoiser.sigmas":                                           true,
-}
-
 // Ignorable reports whether a checkpoint tensor is a known non-weight entry
-// that loading skips: noise-schedule buffers, EMA copies ("model_ema.*",
-// which duplicate the UNet under flattened names), the text encoders'
-// position_ids buffers and, in SDXL files, OpenCLIP's logit_scale and
-// denoiser.sigmas.
+// outside the models: noise-schedule buffers, EMA copies ("model_ema.*",
+// which duplicate the UNet under flattened names) and SDXL's
+// denoiser.sigmas. Buffers inside a model (position_ids, logit_scale) are
+// told by the Rules of its part.
 func Ignorable(name string) bool {
-	if ldmBuffers[name] || sgmBuffers[name] || strings.HasPrefix(name, "model_ema.") {
-		return true
-	}
-	return name == TextEncoderPrefix+"text_model.embeddings.position_ids" ||
-		name == TextEncoderPrefix+"embeddings.position_ids"
+	return ldmBuffers[name] || name == "denoiser.sigmas" || strings.HasPrefix(name, "model_ema.")
 }
 
 // MapComponent matches the tensors of src under prefix against params (as
-// listed by UNetParams, VAEParams or TextEncoderParams). It returns the
-// mapping, or a *LayoutError naming missing tensors, wrong shapes and
-// tensors under prefix that no parameter claims. Tensors outside prefix
-// are not looked at.
+// listed by Rules.Names). It returns the mapping, or a *LayoutError naming
+// missing tensors, wrong shapes and tensors under prefix that no parameter
+// claims. Tensors outside prefix are not looked at.
 func MapComponent(src Source, prefix string, params []Param) (Component, error) {
 	e := &LayoutError{Layout: prefix + "*"}
 	c := mapComponent(src, prefix, params, e)
@@ -233,8 +250,9 @@ func mapComponent(src Source, prefix string, params []Param, e *LayoutError) cla
 		}
 		c.used[info.Name] = true
 		switch {
-		case p.Rows[1] > 0 || p.Transpose:
-			// A slice or a transposition: only the source layout is valid.
+		case p.Rows[1] > 0 || p.Transpose || p.Swap:
+			// A slice, a transposition or a swap: only the source layout is
+			// valid.
 			if !slices.Equal(info.Shape, p.SourceShape) {
 				e.Shapes = append(e.Shapes, ShapeMismatch{Source: info.Name, Name: p.Name, Got: info.Shape, Want: p.SourceShape})
 				continue
@@ -246,6 +264,7 @@ func mapComponent(src Source, prefix string, params []Param, e *LayoutError) cla
 				Shape:       p.Shape,
 				Rows:        p.Rows,
 				Transpose:   p.Transpose,
+				Swap:        p.Swap,
 			}
 		case slices.Equal(info.Shape, p.SourceShape), slices.Equal(info.Shape, p.Shape):
 			c.Component[p.Name] = Ref{
@@ -262,50 +281,23 @@ func mapComponent(src Source, prefix string, params []Param, e *LayoutError) cla
 	return c
 }
 
-// ConvertLDM maps every tensor of an LDM single-file checkpoint onto the
-// diffusers names of model m's UNet, VAE and text encoder. The checkpoint
-// must match m exactly: any missing tensor, tensor of the wrong shape, or
-// tensor that is neither a parameter of m nor Ignorable gives a
-// *LayoutError naming them.
-func ConvertLDM(src Source, m Model) (*Mapping, error) {
-	unet, err := UNetParams(m.UNet)
+// Convert maps every tensor of a single-file checkpoint onto the diffusers
+// names of m's models. The checkpoint must match m exactly: any missing
+// tensor, tensor of the wrong shape, or tensor that is neither a parameter
+// of m nor a known buffer or unused tensor gives a *LayoutError naming
+// them.
+func Convert(src Source, m Model) (*Mapping, error) {
+	cps, err := m.Components()
 	if err != nil {
 		return nil, err
 	}
-	vae, err := VAEParams(m.VAE)
-	if err != nil {
-		return nil, err
-	}
-	te, err := TextEncoderParams(m.TextEncoder)
-	if err != nil {
-		return nil, err
-	}
-	comps, ignored, err := convertParts(src, m.Name, []part{{UNetPrefix, unet}, {VAEPrefix, vae}, {TextEncoderPrefix, te}})
-	if err != nil {
-		return nil, err
-	}
-	return &Mapping{Model: m, UNet: comps[0], VAE: comps[1], TextEncoder: comps[2], Ignored: ignored}, nil
-}
-
-// part is one component of a single-file checkpoint: its prefix and the
-// parameters it holds.
-type part struct {
-	prefix string
-	params []Param
-}
-
-// convertParts maps every part of src, returning one Component per part
-// and the sorted Ignorable names. Every tensor of src must be claimed by a
-// part or be Ignorable; otherwise, and for missing or misshapen tensors, it
-// returns a *LayoutError for layout.
-func convertParts(src Source, layout string, parts []part) ([]Component, []string, error) {
-	e := &LayoutError{Layout: layout}
+	e := &LayoutError{Layout: m.Name}
 	if e.Layout == "" {
 		e.Layout = "given"
 	}
-	cs := make([]claimed, len(parts))
-	for i, p := range parts {
-		cs[i] = mapComponent(src, p.prefix, p.params, e)
+	cs := make([]claimed, len(cps))
+	for i, c := range cps {
+		cs[i] = mapComponent(src, c.Prefix, c.Params, e)
 	}
 	var ignored []string
 names:
@@ -314,73 +306,29 @@ names:
 			ignored = append(ignored, name)
 			continue
 		}
-		for i, p := range parts {
-			if strings.HasPrefix(name, p.prefix) {
-				if !cs[i].claims(name) {
-					e.Unexpected = append(e.Unexpected, name)
-				}
-				continue names
+		for i, c := range cps {
+			rel, ok := strings.CutPrefix(name, c.Prefix)
+			switch {
+			case !ok:
+				continue
+			case cs[i].claims(name):
+			case c.unused(rel):
+				ignored = append(ignored, name)
+			default:
+				e.Unexpected = append(e.Unexpected, name)
 			}
+			continue names
 		}
 		e.Unknown = append(e.Unknown, name)
 	}
 	if !e.empty() {
 		e.sort()
-		return nil, nil, e
+		return nil, e
 	}
 	sort.Strings(ignored)
-	out := make([]Component, len(parts))
-	for i := range cs {
-		out[i] = cs[i].Component
+	mp := &Mapping{Model: m, Parts: make(map[string]Component, len(cps)), Ignored: ignored}
+	for i, c := range cps {
+		mp.Parts[c.Name] = cs[i].Component
 	}
-	return out, ignored, nil
-}
-
-// Detect tells which built-in SD 1.x layout a checkpoint has, from the shape
-// of the UNet's conv_in: [320, 4, 3, 3] is SD 1.5, [320, 9, 3, 3] the
-// inpainting model. Other checkpoints get an error saying what they look
-// like.
-func Detect(src Source) (Model, error) {
-	var hasUNet, hasCLIP, hasOpenCLIP, hasSDXL bool
-	for _, name := range src.Names() {
-		switch {
-		case strings.HasPrefix(name, UNetPrefix):
-			hasUNet = true
-		case strings.HasPrefix(name, TextEncoderPrefix):
-			hasCLIP = true
-		case strings.HasPrefix(name, "cond_stage_model.model."):
-			hasOpenCLIP = true
-		case strings.HasPrefix(name, "conditioner.embedders."):
-			hasSDXL = true
-		}
-	}
-	switch {
-	case hasSDXL:
-		return Model{}, fmt.Errorf("checkpoint: this looks like an SDXL checkpoint (conditioner.embedders.* tensors), not SD 1.x; load it with pipeline.LoadSDXL (checkpoint.ConvertSDXL)")
-	case hasOpenCLIP && !hasCLIP:
-		return Model{}, fmt.Errorf("checkpoint: this looks like an SD 2.x checkpoint (OpenCLIP text encoder under cond_stage_model.model.*); only SD 1.x single files are supported")
-	case !hasUNet:
-		return Model{}, fmt.Errorf("checkpoint: not an LDM single-file checkpoint: no %s* tensors", UNetPrefix)
-	}
-	const convIn = UNetPrefix + "input_blocks.0.0.weight"
-	info, ok := src.Info(convIn)
-	if !ok {
-		return Model{}, fmt.Errorf("checkpoint: UNet conv_in %s is missing", convIn)
-	}
-	for _, m := range []Model{SD15(), SD15Inpainting()} {
-		if slices.Equal(info.Shape, []int{m.UNet.BlockOutChannels[0], m.UNet.InChannels, 3, 3}) {
-			return m, nil
-		}
-	}
-	return Model{}, fmt.Errorf("checkpoint: UNet conv_in %s has shape %v; SD 1.x has [320 4 3 3] (SD 1.5) or [320 9 3 3] (inpainting)", convIn, info.Shape)
-}
-
-// ConvertSD1 detects which SD 1.x layout a checkpoint has and maps it with
-// ConvertLDM.
-func ConvertSD1(src Source) (*Mapping, error) {
-	m, err := Detect(src)
-	if err != nil {
-		return nil, err
-	}
-	return ConvertLDM(src, m)
+	return mp, nil
 }

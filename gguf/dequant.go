@@ -138,8 +138,11 @@ func dequantQ5_1(b []byte, y []float32) {
 // dequantQ8_0: block_q8_0 {f16 d; i8 qs[32]}; x = q·d.
 func dequantQ8_0(b []byte, y []float32) {
 	d := f16(b)
-	for j, q := range b[2:34] {
-		y[j] = float32(int8(q)) * d
+	// Fixed-size views: no bounds checks in the loop (the GEMM's packing
+	// runs this once per 32 weights of every product).
+	qs, out := (*[32]byte)(b[2:34]), (*[32]float32)(y[:32])
+	for j, q := range qs {
+		out[j] = float32(int8(q)) * d
 	}
 }
 

@@ -342,3 +342,59 @@ func TestTypeTraits(t *testing.T) {
 		t.Errorf("Q4_K.RowBytes(512) = %d, %v", n, err)
 	}
 }
+
+// TestBlockDequantizer checks that runs of blocks converted on their own
+// give DequantizeRow's values for the whole row, bit for bit.
+func TestBlockDequantizer(t *testing.T) {
+	for _, typ := range []Type{F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K} {
+		bs := typ.BlockSize()
+		n := bs * 3
+		if bs == 1 {
+			n = 96
+		}
+		src := make([]float32, n)
+		for i := range src {
+			src[i] = float32(math.Sin(float64(i)*0.37)) * 3
+		}
+		raw := make([]byte, mustRowBytes(t, typ, n))
+		if CanQuantize(typ) {
+			if err := QuantizeRow(typ, src, raw); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			for i := range raw {
+				raw[i] = byte(i * 7)
+			}
+		}
+		want := make([]float32, n)
+		if err := DequantizeRow(typ, raw, want); err != nil {
+			t.Fatal(err)
+		}
+		fn, ok := BlockDequantizer(typ)
+		if !ok {
+			t.Fatalf("%s: no block dequantizer", typ)
+		}
+		got := make([]float32, n)
+		ts := typ.TypeSize()
+		for b := 0; b < n/bs; b++ {
+			fn(raw[b*ts:(b+1)*ts], got[b*bs:(b+1)*bs])
+		}
+		for i := range want {
+			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("%s: element %d is %v, DequantizeRow gives %v", typ, i, got[i], want[i])
+			}
+		}
+	}
+	if _, ok := BlockDequantizer(Q2_K); ok {
+		t.Error("Q2_K has a block dequantizer")
+	}
+}
+
+func mustRowBytes(t *testing.T, typ Type, n int) int {
+	t.Helper()
+	b, err := typ.RowBytes(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

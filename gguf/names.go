@@ -11,7 +11,9 @@ import "strings"
 // "joint_blocks.0.context_block.adaLN_modulation.1.weight", "x_embedder.proj.weight".
 // Fused projections (qkv, linear1) stay fused; since every row is a whole
 // number of blocks, a fused weight splits into q, k and v by rows without
-// dequantising.
+// dequantising. With the prefix stripped, these are the names checkpoint.Flux and
+// checkpoint.SD3 give the diffusers parameters (the same rules as the
+// original safetensors files), which say the rows of each fused tensor.
 //
 //   - ComfyUI-GGUF (city96, tools/convert.py) writes the names of the
 //     diffusion-model state dict as they are, with the prefix

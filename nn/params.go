@@ -68,7 +68,9 @@ type Source interface {
 }
 
 // FileSource reads tensors from a safetensors file. 16-bit floats stay
-// 16-bit; everything else becomes float32 (or int64 for integer tensors).
+// 16-bit, 8-bit floats (F8_E4M3/F8_E5M2) stay 8-bit with their scale
+// (whose tensors Names then omits); everything else becomes float32 (or
+// int64 for integer tensors).
 type FileSource struct {
 	F *safetensors.File
 	// Prefix is prepended to every requested name ("unet." etc.).
@@ -79,11 +81,13 @@ type FileSource struct {
 	InPlace bool
 }
 
-// Names lists the tensor names (without Prefix).
+// Names lists the tensor names (without Prefix), less the scales of 8-bit
+// weights, which the weights take in.
 func (s FileSource) Names() []string {
 	var out []string
+	scales := fp8Scales(s.F)
 	for _, n := range s.F.Names() {
-		if strings.HasPrefix(n, s.Prefix) {
+		if strings.HasPrefix(n, s.Prefix) && !scales[n] {
 			out = append(out, strings.TrimPrefix(n, s.Prefix))
 		}
 	}
@@ -105,13 +109,21 @@ func (s FileSource) Tensor(name string) (*tensor.Tensor, error) {
 }
 
 // ReadTensor reads one tensor of a safetensors file into memory, keeping
-// F16/BF16 storage.
+// F16/BF16 storage, and F8_E4M3/F8_E5M2 storage with the weight's scale
+// (safetensors.File.WeightScale, per tensor or per row; tensor.FromFP8).
 func ReadTensor(f *safetensors.File, name string) (*tensor.Tensor, error) {
 	info, ok := f.Info(name)
 	if !ok {
 		return nil, fmt.Errorf("%s: no tensor %q", f.Path, name)
 	}
 	switch info.DType {
+	case safetensors.F8E4, safetensors.F8E5:
+		t, err := fp8Tensor(f, name)
+		if err != nil || !f.Mapped() {
+			return t, err
+		}
+		// A copy, as the other dtypes are: the file may be closed.
+		return t.Clone(), nil
 	case safetensors.F16, safetensors.BF16:
 		u, _, err := f.Uint16(name)
 		if err != nil {
@@ -142,7 +154,8 @@ func ReadTensor(f *safetensors.File, name string) (*tensor.Tensor, error) {
 // mapping as its storage, which must stay open while the tensor is in use,
 // and drops its pages from memory once a packed copy is cached (see
 // tensor.Tensor.SetRelease), so a model keeps one copy of its weights
-// instead of two.
+// instead of two. An F8_E4M3/F8_E5M2 weight is likewise the file's bytes,
+// with its scale (see ReadTensor); the GEMM decodes it on every product.
 func ViewTensor(f *safetensors.File, name string) (*tensor.Tensor, error) {
 	info, ok := f.Info(name)
 	if !ok {
@@ -168,6 +181,9 @@ func ViewTensor(f *safetensors.File, name string) (*tensor.Tensor, error) {
 			return nil, err
 		}
 		t, err = tensor.FromData(v, info.Shape...)
+	case safetensors.F8E4, safetensors.F8E5:
+		// Read in place on every product: nothing to release.
+		return fp8Tensor(f, name)
 	default:
 		return ReadTensor(f, name)
 	}
@@ -184,9 +200,11 @@ func ViewTensor(f *safetensors.File, name string) (*tensor.Tensor, error) {
 type LoadOptions struct {
 	// AllowUnused accepts source tensors that no parameter takes.
 	AllowUnused bool
-	// KeepDType keeps 16-bit storage for matrices (rank >= 2); vectors are
+	// KeepDType keeps 16-bit and quantised storage (GGUFSource's block
+	// types, fp8 with its scale) for matrices (rank >= 2); vectors are
 	// always widened to float32 since they are small and read every step.
-	// When false every parameter becomes float32.
+	// When false every parameter becomes float32 (quantised ones
+	// dequantised).
 	KeepDType bool
 }
 
@@ -261,50 +279,65 @@ func Load(m Module, prefix string, src Source, opt LoadOptions) error {
 func Init(m Module, seed uint64, dtype tensor.DType) {
 	var ps Params
 	m.Params("", &ps)
-	state := seed*0x9E3779B97F4A7C15 + 1
-	next := func() float32 { // xorshift uniform in [-1, 1)
-		state ^= state << 13
-		state ^= state >> 7
-		state ^= state << 17
-		return float32(int64(state>>11))/float32(1<<52) - 1
-	}
+	r := NewRandom(seed)
 	for _, p := range ps.list {
-		n := 1
-		for _, d := range p.Shape {
-			n *= d
-		}
-		v := make([]float32, n)
-		name := p.Name
-		switch {
-		case len(p.Shape) == 1 && (strings.Contains(name, "norm") || strings.HasSuffix(name, "weight") && !strings.Contains(name, "bias")):
-			for i := range v {
-				v[i] = 1
-			}
-			if strings.HasSuffix(name, "bias") {
-				for i := range v {
-					v[i] = 0
-				}
-			}
-		case len(p.Shape) == 1:
-			for i := range v {
-				v[i] = 0.01 * next()
-			}
-		default:
-			fan := n / p.Shape[0]
-			if strings.Contains(name, "embedding") && len(p.Shape) == 2 {
-				fan = 1
-			}
-			s := float32(1.7 / sqrt(float64(max(fan, 1))))
-			for i := range v {
-				v[i] = s * next()
-			}
-		}
-		t := tensor.FromSlice(v, p.Shape...)
+		t := tensor.FromSlice(r.Values(p.Name, p.Shape), p.Shape...)
 		if len(p.Shape) >= 2 && dtype != tensor.F32 {
 			t = t.ToDType(dtype)
 		}
 		*p.Ptr = t
 	}
+}
+
+// Random draws the values Init gives parameters, one parameter at a time,
+// so that a model larger than memory can be written tensor by tensor.
+type Random struct{ state uint64 }
+
+// NewRandom starts the sequence of seed.
+func NewRandom(seed uint64) *Random { return &Random{state: seed*0x9E3779B97F4A7C15 + 1} }
+
+// next is a xorshift uniform value in [-1, 1).
+func (r *Random) next() float32 {
+	r.state ^= r.state << 13
+	r.state ^= r.state >> 7
+	r.state ^= r.state << 17
+	return float32(int64(r.state>>11))/float32(1<<52) - 1
+}
+
+// Values returns the next values for the parameter name of shape: norm
+// weights 1, norm biases 0, other vectors small, matrices uniform with
+// std about 1/√fan_in.
+func (r *Random) Values(name string, shape []int) []float32 {
+	n := 1
+	for _, d := range shape {
+		n *= d
+	}
+	v := make([]float32, n)
+	switch {
+	case len(shape) == 1 && (strings.Contains(name, "norm") || strings.HasSuffix(name, "weight") && !strings.Contains(name, "bias")):
+		if !strings.HasSuffix(name, "bias") {
+			for i := range v {
+				v[i] = 1
+			}
+		}
+	case len(shape) == 1:
+		for i := range v {
+			v[i] = 0.01 * r.next()
+		}
+	default:
+		fan := n
+		if len(shape) > 0 {
+			fan = n / max(shape[0], 1)
+		}
+		if strings.Contains(name, "embedding") && len(shape) == 2 {
+			fan = 1
+		}
+		s := float32(1.7 / sqrt(float64(max(fan, 1))))
+		for i := range v {
+			v[i] = s * r.next()
+		}
+	}
+	return v
 }
 
 func sameShape(a, b []int) bool { return tensor.SameShape(a, b) }

@@ -35,6 +35,9 @@ type DiTRequest struct {
 	Progress func(step, total int, elapsed time.Duration)
 	// OnModelInput sees the transformer's input batch of each step.
 	OnModelInput func(step int, x *tensor.Tensor)
+	// Cache, when its Mode is CacheFirstBlock, skips the blocks after the
+	// first on steps where the first one's residual barely changed.
+	Cache StepCache
 }
 
 // DiTResult is what a DiT generation returns.
@@ -45,6 +48,8 @@ type DiTResult struct {
 	// labels first, then the null class under CFG).
 	ClassLabels []int64
 	Timesteps   []float64
+	// Cache counts the full and cached transformer forwards.
+	Cache CacheStats
 }
 
 // guide is DiT's guidance: the batch is [cond; uncond], guidance acts on
@@ -80,6 +85,9 @@ func (p *DiT) guide(cfg bool, n int, scale float64) Guide {
 // noise channels. It stops between steps when ctx is cancelled.
 func (p *DiT) Generate(ctx context.Context, r DiTRequest) (*DiTResult, error) {
 	if err := checkCommon(r.Scheduler, r.Steps, r.Guidance, 0); err != nil {
+		return nil, err
+	}
+	if err := r.Cache.check("DiT", CacheFirstBlock); err != nil {
 		return nil, err
 	}
 	n := len(r.ClassLabels)
@@ -120,18 +128,20 @@ func (p *DiT) Generate(ctx context.Context, r DiTRequest) (*DiTResult, error) {
 		// each step starts again from its first half.
 		loop.Batch = func(b *tensor.Tensor) *tensor.Tensor { return doubled(b.Narrow(0, 0, n)) }
 	}
+	bc := r.Cache.blockCache()
 	loop.Model = func(st Step) (*tensor.Tensor, error) {
 		tv := make([]float32, len(labels))
 		for j := range tv {
 			tv[j] = float32(st.T)
 		}
-		return p.Transformer.Forward(st.Input, tv, labels)
+		return p.Transformer.ForwardCached(st.Input, tv, labels, bc)
 	}
 	batch, seen, err := loop.Run(ctx, batch)
 	if err != nil {
 		return nil, err
 	}
 	res.Timesteps = seen
+	res.Cache = blockStats(bc)
 	res.Latents = batch.Narrow(0, 0, n).Contiguous()
 	if r.SkipDecode {
 		return res, nil

@@ -23,6 +23,11 @@ type base struct {
 	hash   string
 	hashed bool
 	closed bool
+
+	// newScheduler, when set, builds each image's scheduler instead of
+	// scheduler.New(p.Sampler, sched) (flow-matching families map the
+	// sampler names onto their own scheduler).
+	newScheduler func(p *Params) (scheduler.Scheduler, error)
 }
 
 func (b *base) Info() Info { return b.info }
@@ -67,7 +72,13 @@ func (b *base) images(ctx context.Context, p *Params, extra []imageio.KV, one im
 			return nil, err
 		}
 		seed := p.Seed + int64(i)
-		s, err := scheduler.New(p.Sampler, b.sched)
+		var s scheduler.Scheduler
+		var err error
+		if b.newScheduler != nil {
+			s, err = b.newScheduler(p)
+		} else {
+			s, err = scheduler.New(p.Sampler, b.sched)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("pipeline: sampler: %w", err)
 		}
@@ -105,5 +116,6 @@ func (b *base) params(p *Params, seed int64) imageio.Params {
 	if p.GuidanceRescale > 0 {
 		params.Extra = append(params.Extra, imageio.KV{Key: "Guidance rescale", Value: formatNum(p.GuidanceRescale)})
 	}
+	params.Extra = append(params.Extra, p.stepCache().params()...)
 	return params
 }

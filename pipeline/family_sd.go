@@ -24,7 +24,7 @@ const SDXLSchedulerConfig = `{"_class_name": "EulerDiscreteScheduler", "beta_end
  "steps_offset": 1, "timestep_spacing": "leading", "trained_betas": null, "use_karras_sigmas": false}`
 
 // unetAccepts are the request features every UNet family takes.
-var unetAccepts = []string{"img2img", "inpaint", "lora", "controlnet", "t2i-adapter", "negative-prompt"}
+var unetAccepts = []string{"img2img", "inpaint", "lora", "controlnet", "t2i-adapter", "negative-prompt", CacheDeep}
 
 func init() {
 	// SDXL first: its folders list text_encoder_2 and its single files
@@ -41,7 +41,8 @@ func detectSD(src *Source) bool {
 	if src.Dir {
 		return src.Lists("unet") && src.Lists("text_encoder") && !src.Lists("text_encoder_2")
 	}
-	return src.HasTensorPrefix("model.diffusion_model.") && !src.HasTensorPrefix("conditioner.embedders.")
+	// A UNet's input_blocks: SD3's MMDiT files share the prefix.
+	return src.HasTensorPrefix("model.diffusion_model.input_blocks.") && !src.HasTensorPrefix("conditioner.embedders.")
 }
 
 // newUNetModel finishes a UNet-family model: scheduler config, defaults.
@@ -79,7 +80,13 @@ func openSD(_ context.Context, src *Source, opt Options) (Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	tok, err := folderCLIPTokenizer(src, "tokenizer", cliptok.PadEOS)
+	// SD 2.x's OpenCLIP ViT-H (gelu, where SD 1.x's CLIP has quick_gelu)
+	// pads with "!"; a folder's tokenizer files say so too.
+	kind, pad := "SD 1.x", cliptok.PadEOS
+	if c.TextEncoder.Cfg.HiddenAct == "gelu" {
+		kind, pad = "SD 2.x", cliptok.PadExclamation
+	}
+	tok, err := folderCLIPTokenizer(src, "tokenizer", pad)
 	if err != nil {
 		c.Close()
 		return nil, err
@@ -87,10 +94,6 @@ func openSD(_ context.Context, src *Source, opt Options) (Model, error) {
 	sched := []byte(c.Scheduler)
 	if sched == nil {
 		sched = []byte(SD15SchedulerConfig)
-	}
-	kind := "SD 1.x"
-	if c.TextEncoder.Cfg.HiddenAct == "gelu" {
-		kind = "SD 2.x" // OpenCLIP ViT-H, where SD 1.x has CLIP's quick_gelu
 	}
 	return newUNetModel(src, opt, &sdVariant{c: c, tok: tok}, sched, kind, "sd")
 }

@@ -171,7 +171,7 @@ func (v *sdxlVariant) run(ctx context.Context, p *Params, req Request, cb func(s
 	}
 	rreq := Request{Prompts: req.Prompts, NegativePrompts: req.NegativePrompts, Width: req.Width, Height: req.Height,
 		Steps: req.Steps, Guidance: req.Guidance, GuidanceRescale: req.GuidanceRescale, Scheduler: s, Noise: req.Noise,
-		InitLatents: res.Latents, DenoisingStart: start}
+		InitLatents: res.Latents, DenoisingStart: start, Cache: req.Cache}
 	rr := xlRequest(p, rreq)
 	c = cb("refiner")
 	rr.Progress, rr.OnStep = c.Progress, c.OnStep

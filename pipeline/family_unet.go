@@ -84,7 +84,8 @@ func (m *unetModel) Generate(ctx context.Context, p Params) (*Output, error) {
 		return nil, err
 	}
 	req := Request{Prompts: []string{prompt}, Width: p.Width, Height: p.Height, Steps: p.Steps,
-		Guidance: p.Guidance, GuidanceRescale: p.GuidanceRescale, ClipSkip: p.ClipSkip, Adapter: ad.hook(p.Guidance > 1)}
+		Guidance: p.Guidance, GuidanceRescale: p.GuidanceRescale, ClipSkip: p.ClipSkip, Adapter: ad.hook(p.Guidance > 1),
+		Cache: p.stepCache()}
 	if p.NegativePrompt != "" || p.HasNegative {
 		req.NegativePrompts = []string{p.NegativePrompt}
 	}

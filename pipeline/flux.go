@@ -147,6 +147,9 @@ func LatentImageIDs(batch, h, w int) *tensor.Tensor {
 // encodePrompts returns the T5 states, the pooled CLIP embedding and the
 // ids of both tokenizers.
 func (p *Flux) encodePrompts(r FluxRequest, length int, res *FluxResult) error {
+	if p.Tokenizer == nil || p.TextEncoder == nil || p.Tokenizer2 == nil || p.TextEncoder2 == nil {
+		return errors.New("pipeline: Flux needs both tokenizers and text encoders")
+	}
 	prompts2 := r.Prompts2
 	if prompts2 == nil {
 		prompts2 = r.Prompts
@@ -201,8 +204,6 @@ func (p *Flux) encodeCLIP(prompts []string, res *FluxResult) (*tensor.Tensor, er
 // image size.
 func (p *Flux) check(r FluxRequest) (width, height int, err error) {
 	switch {
-	case p.Tokenizer == nil || p.TextEncoder == nil || p.Tokenizer2 == nil || p.TextEncoder2 == nil:
-		return 0, 0, errors.New("pipeline: Flux needs both tokenizers and text encoders")
 	case p.Transformer == nil || p.VAE == nil:
 		return 0, 0, errors.New("pipeline: Flux needs a transformer and a VAE")
 	case r.Scheduler == nil:
@@ -257,21 +258,35 @@ func (p *Flux) Generate(ctx context.Context, r FluxRequest) (*FluxResult, error)
 	if err := p.encodePrompts(r, length, res); err != nil {
 		return nil, err
 	}
+	if err := p.sample(ctx, r, res, width, height); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// sample runs the denoising loop and the decoder from the prompt
+// encodings in res (PromptEmbeds, PooledPromptEmbeds), so that the
+// encoders need not be loaded while it runs.
+func (p *Flux) sample(ctx context.Context, r FluxRequest, res *FluxResult, width, height int) error {
 	B, f := len(r.Prompts), p.VAEScaleFactor()
+	if res.PromptEmbeds == nil || res.PooledPromptEmbeds == nil || res.PromptEmbeds.Dim(0) != B {
+		return errors.New("pipeline: Flux sampling needs the prompt encodings of every prompt")
+	}
+	length := res.PromptEmbeds.Dim(1)
 	h, w := 2*(height/f), 2*(width/f)
 	noise, err := initialNoise(r.Latents, r.Noise, []int{B, p.Transformer.Cfg.InChannels / 4, h, w})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	latents, err := PackLatents(noise)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	res.PackedLatents = latents
 	res.TxtIDs = tensor.Zeros(B, length, 3)
 	res.ImgIDs = LatentImageIDs(B, h, w)
 	if err := p.schedule(r, latents.Dim(1), res); err != nil {
-		return nil, err
+		return err
 	}
 	cond := flux.Cond{EncoderHiddenStates: res.PromptEmbeds, PooledProjections: res.PooledPromptEmbeds,
 		TxtIDs: res.TxtIDs, ImgIDs: res.ImgIDs}
@@ -279,21 +294,21 @@ func (p *Flux) Generate(ctx context.Context, r FluxRequest) (*FluxResult, error)
 		cond.Guidance = fill(B, float32(r.Guidance))
 	}
 	if latents, err = p.denoise(ctx, r, cond, latents, res.Timesteps); err != nil {
-		return nil, err
+		return err
 	}
 	if res.Latents, err = UnpackLatents(latents, h, w); err != nil {
-		return nil, err
+		return err
 	}
 	if r.SkipDecode {
-		return res, nil
+		return nil
 	}
 	res.VAEInput = p.VAE.Denormalize(res.Latents)
 	img, err := p.VAE.Decode(res.VAEInput)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	res.Images = tensor.Clamp(tensor.AddScalar(tensor.Scale(img, 0.5), 0.5), 0, 1).Permute(0, 2, 3, 1).Contiguous()
-	return res, nil
+	return nil
 }
 
 // fill returns n copies of v.

@@ -28,10 +28,14 @@ func (f *folder) config(sub string) ([]byte, error) {
 	return b, nil
 }
 
-// load reads the weights of sub into m.
+// load reads the weights of sub into m: one safetensors file, else the
+// shards a safetensors index names.
 func (f *folder) load(sub string, m nn.Module) error {
 	wp, err := weightFile(filepath.Join(f.dir, sub))
 	if err != nil {
+		if idx := shardIndex(filepath.Join(f.dir, sub)); idx != "" {
+			return f.loadShards(idx, m)
+		}
 		return err
 	}
 	sf, err := safetensors.Open(wp)

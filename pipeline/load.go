@@ -22,9 +22,9 @@ import (
 	"github.com/diffuse-go/diffuse/tensor"
 )
 
-// componentSource serves one component of a single-file checkpoint (LDM or
-// SGM layout) under diffusers names, reshaping, cutting fused q/k/v rows and
-// transposing where the mapping says.
+// componentSource serves one component of a single-file checkpoint (LDM,
+// SGM, SD3 or FLUX layout) under diffusers names, reshaping, cutting fused
+// rows, transposing and swapping halves where the mapping says.
 type componentSource struct {
 	f    *safetensors.File
 	comp checkpoint.Component
@@ -62,6 +62,16 @@ func (s componentSource) Tensor(name string) (*tensor.Tensor, error) {
 	}
 	if r.Transpose {
 		t = t.Transpose(0, 1).Contiguous()
+	}
+	if r.Swap {
+		h := t.Dim(0) / 2
+		s := tensor.Concat(0, t.Narrow(0, h, h), t.Narrow(0, 0, h))
+		if !t.DType().Quantized() {
+			// Concat gives float32: back to the stored 16-bit dtype. An
+			// fp8 one stays float32, which ToDType cannot quantise to.
+			s = s.ToDType(t.DType())
+		}
+		t = s
 	}
 	if r.Reshape {
 		t = t.Reshape(r.Shape...)
@@ -158,57 +168,74 @@ func Load(path string, opt LoadOptions) (*Components, error) {
 	return nil, fmt.Errorf("%s: unknown checkpoint type (want a .safetensors file or a diffusers folder)", path)
 }
 
-// Configs are the model configs a single-file checkpoint is built with.
-type Configs struct {
-	TextEncoder clip.Config
-	UNet        unet.Config
-	VAE         vae.Config
-}
-
-// SD15Configs are the built-in SD 1.x configs (inChannels 9 for inpainting).
-func SD15Configs(inChannels int) Configs {
-	return Configs{TextEncoder: clip.SD15(), UNet: unet.SD15(inChannels), VAE: vae.SD()}
-}
+// SD21SchedulerConfig is stabilityai/stable-diffusion-2-1's
+// scheduler_config.json, which diffusers' single-file loader uses for SD
+// 2.x files (v-prediction; see checkpoint.SD21).
+const SD21SchedulerConfig = `{"_class_name": "DDIMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear",
+ "beta_start": 0.00085, "clip_sample": false, "num_train_timesteps": 1000, "prediction_type": "v_prediction",
+ "set_alpha_to_one": false, "skip_prk_steps": true, "steps_offset": 1, "trained_betas": null}`
 
 func loadSingleFile(path string, opt LoadOptions) (*Components, error) {
 	f, err := safetensors.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	layout, err := checkpoint.Detect(f)
+	m, err := checkpoint.Detect(f)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return loadLDM(f, layout, SD15Configs(layout.UNet.InChannels), opt)
+	return loadLDM(f, m, opt)
 }
 
-// loadLDM builds the models of cfgs from an LDM-layout file matched against layout.
-func loadLDM(f *safetensors.File, layout checkpoint.Model, cfgs Configs, opt LoadOptions) (*Components, error) {
+// NewComponents builds the unloaded models of an SD 1.x/2.x single-file
+// model from its configs.
+func NewComponents(m checkpoint.Model) (*Components, error) {
+	if m.SGM() || m.TextEncoder == nil {
+		return nil, fmt.Errorf("%s is not an SD 1.x/2.x model (one text encoder)", m.Name)
+	}
+	c := &Components{Name: m.Name}
+	var err error
+	if c.TextEncoder, err = clip.New(*m.TextEncoder); err != nil {
+		return nil, fmt.Errorf("text_encoder: %w", err)
+	}
+	if c.UNet, err = unet.New(m.UNet); err != nil {
+		return nil, fmt.Errorf("unet: %w", err)
+	}
+	if c.VAE, err = vae.New(m.VAE); err != nil {
+		return nil, fmt.Errorf("vae: %w", err)
+	}
+	if m.Prediction == "v_prediction" {
+		// The single file does not say; the model's reference pipeline does.
+		c.Scheduler = json.RawMessage(SD21SchedulerConfig)
+	}
+	return c, nil
+}
+
+// parts lists the models under their diffusers folder names.
+func (c *Components) parts() []namedModule {
+	return []namedModule{{"text_encoder", c.TextEncoder}, {"unet", c.UNet}, {"vae", c.VAE}}
+}
+
+// loadLDM builds the models of m and loads them from an LDM-layout file.
+// It takes ownership of f.
+func loadLDM(f *safetensors.File, m checkpoint.Model, opt LoadOptions) (*Components, error) {
 	path := f.Path
-	mp, err := checkpoint.ConvertLDM(f, layout)
+	mp, err := checkpoint.Convert(f, m)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	c := &Components{Name: mp.Model.Name, files: []*safetensors.File{f}}
-	fail := func(err error) (*Components, error) { c.Close(); return nil, fmt.Errorf("%s: %w", path, err) }
-	if c.TextEncoder, err = clip.New(cfgs.TextEncoder); err != nil {
-		return fail(err)
+	c, err := NewComponents(m)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	if c.UNet, err = unet.New(cfgs.UNet); err != nil {
-		return fail(err)
-	}
-	if c.VAE, err = vae.New(cfgs.VAE); err != nil {
-		return fail(err)
-	}
-	for _, part := range []struct {
-		name string
-		m    nn.Module
-		comp checkpoint.Component
-	}{{"text encoder", c.TextEncoder, mp.TextEncoder}, {"unet", c.UNet, mp.UNet}, {"vae", c.VAE, mp.VAE}} {
-		if err := nn.Load(part.m, "", componentSource{f, part.comp}, opt.nnOpts()); err != nil {
-			return fail(fmt.Errorf("%s: %w", part.name, err))
+	c.files = []*safetensors.File{f}
+	for _, part := range c.parts() {
+		if err := nn.Load(part.m, "", componentSource{f, mp.Component(part.name)}, opt.nnOpts()); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("%s: %s: %w", path, part.name, err)
 		}
 		opt.convert(part.m)
 	}
@@ -319,9 +346,19 @@ type filteredSource struct{ nn.FileSource }
 func (s filteredSource) Names() []string {
 	var out []string
 	for _, n := range s.FileSource.Names() {
-		if !checkpoint.Ignorable(n) {
+		if !checkpoint.Ignorable(n) && !transformersBuffers[n] {
 			out = append(out, n)
 		}
 	}
 	return out
+}
+
+// transformersBuffers are the buffers transformers saved with a diffusers
+// folder's text encoder weights before it made them non-persistent:
+// CLIPTextEmbeddings' position_ids, BertEmbeddings' position_ids and
+// token_type_ids. No parameter takes them.
+var transformersBuffers = map[string]bool{
+	"text_model.embeddings.position_ids": true,
+	"embeddings.position_ids":            true,
+	"embeddings.token_type_ids":          true,
 }

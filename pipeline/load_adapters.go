@@ -247,115 +247,19 @@ func inferControlNetConfig(base unet.Config, shape func(string) ([]int, bool), c
 	return cfg, nil
 }
 
-// unetLayout is the checkpoint layout of a UNet config, for the parameter
-// names the LDM layout shares with diffusers.
-func unetLayout(c unet.Config) (checkpoint.UNetLayout, error) {
-	n := len(c.BlockOutChannels)
-	l := checkpoint.UNetLayout{InChannels: c.InChannels, OutChannels: max(c.OutChannels, 1), BlockOutChannels: c.BlockOutChannels,
-		DownBlockTypes: c.DownBlockTypes, CrossAttentionDim: 0, UseLinearProjection: c.UseLinearProjection,
-		AdditionEmbedType: c.AdditionEmbedType, ProjectionClassEmbeddingsInputDim: c.ProjectionClassEmbeddingsDim}
-	if n == 0 || len(c.DownBlockTypes) != n {
-		return l, fmt.Errorf("UNet config: %d block_out_channels, %d down_block_types", n, len(c.DownBlockTypes))
-	}
-	uniform := func(what string, v []int) (int, error) {
-		if len(v) != n {
-			return 0, fmt.Errorf("UNet config: %s has %d values for %d blocks", what, len(v), n)
-		}
-		for _, x := range v[1:] {
-			if x != v[0] {
-				return 0, fmt.Errorf("UNet config: per-block %s %v is not supported in single files", what, v)
-			}
-		}
-		return v[0], nil
-	}
-	var err error
-	if l.LayersPerBlock, err = uniform("layers_per_block", c.LayersPerBlock.For(n)); err != nil {
-		return l, err
-	}
-	if l.CrossAttentionDim, err = uniform("cross_attention_dim", c.CrossAttentionDim.For(n)); err != nil {
-		return l, err
-	}
-	if t := c.TransformerLayersPerBlock.For(n); len(t) == n {
-		l.TransformerLayersPerBlock = checkpoint.IntOrList(t)
-	} else {
-		return l, fmt.Errorf("UNet config: transformer_layers_per_block has %d values for %d blocks", len(t), n)
-	}
-	if c.MidBlockType != nil {
-		l.MidBlockType = *c.MidBlockType
-	}
-	if c.ClassEmbedType != "" || c.NumClassEmbeds > 0 {
-		return l, fmt.Errorf("UNet config: class embeddings are not supported in single files")
-	}
-	for i := n - 1; i >= 0; i-- {
-		up := "UpBlock2D"
-		if c.DownBlockTypes[i] == "CrossAttnDownBlock2D" {
-			up = "CrossAttnUpBlock2D"
-		}
-		l.UpBlockTypes = append(l.UpBlockTypes, up)
-	}
-	return l, nil
-}
-
 // ControlNetLDMParams lists every parameter of a ControlNet with config c
-// with its name in the original layout, relative to ControlNetLDMPrefix:
-// the UNet encoder as in an LDM UNet (input_blocks, middle_block,
-// time_embed, label_emb), input_hint_block.{0,2,...} for the condition
-// embedding, zero_convs.N.0 for controlnet_down_blocks.N and
-// middle_block_out.0 for controlnet_mid_block.
+// with its name in the original layout, relative to ControlNetLDMPrefix
+// (checkpoint.LDMControlNet applied to the model built from c): the UNet
+// encoder as in an LDM UNet (input_blocks, middle_block, time_embed,
+// label_emb), input_hint_block.{0,2,...} for the condition embedding,
+// zero_convs.N.0 for controlnet_down_blocks.N and middle_block_out.0 for
+// controlnet_mid_block.
 func ControlNetLDMParams(c controlnet.Config) ([]checkpoint.Param, error) {
-	l, err := unetLayout(c.Config)
+	m, err := controlnet.New(c)
 	if err != nil {
 		return nil, err
 	}
-	all, err := checkpoint.UNetParams(l)
-	if err != nil {
-		return nil, err
-	}
-	var out []checkpoint.Param
-	for _, p := range all {
-		if strings.HasPrefix(p.Name, "up_blocks.") || strings.HasPrefix(p.Name, "conv_norm_out.") || strings.HasPrefix(p.Name, "conv_out.") {
-			continue
-		}
-		out = append(out, p)
-	}
-	conv := func(dst, src string, o, i, k int) {
-		out = append(out,
-			checkpoint.Param{Name: dst + ".weight", Source: src + ".weight", Shape: []int{o, i, k, k}, SourceShape: []int{o, i, k, k}},
-			checkpoint.Param{Name: dst + ".bias", Source: src + ".bias", Shape: []int{o}, SourceShape: []int{o}})
-	}
-	ch := c.ConditioningEmbeddingOutChannels
-	if len(ch) == 0 {
-		return nil, errors.New("ControlNet config: empty conditioning_embedding_out_channels")
-	}
-	boc := c.BlockOutChannels
-	conv("controlnet_cond_embedding.conv_in", "input_hint_block.0", ch[0], c.ConditioningChannels, 3)
-	k := 0
-	for i := 0; i < len(ch)-1; i++ {
-		conv("controlnet_cond_embedding.blocks."+strconv.Itoa(k), "input_hint_block."+strconv.Itoa(2*k+2), ch[i], ch[i], 3)
-		k++
-		conv("controlnet_cond_embedding.blocks."+strconv.Itoa(k), "input_hint_block."+strconv.Itoa(2*k+2), ch[i+1], ch[i], 3)
-		k++
-	}
-	conv("controlnet_cond_embedding.conv_out", "input_hint_block."+strconv.Itoa(2*k+2), boc[0], ch[len(ch)-1], 3)
-	// One zero convolution per skip connection: conv_in, every resnet and
-	// every downsampler.
-	z := 0
-	zero := func(ch int) {
-		conv("controlnet_down_blocks."+strconv.Itoa(z), "zero_convs."+strconv.Itoa(z)+".0", ch, ch, 1)
-		z++
-	}
-	zero(boc[0])
-	for i, bc := range boc {
-		for range l.LayersPerBlock {
-			zero(bc)
-		}
-		if i < len(boc)-1 {
-			zero(bc)
-		}
-	}
-	last := boc[len(boc)-1]
-	conv("controlnet_mid_block", "middle_block_out.0", last, last, 1)
-	return out, nil
+	return checkpoint.LDMControlNet.Names(m)
 }
 
 // LoadT2IAdapter opens a T2I-Adapter:

@@ -62,20 +62,6 @@ type SDXLConfigs struct {
 	VAE          vae.Config
 }
 
-// SDXLBaseConfigs are the built-in SDXL base configs (inChannels 9 for the
-// inpainting model).
-func SDXLBaseConfigs(inChannels int) SDXLConfigs {
-	te := clip.SD15()
-	u := unet.SDXL()
-	u.InChannels = inChannels
-	return SDXLConfigs{TextEncoder: &te, TextEncoder2: clip.BigG(), UNet: u, VAE: vae.SDXL()}
-}
-
-// SDXLRefinerConfigs are the built-in SDXL refiner configs.
-func SDXLRefinerConfigs() SDXLConfigs {
-	return SDXLConfigs{TextEncoder2: clip.BigG(), UNet: unet.SDXLRefiner(), VAE: vae.SDXL()}
-}
-
 // LoadSDXL opens an SDXL base, refiner or inpainting model: a diffusers
 // folder (model_index.json with text_encoder_2, unet and vae; text_encoder
 // too except for the refiner) or a single-file .safetensors checkpoint in
@@ -99,44 +85,51 @@ func LoadSDXL(path string, opt LoadOptions) (*SDXLComponents, error) {
 	if err != nil {
 		return nil, err
 	}
-	layout, err := checkpoint.DetectSDXL(f)
+	m, err := checkpoint.DetectSDXL(f)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	cfgs := SDXLRefinerConfigs()
-	if !layout.Refiner() {
-		cfgs = SDXLBaseConfigs(layout.UNet.InChannels)
-	}
-	return loadSGM(f, layout, cfgs, opt)
+	return loadSGM(f, m, opt)
 }
 
-// loadSGM builds the models of cfgs from an SGM-layout file matched against
-// layout. It takes ownership of f.
-func loadSGM(f *safetensors.File, layout checkpoint.SDXLModel, cfgs SDXLConfigs, opt LoadOptions) (*SDXLComponents, error) {
-	path := f.Path
-	if (cfgs.TextEncoder == nil) != layout.Refiner() {
-		f.Close()
-		return nil, fmt.Errorf("%s: the %s layout and the model configs disagree on the CLIP ViT-L text encoder", path, layout.Name)
+// NewSDXLComponents builds the unloaded models of an SDXL single-file
+// model from its configs and checks that they fit together.
+func NewSDXLComponents(m checkpoint.Model) (*SDXLComponents, error) {
+	if !m.SGM() {
+		return nil, fmt.Errorf("%s is not an SDXL model (no second text encoder)", m.Name)
 	}
-	mp, err := checkpoint.ConvertSGM(f, layout)
+	c := &SDXLComponents{Name: m.Name, Refiner: m.Refiner()}
+	if err := c.build(SDXLConfigs{TextEncoder: m.TextEncoder, TextEncoder2: *m.TextEncoder2, UNet: m.UNet, VAE: m.VAE}); err != nil {
+		return nil, err
+	}
+	if err := c.check(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// loadSGM builds the models of m and loads them from an SGM-layout file.
+// It takes ownership of f.
+func loadSGM(f *safetensors.File, m checkpoint.Model, opt LoadOptions) (*SDXLComponents, error) {
+	path := f.Path
+	mp, err := checkpoint.Convert(f, m)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	c := &SDXLComponents{Name: layout.Name, Refiner: layout.Refiner(), files: []*safetensors.File{f}}
-	fail := func(err error) (*SDXLComponents, error) { c.Close(); return nil, fmt.Errorf("%s: %w", path, err) }
-	if err := c.build(cfgs); err != nil {
-		return fail(err)
+	c, err := NewSDXLComponents(m)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	c.files = []*safetensors.File{f}
 	for _, part := range c.parts() {
-		if err := nn.Load(part.m, "", componentSource{f, *mp.Component(part.name)}, opt.nnOpts()); err != nil {
-			return fail(fmt.Errorf("%s: %w", part.name, err))
+		if err := nn.Load(part.m, "", componentSource{f, mp.Component(part.name)}, opt.nnOpts()); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("%s: %s: %w", path, part.name, err)
 		}
 		opt.convert(part.m)
-	}
-	if err := c.check(); err != nil {
-		return fail(err)
 	}
 	c.dropPages()
 	return c, nil
@@ -343,41 +336,20 @@ func loadSDXLFolder(dir string, opt LoadOptions) (*SDXLComponents, error) {
 // vectors as F32. The tensors are encoded one at a time, so memory stays
 // near the models' own size. It is how the project makes full-size
 // random-weight SDXL checkpoints for tests and benchmarks.
-func WriteSGM(path string, layout checkpoint.SDXLModel, c *SDXLComponents, dtype tensor.DType) error {
-	switch dtype {
-	case tensor.F32, tensor.F16, tensor.BF16:
-	default:
-		return fmt.Errorf("write checkpoint %s: dtype %v is not F32, F16 or BF16", path, dtype)
+func WriteSGM(path string, m checkpoint.Model, c *SDXLComponents, dtype tensor.DType) error {
+	if (c.TextEncoder == nil) != m.Refiner() {
+		return fmt.Errorf("write checkpoint %s: the %s layout and the components disagree on the CLIP ViT-L text encoder", path, m.Name)
 	}
-	if (c.TextEncoder == nil) != layout.Refiner() {
-		return fmt.Errorf("write checkpoint %s: the %s layout and the components disagree on the CLIP ViT-L text encoder", path, layout.Name)
+	modules := map[string]nn.Module{}
+	for _, p := range c.parts() {
+		modules[p.name] = p.m
 	}
-	cps, err := layout.Components()
-	if err != nil {
-		return err
-	}
-	modules := map[string]nn.Module{"unet": c.UNet, "vae": c.VAE, "text_encoder_2": c.TextEncoder2}
-	if c.TextEncoder != nil {
-		modules["text_encoder"] = c.TextEncoder
-	}
-	var out []lazyTensor
-	for _, cp := range cps {
-		m := modules[cp.Name]
-		if m == nil {
-			return fmt.Errorf("write checkpoint %s: no %s model", path, cp.Name)
-		}
-		ts, err := sgmTensors(cp, m, dtype)
-		if err != nil {
-			return fmt.Errorf("write checkpoint %s: %s: %w", path, cp.Name, err)
-		}
-		out = append(out, ts...)
-	}
-	return writeSafetensors(path, out, map[string]string{"format": "pt", "producer": "diffuse"})
+	return writeSingleFile(path, m, modules, dtype)
 }
 
-// sgmTensors lists the checkpoint tensors of one component, each encoded
+// partTensors lists the checkpoint tensors of one component, each encoded
 // when written.
-func sgmTensors(cp checkpoint.ComponentParams, m nn.Module, dtype tensor.DType) ([]lazyTensor, error) {
+func partTensors(cp checkpoint.ComponentParams, m nn.Module, dtype tensor.DType) ([]lazyTensor, error) {
 	var ps nn.Params
 	m.Params("", &ps)
 	byName := map[string]*tensor.Tensor{}
@@ -412,6 +384,13 @@ func sgmTensors(cp checkpoint.ComponentParams, m nn.Module, dtype tensor.DType) 
 		switch p := group[0]; {
 		case p.Rows[1] > 0:
 			lt.data = func() ([]byte, error) { return fuseRows(group, byName, shape, dt) }
+		case p.Swap:
+			t := byName[p.Name]
+			lt.data = func() ([]byte, error) {
+				v := t.Data()
+				h := len(v) / 2
+				return encodeF32(append(slices.Clone(v[h:]), v[:h]...), dt), nil
+			}
 		case p.Transpose:
 			t := byName[p.Name]
 			lt.data = func() ([]byte, error) {

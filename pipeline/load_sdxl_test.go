@@ -22,90 +22,58 @@ import (
 
 // tinySDXL loads the golden cases' tiny SDXL (diffusers names): unet_sdxl
 // or the pipeline_sdxl refiner UNet, vae, clip_text (not for the refiner)
-// and clip_text_proj. It also returns each component's config.json.
-func tinySDXL(t *testing.T, refiner bool) (*SDXLComponents, checkpoint.SDXLModel, SDXLConfigs, map[string]json.RawMessage) {
+// and clip_text_proj, as the SDXL base or refiner model. It also returns
+// each component's config.json.
+func tinySDXL(t *testing.T, refiner bool) (*SDXLComponents, checkpoint.Model, map[string]json.RawMessage) {
 	t.Helper()
-	find := func(name string) *golden.Case {
-		gc, err := golden.Find(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(gc.Close)
-		return gc
-	}
-	open := func(gc *golden.Case, file string) *safetensors.File {
-		f, err := gc.Open(file)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return f
-	}
 	must := func(err error) {
 		t.Helper()
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
-	load := func(m nn.Module, f *safetensors.File) {
-		t.Helper()
-		must(nn.Load(m, "", nn.FileSource{F: f}, nn.LoadOptions{}))
-	}
-	c := &SDXLComponents{Name: "tiny SDXL", Refiner: refiner}
-	var layout checkpoint.SDXLModel
-	var cfgs SDXLConfigs
+	m := checkpoint.SDXLBase()
+	m.Name = "tiny SDXL"
 	raw := map[string]json.RawMessage{}
-	var err error
-
-	u := find("unet_sdxl")
-	uf := open(u, "weights.safetensors")
+	u, uFile := findGolden(t, "unet_sdxl"), "weights.safetensors"
 	raw["unet"] = u.Config
 	if refiner {
-		p := find("pipeline_sdxl")
-		raw["unet"] = p.Raw["refiner_unet_config"]
-		uf = open(p, "refiner_unet.safetensors")
-		layout.Name = "tiny SDXL refiner"
+		m = checkpoint.SDXLRefiner()
+		m.Name = "tiny SDXL refiner"
+		u, uFile = findGolden(t, "pipeline_sdxl"), "refiner_unet.safetensors"
+		raw["unet"] = goldenConfig(t, u, "refiner_unet_config")
 	}
-	cfgs.UNet, err = unet.ParseConfig(raw["unet"])
+	var err error
+	m.UNet, err = unet.ParseConfig(raw["unet"])
 	must(err)
-	c.UNet, err = unet.New(cfgs.UNet)
-	must(err)
-	load(c.UNet, uf)
-	must(json.Unmarshal(raw["unet"], &layout.UNet))
-
-	v := find("vae")
+	v := findGolden(t, "vae")
 	raw["vae"] = v.Config
-	cfgs.VAE, err = vae.ParseConfig(v.Config)
+	m.VAE, err = vae.ParseConfig(v.Config)
 	must(err)
-	c.VAE, err = vae.New(cfgs.VAE)
-	must(err)
-	load(c.VAE, open(v, "weights.safetensors"))
-	must(json.Unmarshal(v.Config, &layout.VAE))
-
+	var te *golden.Case
 	if !refiner {
-		te := find("clip_text")
+		te = findGolden(t, "clip_text")
 		raw["text_encoder"] = te.Config
 		tc, err := clip.ParseConfig(te.Config)
 		must(err)
-		cfgs.TextEncoder = &tc
-		c.TextEncoder, err = clip.New(tc)
-		must(err)
-		load(c.TextEncoder, open(te, "weights.safetensors"))
-		layout.TextEncoder = new(checkpoint.TextEncoderLayout)
-		must(json.Unmarshal(te.Config, layout.TextEncoder))
-		layout.Name = "tiny SDXL"
+		m.TextEncoder = &tc
 	}
-
-	te2 := find("clip_text_proj")
+	te2 := findGolden(t, "clip_text_proj")
 	raw["text_encoder_2"] = te2.Config
-	cfgs.TextEncoder2, err = clip.ParseConfig(te2.Config)
+	tc2, err := clip.ParseConfig(te2.Config)
 	must(err)
-	cfgs.TextEncoder2.WithProjection = true
-	c.TextEncoder2, err = clip.New(cfgs.TextEncoder2)
+	tc2.WithProjection = true
+	m.TextEncoder2 = &tc2
+
+	c, err := NewSDXLComponents(m)
 	must(err)
-	load(c.TextEncoder2, open(te2, "weights.safetensors"))
-	must(json.Unmarshal(te2.Config, &layout.TextEncoder2))
-	layout.TextEncoder2.WithProjection = true
-	return c, layout, cfgs, raw
+	loadGolden(t, u, uFile, c.UNet, nn.LoadOptions{})
+	loadGolden(t, v, "weights.safetensors", c.VAE, nn.LoadOptions{})
+	if te != nil {
+		loadGolden(t, te, "weights.safetensors", c.TextEncoder, nn.LoadOptions{})
+	}
+	loadGolden(t, te2, "weights.safetensors", c.TextEncoder2, nn.LoadOptions{})
+	return c, m, raw
 }
 
 // compareSDXL checks that b's parameters equal a's, rounded to dtype for
@@ -147,7 +115,7 @@ func compareSDXL(t *testing.T, a, b *SDXLComponents, dtype tensor.DType) {
 	}
 }
 
-func writeTinySGM(t *testing.T, c *SDXLComponents, layout checkpoint.SDXLModel, dtype tensor.DType) string {
+func writeTinySGM(t *testing.T, c *SDXLComponents, layout checkpoint.Model, dtype tensor.DType) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "tiny-sdxl.safetensors")
 	if err := WriteSGM(path, layout, c, dtype); err != nil {
@@ -160,7 +128,7 @@ func writeTinySGM(t *testing.T, c *SDXLComponents, layout checkpoint.SDXLModel, 
 // f16, bf16) and loads them back through the checkpoint mapping.
 func TestSGMRoundTrip(t *testing.T) {
 	for _, refiner := range []bool{false, true} {
-		c, layout, cfgs, _ := tinySDXL(t, refiner)
+		c, layout, _ := tinySDXL(t, refiner)
 		for _, dtype := range []tensor.DType{tensor.F32, tensor.F16, tensor.BF16} {
 			t.Run(layout.Name+"/"+dtype.String(), func(t *testing.T) {
 				path := writeTinySGM(t, c, layout, dtype)
@@ -168,7 +136,7 @@ func TestSGMRoundTrip(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				got, err := loadSGM(f, layout, cfgs, LoadOptions{})
+				got, err := loadSGM(f, layout, LoadOptions{})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -186,7 +154,7 @@ func TestSGMRoundTrip(t *testing.T) {
 // q, k and v stacked in in_proj, the projection transposed, names as in
 // SGM files.
 func TestWriteSGMLayout(t *testing.T) {
-	c, layout, _, _ := tinySDXL(t, false)
+	c, layout, _ := tinySDXL(t, false)
 	f, err := safetensors.Open(writeTinySGM(t, c, layout, tensor.F32))
 	if err != nil {
 		t.Fatal(err)
@@ -330,7 +298,7 @@ const (
 
 func TestLoadSDXLFolder(t *testing.T) {
 	for _, refiner := range []bool{false, true} {
-		c, _, _, raw := tinySDXL(t, refiner)
+		c, _, raw := tinySDXL(t, refiner)
 		index := baseIndex
 		if refiner {
 			index = refinerIndex
@@ -385,7 +353,7 @@ func rewrite(t *testing.T, path string, edit func([]safetensors.Tensor) []safete
 }
 
 func TestLoadSDXLErrors(t *testing.T) {
-	c, layout, cfgs, raw := tinySDXL(t, false)
+	c, layout, raw := tinySDXL(t, false)
 	path := writeTinySGM(t, c, layout, tensor.F32)
 	const inProj = checkpoint.SGMOpenCLIPPrefix + "transformer.resblocks.1.attn.in_proj_weight"
 	load := func(p string) error {
@@ -393,7 +361,7 @@ func TestLoadSDXLErrors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := loadSGM(f, layout, cfgs, LoadOptions{})
+		got, err := loadSGM(f, layout, LoadOptions{})
 		if err == nil {
 			got.Close()
 		}
@@ -428,12 +396,12 @@ func TestLoadSDXLErrors(t *testing.T) {
 	}
 
 	// An SD 1.x file given to LoadSDXL, and an SDXL file given to Load.
-	sd1, sd1Layout, _ := tinyModels(t)
+	sd1, sd1Layout := tinyModels(t)
 	sd1Path := filepath.Join(t.TempDir(), "sd1.safetensors")
 	if err := WriteLDM(sd1Path, sd1Layout, sd1, tensor.F16); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := LoadSDXL(sd1Path, LoadOptions{}); err == nil || !strings.Contains(err.Error(), "SD 1.x") || !strings.Contains(err.Error(), "pipeline.Load") {
+	if _, err := LoadSDXL(sd1Path, LoadOptions{}); err == nil || !strings.Contains(err.Error(), "SD 1.x/2.x") || !strings.Contains(err.Error(), "pipeline.Load") {
 		t.Errorf("LoadSDXL of an SD 1.x file: %v", err)
 	}
 	if _, err := Load(path, LoadOptions{}); err == nil || !strings.Contains(err.Error(), "LoadSDXL") {
@@ -468,7 +436,7 @@ func TestLoadSDXLErrors(t *testing.T) {
 	if _, err := LoadSDXL(sd1Dir, LoadOptions{}); err == nil || !strings.Contains(err.Error(), "no text_encoder_2") || !strings.Contains(err.Error(), "pipeline.Load") {
 		t.Errorf("SD 1.x folder: %v", err)
 	}
-	r, _, _, rraw := tinySDXL(t, true)
+	r, _, rraw := tinySDXL(t, true)
 	c.UNet = r.UNet
 	raw["unet"] = rraw["unet"]
 	if _, err := LoadSDXL(writeFolder(t, c, raw, baseIndex), LoadOptions{}); err == nil || !strings.Contains(err.Error(), "cross_attention_dim") {
@@ -476,57 +444,6 @@ func TestLoadSDXLErrors(t *testing.T) {
 	}
 	if err := WriteSGM(filepath.Join(t.TempDir(), "x.safetensors"), layout, r, tensor.F16); err == nil {
 		t.Error("WriteSGM of refiner components with a base layout: no error")
-	}
-}
-
-// paramShapes lists a module's parameter names and shapes.
-func paramShapes(m nn.Module) map[string][]int {
-	var ps nn.Params
-	m.Params("", &ps)
-	out := map[string][]int{}
-	for _, p := range ps.List() {
-		out[p.Name] = p.Shape
-	}
-	return out
-}
-
-// TestSDXLLayoutsMatchModels checks the built-in full-size layouts against
-// the models built from the built-in configs (names and shapes only).
-func TestSDXLLayoutsMatchModels(t *testing.T) {
-	for _, c := range []struct {
-		layout checkpoint.SDXLModel
-		cfgs   SDXLConfigs
-	}{{checkpoint.SDXLBase(), SDXLBaseConfigs(4)}, {checkpoint.SDXLInpainting(), SDXLBaseConfigs(9)}, {checkpoint.SDXLRefiner(), SDXLRefinerConfigs()}} {
-		comps := &SDXLComponents{Refiner: c.layout.Refiner()}
-		if err := comps.build(c.cfgs); err != nil {
-			t.Fatal(err)
-		}
-		if err := comps.check(); err != nil {
-			t.Errorf("%s: %v", c.layout.Name, err)
-		}
-		cps, err := c.layout.Components()
-		if err != nil {
-			t.Fatal(err)
-		}
-		modules := map[string]nn.Module{"unet": comps.UNet, "vae": comps.VAE, "text_encoder_2": comps.TextEncoder2}
-		if comps.TextEncoder != nil {
-			modules["text_encoder"] = comps.TextEncoder
-		}
-		if len(cps) != len(modules) {
-			t.Errorf("%s: %d components in the layout, %d models", c.layout.Name, len(cps), len(modules))
-		}
-		for _, cp := range cps {
-			have := paramShapes(modules[cp.Name])
-			for _, p := range cp.Params {
-				if s, ok := have[p.Name]; !ok || !slices.Equal(s, p.Shape) {
-					t.Errorf("%s %s: layout has %s %v, model %v", c.layout.Name, cp.Name, p.Name, p.Shape, s)
-				}
-				delete(have, p.Name)
-			}
-			for n := range have {
-				t.Errorf("%s %s: model has %s, the layout does not", c.layout.Name, cp.Name, n)
-			}
-		}
 	}
 }
 
@@ -539,12 +456,12 @@ func TestFullSizeSDXL(t *testing.T) {
 	if which == "" {
 		t.Skip("set DIFFUSE_FULL_SDXL=base or refiner to run")
 	}
-	layout, cfgs := checkpoint.SDXLBase(), SDXLBaseConfigs(4)
+	layout := checkpoint.SDXLBase()
 	if which == "refiner" {
-		layout, cfgs = checkpoint.SDXLRefiner(), SDXLRefinerConfigs()
+		layout = checkpoint.SDXLRefiner()
 	}
-	c := &SDXLComponents{Refiner: layout.Refiner()}
-	if err := c.build(cfgs); err != nil {
+	c, err := NewSDXLComponents(layout)
+	if err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()

@@ -39,7 +39,8 @@ type Info struct {
 	Sampler              string
 	// Accepts lists the optional request features the model takes:
 	// "img2img", "inpaint", "lora", "controlnet", "t2i-adapter",
-	// "refiner", "class-labels", "negative-prompt".
+	// "refiner", "class-labels", "negative-prompt", "stages", and the
+	// step cache modes "deepcache" and "fbcache" (Params.CacheMode).
 	Accepts []string
 	// Labels maps class names to ids for class-conditional models (DiT).
 	Labels map[string]int

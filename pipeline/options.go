@@ -20,6 +20,17 @@ type Options struct {
 	// MemoryLimit refuses requests whose estimated working memory exceeds
 	// it, in bytes, before allocating anything (0: no check).
 	MemoryLimit int64
+	// Components says where to take components from instead of the
+	// checkpoint, as ComfyUI's separate loaders do (see ComponentPaths). A
+	// FLUX transformer-only file (BFL's flux1-dev.safetensors) needs its
+	// text encoders, T5 tokenizer and VAE given this way. Only SD3 and
+	// FLUX read it.
+	Components ComponentPaths
+	// KeepTextEncoders keeps SD3's and FLUX's text encoders loaded between
+	// requests. By default they are released once the prompts are encoded
+	// (FLUX's T5-XXL alone is 9.5 GB in f16) and loaded again by the next
+	// request.
+	KeepTextEncoders bool
 
 	// Threads is the number of cores to compute on (runtime.GOMAXPROCS); 0
 	// leaves GOMAXPROCS as it is (Go's default: every core the process

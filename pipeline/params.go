@@ -38,6 +38,11 @@ type Params struct {
 	Count    int
 	ClipSkip int // A1111's clip skip (2 = penultimate layer); 0: the model's default
 
+	// NoResolutionBinning keeps Width × Height where a family would move
+	// it to a size its model was trained at (Hunyuan-DiT's resolution
+	// binning, on by default as in diffusers).
+	NoResolutionBinning bool
+
 	// InitImage enables image-to-image with Strength (in (0, 1]); Mask
 	// (white = repaint) enables inpainting of it. Both are resized to the
 	// output size.
@@ -63,8 +68,34 @@ type Params struct {
 	// ClassLabels are DiT's ImageNet classes, by id or by name.
 	ClassLabels []string
 
+	// Stages are a cascade's later stages, in order: for DeepFloyd IF the
+	// stage II folder (IFSuperResolutionPipeline). Empty: the first stage
+	// alone. Width and Height are the last stage's output size; Steps,
+	// Guidance and Sampler are the first stage's.
+	Stages []Stage
+
+	// CacheMode turns on training-free step caching: "" (off),
+	// "deepcache" (UNet models) or "fbcache" (diffusion transformers);
+	// a model that cannot use the mode refuses it (ErrCacheMode). See
+	// StepCache for the other settings (0: their defaults).
+	CacheMode      string
+	CacheInterval  int
+	CacheBranch    int
+	CacheThreshold float64
+
 	// OnProgress, when set, is called after every step.
 	OnProgress func(Event)
+}
+
+// Stage is a later stage of a cascade: its folder and its settings
+// (zero values: the stage's defaults).
+type Stage struct {
+	Path     string
+	Steps    int     // 0: the stage's default (IF stage II: 50)
+	Guidance float64 // 0: the stage's default (IF stage II: 4)
+	// NoiseLevel is the noise added to the previous stage's image before
+	// upscaling, in timesteps (0: the stage's default, IF stage II: 250).
+	NoiseLevel int
 }
 
 // LoRA is one LoRA file and its weight.
@@ -198,11 +229,14 @@ func (p *Params) validate(in Info) error {
 		{"img2img", p.InitImage != nil && p.Mask == nil}, {"inpaint", p.Mask != nil},
 		{"lora", len(p.LoRAs) > 0 || strings.Contains(p.Prompt, "<lora:")},
 		{"controlnet", len(p.ControlNets) > 0}, {"t2i-adapter", len(p.Adapters) > 0},
-		{"refiner", p.Refiner != ""}, {"class-labels", len(p.ClassLabels) > 0},
+		{"refiner", p.Refiner != ""}, {"class-labels", len(p.ClassLabels) > 0}, {"stages", len(p.Stages) > 0},
 	} {
 		if need.given && !in.accepts(need.feature) {
 			return errf("%s (%s) does not take %s", in.Name, in.Kind, need.feature)
 		}
+	}
+	if err := p.checkCache(in); err != nil {
+		return err
 	}
 	for i, c := range p.ControlNets {
 		if c.Image == nil {
@@ -225,6 +259,12 @@ func (p *Params) validate(in Info) error {
 		}
 		if math.IsNaN(a.Scale) || math.Abs(a.Scale) > MaxGuidance {
 			return errf("T2I-Adapter %d: scale %v is not a usable number", i, a.Scale)
+		}
+	}
+	for i, s := range p.Stages {
+		if s.Steps < 0 || s.Steps > MaxSteps || math.IsNaN(s.Guidance) || s.Guidance < 0 || s.Guidance > MaxGuidance ||
+			s.NoiseLevel < 0 || s.NoiseLevel >= 1000 {
+			return errf("stage %d: steps %d, guidance %v or noise level %d out of range", i+2, s.Steps, s.Guidance, s.NoiseLevel)
 		}
 	}
 	for _, l := range p.LoRAs {

@@ -52,6 +52,9 @@ type PixArtRequest struct {
 	Progress func(step, total int, elapsed time.Duration)
 	// OnModelInput sees the transformer's input batch of each step.
 	OnModelInput func(step int, x *tensor.Tensor)
+	// Cache, when its Mode is CacheFirstBlock, skips the blocks after the
+	// first on steps where the first one's residual barely changed.
+	Cache StepCache
 }
 
 // PixArtResult is what a PixArt generation returns.
@@ -65,6 +68,8 @@ type PixArtResult struct {
 	PromptEmbeds *tensor.Tensor
 	PromptMask   []int64
 	Timesteps    []float64
+	// Cache counts the full and cached transformer forwards.
+	Cache CacheStats
 }
 
 // pixartPreprocess is PixArtAlphaPipeline's caption preprocessing with
@@ -111,6 +116,9 @@ func vaeFactor(v *vae.Model) int { return 1 << max(len(v.Cfg.BlockOutChannels)-1
 // Generate runs the pipeline. It stops between steps when ctx is cancelled.
 func (p *PixArt) Generate(ctx context.Context, r PixArtRequest) (*PixArtResult, error) {
 	if err := checkCommon(r.Scheduler, r.Steps, r.Guidance, 0); err != nil {
+		return nil, err
+	}
+	if err := r.Cache.check("PixArt", CacheFirstBlock); err != nil {
 		return nil, err
 	}
 	if len(r.Prompts) == 0 {
@@ -189,13 +197,14 @@ func (p *PixArt) Generate(ctx context.Context, r PixArtRequest) (*PixArtResult, 
 		loop.Guide = CFG(r.Guidance, 0, B)
 	}
 	learnedSigma := outCh/2 == ch
+	bc := r.Cache.blockCache()
 	loop.Model = func(st Step) (*tensor.Tensor, error) {
 		tv := make([]float32, rows)
 		for j := range tv {
 			tv[j] = float32(st.T)
 		}
 		return p.Transformer.Forward(st.Input, pixart.Cond{EncoderHiddenStates: ehs, EncoderMask: mask, Timesteps: tv,
-			Resolution: resolution, AspectRatio: aspect})
+			Resolution: resolution, AspectRatio: aspect, Cache: bc})
 	}
 	if learnedSigma {
 		guide := loop.Guide
@@ -215,6 +224,7 @@ func (p *PixArt) Generate(ctx context.Context, r PixArtRequest) (*PixArtResult, 
 	}
 	res.Timesteps = seen
 	res.Latents = latents
+	res.Cache = blockStats(bc)
 	if r.SkipDecode {
 		return res, nil
 	}

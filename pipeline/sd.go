@@ -71,6 +71,9 @@ type Request struct {
 	// Adapter, when set, may add ControlNet / T2I-Adapter residuals to the
 	// UNet conditioning of each step.
 	Adapter func(step, total int, t float64, x *tensor.Tensor, cond *unet.Cond) error
+	// Cache, when its Mode is CacheDeep, reuses the UNet's deep features
+	// across steps (DeepCache); off, the result is exactly the uncached one.
+	Cache StepCache
 }
 
 // Result is what a generation returns.
@@ -82,6 +85,9 @@ type Result struct {
 	Latents        *tensor.Tensor
 	// Inpainting intermediates (nil otherwise).
 	MaskLatent, MaskedImageLatents *tensor.Tensor
+	// Cache counts the full and cached UNet forwards (zero without a
+	// step cache).
+	Cache CacheStats
 }
 
 // repeatRows repeats each row n times in place (torch's repeat_interleave
@@ -202,13 +208,17 @@ func (p *SD) Generate(ctx context.Context, r Request) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	loop := p.loop(&r, text, im, cfg)
+	dc, err := r.Cache.unetCache(p.UNet)
+	if err != nil {
+		return nil, err
+	}
+	loop := p.loop(&r, text, im, cfg, dc)
 	latents, seen, err := loop.Run(ctx, latents)
 	if err != nil {
 		return nil, err
 	}
 	res := &Result{PromptEmbeds: text.pos, NegativeEmbeds: text.neg, Timesteps: seen, Latents: latents,
-		MaskLatent: im.resultMask, MaskedImageLatents: im.resultMasked}
+		MaskLatent: im.resultMask, MaskedImageLatents: im.resultMasked, Cache: unetStats(dc)}
 	if r.SkipDecode {
 		return res, nil
 	}
@@ -267,6 +277,12 @@ func (p *SD) check(r *Request) error {
 		if err := finiteData(im.name, im.t); err != nil {
 			return err
 		}
+	}
+	if err := r.Cache.check("a UNet", CacheDeep); err != nil {
+		return err
+	}
+	if r.Cache.Mode == CacheDeep && r.Adapter != nil {
+		return fmt.Errorf("pipeline: %w: deepcache cannot serve adapters (their residuals act on the features it reuses)", ErrCacheMode)
 	}
 	inpaint9 := p.UNet.Cfg.InChannels == p.VAE.Cfg.LatentChannels*2+1
 	if inpaint9 && r.Mask == nil {
@@ -394,8 +410,9 @@ func (im *sdImage) initial(r *Request, s scheduler.Scheduler) (*tensor.Tensor, e
 }
 
 // loop is the SD denoising loop: CFG over [uncond; cond], the 9-channel
-// UNet's mask channels, adapters, and legacy inpainting's blending.
-func (p *SD) loop(r *Request, text *sdText, im *sdImage, cfg bool) *Loop {
+// UNet's mask channels, adapters, legacy inpainting's blending, and
+// DeepCache's full and cached steps when dc is set.
+func (p *SD) loop(r *Request, text *sdText, im *sdImage, cfg bool, dc *unet.Cache) *Loop {
 	l := &Loop{Scheduler: r.Scheduler, Noise: r.Noise, Start: im.start, End: im.end,
 		Callbacks: Callbacks{Progress: r.Progress, OnModelInput: r.OnUNetInput, OnStep: r.OnStep}}
 	var extra *tensor.Tensor // the 9-channel UNet's mask and masked-image latents
@@ -421,7 +438,7 @@ func (p *SD) loop(r *Request, text *sdText, im *sdImage, cfg bool) *Loop {
 				return nil, err
 			}
 		}
-		return p.UNet.Forward(st.Input, []float32{float32(st.T)}, cond)
+		return p.UNet.ForwardCached(st.Input, []float32{float32(st.T)}, cond, dc, r.Cache.full(st.I))
 	}
 	if im.mask != nil && !im.inpaint9 {
 		l.After = im.blend(r.Scheduler)

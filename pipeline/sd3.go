@@ -348,21 +348,36 @@ func (p *SD3) Generate(ctx context.Context, r SD3Request) (*SD3Result, error) {
 	if err := p.checkSD3(r); err != nil {
 		return nil, err
 	}
-	width, height, err := p.sd3Size(r)
-	if err != nil {
+	if _, _, err := p.sd3Size(r); err != nil {
 		return nil, err
 	}
-	cfg := r.Guidance > 1
 	res := &SD3Result{}
-	embeds, pooled, err := p.encodeAll(r, res, cfg)
+	embeds, pooled, err := p.encodeAll(r, res, r.Guidance > 1)
 	if err != nil {
 		return nil, err
 	}
 	res.PromptEmbeds, res.PooledEmbeds = embeds, pooled
+	if err := p.sample(ctx, r, res); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// sample runs the denoising loop and the decoder from the prompt
+// encodings in res (PromptEmbeds, PooledEmbeds: negatives first under
+// CFG), so that the encoders need not be loaded while it runs.
+func (p *SD3) sample(ctx context.Context, r SD3Request, res *SD3Result) error {
+	if err := p.checkSD3(r); err != nil {
+		return err
+	}
+	width, height, err := p.sd3Size(r)
+	if err != nil {
+		return err
+	}
 	f := vaeFactor(p.VAE)
 	shape := []int{len(r.Prompts), p.Transformer.Cfg.InChannels, height / f, width / f}
 	if err := r.Scheduler.SetTimesteps(r.Steps); err != nil {
-		return nil, err
+		return err
 	}
 	var latents *tensor.Tensor
 	start := 0
@@ -372,22 +387,22 @@ func (p *SD3) Generate(ctx context.Context, r SD3Request) (*SD3Result, error) {
 		latents, err = initialNoise(r.Latents, r.Noise, shape)
 	}
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if latents, err = p.denoise(ctx, r, res, latents, embeds, pooled, cfg, start); err != nil {
-		return nil, err
+	if latents, err = p.denoise(ctx, r, res, latents, res.PromptEmbeds, res.PooledEmbeds, r.Guidance > 1, start); err != nil {
+		return err
 	}
 	res.Latents = latents
 	if r.SkipDecode {
-		return res, nil
+		return nil
 	}
 	img, err := p.VAE.Decode(p.VAE.Denormalize(latents))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	img = tensor.Clamp(tensor.AddScalar(tensor.Scale(img, 0.5), 0.5), 0, 1)
 	res.Images = img.Permute(0, 2, 3, 1).Contiguous()
-	return res, nil
+	return nil
 }
 
 // denoise runs the sampling loop from latents at step index start: CFG

@@ -24,7 +24,7 @@ func (fixedTokenizer) Encode(s string) []int64 {
 // hidden state -N for clip skip N >= 3, the pooled projection unchanged,
 // and a clear error past the first layer.
 func TestSDXLClipSkip(t *testing.T) {
-	c, _, _, _ := tinySDXL(t, false)
+	c, _, _ := tinySDXL(t, false)
 	p := &SDXL{TextEncoder: c.TextEncoder, TextEncoder2: c.TextEncoder2, Tokenizer: fixedTokenizer{}, Tokenizer2: fixedTokenizer{}}
 	prompts := []string{"a", "bb"}
 	ids := func() []int64 {

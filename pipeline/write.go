@@ -5,55 +5,48 @@ import (
 
 	"github.com/diffuse-go/diffuse/checkpoint"
 	"github.com/diffuse-go/diffuse/nn"
-	"github.com/diffuse-go/diffuse/safetensors"
 	"github.com/diffuse-go/diffuse/tensor"
 )
 
 // WriteLDM writes the components as a single-file checkpoint in the
-// original LDM key layout (what model sites distribute), with matrix
-// weights stored as dtype. It is how the project makes full-size
-// random-weight checkpoints for tests and benchmarks.
-func WriteLDM(path string, layout checkpoint.Model, c *Components, dtype tensor.DType) error {
-	var out []safetensors.Tensor
-	add := func(prefix string, m nn.Module, params func() ([]checkpoint.Param, error)) error {
-		var ps nn.Params
-		m.Params("", &ps)
-		byName := map[string]*tensor.Tensor{}
-		for _, p := range ps.List() {
-			byName[p.Name] = *p.Ptr
+// original LDM key layout (what model sites distribute for SD 1.x and
+// 2.x), with matrix weights stored as dtype (F32, F16 or BF16) and vectors
+// as F32. It is how the project makes full-size random-weight checkpoints
+// for tests and benchmarks.
+func WriteLDM(path string, m checkpoint.Model, c *Components, dtype tensor.DType) error {
+	if m.SGM() {
+		return fmt.Errorf("write checkpoint %s: %s is an SDXL model; use WriteSGM", path, m.Name)
+	}
+	modules := map[string]nn.Module{}
+	for _, p := range c.parts() {
+		modules[p.name] = p.m
+	}
+	return writeSingleFile(path, m, modules, dtype)
+}
+
+// writeSingleFile writes the modules, by part name, under the names and
+// shapes of m's parts.
+func writeSingleFile(path string, m checkpoint.Model, modules map[string]nn.Module, dtype tensor.DType) error {
+	switch dtype {
+	case tensor.F32, tensor.F16, tensor.BF16:
+	default:
+		return fmt.Errorf("write checkpoint %s: dtype %v is not F32, F16 or BF16", path, dtype)
+	}
+	cps, err := m.Components()
+	if err != nil {
+		return err
+	}
+	var out []lazyTensor
+	for _, cp := range cps {
+		mod := modules[cp.Name]
+		if mod == nil {
+			return fmt.Errorf("write checkpoint %s: no %s model", path, cp.Name)
 		}
-		list, err := params()
+		ts, err := partTensors(cp, mod, dtype)
 		if err != nil {
-			return err
+			return fmt.Errorf("write checkpoint %s: %s: %w", path, cp.Name, err)
 		}
-		for _, p := range list {
-			t := byName[p.Name]
-			if t == nil {
-				return fmt.Errorf("write checkpoint: model has no loaded parameter %q", p.Name)
-			}
-			v := t.Float32().Data()
-			name := prefix + p.Source
-			switch {
-			case len(p.Shape) >= 2 && dtype == tensor.F16:
-				out = append(out, safetensors.F16Tensor(name, p.SourceShape, v))
-			case len(p.Shape) >= 2 && dtype == tensor.BF16:
-				out = append(out, safetensors.BF16Tensor(name, p.SourceShape, v))
-			default:
-				out = append(out, safetensors.F32Tensor(name, p.SourceShape, v))
-			}
-		}
-		return nil
+		out = append(out, ts...)
 	}
-	if err := add(checkpoint.UNetPrefix, c.UNet, func() ([]checkpoint.Param, error) { return checkpoint.UNetParams(layout.UNet) }); err != nil {
-		return err
-	}
-	if err := add(checkpoint.VAEPrefix, c.VAE, func() ([]checkpoint.Param, error) { return checkpoint.VAEParams(layout.VAE) }); err != nil {
-		return err
-	}
-	if err := add(checkpoint.TextEncoderPrefix, c.TextEncoder, func() ([]checkpoint.Param, error) {
-		return checkpoint.TextEncoderParams(layout.TextEncoder)
-	}); err != nil {
-		return err
-	}
-	return safetensors.WriteFile(path, out, map[string]string{"format": "pt", "producer": "diffuse"})
+	return writeSafetensors(path, out, map[string]string{"format": "pt", "producer": "diffuse"})
 }

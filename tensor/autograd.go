@@ -36,10 +36,13 @@ func anyRequiresGrad(ts []*Tensor) bool {
 
 // record attaches a backward function to out when any input requires grad.
 func record(out *Tensor, inputs []*Tensor, backward func(g *Tensor) []*Tensor) {
-	if !anyRequiresGrad(inputs) {
+	if !anyRequiresGrad(inputs) || noGradDepth.Load() > 0 {
 		return
 	}
 	out.requiresGrad = true
+	if checkpointDepth.Load() > 0 {
+		return // a checkpoint's forward: flag the output, keep no graph
+	}
 	out.node = &node{inputs: inputs, backward: backward}
 }
 

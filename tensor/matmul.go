@@ -18,6 +18,9 @@ func (t *Tensor) mat(off, rows, cols int, trans bool) gemm.Mat {
 	case BF16:
 		m.Kind, m.U16 = gemm.BF16, t.u16[off:off+rows*cols]
 	default:
+		if t.q != nil {
+			return t.quantMat(off, cols, trans)
+		}
 		panic(fmt.Sprintf("tensor: matmul on %v", t.dtype))
 	}
 	return m

@@ -22,7 +22,9 @@ import (
 // DefaultPackCacheMB MiB, 0
 // disables it). Weights that
 // do not fit are packed once per call instead (shared by the call's threads
-// and images), which is slower but needs no lasting memory.
+// and images), which is slower but needs no lasting memory. Quantised
+// weights (Q8_0 …, fp8) are never cached: each product decodes the blocks
+// it packs, so they keep their stored size instead of growing to float32.
 //
 // Entries are keyed by the weight *Tensor (through a weak pointer, so the
 // cache does not keep a model alive) and removed when that tensor is
@@ -132,6 +134,12 @@ func packedWeight(w *Tensor, off, rows, cols int, isB, trans bool) gemm.Mat {
 	}
 	if w.requiresGrad {
 		return pack(gemm.PackOpts{}).Mat()
+	}
+	if w.q != nil {
+		// Quantised weights stay as they are: every product decodes the
+		// blocks it packs, so the model keeps its file size in memory
+		// instead of a float32 copy four to eight times larger.
+		return src
 	}
 	e := cacheEntry(w, packKey{t: weak.Make(w), off: off, rows: rows, cols: cols, isB: isB, trans: trans})
 	keep16 := w.dtype == F16 || w.dtype == BF16

@@ -29,7 +29,7 @@ func (t *Tensor) Reshape(shape ...int) *Tensor {
 		panic(fmt.Sprintf("tensor: cannot reshape %v (%d elements) to %v", t.shape, t.Numel(), shape))
 	}
 	c := t.Contiguous()
-	out := &Tensor{shape: shape, strides: contiguousStrides(shape), offset: c.offset, dtype: c.dtype, f32: c.f32, u16: c.u16, i64: c.i64, release: c.release}
+	out := &Tensor{shape: shape, strides: contiguousStrides(shape), offset: c.offset, dtype: c.dtype, f32: c.f32, u16: c.u16, i64: c.i64, q: c.q, release: c.release}
 	if c.requiresGrad {
 		orig := t.shape
 		record(out, []*Tensor{c}, func(g *Tensor) []*Tensor { return []*Tensor{g.Reshape(orig...)} })
@@ -42,7 +42,7 @@ func (t *Tensor) Permute(perm ...int) *Tensor {
 	if len(perm) != len(t.shape) {
 		panic(fmt.Sprintf("tensor: Permute %v on rank %d", perm, len(t.shape)))
 	}
-	out := &Tensor{shape: make([]int, len(perm)), strides: make([]int, len(perm)), offset: t.offset, dtype: t.dtype, f32: t.f32, u16: t.u16, i64: t.i64}
+	out := &Tensor{shape: make([]int, len(perm)), strides: make([]int, len(perm)), offset: t.offset, dtype: t.dtype, f32: t.f32, u16: t.u16, i64: t.i64, q: t.q}
 	inv := make([]int, len(perm))
 	seen := make([]bool, len(perm))
 	for i, p := range perm {
@@ -76,7 +76,7 @@ func (t *Tensor) Narrow(dim, start, length int) *Tensor {
 	if start < 0 || length < 0 || start+length > t.shape[dim] {
 		panic(fmt.Sprintf("tensor: Narrow(%d, %d, %d) out of range for shape %v", dim, start, length, t.shape))
 	}
-	out := &Tensor{shape: cloneInts(t.shape), strides: cloneInts(t.strides), offset: t.offset + start*t.strides[dim], dtype: t.dtype, f32: t.f32, u16: t.u16, i64: t.i64}
+	out := &Tensor{shape: cloneInts(t.shape), strides: cloneInts(t.strides), offset: t.offset + start*t.strides[dim], dtype: t.dtype, f32: t.f32, u16: t.u16, i64: t.i64, q: t.q}
 	out.shape[dim] = length
 	if t.requiresGrad {
 		full := t.shape

@@ -1,5 +1,6 @@
 // Package tensor is diffuse's n-dimensional array: float32 compute over
-// weights that may stay stored as float16/bfloat16, strided views, the ops the
+// weights that may stay stored as float16/bfloat16 or quantised (GGUF block
+// formats, fp8; see quant.go), strided views, the ops the
 // model families need, and reverse-mode autodiff that costs nothing unless an
 // input requires gradients.
 package tensor
@@ -13,7 +14,8 @@ import (
 )
 
 // DType is a tensor's storage type. Compute is always float32; F16 and BF16
-// tensors hold weights that are widened when an op reads them.
+// tensors hold weights that are widened when an op reads them, quantised
+// ones (Q8_0 … F8E5M2, DType.Quantized) weights that are dequantised so.
 type DType uint8
 
 // Storage types.
@@ -34,6 +36,13 @@ func (d DType) String() string {
 		return "bf16"
 	case I64:
 		return "i64"
+	case F8E4M3:
+		return "f8_e4m3"
+	case F8E5M2:
+		return "f8_e5m2"
+	}
+	if gt, ok := quantTypes[d]; ok {
+		return gt.String()
 	}
 	return fmt.Sprintf("dtype(%d)", uint8(d))
 }
@@ -48,6 +57,7 @@ type Tensor struct {
 	f32     []float32
 	u16     []uint16
 	i64     []int64
+	q       *qstore // quantised storage (quant.go)
 
 	requiresGrad bool
 	grad         *Tensor
@@ -211,6 +221,11 @@ func (t *Tensor) at(off int) float32 {
 	case I64:
 		return float32(t.i64[off])
 	}
+	if t.q != nil {
+		var v [1]float32
+		t.q.decode(off, v[:])
+		return v[0]
+	}
 	return t.f32[off]
 }
 
@@ -225,6 +240,10 @@ func (t *Tensor) valuesAt(off int, dst []float32) {
 	case F32:
 		copy(dst, t.f32[off:off+len(dst)])
 	default:
+		if t.q != nil {
+			t.q.decode(off, dst)
+			return
+		}
 		for i := range dst {
 			dst[i] = t.at(off + i)
 		}
@@ -277,10 +296,14 @@ func (t *Tensor) forEachIndex(fn func(off int)) {
 }
 
 // Contiguous returns t if it is dense row-major, else a dense copy (keeping
-// the dtype). Gradients flow through the copy.
+// the dtype, except that a quantised view becomes float32: its elements no
+// longer form whole blocks). Gradients flow through the copy.
 func (t *Tensor) Contiguous() *Tensor {
 	if t.IsContiguous() {
 		return t
+	}
+	if t.q != nil {
+		return t.quantFloat32()
 	}
 	out := &Tensor{shape: cloneInts(t.shape), strides: contiguousStrides(t.shape), dtype: t.dtype}
 	n := t.Numel()
@@ -306,6 +329,9 @@ func (t *Tensor) Float32() *Tensor {
 	if t.dtype == F32 {
 		return t
 	}
+	if t.q != nil {
+		return t.quantFloat32()
+	}
 	c := t.Contiguous()
 	out := Zeros(t.shape...)
 	switch c.dtype {
@@ -321,10 +347,19 @@ func (t *Tensor) Float32() *Tensor {
 	return out
 }
 
-// ToDType converts float32 values to storage dtype d (rounding to nearest even).
+// ToDType converts float32 values to storage dtype d (rounding to nearest
+// even; a block dtype quantises with Quantize, and panics where Quantize
+// fails, as on a shape that is not whole blocks).
 func (t *Tensor) ToDType(d DType) *Tensor {
 	if t.dtype == d {
 		return t
+	}
+	if d.Quantized() {
+		out, err := Quantize(t, d)
+		if err != nil {
+			panic(err)
+		}
+		return out
 	}
 	src := t.Float32().Data()
 	switch d {
@@ -354,6 +389,9 @@ func (t *Tensor) ToDType(d DType) *Tensor {
 
 // Clone returns a contiguous copy with its own storage (not tracked by autodiff).
 func (t *Tensor) Clone() *Tensor {
+	if t.q != nil {
+		return t.quantClone()
+	}
 	c := t.Contiguous()
 	out := &Tensor{shape: cloneInts(t.shape), strides: contiguousStrides(t.shape), dtype: t.dtype}
 	n := t.Numel()

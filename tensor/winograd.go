@@ -289,7 +289,9 @@ func conv2dWinograd(g convGeom, xs []float32, w *Tensor, bd, out []float32) {
 	// Transforming and packing the weights costs about as much as a
 	// hundred tiles' GEMMs: worth keeping for the sizes of a UNet's 64×64 latents,
 	// not for a VAE decoder's larger images, each decoded once.
-	u, release := winogradWeights(w, g.cout, g.cin, g.oh*g.ow < winogradCacheBelow)
+	// A quantised weight is transformed on every call instead: kept, its
+	// transform would be a float32 copy many times the weight's size.
+	u, release := winogradWeights(w, g.cout, g.cin, g.oh*g.ow < winogradCacheBelow && w.q == nil)
 	defer release()
 
 	tiles := g.n * th * tw

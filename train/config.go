@@ -24,6 +24,9 @@ type Config struct {
 	NumTrainEpochs            int `json:"num_train_epochs"`
 	MaxTrainSteps             int `json:"max_train_steps"`
 	GradientAccumulationSteps int `json:"gradient_accumulation_steps"`
+	// GradientCheckpointing recomputes the UNet's (and ControlNet's) block
+	// activations in the backward pass: less memory, same gradients.
+	GradientCheckpointing bool `json:"gradient_checkpointing"`
 
 	LearningRate  float64 `json:"learning_rate"`
 	ScaleLR       bool    `json:"scale_lr"`

@@ -126,6 +126,7 @@ func Run(ctx context.Context, cfg Config, m Models, data Data, onStep func(*Step
 // setUp attaches the LoRA network or builds the ControlNet, returning the
 // trained parameters in optimizer order.
 func setUp(cfg Config, m *Models, g *rng.Generator) ([]Param, *LoRANetwork, error) {
+	m.UNet.GradientCheckpointing = cfg.GradientCheckpointing
 	if cfg.Method == "controlnet" {
 		if m.ControlNet == nil {
 			cn, err := ControlNetFromUNet(m.UNet, controlnet.FromUNet(m.UNet.Cfg), g)
@@ -134,6 +135,7 @@ func setUp(cfg Config, m *Models, g *rng.Generator) ([]Param, *LoRANetwork, erro
 			}
 			m.ControlNet = cn
 		}
+		m.ControlNet.Encoder.GradientCheckpointing = cfg.GradientCheckpointing
 		return ModuleParams(m.ControlNet), nil, nil
 	}
 	net, err := AddLoRA(m.UNet, lora.UNet, LoRAConfig{Rank: cfg.Rank, Alpha: float64(cfg.Rank),

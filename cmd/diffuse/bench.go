@@ -38,20 +38,31 @@ type benchModels struct {
 // real checkpoint (-m).
 func runBench(ctx context.Context, args []string) (err error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	arch := fs.String("arch", "sd15", "model family with random weights: sd15 or sdxl")
+	arch := fs.String("arch", "sd15", "model family with random weights: sd15, sdxl, or dit (DiT-XL/2-256; -only cache)")
 	model := fs.String("m", "", "time this checkpoint (SD 1.x or SDXL file or diffusers folder) instead of random weights")
 	sizes := fs.String("size", "", "image sizes, comma separated (default 512 for sd15, 1024 for sdxl)")
 	dtype := fs.String("dtype", "f16", "weight storage dtype: f32, f16 or bf16 (random weights, or conversion of -m)")
 	steps := fs.Int("steps", 2, "UNet steps to time (each with CFG, batch 2); the median is reported")
-	only := fs.String("only", "text,unet,vae", "what to time: text, unet, vae, controlnet, lora, t2i")
+	only := fs.String("only", "text,unet,vae", "what to time: text, unet, vae, controlnet, lora, t2i, or cache (whole generations without and with a step cache)")
 	threads := fs.Int("threads", 0, "threads (0 = all cores)")
 	bf16 := fs.Bool("bf16", false, "compute products in bfloat16 (AVX512_BF16 CPUs only; no effect elsewhere); also DIFFUSE_BF16=1")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the timed part of the run (after the models are built; the weight-packing first UNet step included) to this file, for go tool pprof")
+	var cb cacheBench
+	cacheSteps := fs.String("cache-steps", "20,30", "-only cache: step counts of the generations")
+	fs.IntVar(&cb.cache.Interval, "cache-interval", 0, "-only cache: deepcache interval (0: 3)")
+	fs.IntVar(&cb.cache.Branch, "cache-branch", 0, "-only cache: deepcache branch")
+	fs.Float64Var(&cb.cache.Threshold, "cache-threshold", 0, "-only cache: fbcache threshold (0: 0.1)")
+	fs.IntVar(&cb.forwards, "cache-forwards", 0, "-only cache: also time this many full and cached forwards side by side on a fixed input")
+	trainMethod := fs.String("train", "", "time training steps instead: lora or controlnet (random SD 1.5, batch 1; --size, --steps, --dtype of the frozen weights)")
+	gradCkpt := fs.String("gradient-checkpointing", "both", "with --train: time gradient checkpointing on, off or both")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *threads > 0 {
 		runtime.GOMAXPROCS(*threads)
+	}
+	if *trainMethod != "" {
+		return benchTrainFlags(ctx, *trainMethod, *model, *sizes, *gradCkpt, *dtype, *steps)
 	}
 	bf16Set := false
 	fs.Visit(func(f *flag.Flag) { bf16Set = bf16Set || f.Name == "bf16" })
@@ -66,6 +77,15 @@ func runBench(ctx context.Context, args []string) (err error) {
 	want := map[string]bool{}
 	for _, s := range strings.Split(*only, ",") {
 		want[strings.TrimSpace(s)] = true
+	}
+	if want["cache"] {
+		if cb.steps, err = parseSteps(*cacheSteps); err != nil {
+			return err
+		}
+		if *arch == "dit" {
+			return benchCacheDiT(ctx, dt, cb)
+		}
+		want["text"], want["unet"], want["vae"] = true, true, true
 	}
 	var bm benchModels
 	t0 := time.Now()
@@ -102,7 +122,7 @@ func runBench(ctx context.Context, args []string) (err error) {
 			*sizes = "1024"
 		}
 	}
-	if want["text"] {
+	if want["text"] && !want["cache"] {
 		for i, m := range bm.text {
 			ids := make([]int64, 2*77)
 			for j := range ids {
@@ -120,7 +140,12 @@ func runBench(ctx context.Context, args []string) (err error) {
 		if err != nil || px%64 != 0 || px <= 0 {
 			return fmt.Errorf("bench: size %q must be a positive multiple of 64", s)
 		}
-		if err := benchSize(ctx, bm, px, *steps, want, dt); err != nil {
+		if want["cache"] {
+			err = benchCacheSD(ctx, bm, px, cb)
+		} else {
+			err = benchSize(ctx, bm, px, *steps, want, dt)
+		}
+		if err != nil {
 			return err
 		}
 	}

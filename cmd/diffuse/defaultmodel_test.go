@@ -22,8 +22,8 @@ func TestDefaultModelFlags(t *testing.T) {
 	if f.steps != 3 || f.upscale != 2 || f.info.Name != "euler" {
 		t.Errorf("given flags overridden: steps %d, upscale %d, sampler %s", f.steps, f.upscale, f.info.Name)
 	}
-	if f, _ = parseGenFlags([]string{"-m", "m", "-p", "x"}, &bytes.Buffer{}); f.upscale != 1 || f.steps != 20 {
-		t.Errorf("with -m: upscale %d, steps %d; want 1 and 20", f.upscale, f.steps)
+	if f, _ = parseGenFlags([]string{"-m", "m", "-p", "x"}, &bytes.Buffer{}); f.upscale != 1 || f.steps != 0 {
+		t.Errorf("with -m: upscale %d, steps %d; want 1 and 0 (the model's default)", f.upscale, f.steps)
 	}
 }
 

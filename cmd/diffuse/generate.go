@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"image"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -53,6 +54,21 @@ type genFlags struct {
 
 	// DiT.
 	classLabels multiFlag
+
+	// Hunyuan-DiT.
+	noBinning bool
+
+	// DeepFloyd IF: later stages, "PATH[:steps[:cfg[:noise]]]".
+	stages multiFlag
+
+	// SD3 / FLUX components given apart from a transformer-only file.
+	components       multiFlag
+	keepTextEncoders bool
+
+	// Step cache.
+	cacheMode                  string
+	cacheInterval, cacheBranch int
+	cacheThreshold             float64
 
 	// Resolved by parseGenFlags.
 	set         map[string]bool // flags given on the command line
@@ -113,11 +129,11 @@ func newGenFlagSet(f *genFlags, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&f.prompt, "prompt", "", "same as -p")
 	fs.StringVar(&f.negative, "n", "", "negative prompt")
 	fs.StringVar(&f.negative, "negative-prompt", "", "same as -n")
-	fs.IntVar(&f.steps, "steps", 20, "sampling steps")
-	fs.Float64Var(&f.cfgScale, "cfg-scale", 7.0, "classifier-free guidance scale (1 disables)")
+	fs.IntVar(&f.steps, "steps", 0, "sampling steps (0: the model's default, 20 for SD 1.x/2.x and SDXL)")
+	fs.Float64Var(&f.cfgScale, "cfg-scale", 0, "classifier-free guidance scale (1 disables; 0: the model's default, 7 for SD 1.x/2.x and SDXL)")
 	fs.Float64Var(&f.guidanceRescale, "guidance-rescale", 0, "diffusers guidance_rescale (0 = off)")
-	fs.StringVar(&f.sampler, "sampler", "euler_a", "sampler (see the list below)")
-	fs.StringVar(&f.sampler, "sampling-method", "euler_a", "same as --sampler")
+	fs.StringVar(&f.sampler, "sampler", "", "sampler (see the list below; default: the model's, euler_a for SD 1.x/2.x and SDXL)")
+	fs.StringVar(&f.sampler, "sampling-method", "", "same as --sampler")
 	fs.StringVar(&f.sched, "scheduler", "", "sigma schedule: default/discrete or karras")
 	fs.Int64Var(&f.seed, "seed", 42, "seed (-1 for a random one)")
 	fs.Int64Var(&f.seed, "s", 42, "same as --seed")
@@ -173,8 +189,18 @@ func newGenFlagSet(f *genFlags, out io.Writer) *flag.FlagSet {
 	fs.Var(&f.adapters, "adapter", "T2I-Adapter: diffusers folder or .safetensors file (repeatable)")
 	fs.Var(&f.adapterImages, "adapter-image", "adapter image, one per --adapter or one for all (repeatable)")
 	fs.Var(&f.adapterScale, "adapter-scale", "T2I-Adapter weight per adapter, comma list or repeated (default 1)")
+	fs.Var(&f.components, "component", "NAME=PATH: a component the -m file lacks (SD3/FLUX: text_encoder, text_encoder_2, text_encoder_3, tokenizer_2, tokenizer_3, vae; repeatable)")
+	fs.BoolVar(&f.keepTextEncoders, "keep-text-encoders", false, "SD3/FLUX: keep the text encoders loaded between requests")
+	fs.BoolVar(&f.noBinning, "no-binning", false, "Hunyuan-DiT: generate at -W×-H as given instead of the nearest trained size")
+	fs.Var(&f.stages, "stage", "DeepFloyd IF: a later stage's folder, PATH[:STEPS[:CFG[:NOISE_LEVEL]]] (repeatable, in order; -W/-H are the final size)")
 	fs.Var(&f.classLabels, "class-label", "DiT: ImageNet class id or name (repeatable; one image each); without it the prompt is read as labels")
 	fs.Float64Var(&f.adapterFactor, "adapter-factor", 1, "fraction of the steps the adapters act on (adapter_conditioning_factor)")
+
+	// Step cache.
+	fs.StringVar(&f.cacheMode, "cache-mode", "", "training-free step caching, faster for a small change of the image: deepcache (SD 1.x/2.x, SDXL) or fbcache (diffusion transformers); default off")
+	fs.IntVar(&f.cacheInterval, "cache-interval", 0, "deepcache: run the whole UNet every N steps, the shallow layers only in between (0: 3)")
+	fs.IntVar(&f.cacheBranch, "cache-branch", 0, "deepcache: skip branch whose deep features are reused (DeepCache's cache_branch_id; 0: the shallowest and fastest)")
+	fs.Float64Var(&f.cacheThreshold, "cache-threshold", 0, "fbcache: relative change of the first block's residual under which the other blocks are skipped (0: 0.1)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: diffuse generate -m MODEL -p PROMPT [flags]\n\nSD 1.x and SDXL models are told apart automatically.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -215,8 +241,11 @@ func (f *genFlags) validate() error {
 	if f.height != 0 && (f.height < 0 || f.height%8 != 0) {
 		return errf("-H %d must be a positive multiple of 8", f.height)
 	}
-	if f.steps < 1 {
-		return errf("--steps %d must be at least 1", f.steps)
+	if f.steps < 0 {
+		return errf("--steps %d must be at least 1 (0: the model's default)", f.steps)
+	}
+	if math.IsNaN(f.cfgScale) || math.IsInf(f.cfgScale, 0) || f.cfgScale < 0 {
+		return errf("--cfg-scale %v must be a non-negative number", f.cfgScale)
 	}
 	if f.batchCount < 1 {
 		return errf("--batch-count must be at least 1")
@@ -231,6 +260,9 @@ func (f *genFlags) validate() error {
 	switch strings.ToLower(f.sched) {
 	case "", "default", "discrete":
 	case "karras":
+		if f.samplerName == "" {
+			f.samplerName = "euler_a"
+		}
 		if !strings.Contains(strings.ToLower(f.samplerName), "karras") {
 			f.samplerName += "_karras"
 		}
@@ -238,7 +270,7 @@ func (f *genFlags) validate() error {
 		return errf("unknown --scheduler %q (discrete, karras)", f.sched)
 	}
 	var ok bool
-	if f.info, ok = scheduler.Lookup(f.samplerName); !ok {
+	if f.info, ok = scheduler.Lookup(f.samplerName); f.samplerName != "" && !ok {
 		return errf("unknown sampler %q; known: %s", f.samplerName, strings.Join(scheduler.Names(), ", "))
 	}
 	// SDXL sizes.
@@ -423,7 +455,16 @@ func runGenerate(ctx context.Context, args []string) error {
 		return fmt.Errorf("generate: %w", err)
 	}
 	setBF16Flag(&opt, f.bf16, f.set["bf16"])
-	opt.Threads, opt.MemoryLimit = max(f.threads, 0), systemMemory()
+	opt.Threads, opt.MemoryLimit, opt.KeepTextEncoders = max(f.threads, 0), systemMemory(), f.keepTextEncoders
+	for _, c := range f.components {
+		name, path, ok := strings.Cut(c, "=")
+		if !ok {
+			return fmt.Errorf("generate: --component %q: want NAME=PATH", c)
+		}
+		if err := opt.Components.Set(name, path); err != nil {
+			return fmt.Errorf("generate: --component: %w", err)
+		}
+	}
 	if f.dtype != "" {
 		dt, err := parseDType(f.dtype)
 		if err != nil {
@@ -471,9 +512,17 @@ func (f *genFlags) params() (pipeline.Params, error) {
 		Count: f.batchCount, ClipSkip: max(f.clipSkip, 0), LoRADir: f.loraDir, AdapterFactor: f.adapterFactor,
 		OriginalSize: f.xl.original, CropsTopLeft: f.xl.crop, TargetSize: f.xl.target,
 		NegativeOriginalSize: f.xl.negOriginal, NegativeCropsTopLeft: f.xl.negCrop, NegativeTargetSize: f.xl.negTarget,
-		Refiner: f.refiner, ClassLabels: f.classLabels}
+		Refiner: f.refiner, ClassLabels: f.classLabels, NoResolutionBinning: f.noBinning,
+		CacheMode: f.cacheMode, CacheInterval: f.cacheInterval, CacheBranch: f.cacheBranch, CacheThreshold: f.cacheThreshold}
 	if f.adapterFactor == 0 {
 		p.AdapterFactor = 1
+	}
+	for _, spec := range f.stages {
+		st, err := parseStage(spec)
+		if err != nil {
+			return p, err
+		}
+		p.Stages = append(p.Stages, st)
 	}
 	if f.refiner != "" {
 		p.RefinerStart = f.refinerStart
@@ -531,6 +580,32 @@ func (f *genFlags) params() (pipeline.Params, error) {
 		p.Adapters = append(p.Adapters, pipeline.Adapter{Path: path, Image: img, Scale: f.adScale[i]})
 	}
 	return p, nil
+}
+
+// parseStage reads --stage PATH[:STEPS[:CFG[:NOISE_LEVEL]]].
+func parseStage(spec string) (pipeline.Stage, error) {
+	parts := strings.Split(spec, ":")
+	st := pipeline.Stage{Path: parts[0]}
+	if len(parts) > 4 || st.Path == "" {
+		return st, fmt.Errorf("generate: --stage %q: want PATH[:STEPS[:CFG[:NOISE_LEVEL]]]", spec)
+	}
+	var err error
+	if len(parts) > 1 && parts[1] != "" {
+		if st.Steps, err = strconv.Atoi(parts[1]); err != nil || st.Steps < 1 {
+			return st, fmt.Errorf("generate: --stage %q: steps %q is not a positive integer", spec, parts[1])
+		}
+	}
+	if len(parts) > 2 && parts[2] != "" {
+		if st.Guidance, err = strconv.ParseFloat(parts[2], 64); err != nil || math.IsNaN(st.Guidance) || st.Guidance < 0 {
+			return st, fmt.Errorf("generate: --stage %q: CFG %q is not a non-negative number", spec, parts[2])
+		}
+	}
+	if len(parts) > 3 && parts[3] != "" {
+		if st.NoiseLevel, err = strconv.Atoi(parts[3]); err != nil || st.NoiseLevel < 0 {
+			return st, fmt.Errorf("generate: --stage %q: noise level %q is not a non-negative integer", spec, parts[3])
+		}
+	}
+	return st, nil
 }
 
 // checkOutput fails early when the output cannot be written: its folder

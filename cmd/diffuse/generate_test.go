@@ -36,7 +36,8 @@ func TestParseGenFlagsErrors(t *testing.T) {
 		{"unknown schedule", []string{"-m", "m", "--scheduler", "exp"}, "--scheduler"},
 		{"width not multiple of 8", []string{"-m", "m", "-W", "100"}, "-W 100"},
 		{"negative height", []string{"-m", "m", "-H", "-64"}, "-H -64"},
-		{"zero steps", []string{"-m", "m", "--steps", "0"}, "--steps"},
+		{"negative steps", []string{"-m", "m", "--steps", "-1"}, "--steps"},
+		{"NaN guidance", []string{"-m", "m", "--cfg-scale", "NaN"}, "--cfg-scale"},
 		{"mask without init", []string{"-m", "m", "--mask", "mask.png"}, "--mask needs --init-img"},
 		{"bad batch", []string{"-m", "m", "-b", "0"}, "--batch-count"},
 		{"image without net", []string{"-m", "m", "--control-image", img}, "without --control-net"},
@@ -405,5 +406,20 @@ func TestGenerateTinySDXL(t *testing.T) {
 	// The refiner alone needs an init image.
 	if err := runGenerate(context.Background(), []string{"-m", ref, "-p", "x", "-W", "64", "-H", "64", "-q", "-o", filepath.Join(dir, "r.png")}); err == nil || !strings.Contains(err.Error(), "refiner") {
 		t.Errorf("refiner without init image: got %v", err)
+	}
+}
+
+func TestParseStage(t *testing.T) {
+	st, err := parseStage("if-ii:30:5.5:100")
+	if err != nil || st.Path != "if-ii" || st.Steps != 30 || st.Guidance != 5.5 || st.NoiseLevel != 100 {
+		t.Errorf("parseStage = %+v, %v", st, err)
+	}
+	if st, err := parseStage("if-ii"); err != nil || st.Path != "if-ii" || st.Steps != 0 {
+		t.Errorf("parseStage(path) = %+v, %v", st, err)
+	}
+	for _, bad := range []string{"", ":3", "x:zero", "x:3:NaN", "x:3:4:-1", "x:1:2:3:4"} {
+		if _, err := parseStage(bad); err == nil || !strings.Contains(err.Error(), "--stage") {
+			t.Errorf("parseStage(%q) = %v, want a --stage error", bad, err)
+		}
 	}
 }

@@ -15,6 +15,10 @@ Usage:
   diffuse generate [flags]   generate images (diffuse generate -h for flags); without -m,
                              the built-in toy model: diffuse generate -p "a red circle on the left"
   diffuse eval [flags]       score a toy model's images per attribute (colour, position, shape, size)
+  diffuse train [flags]      fine-tune: DreamBooth LoRA, LoRA or ControlNet (diffusers' flags)
+  diffuse plot LOG -o PNG    draw the loss curve of a training log
+  diffuse serve [flags]      serve the A1111 and OpenAI image APIs and a web page (diffuse serve -h)
+  diffuse worker [flags]     take jobs from a server's NATS queue (diffuse worker -h)
   diffuse bench [flags]      time the models with random full-size weights
   diffuse random-checkpoint  write a full-size SD 1.5 checkpoint with random weights
   diffuse version            print the version
@@ -40,6 +44,14 @@ func main() {
 		err = runGenerate(ctx, os.Args[2:])
 	case "eval":
 		err = runEval(ctx, os.Args[2:])
+	case "train":
+		err = runTrain(ctx, os.Args[2:])
+	case "plot":
+		err = runPlot(os.Args[2:])
+	case "serve":
+		err = runServe(ctx, os.Args[2:])
+	case "worker":
+		err = runWorker(ctx, os.Args[2:])
 	case "bench":
 		err = runBench(ctx, os.Args[2:])
 	case "random-checkpoint":

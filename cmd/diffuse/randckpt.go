@@ -12,11 +12,9 @@ import (
 	"time"
 
 	"github.com/diffuse-go/diffuse/checkpoint"
-	"github.com/diffuse-go/diffuse/model/clip"
 	"github.com/diffuse-go/diffuse/model/controlnet"
 	"github.com/diffuse-go/diffuse/model/lora"
 	"github.com/diffuse-go/diffuse/model/unet"
-	"github.com/diffuse-go/diffuse/model/vae"
 	"github.com/diffuse-go/diffuse/nn"
 	"github.com/diffuse-go/diffuse/pipeline"
 	"github.com/diffuse-go/diffuse/safetensors"
@@ -28,7 +26,8 @@ import (
 // anything. They exercise loading, memory and speed, not image quality.
 func runRandomCheckpoint(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("random-checkpoint", flag.ContinueOnError)
-	kind := fs.String("kind", "sd15", "what to write: sd15, sd15-inpainting, sdxl, sdxl-refiner (single files), controlnet (SD 1.5 diffusers folder), lora (SD 1.5 UNet LoRA file)")
+	kind := fs.String("kind", "sd15", "what to write: sd15, sd15-inpainting, sdxl, sdxl-refiner, sd3, sd3-no-t5, flux-dev, flux-schnell (single files; FLUX with its clip_l, t5xxl and ae files beside; -tiny for test sizes), controlnet (SD 1.5 diffusers folder), lora (SD 1.5 UNet LoRA file), dit (DiT-XL/2 256), pixart (PixArt-α XL-2 1024 with T5-XXL: 11 GB in f16), if (DeepFloyd IF-I-XL and IF-II-L folders: 20 GB in f16), sd2 (SD 2.1 768 v-prediction) (diffusers folders)")
+	spiece := fs.String("spiece", "tokenizer/t5/testdata/t5_test_sentencepiece.model", "SentencePiece model written as the T5 tokenizer (kinds pixart, if)")
 	out := fs.String("o", "", "output file or folder (default: <kind>-random.safetensors, or a folder for controlnet)")
 	dtype := fs.String("dtype", "f16", "weight dtype: f32, f16 or bf16")
 	rank := fs.Int("rank", 16, "LoRA rank (kind lora)")
@@ -42,26 +41,21 @@ func runRandomCheckpoint(ctx context.Context, args []string) error {
 	}
 	if *out == "" {
 		*out = *kind + "-random.safetensors"
-		if *kind == "controlnet" {
-			*out = "controlnet-random"
+		switch *kind {
+		case "controlnet", "dit", "pixart", "if", "sd2":
+			*out = *kind + "-random"
 		}
 	}
 	t0 := time.Now()
 	switch *kind {
 	case "sd15", "sd15-inpainting":
-		layout, inCh := checkpoint.SD15(), 4
+		m := checkpoint.SD15()
 		if *kind == "sd15-inpainting" {
-			layout, inCh = checkpoint.SD15Inpainting(), 9
+			m = checkpoint.SD15Inpainting()
 		}
-		c := &pipeline.Components{}
-		if c.TextEncoder, err = clip.New(clip.SD15()); err != nil {
-			return err
-		}
-		if c.UNet, err = unet.New(unet.SD15(inCh)); err != nil {
-			return err
-		}
-		if c.VAE, err = vae.New(vae.SD()); err != nil {
-			return err
+		c, cerr := pipeline.NewComponents(m)
+		if cerr != nil {
+			return cerr
 		}
 		nn.Init(c.TextEncoder, *seed, dt)
 		nn.Init(c.UNet, *seed+1, dt)
@@ -69,27 +63,18 @@ func runRandomCheckpoint(ctx context.Context, args []string) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		err = pipeline.WriteLDM(*out, layout, c, dt)
+		err = pipeline.WriteLDM(*out, m, c, dt)
 	case "sdxl", "sdxl-refiner":
-		layout, cfgs := checkpoint.SDXLBase(), pipeline.SDXLBaseConfigs(4)
+		m := checkpoint.SDXLBase()
 		if *kind == "sdxl-refiner" {
-			layout, cfgs = checkpoint.SDXLRefiner(), pipeline.SDXLRefinerConfigs()
+			m = checkpoint.SDXLRefiner()
 		}
-		c := &pipeline.SDXLComponents{}
-		if cfgs.TextEncoder != nil {
-			if c.TextEncoder, err = clip.New(*cfgs.TextEncoder); err != nil {
-				return err
-			}
+		c, cerr := pipeline.NewSDXLComponents(m)
+		if cerr != nil {
+			return cerr
+		}
+		if c.TextEncoder != nil {
 			nn.Init(c.TextEncoder, *seed, dt)
-		}
-		if c.TextEncoder2, err = clip.New(cfgs.TextEncoder2); err != nil {
-			return err
-		}
-		if c.UNet, err = unet.New(cfgs.UNet); err != nil {
-			return err
-		}
-		if c.VAE, err = vae.New(cfgs.VAE); err != nil {
-			return err
 		}
 		nn.Init(c.TextEncoder2, *seed+1, dt)
 		nn.Init(c.UNet, *seed+2, dt)
@@ -97,9 +82,13 @@ func runRandomCheckpoint(ctx context.Context, args []string) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		err = pipeline.WriteSGM(*out, layout, c, dt)
+		err = pipeline.WriteSGM(*out, m, c, dt)
+	case "hunyuan":
+		err = runRandomHunyuan(out, *seed, dt)
 	case "controlnet":
 		err = writeRandomControlNet(*out, *seed, dt)
+	case "dit", "pixart", "if", "sd2":
+		err = writeRandomFolders(*kind, *out, *spiece, *seed, dt)
 	case "lora":
 		u, uerr := unet.New(unet.SD15(4))
 		if uerr != nil {
@@ -107,6 +96,12 @@ func runRandomCheckpoint(ctx context.Context, args []string) error {
 		}
 		err = writeRandomLoRA(*out, u, *rank, *seed)
 	default:
+		if isMMDiTKind(*kind) {
+			var files mmditFiles
+			files, err = writeRandomMMDiT(ctx, *kind, *out, dt, *seed)
+			files.print()
+			break
+		}
 		return fmt.Errorf("random-checkpoint: unknown -kind %q", *kind)
 	}
 	if err != nil {

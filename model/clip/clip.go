@@ -58,6 +58,15 @@ func BigG() Config {
 		NumAttentionHeads: 20, MaxPositionEmbeddings: 77, HiddenAct: "gelu", LayerNormEps: 1e-5, EOSTokenID: 2, WithProjection: true}
 }
 
+// ViTH is OpenCLIP ViT-H/14's text tower as Stable Diffusion 2.x uses it
+// (diffusers' SD 2.x text_encoder): SD 2.x conditions on the output of the
+// penultimate of its 24 layers, so the converted model keeps 23 and no
+// projection.
+func ViTH() Config {
+	return Config{VocabSize: 49408, HiddenSize: 1024, IntermediateSize: 4096, ProjectionDim: 512, NumHiddenLayers: 23,
+		NumAttentionHeads: 16, MaxPositionEmbeddings: 77, HiddenAct: "gelu", LayerNormEps: 1e-5, EOSTokenID: 2}
+}
+
 type layer struct {
 	ln1, ln2               *nn.LayerNorm
 	q, k, v, out, fc1, fc2 *nn.Linear

@@ -125,6 +125,13 @@ func (m *Model) NullClass() int64 { return int64(m.Cfg.NumEmbedsAdaNorm) }
 // Forward predicts from x [B, C, H, W] at one timestep and one class label
 // per sample; the result is [B, OutChannels, H, W].
 func (m *Model) Forward(x *tensor.Tensor, timesteps []float32, labels []int64) (*tensor.Tensor, error) {
+	return m.ForwardCached(x, timesteps, labels, nil)
+}
+
+// ForwardCached is Forward with a first-block residual cache: when cache
+// says so, the blocks after the first are skipped and their residual of
+// the last full step added. A nil cache is Forward.
+func (m *Model) ForwardCached(x *tensor.Tensor, timesteps []float32, labels []int64, cache *nn.BlockCache) (*tensor.Tensor, error) {
 	c := m.Cfg
 	if x.Rank() != 4 || x.Dim(1) != c.InChannels {
 		return nil, fmt.Errorf("dit: input %v, want [B, %d, H, W]", x.Shape(), c.InChannels)
@@ -139,11 +146,20 @@ func (m *Model) Forward(x *tensor.Tensor, timesteps []float32, labels []int64) (
 	h, w := x.Dim(2)/p, x.Dim(3)/p
 	hs := m.PosEmbed.Forward(x)
 	cond := nn.BlockCond{Timesteps: timesteps, ClassLabels: labels}
-	for _, blk := range m.Blocks {
-		var err error
-		if hs, err = blk.ForwardCond(hs, nil, nil, cond); err != nil {
-			return nil, fmt.Errorf("dit: %w", err)
+	blocks := func(from, to int) func(*tensor.Tensor) (*tensor.Tensor, error) {
+		return func(hs *tensor.Tensor) (*tensor.Tensor, error) {
+			for _, blk := range m.Blocks[from:to] {
+				var err error
+				if hs, err = blk.ForwardCond(hs, nil, nil, cond); err != nil {
+					return nil, fmt.Errorf("dit: %w", err)
+				}
+			}
+			return hs, nil
 		}
+	}
+	hs, err := cache.Run(hs, blocks(0, 1), blocks(1, len(m.Blocks)))
+	if err != nil {
+		return nil, err
 	}
 	// The output layer is conditioned by the first block's embedder.
 	emb, err := m.Blocks[0].Norm1Zero.Emb.Forward(timesteps, labels)

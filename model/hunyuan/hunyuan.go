@@ -183,6 +183,10 @@ type Cond struct {
 	// Rotary is the rotary table of the image tokens; nil means the one
 	// HunyuanDiTPipeline builds (PipelineRotary).
 	Rotary *nn.Rotary
+	// Cache, when set, is the generation's first-block residual cache:
+	// the blocks after the first are skipped when it says so (the long
+	// skips start from the first block's output, so they follow).
+	Cache *nn.BlockCache
 }
 
 // textStates concatenates the two text streams and replaces masked
@@ -255,19 +259,28 @@ func (m *Model) Forward(x *tensor.Tensor, cond Cond) (*tensor.Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	hs := m.PosEmbed.Forward(x)
 	var skips []*tensor.Tensor
-	for i, blk := range m.Blocks {
-		var skip *tensor.Tensor
-		if m.takesSkip(i) {
-			skip, skips = skips[len(skips)-1], skips[:len(skips)-1]
+	blocks := func(from, to int) func(*tensor.Tensor) (*tensor.Tensor, error) {
+		return func(hs *tensor.Tensor) (*tensor.Tensor, error) {
+			for i := from; i < to; i++ {
+				var skip *tensor.Tensor
+				if m.takesSkip(i) {
+					skip, skips = skips[len(skips)-1], skips[:len(skips)-1]
+				}
+				var err error
+				if hs, err = m.Blocks[i].Forward(hs, ehs, temb, rot, skip); err != nil {
+					return nil, fmt.Errorf("hunyuan: block %d: %w", i, err)
+				}
+				if m.givesSkip(i) {
+					skips = append(skips, hs)
+				}
+			}
+			return hs, nil
 		}
-		if hs, err = blk.Forward(hs, ehs, temb, rot, skip); err != nil {
-			return nil, fmt.Errorf("hunyuan: block %d: %w", i, err)
-		}
-		if m.givesSkip(i) {
-			skips = append(skips, hs)
-		}
+	}
+	hs, err := cond.Cache.Run(m.PosEmbed.Forward(x), blocks(0, 1), blocks(1, len(m.Blocks)))
+	if err != nil {
+		return nil, err
 	}
 	hs = m.ProjOut.Forward(m.NormOut.Forward(hs, temb))
 	return nn.Unpatchify(hs, h, w, p, c.OutChannels()), nil

@@ -212,6 +212,7 @@ type Applied struct {
 }
 
 type item struct {
+	path  string // module path
 	h     host
 	a     *nn.LoRA
 	scale float64 // alpha/rank
@@ -292,7 +293,7 @@ func Apply(m nn.Module, f *File, component string, weight float32) (*Applied, er
 			continue
 		}
 		s := e.Scale()
-		a.items = append(a.items, item{h: h, scale: s, a: &nn.LoRA{Name: f.Name, Down: down, Up: up, Scale: float32(s * float64(weight))}})
+		a.items = append(a.items, item{path: path, h: h, scale: s, a: &nn.LoRA{Name: f.Name, Down: down, Up: up, Scale: float32(s * float64(weight))}})
 		a.Modules = append(a.Modules, path)
 	}
 	sort.Strings(merr.Unmatched)
@@ -429,12 +430,42 @@ func (a *Applied) Remove() {
 	}
 }
 
+// ErrFuseQuantized is the error (wrapped, naming the modules; errors.Is
+// also finds tensor.ErrQuantized in it) of fusing an adapter into a layer
+// whose weight is quantised (a GGUF or fp8 checkpoint): the sum would need
+// the weight dequantised, losing the memory the format saves, and
+// requantising it would change the model. Such adapters run unfused, the
+// low-rank term added at run time (nn.Linear.Forward), which Apply sets up
+// as for any layer.
+var ErrFuseQuantized = fmt.Errorf("lora: cannot fuse into a quantized weight (the adapter runs unfused): %w", tensor.ErrQuantized)
+
+// quantized reports whether the layer's weight as loaded is quantised.
+func (h host) quantized() bool {
+	weight, base, _ := h.slots()
+	w := *weight
+	if *base != nil {
+		w = *base
+	}
+	return w != nil && w.DType().Quantized()
+}
+
 // Fuse merges this adapter into the weights of its layers (at its current
 // weight): W ← W + scale·up·down. The original weights are kept, so Unfuse
-// restores them exactly.
-func (a *Applied) Fuse() {
+// restores them exactly. When any of its layers has a quantised weight it
+// fuses nothing and returns an error wrapping ErrFuseQuantized; the
+// adapter keeps running unfused.
+func (a *Applied) Fuse() error {
 	if a.removed {
-		return
+		return nil
+	}
+	var quant []string
+	for _, it := range a.items {
+		if it.h.quantized() {
+			quant = append(quant, it.path)
+		}
+	}
+	if len(quant) > 0 {
+		return fmt.Errorf("%w: adapter %s, modules%s", ErrFuseQuantized, a.Name, listLines(quant, 20))
 	}
 	for _, it := range a.items {
 		if !it.a.Fused {
@@ -442,6 +473,7 @@ func (a *Applied) Fuse() {
 			sync(it.h)
 		}
 	}
+	return nil
 }
 
 // Unfuse takes this adapter back out of the weights (it then runs unfused
@@ -458,9 +490,14 @@ func (a *Applied) Unfuse() {
 
 // Fuse merges every attached adapter of m into its layer's weights (as
 // diffusers' fuse_lora does) and returns the number of layers changed.
+// Layers with quantised weights are left out (see ErrFuseQuantized): their
+// adapters keep running unfused; FuseQuantizedCheck lists them.
 func Fuse(m nn.Module) int {
 	n := 0
 	for _, h := range findHosts(m) {
+		if h.quantized() {
+			continue
+		}
 		_, _, list := h.slots()
 		changed := false
 		for _, a := range *list {
@@ -474,6 +511,24 @@ func Fuse(m nn.Module) int {
 		}
 	}
 	return n
+}
+
+// FuseQuantizedCheck returns nil when Fuse(m) would fuse every attached
+// adapter, else an error wrapping ErrFuseQuantized that names the layers
+// with quantised weights whose adapters would stay unfused.
+func FuseQuantizedCheck(m nn.Module) error {
+	var quant []string
+	for path, h := range layers(m) {
+		_, _, list := h.slots()
+		if len(*list) > 0 && h.quantized() {
+			quant = append(quant, path)
+		}
+	}
+	if len(quant) == 0 {
+		return nil
+	}
+	sort.Strings(quant)
+	return fmt.Errorf("%w: modules%s", ErrFuseQuantized, listLines(quant, 20))
 }
 
 // Unfuse takes every fused adapter of m back out of the weights, restoring

@@ -180,6 +180,9 @@ type Cond struct {
 	// Resolution (h, w per sample) and AspectRatio (one per sample) are
 	// read only with additional conditions.
 	Resolution, AspectRatio []float32
+	// Cache, when set, is the generation's first-block residual cache:
+	// the blocks after the first are skipped when it says so.
+	Cache *nn.BlockCache
 }
 
 // maskedBias is the additive bias diffusers gives masked caption tokens.
@@ -224,10 +227,19 @@ func (m *Model) Forward(x *tensor.Tensor, cond Cond) (*tensor.Tensor, error) {
 		ehs = m.CaptionProjection[1].Forward(tensor.GELUTanh(m.CaptionProjection[0].Forward(ehs)))
 	}
 	bc := nn.BlockCond{Modulation: mod}
-	for _, blk := range m.Blocks {
-		if hs, err = blk.ForwardCond(hs, ehs, mask, bc); err != nil {
-			return nil, fmt.Errorf("pixart: %w", err)
+	blocks := func(from, to int) func(*tensor.Tensor) (*tensor.Tensor, error) {
+		return func(hs *tensor.Tensor) (*tensor.Tensor, error) {
+			for _, blk := range m.Blocks[from:to] {
+				var err error
+				if hs, err = blk.ForwardCond(hs, ehs, mask, bc); err != nil {
+					return nil, fmt.Errorf("pixart: %w", err)
+				}
+			}
+			return hs, nil
 		}
+	}
+	if hs, err = cond.Cache.Run(hs, blocks(0, 1), blocks(1, len(m.Blocks))); err != nil {
+		return nil, err
 	}
 	ss := tensor.Add(m.ScaleShiftTable.Unsqueeze(0), embedded.Unsqueeze(1)).Chunk(2, 1)
 	hs = m.NormOut.Forward(hs)

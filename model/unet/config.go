@@ -201,3 +201,28 @@ func SDXLRefiner() Config {
 	c.ProjectionClassEmbeddingsDim = 2560
 	return c
 }
+
+// SD21 is Stable Diffusion 2.1's UNet (stabilityai/stable-diffusion-2-1,
+// 768×768, v-prediction): SD 1.x's layout with OpenCLIP ViT-H's 1024-wide
+// context, Linear proj_in/proj_out, per-block head counts and attention
+// upcast to float32.
+func SD21() Config {
+	c := Defaults()
+	c.SampleSize = IntList{96}
+	c.CrossAttentionDim = IntList{1024}
+	c.AttentionHeadDim = IntList{5, 10, 20, 20}
+	c.UseLinearProjection = true
+	c.UpcastAttention = true
+	return c
+}
+
+// SD2Inpainting is the UNet of stabilityai/stable-diffusion-2-inpainting
+// (512×512, epsilon): SD21's layout with 9 input channels (latents, mask,
+// masked-image latents), no attention upcast.
+func SD2Inpainting() Config {
+	c := SD21()
+	c.InChannels = 9
+	c.SampleSize = IntList{64}
+	c.UpcastAttention = false
+	return c
+}

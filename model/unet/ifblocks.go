@@ -62,7 +62,12 @@ func (c Config) validateAddedKV() error {
 	n := len(c.BlockOutChannels)
 	hd := c.headDims(n)
 	for i, ch := range c.BlockOutChannels {
-		if hd[i] <= 0 || ch%hd[i] != 0 {
+		// Only the levels with added-KV attention split into heads (IF-II-L's
+		// 160-channel first level has resnets only, and heads of 64).
+		attn := i < len(c.DownBlockTypes) && c.DownBlockTypes[i] == simpleCrossDownBlock ||
+			n-1-i < len(c.UpBlockTypes) && c.UpBlockTypes[n-1-i] == simpleCrossUpBlock ||
+			i == n-1 && c.MidBlockType != nil && *c.MidBlockType == simpleCrossMidBlock
+		if attn && (hd[i] <= 0 || ch%hd[i] != 0) {
 			return fmt.Errorf("unet: block %d: %d channels do not split into heads of attention_head_dim %d", i, ch, hd[i])
 		}
 	}

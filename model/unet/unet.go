@@ -48,6 +48,10 @@ type Encoder struct {
 	encoderProj *nn.Linear            // encoder_hid_proj
 	down        []*downBlock
 	mid         *midBlock
+	// GradientCheckpointing recomputes each resnet's and transformer's
+	// activations in the backward pass instead of keeping them (diffusers'
+	// enable_gradient_checkpointing); it changes memory, not results.
+	GradientCheckpointing bool
 }
 
 // Model is a UNet2DConditionModel.
@@ -512,7 +516,17 @@ func (m *Encoder) ConvIn(sample *tensor.Tensor) *tensor.Tensor {
 // (one per down block, while there are any) and returning those left. A
 // residual whose shape is not its block's output shape is an error.
 func (m *Encoder) Down(h, emb, ehs, mask *tensor.Tensor, intra []*tensor.Tensor) (*tensor.Tensor, []*tensor.Tensor, []*tensor.Tensor, error) {
+	return m.downTo(h, emb, ehs, mask, intra, 0)
+}
+
+// downTo is Down stopping as soon as it has limit skips (0: all of them), as
+// DeepCache's cached steps run only the shallow layers.
+func (m *Encoder) downTo(h, emb, ehs, mask *tensor.Tensor, intra []*tensor.Tensor, limit int) (*tensor.Tensor, []*tensor.Tensor, []*tensor.Tensor, error) {
 	skips := []*tensor.Tensor{h}
+	enough := func() bool { return limit > 0 && len(skips) >= limit }
+	if enough() {
+		return h, skips, intra, nil
+	}
 	used := 0
 	addIntra := func(block int) error {
 		r := intra[0]
@@ -527,9 +541,9 @@ func (m *Encoder) Down(h, emb, ehs, mask *tensor.Tensor, intra []*tensor.Tensor)
 	}
 	for i, b := range m.down {
 		for j, r := range b.resnets {
-			h = r.Forward(h, emb)
+			h = m.runResnet(r, h, emb)
 			if len(b.attentions) > 0 {
-				h = b.attentions[j].Forward(h, ehs, mask)
+				h = m.runAttention(b.attentions[j], h, ehs, mask)
 				// T2I-Adapter: added to the last resnet/attention pair's output.
 				if j == len(b.resnets)-1 && len(intra) > 0 {
 					if err := addIntra(i); err != nil {
@@ -540,7 +554,9 @@ func (m *Encoder) Down(h, emb, ehs, mask *tensor.Tensor, intra []*tensor.Tensor)
 			if len(b.kv) > 0 {
 				h = b.kv[j].Forward(h, ehs, mask)
 			}
-			skips = append(skips, h)
+			if skips = append(skips, h); enough() {
+				return h, skips, intra, nil
+			}
 		}
 		if b.downsampler != nil {
 			h = b.downsampler.Forward(h)
@@ -557,6 +573,9 @@ func (m *Encoder) Down(h, emb, ehs, mask *tensor.Tensor, intra []*tensor.Tensor)
 				return nil, nil, nil, err
 			}
 			skips[len(skips)-1] = h
+		}
+		if enough() {
+			return h, skips, intra, nil
 		}
 	}
 	return h, skips, intra, nil
@@ -599,13 +618,7 @@ func (m *Encoder) checkResidualCounts(cond Cond) error {
 		return fmt.Errorf("unet: %w: ControlNet residuals need both down_block_additional_residuals (%d given) and mid_block_additional_residual (given: %v)",
 			ErrResidual, len(down), mid != nil)
 	}
-	skips := 1
-	for _, b := range m.down {
-		skips += len(b.resnets)
-		if b.downsampler != nil || b.resampler != nil {
-			skips++
-		}
-	}
+	skips := m.Skips()
 	if down != nil && len(down) != skips {
 		return fmt.Errorf("unet: %w: %d down_block_additional_residuals for %d skips", ErrResidual, len(down), skips)
 	}
@@ -633,10 +646,10 @@ func (m *Encoder) Mid(h, emb, ehs, mask *tensor.Tensor) *tensor.Tensor {
 	if m.mid == nil {
 		return h
 	}
-	h = m.mid.resnets[0].Forward(h, emb)
+	h = m.runResnet(m.mid.resnets[0], h, emb)
 	for j, a := range m.mid.attentions {
-		h = a.Forward(h, ehs, mask)
-		h = m.mid.resnets[j+1].Forward(h, emb)
+		h = m.runAttention(a, h, ehs, mask)
+		h = m.runResnet(m.mid.resnets[j+1], h, emb)
 	}
 	for j, a := range m.mid.kv {
 		h = a.Forward(h, ehs, mask)
@@ -648,6 +661,15 @@ func (m *Encoder) Mid(h, emb, ehs, mask *tensor.Tensor) *tensor.Tensor {
 // Forward predicts the model output for sample [B, C, H, W] at timesteps
 // (one per batch row, or one for all).
 func (m *Model) Forward(sample *tensor.Tensor, timesteps []float32, cond Cond) (*tensor.Tensor, error) {
+	return m.ForwardCached(sample, timesteps, cond, nil, true)
+}
+
+// ForwardCached is Forward with DeepCache's feature reuse: with a cache
+// and full false it runs only the shallow layers above cache.Branch and
+// takes the deep features from the cache's last full step; with full true
+// (or nothing cached yet for this input shape) it runs the whole UNet,
+// exactly as Forward, and fills the cache. A nil cache is Forward.
+func (m *Model) ForwardCached(sample *tensor.Tensor, timesteps []float32, cond Cond, cache *Cache, full bool) (*tensor.Tensor, error) {
 	c := m.Cfg
 	if sample.Rank() != 4 || sample.Dim(1) != c.InChannels {
 		return nil, fmt.Errorf("unet: sample shape %v, want [B, %d, H, W]", sample.Shape(), c.InChannels)
@@ -666,6 +688,22 @@ func (m *Model) Forward(sample *tensor.Tensor, timesteps []float32, cond Cond) (
 	if err := m.checkResidualCounts(cond); err != nil {
 		return nil, err
 	}
+	var h *tensor.Tensor
+	if cache == nil {
+		h, err = m.full(sample, emb, ehs, cond, forwardSizes)
+	} else {
+		h, err = cache.forward(m, sample, emb, ehs, cond, forwardSizes, full)
+	}
+	if err != nil {
+		return nil, err
+	}
+	h = tensor.Activation(c.ActFn, m.normOut.Forward(h))
+	return m.convOut.Forward(h), nil
+}
+
+// full runs the down, mid and up blocks on sample, returning the up
+// path's output.
+func (m *Model) full(sample, emb, ehs *tensor.Tensor, cond Cond, forwardSizes bool) (*tensor.Tensor, error) {
 	h, skips, err := m.contract(m.ConvIn(sample), emb, ehs, cond)
 	if err != nil {
 		return nil, err
@@ -673,8 +711,7 @@ func (m *Model) Forward(sample *tensor.Tensor, timesteps []float32, cond Cond) (
 	if h, err = m.expand(h, skips, emb, ehs, cond.EncoderMask, forwardSizes); err != nil {
 		return nil, fmt.Errorf("%w (sample %dx%d)", err, sample.Dim(2), sample.Dim(3))
 	}
-	h = tensor.Activation(c.ActFn, m.normOut.Forward(h))
-	return m.convOut.Forward(h), nil
+	return h, nil
 }
 
 // contract runs the down blocks and the mid block on the conv_in output h,
@@ -716,19 +753,43 @@ func (m *Model) contract(h, emb, ehs *tensor.Tensor, cond Cond) (*tensor.Tensor,
 // with forwardSizes the upsamplers take their output size from the next
 // skip.
 func (m *Model) expand(h *tensor.Tensor, skips []*tensor.Tensor, emb, ehs, mask *tensor.Tensor, forwardSizes bool) (*tensor.Tensor, error) {
+	h, _, err := m.expandFrom(h, skips, emb, ehs, mask, forwardSizes, 0, -1)
+	return h, err
+}
+
+// expandFrom is expand starting at up resnet start (counted over all up
+// blocks, from the deepest) with h as that resnet's input, and returning
+// the input of up resnet keep too (nil when keep < start): DeepCache's
+// cached steps enter the up path at its cached feature, and its full
+// steps keep that feature.
+func (m *Model) expandFrom(h *tensor.Tensor, skips []*tensor.Tensor, emb, ehs, mask *tensor.Tensor, forwardSizes bool,
+	start, keep int) (out, kept *tensor.Tensor, err error) {
+	k := 0 // the up resnet's index over all blocks
 	for i, b := range m.up {
+		if k+len(b.resnets) <= start {
+			k += len(b.resnets)
+			continue
+		}
 		for j, r := range b.resnets {
+			idx := k
+			k++
+			if idx < start {
+				continue
+			}
+			if idx == keep {
+				kept = h
+			}
 			skip := skips[len(skips)-1]
 			skips = skips[:len(skips)-1]
 			if h.Dim(2) != skip.Dim(2) || h.Dim(3) != skip.Dim(3) {
 				// Resnet downsamplers floor odd sizes and their upsamplers
 				// double: the skip no longer fits (diffusers fails here too).
-				return nil, fmt.Errorf("unet: up block %d: features %dx%d do not match skip %dx%d",
+				return nil, nil, fmt.Errorf("unet: up block %d: features %dx%d do not match skip %dx%d",
 					i, h.Dim(2), h.Dim(3), skip.Dim(2), skip.Dim(3))
 			}
-			h = r.Forward(tensor.Concat(1, h, skip), emb)
+			h = m.runResnet(r, tensor.Concat(1, h, skip), emb)
 			if len(b.attentions) > 0 {
-				h = b.attentions[j].Forward(h, ehs, mask)
+				h = m.runAttention(b.attentions[j], h, ehs, mask)
 			}
 			if len(b.kv) > 0 {
 				h = b.kv[j].Forward(h, ehs, mask)
@@ -746,5 +807,5 @@ func (m *Model) expand(h *tensor.Tensor, skips []*tensor.Tensor, emb, ehs, mask 
 			h = b.upsampler.Forward(h, uh, uw)
 		}
 	}
-	return h, nil
+	return h, kept, nil
 }

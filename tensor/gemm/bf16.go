@@ -247,27 +247,37 @@ func gemmBlockBF16(e *bf16Engine, kern microKernel, i0, i1, j0, j1, k int, alpha
 		nc := min(ncb, j1-jc)
 		for pc := 0; pc < k; pc += kcb {
 			kc := min(kcb, k-pc)
-			b32 := ws.b32
-			if pb != nil {
-				b32 = pb.block(nr, pc, kc, jc, nc, ws.b32)
+			bops, kk := bp, (kc+1)/2
+			if cached := e.cachedPairs(pb, nr, pc, kc, jc); cached != nil {
+				bops = f32View(cached)
 			} else {
-				packPanels(b32, b, b.Trans, jc, nc, pc, kc, nr, ws.line)
+				b32 := ws.b32
+				if pb != nil {
+					b32 = pb.block(nr, pc, kc, jc, nc, ws.b32)
+				} else {
+					packPanels(b32, b, b.Trans, jc, nc, pc, kc, nr, ws.line)
+				}
+				kk = e.convert(ws.b, b32, (nc+nr-1)/nr, nr, kc)
 			}
-			kk := e.convert(ws.b, b32, (nc+nr-1)/nr, nr, kc)
 			bet, epk := beta, ep.at(0, jc)
 			if pc > 0 {
 				bet, epk = 1, epilogue{}
 			}
 			for ic := i0; ic < i1; ic += mcb {
 				mc := min(mcb, i1-ic)
-				a32 := ws.a32
-				if pa != nil {
-					a32 = pa.block(mr, pc, kc, ic, mc, ws.a32)
+				aops := ap
+				if cached := e.cachedPairs(pa, mr, pc, kc, ic); cached != nil {
+					aops = f32View(cached)
 				} else {
-					packPanels(a32, a, !a.Trans, ic, mc, pc, kc, mr, ws.line)
+					a32 := ws.a32
+					if pa != nil {
+						a32 = pa.block(mr, pc, kc, ic, mc, ws.a32)
+					} else {
+						packPanels(a32, a, !a.Trans, ic, mc, pc, kc, mr, ws.line)
+					}
+					e.convert(ws.a, a32, (mc+mr-1)/mr, mr, kc)
 				}
-				e.convert(ws.a, a32, (mc+mr-1)/mr, mr, kc)
-				macroKernel(kern, mc, nc, kk, alpha, aBlock{packed: ap}, bp, nil, bet, c[ic*ldc+jc:], ldc, ws.tile, epk.at(ic, 0), false)
+				macroKernel(kern, mc, nc, kk, alpha, aBlock{packed: aops}, bops, nil, bet, c[ic*ldc+jc:], ldc, ws.tile, epk.at(ic, 0), false)
 			}
 		}
 	}

@@ -629,6 +629,13 @@ func checkOperand(name string, x Mat, rows, cols int) {
 // checkMat panics unless x holds a rows×cols logical matrix, so that the
 // assembly kernels, which do not bounds-check, never read outside it.
 func checkMat(name string, x Mat, rows, cols int) {
+	if x.Kind == Blocks {
+		// Read only through Decode, in Go, which checks its own bounds.
+		if x.Decode == nil {
+			panic(fmt.Sprintf("gemm: %s has kind Blocks and no Decode", name))
+		}
+		return
+	}
 	r, cl := rows, cols
 	if x.Trans {
 		r, cl = cols, rows

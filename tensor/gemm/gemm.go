@@ -1,6 +1,7 @@
 // Package gemm is the single-precision matrix-multiply engine behind every
 // linear layer, convolution and attention product. Operands may be stored as
-// float32, float16 or bfloat16; 16-bit operands are widened while packing, so
+// float32, float16 or bfloat16, or in a block format that the caller decodes
+// (Blocks: quantised weights); they are widened or decoded while packing, so
 // weights keep their stored dtype in memory.
 package gemm
 
@@ -13,6 +14,10 @@ const (
 	F32  Kind = iota // Mat.F32 holds the values
 	F16              // Mat.U16 holds IEEE binary16 values
 	BF16             // Mat.U16 holds bfloat16 values
+	// Blocks is a matrix stored in a block format (quantised weights):
+	// Mat.Decode produces its values, a stored row at a time, as the
+	// operand is packed. No dequantised copy of the whole matrix is made.
+	Blocks
 )
 
 // Mat is a row-major matrix operand. Element (i, j) of the logical matrix
@@ -37,6 +42,12 @@ type Mat struct {
 
 	Packed *Packed
 	Lines  func(p, x0 int, dst []float32)
+	// Decode, for Kind Blocks, writes the stored elements [col,
+	// col+len(dst)) of stored row row (row i of X when !Trans, the
+	// element index being j) into dst as float32. It is called from
+	// several goroutines at once, with ranges that need not start or end on
+	// a block boundary. Stride is unused.
+	Decode func(row, col int, dst []float32)
 	// InPlace, optional beside Lines on a B operand, lets kernels that can
 	// read B where it lies do so instead of packing it from Lines.
 	InPlace *InPlace
@@ -68,6 +79,14 @@ func (m Mat) At(i, j int) float32 {
 		} else {
 			m.Lines(j, i, v[:])
 		}
+		return v[0]
+	}
+	if m.Kind == Blocks {
+		var v [1]float32
+		if m.Trans {
+			i, j = j, i
+		}
+		m.Decode(i, j, v[:])
 		return v[0]
 	}
 	idx := i*m.Stride + j

@@ -127,17 +127,31 @@ func bestKernel() microKernel {
 }
 
 // widenAsm widens the longest multiple-of-8 prefix of src into dst and
-// returns its length.
+// returns its length: 16 lanes at a time with AVX-512, the last 8 (or all,
+// without AVX-512) with AVX/F16C.
 func widenAsm(dst []float32, src []uint16, kind Kind) int {
 	n := len(dst) &^ 7
 	if n == 0 {
 		return 0
 	}
 	_ = src[n-1]
-	if kind == BF16 {
-		widenBF16AVX(&dst[0], (*uint16)(unsafe.Pointer(&src[0])), n)
-	} else {
-		widenF16AVX(&dst[0], &src[0], n)
+	n16 := 0
+	if useWiden512 {
+		n16 = n &^ 15
+	}
+	if n16 > 0 {
+		if kind == BF16 {
+			widenBF16AVX512(&dst[0], (*uint16)(unsafe.Pointer(&src[0])), n16)
+		} else {
+			widenF16AVX512(&dst[0], &src[0], n16)
+		}
+	}
+	if n > n16 {
+		if kind == BF16 {
+			widenBF16AVX(&dst[n16], (*uint16)(unsafe.Pointer(&src[n16])), n-n16)
+		} else {
+			widenF16AVX(&dst[n16], &src[n16], n-n16)
+		}
 	}
 	return n
 }

@@ -39,6 +39,10 @@ func packPanels(dst []float32, X Mat, alongK bool, x0, nx, p0, kc, w int, line [
 			if X.Kind != F32 {
 				src, lds, off = line, kc, 0
 				for xi := 0; xi < rows; xi++ {
+					if X.Kind == Blocks {
+						X.Decode(x0+q*w+xi, p0, line[xi*kc:xi*kc+kc])
+						continue
+					}
 					o := (x0+q*w+xi)*s + p0
 					widen(line[xi*kc:xi*kc+kc], X.U16[o:o+kc], X.Kind)
 				}
@@ -76,6 +80,11 @@ func packPanels(dst []float32, X Mat, alongK bool, x0, nx, p0, kc, w int, line [
 			}
 		case X.Kind == F32:
 			base, bs = X.F32[(p0+pg)*s+x0:], s
+		case X.Kind == Blocks:
+			base = line
+			for r := 0; r < rows; r++ {
+				X.Decode(p0+pg+r, x0, line[r*nx:(r+1)*nx])
+			}
 		default:
 			base = line
 			for r := 0; r < rows; r++ {

@@ -28,6 +28,12 @@ type Packed struct {
 	half  []uint16
 	hkind Kind
 	src   Mat // the unpacked operand, used when a kernel of another geometry runs
+	// pairs caches the panels as the bf16 pair kernels read them, built on
+	// their first use (bf16cache.go); only for panels Packed owns (owned),
+	// as a caller may refill the buffer it passed to PanelsB or PackOpts.Buf.
+	owned     bool
+	pairsOnce sync.Once
+	pairs     []uint32
 }
 
 // PackA packs op(A), an m×k matrix, for use as the A operand of Gemm.
@@ -52,7 +58,8 @@ type PackOpts struct {
 	// format, halving their memory; Gemm widens each block of them as it
 	// uses it, which costs little beside the block's arithmetic. It applies
 	// to operands packed along k (an untransposed A, a transposed B: weight
-	// matrices in their usual layouts); others are packed as float32.
+	// matrices in their usual layouts); others, and Blocks operands, are
+	// packed as float32.
 	Keep16 bool
 	// Buf, when it holds at least PackedBytes/4 values, receives float32
 	// panels (OffHeap and Keep16 then do not apply): for operands packed
@@ -121,9 +128,10 @@ func packOperand(kern microKernel, o PackOpts, isB bool, x, k int, src Mat) *Pac
 	// untransposed, B transposed.
 	alongK := src.Trans == isB
 	n := packedLen(x, k, w)
-	if len(o.Buf) >= n {
+	p.owned = len(o.Buf) < n
+	if !p.owned {
 		p.data = o.Buf[:n]
-	} else if o.Keep16 && alongK && src.Lines == nil && src.Kind != F32 {
+	} else if o.Keep16 && alongK && src.Lines == nil && (src.Kind == F16 || src.Kind == BF16) {
 		p.hkind = src.Kind
 		if o.OffHeap {
 			if f := allocOffHeap(p, (n+1)/2); f != nil {

@@ -97,9 +97,16 @@ func NormAffine(dst, src []float32, mhi, mlo, a, b float32, silu bool) {
 		for i := 0; i < 8; i++ {
 			p[i], p[8+i], p[16+i], p[24+i] = mhi, mlo, a, b
 		}
-		if silu {
+		switch {
+		case useAVX512 && silu:
+			n = len(src)
+			normAffineSiLUAVX512(&dst[0], &src[0], n, &p[0])
+		case useAVX512:
+			n = len(src)
+			normAffineAVX512(&dst[0], &src[0], n, &p[0])
+		case silu:
 			normAffineSiLUAVX2(&dst[0], &src[0], n, &p[0])
-		} else {
+		default:
 			normAffineAVX2(&dst[0], &src[0], n, &p[0])
 		}
 	}
@@ -130,7 +137,12 @@ func NormAffineRow(dst, src []float32, mhi, mlo, a float32, w, b []float32) {
 		for i := 0; i < 8; i++ {
 			p[i], p[8+i], p[16+i] = mhi, mlo, a
 		}
-		normAffineRowAVX2(&dst[0], &src[0], n, &p[0], &w[0], &b[0])
+		if useAVX512 {
+			n = len(src)
+			normAffineRowAVX512(&dst[0], &src[0], n, &p[0], &w[0], &b[0])
+		} else {
+			normAffineRowAVX2(&dst[0], &src[0], n, &p[0], &w[0], &b[0])
+		}
 	}
 	normAffineRowGeneric(dst[n:], src[n:], mhi, mlo, a, w[n:], b[n:])
 }

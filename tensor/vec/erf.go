@@ -102,6 +102,12 @@ func Erf(dst, src []float32) {
 // relative accuracy instead of cancelling in 1 + erf. dst may be src.
 func GELU(dst, src []float32) {
 	dst = dst[:len(src)]
+	if useAVX512 {
+		if len(src) > 0 {
+			geluAVX512(&dst[0], &src[0], len(src))
+		}
+		return
+	}
 	if useAVX2 {
 		tail8(dst, src, geluAVX2)
 		return
@@ -113,6 +119,12 @@ func GELU(dst, src []float32) {
 // in one pass. a must be at least as long as src; dst may be src or a.
 func GELUMul(dst, src, a []float32) {
 	dst, a = dst[:len(src)], a[:len(src)]
+	if useAVX512 {
+		if len(src) > 0 {
+			geluMulAVX512(&dst[0], &src[0], &a[0], len(src))
+		}
+		return
+	}
 	if !useAVX2 {
 		geluMulGeneric(dst, src, a)
 		return
@@ -171,6 +183,12 @@ func geluMulGeneric(dst, src, a []float32) {
 // negative x. dst may be src.
 func GELUTanh(dst, src []float32) {
 	dst = dst[:len(src)]
+	if useAVX512 {
+		if len(src) > 0 {
+			geluTanhAVX512(&dst[0], &src[0], len(src))
+		}
+		return
+	}
 	if useAVX2 {
 		tail8(dst, src, geluTanhAVX2)
 		return

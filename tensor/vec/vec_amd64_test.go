@@ -8,8 +8,8 @@ func TestPureGoPaths(t *testing.T) {
 	if !useAVX2 {
 		t.Skip("assembly not in use: the other tests already ran the Go paths")
 	}
-	useAVX2 = false
-	defer func() { useAVX2 = true }()
+	useAVX2, useAVX512 = false, false
+	defer func(v bool) { useAVX2, useAVX512 = true, v }(useAVX512)
 	t.Run("exp", TestExpAccuracy)
 	t.Run("exp-lengths", TestExpLengths)
 	t.Run("sigmoid-silu", TestSigmoidSiLU)

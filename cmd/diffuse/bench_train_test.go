@@ -1,0 +1,49 @@
+package main
+
+import (
+	"context"
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/diffuse-go/diffuse/model/unet"
+)
+
+// TestUNetForwardFLOPs: SD 1.5's UNet at 512² (a 64×64 latent, 77 text
+// tokens) counts 803 GFLOP a forward, the ~0.8 TFLOP usually quoted; the
+// decoder (skip concatenations, three resnets a block) outweighs the
+// encoder; the count grows faster than the pixels (self-attention).
+func TestUNetForwardFLOPs(t *testing.T) {
+	c := unet.SD15(4)
+	enc, dec := unetForwardFLOPs(c, 64, 64, 77)
+	if got := (enc + dec) / 1e9; math.Abs(got-803.2) > 1 {
+		t.Errorf("SD 1.5 forward at 512px: %.1f GFLOP, want 803.2", got)
+	}
+	if dec <= enc {
+		t.Errorf("decoder %.0f GFLOP <= encoder %.0f", dec/1e9, enc/1e9)
+	}
+	e2, d2 := unetForwardFLOPs(c, 128, 128, 77)
+	if r := (e2 + d2) / (enc + dec); r <= 4 {
+		t.Errorf("4× the pixels gives %.2f× the work, want more than 4×", r)
+	}
+	if l, cn := trainStepFLOPs(c, "lora", 512), trainStepFLOPs(c, "controlnet", 512); l != 2*(enc+dec) || cn <= l+3*enc {
+		t.Errorf("step work: lora %.0f, controlnet %.0f GFLOP", l/1e9, cn/1e9)
+	}
+}
+
+func TestBenchTrainFlagErrors(t *testing.T) {
+	for _, c := range []struct {
+		method, size, ckpt, dtype, want string
+	}{
+		{"dreambooth", "", "both", "f32", `--train "dreambooth"`},
+		{"lora", "512,768", "both", "f32", "one --size"},
+		{"lora", "500", "both", "f32", "multiple of 64"},
+		{"lora", "", "sometimes", "f32", "--gradient-checkpointing"},
+		{"lora", "", "both", "f8", "f8"},
+	} {
+		err := benchTrainFlags(context.Background(), c.method, "", c.size, c.ckpt, c.dtype, 1)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: got %v, want an error containing %q", c, err, c.want)
+		}
+	}
+}
