@@ -3,7 +3,7 @@
 // 32×32 pixels) trained from scratch by diffuse's own trainer on the toy
 // package's captioned shapes ("a large red circle on the left, gray
 // background"). It is embedded in the binary as a diffusers folder so that
-// generation works offline with nothing downloaded; toy/cmd/train-toy
+// generation works offline with nothing downloaded; diffuse train-toy
 // reproduces it.
 package defaultmodel
 

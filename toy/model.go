@@ -246,14 +246,65 @@ func LoadModule(path string, m nn.Module) error {
 	return nn.Load(m, "", nn.FileSource{F: f}, nn.LoadOptions{})
 }
 
+// writeFile writes b to path atomically (a temporary file renamed over
+// it), so that an interrupted run never leaves a half-written file.
 func writeFile(path string, b []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("toy: %w", err)
 	}
-	if err := os.WriteFile(path, b, 0o644); err != nil {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("toy: %w", err)
+	}
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
 		return fmt.Errorf("toy: %w", err)
 	}
 	return nil
+}
+
+// vaeScalePath is the file beside VAE weights that holds their scaling
+// factor.
+func vaeScalePath(weights string) string {
+	return filepath.Join(filepath.Dir(weights), "vae_scaling_factor.txt")
+}
+
+// SaveVAE writes a trained VAE's weights to path and its scaling factor to
+// vae_scaling_factor.txt beside it (the factor first, so that weights are
+// never found without it).
+func SaveVAE(path string, v *vae.Model) error {
+	if err := writeFile(vaeScalePath(path), []byte(fmt.Sprint(v.Cfg.ScalingFactor))); err != nil {
+		return err
+	}
+	return SaveModule(path, v)
+}
+
+// LoadVAE reads what SaveVAE wrote. A missing weights file gives an error
+// that errors.Is os.ErrNotExist.
+func LoadVAE(path string, seed uint64) (*vae.Model, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(vaeScalePath(path))
+	if err != nil {
+		return nil, fmt.Errorf("toy: %s without its scaling factor: %v", path, err)
+	}
+	var s float32
+	if _, err := fmt.Sscan(string(b), &s); err != nil {
+		return nil, fmt.Errorf("toy: %s: %w", vaeScalePath(path), err)
+	}
+	v, err := NewVAE(seed, s)
+	if err != nil {
+		return nil, err
+	}
+	return v, LoadModule(path, v)
 }
 
 // newNormal returns a seeded standard normal source.

@@ -2,10 +2,12 @@ package toy
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math"
 	"path/filepath"
+	"time"
 
 	"github.com/diffuse-go/diffuse/model/vae"
 	"github.com/diffuse-go/diffuse/rng"
@@ -29,7 +31,9 @@ type TrainConfig struct {
 	// CheckpointEvery saves a resumable checkpoint every so many steps
 	// (diffusion stage; 0: never).
 	CheckpointEvery int
-	// Log receives one "step loss lr" line per step (may be nil).
+	// Log receives one JSON line per step (may be nil): step, loss, lr,
+	// grad_norm (diffusion) or rec (VAE reconstruction), time; the fields
+	// of diffuse train's loss.jsonl, so that diffuse plot draws either.
 	Log io.Writer
 }
 
@@ -55,6 +59,31 @@ func batch(g Generator, first uint64, n int) (*tensor.Tensor, []Attrs, error) {
 		attrs[i] = ex.Attrs
 	}
 	return tensor.FromSlice(pix, n, 3, res, res), attrs, nil
+}
+
+// logEntry is one line of a training log.
+type logEntry struct {
+	Step     int     `json:"step"`
+	Loss     float64 `json:"loss"`
+	Rec      float64 `json:"rec,omitempty"`
+	LR       float64 `json:"lr"`
+	GradNorm float64 `json:"grad_norm,omitempty"`
+	Time     string  `json:"time"`
+}
+
+// logStep writes e as a JSON line to w (nil: nowhere), stamped with the
+// time so that a log shows how long its steps took.
+func logStep(w io.Writer, e logEntry) error {
+	if w == nil {
+		return nil
+	}
+	e.Time = time.Now().UTC().Format(time.RFC3339)
+	b, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(b, '\n'))
+	return err
 }
 
 // vaeKLWeight weighs the posterior's KL divergence against reconstruction
@@ -116,8 +145,8 @@ func TrainVAE(ctx context.Context, c TrainConfig, init *vae.Model) (*vae.Model, 
 		lr := sched.LR(c.LR, step)
 		opt.Step(lr)
 		opt.ZeroGrad()
-		if c.Log != nil {
-			fmt.Fprintf(c.Log, "%d\t%.6f\t%.6f\t%.3g\n", step+1, loss.Item(), rec.Item(), lr)
+		if err := logStep(c.Log, logEntry{Step: step + 1, Loss: float64(loss.Item()), Rec: float64(rec.Item()), LR: lr}); err != nil {
+			return nil, err
 		}
 	}
 	for _, p := range params {
@@ -248,8 +277,8 @@ func TrainDiffusion(ctx context.Context, c TrainConfig, d *Diffusion) (*train.Tr
 		if err != nil {
 			return tr, err
 		}
-		if c.Log != nil {
-			fmt.Fprintf(c.Log, "%d\t%.6f\t%.4g\t%.3g\n", tr.GlobalStep, r.Loss, r.GradNorm, r.LR)
+		if err := logStep(c.Log, logEntry{Step: tr.GlobalStep, Loss: float64(r.Loss), LR: r.LR, GradNorm: float64(r.GradNorm)}); err != nil {
+			return tr, err
 		}
 		if c.OutDir != "" && c.CheckpointEvery > 0 && tr.GlobalStep%c.CheckpointEvery == 0 {
 			if _, err := tr.SaveCheckpoint(c.OutDir, 2, pos, func(dir string) error {

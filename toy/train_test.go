@@ -36,7 +36,7 @@ func TestTrainSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tr.GlobalStep != 3 || !strings.HasPrefix(resumed.String(), "3\t") || strings.Count(resumed.String(), "\n") != 1 {
+	if tr.GlobalStep != 3 || !strings.HasPrefix(resumed.String(), `{"step":3,`) || strings.Count(resumed.String(), "\n") != 1 {
 		t.Errorf("resumed run ended at step %d logging %q, want one step, step 3", tr.GlobalStep, resumed.String())
 	}
 	if err := d2.Save(dir+"/model", ""); err != nil {

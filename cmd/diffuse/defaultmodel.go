@@ -9,7 +9,7 @@ import (
 )
 
 // Settings that suit the embedded default model (a 32×32 toy SD trained
-// by toy/cmd/train-toy), used when -m is not given and the flag is not set.
+// by diffuse train-toy), used when -m is not given and the flag is not set.
 const (
 	defaultModelSteps   = 30
 	defaultModelCFG     = 4.0
