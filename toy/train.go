@@ -256,7 +256,6 @@ func TrainDiffusion(ctx context.Context, c TrainConfig, d *Diffusion) (*train.Tr
 		}
 	}
 	g := Generator{Seed: c.Seed + 100, Resolution: Resolution}
-	drop := rng.New(c.Seed + 200)
 	for tr.GlobalStep < c.Steps {
 		if err := ctx.Err(); err != nil {
 			return tr, err
@@ -265,14 +264,13 @@ func TrainDiffusion(ctx context.Context, c TrainConfig, d *Diffusion) (*train.Tr
 		if err != nil {
 			return tr, err
 		}
-		pos.NextExample += uint64(c.BatchSize)
 		caps := make([]string, len(attrs))
-		u := drop.Rand(len(attrs))
 		for i, a := range attrs {
-			if float64(u[i]) >= c.CaptionDropout {
+			if uniform(c.Seed+200, pos.NextExample+uint64(i)) >= c.CaptionDropout {
 				caps[i] = a.Caption()
 			}
 		}
+		pos.NextExample += uint64(c.BatchSize)
 		r, err := tr.Step(train.Batch{Pixels: x, InputIDs: m.Tokenizer.EncodeBatch(caps), IDLength: m.Tokenizer.MaxLength()})
 		if err != nil {
 			return tr, err
@@ -289,6 +287,17 @@ func TrainDiffusion(ctx context.Context, c TrainConfig, d *Diffusion) (*train.Tr
 		}
 	}
 	return tr, nil
+}
+
+// uniform is a number in [0, 1) fixed by seed and i (SplitMix64 of their
+// combination): caption dropout decided per example index, so that a
+// resumed run drops the captions an uninterrupted one would.
+func uniform(seed, i uint64) float64 {
+	z := seed*0x9e3779b97f4a7c15 + i + 0x632be59bd9b4e019
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	z ^= z >> 31
+	return float64(z>>11) / (1 << 53)
 }
 
 // Save writes the trained pipeline as a diffusers folder (see SaveFolder).

@@ -46,3 +46,24 @@ func TestTrainSmoke(t *testing.T) {
 		t.Error("zero config accepted")
 	}
 }
+
+// TestUniform checks the caption-dropout draws: fixed by seed and index,
+// in [0, 1), and spread evenly enough that a 10% dropout drops about 10%.
+func TestUniform(t *testing.T) {
+	n, dropped := 20000, 0
+	for i := range uint64(n) {
+		u := uniform(7, i)
+		if u < 0 || u >= 1 || u != uniform(7, i) {
+			t.Fatalf("uniform(7, %d) = %g", i, u)
+		}
+		if u < 0.1 {
+			dropped++
+		}
+	}
+	if f := float64(dropped) / float64(n); f < 0.09 || f > 0.11 {
+		t.Errorf("dropped %.3f of captions at 0.1", f)
+	}
+	if uniform(7, 0) == uniform(8, 0) {
+		t.Error("seed ignored")
+	}
+}
