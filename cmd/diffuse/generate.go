@@ -33,6 +33,7 @@ type genFlags struct {
 	seed                                            int64
 	dtype                                           string
 	quiet, bf16                                     bool
+	upscale                                         int
 
 	// SDXL micro-conditioning ("WxH" and "T,L" strings) and the refiner.
 	originalSize, cropTopLeft, targetSize          string
@@ -123,7 +124,7 @@ var errHelp = flag.ErrHelp
 func newGenFlagSet(f *genFlags, out io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("generate", flag.ContinueOnError)
 	fs.SetOutput(out)
-	fs.StringVar(&f.model, "m", "", "model: a .safetensors checkpoint (SD 1.x LDM, SDXL, SD3 or FLUX layout, fp8 kept fp8), a diffusers folder, or an SD3/FLUX transformer .gguf (kept quantised; give the other parts with --component)")
+	fs.StringVar(&f.model, "m", "", "model: a .safetensors checkpoint (SD 1.x LDM, SDXL, SD3 or FLUX layout, fp8 kept fp8), a diffusers folder, or an SD3/FLUX transformer .gguf (kept quantised; give the other parts with --component) (default: the built-in 32×32 toy model of shapes)")
 	fs.StringVar(&f.model, "model", "", "same as -m")
 	fs.StringVar(&f.prompt, "p", "", "prompt (may contain <lora:name:weight>)")
 	fs.StringVar(&f.prompt, "prompt", "", "same as -p")
@@ -158,6 +159,7 @@ func newGenFlagSet(f *genFlags, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&f.threads, "threads", 0, "same as -t")
 	fs.StringVar(&f.dtype, "type", "", "weight dtype in memory: f32, f16, bf16 (default: as stored)")
 	fs.BoolVar(&f.quiet, "q", false, "no progress output")
+	fs.IntVar(&f.upscale, "upscale", 1, "enlarge the written images N times (nearest neighbour), for viewing small ones (default 8 with the built-in model)")
 	fs.BoolVar(&f.bf16, "bf16", false, "compute products in bfloat16 (AVX512_BF16 CPUs only; no effect elsewhere); also DIFFUSE_BF16=1")
 
 	// SDXL.
@@ -222,6 +224,9 @@ func parseGenFlags(args []string, out io.Writer) (*genFlags, error) {
 	}
 	f.set = map[string]bool{}
 	fs.Visit(func(fl *flag.Flag) { f.set[fl.Name] = true })
+	if f.model == "" {
+		f.useDefaultModel()
+	}
 	return f, f.validate()
 }
 
@@ -229,8 +234,8 @@ func parseGenFlags(args []string, out io.Writer) (*genFlags, error) {
 // settings.
 func (f *genFlags) validate() error {
 	errf := func(format string, a ...any) error { return fmt.Errorf("generate: "+format, a...) }
-	if f.model == "" {
-		return errf("no model (-m)")
+	if f.upscale < 1 || f.upscale > 64 {
+		return errf("--upscale %d must be in [1, 64]", f.upscale)
 	}
 	if f.width != 0 && (f.width < 0 || f.width%8 != 0) {
 		return errf("-W %d must be a positive multiple of 8", f.width)
@@ -346,6 +351,23 @@ func (f *genFlags) validate() error {
 	return nil
 }
 
+// useDefaultModel sets the flags the built-in model needs (no -m) and the
+// user left unset: its sampler, steps, guidance and the viewing upscale.
+func (f *genFlags) useDefaultModel() {
+	if !f.set["sampler"] && !f.set["sampling-method"] {
+		f.sampler = defaultModelSampler
+	}
+	if !f.set["steps"] {
+		f.steps = defaultModelSteps
+	}
+	if !f.set["cfg-scale"] {
+		f.cfgScale = defaultModelCFG
+	}
+	if !f.set["upscale"] {
+		f.upscale = defaultModelUpscale
+	}
+}
+
 // perUnit broadcasts one value to n units or takes exactly n.
 func perUnit(name string, v []string, n int, unit string) ([]string, error) {
 	switch len(v) {
@@ -454,7 +476,13 @@ func runGenerate(ctx context.Context, args []string) error {
 	}
 	pipeline.Version = version
 	t0 := time.Now()
-	m, err := pipeline.Open(ctx, f.model, opt)
+	path := f.model
+	if path == "" {
+		if path, err = defaultModelPath(); err != nil {
+			return fmt.Errorf("generate: %w", err)
+		}
+	}
+	m, err := pipeline.Open(ctx, path, opt)
 	if err != nil {
 		return fmt.Errorf("generate: -m: %w%s", err, componentHint(err))
 	}
@@ -470,7 +498,7 @@ func runGenerate(ctx context.Context, args []string) error {
 	}
 	for i, im := range out.Images {
 		name := outputName(f.output, i)
-		if err := imageio.WritePNG(name, im.Image, im.Text()); err != nil {
+		if err := imageio.WritePNG(name, upscaleNearest(im.Image, f.upscale), im.Text()); err != nil {
 			return err
 		}
 		logf(f.quiet, "wrote %s\n", name)

@@ -31,7 +31,7 @@ func TestParseGenFlagsErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"missing model", []string{"-p", "x"}, "no model"},
+		{"bad upscale", []string{"-p", "x", "--upscale", "0"}, "--upscale"},
 		{"unknown sampler", []string{"-m", "m", "--sampler", "bogus"}, "unknown sampler"},
 		{"unknown schedule", []string{"-m", "m", "--scheduler", "exp"}, "--scheduler"},
 		{"width not multiple of 8", []string{"-m", "m", "-W", "100"}, "-W 100"},

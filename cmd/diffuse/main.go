@@ -12,7 +12,10 @@ import (
 const usage = `diffuse: diffusion models in Go
 
 Usage:
-  diffuse generate [flags]   generate images (diffuse generate -h for flags)
+  diffuse generate [flags]   generate images (diffuse generate -h for flags); without -m,
+                             the built-in toy model: diffuse generate -p "a red circle on the left"
+  diffuse eval [flags]       score a toy model's images per attribute (colour, position, shape, size)
+  diffuse train-toy [flags]  train the built-in toy model from scratch (diffuse train-toy -h)
   diffuse train [flags]      fine-tune: DreamBooth LoRA, LoRA or ControlNet (diffusers' flags)
   diffuse plot LOG -o PNG    draw the loss curve of a training log
   diffuse serve [flags]      serve the A1111 and OpenAI image APIs and a web page (diffuse serve -h)
@@ -42,6 +45,10 @@ func main() {
 	switch os.Args[1] {
 	case "generate", "gen":
 		err = runGenerate(ctx, os.Args[2:])
+	case "eval":
+		err = runEval(ctx, os.Args[2:])
+	case "train-toy":
+		err = runTrainToy(ctx, os.Args[2:])
 	case "train":
 		err = runTrain(ctx, os.Args[2:])
 	case "plot":
