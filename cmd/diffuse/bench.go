@@ -52,6 +52,7 @@ func runBench(ctx context.Context, args []string) (err error) {
 	fs.IntVar(&cb.cache.Interval, "cache-interval", 0, "-only cache: deepcache interval (0: 3)")
 	fs.IntVar(&cb.cache.Branch, "cache-branch", 0, "-only cache: deepcache branch")
 	fs.Float64Var(&cb.cache.Threshold, "cache-threshold", 0, "-only cache: fbcache threshold (0: 0.1)")
+	fs.IntVar(&cb.repeat, "cache-repeat", 1, "-only cache: generations of each kind per step count, alternating; medians reported")
 	fs.IntVar(&cb.forwards, "cache-forwards", 0, "-only cache: also time this many full and cached forwards side by side on a fixed input")
 	trainMethod := fs.String("train", "", "time training steps instead: lora or controlnet (random SD 1.5, batch 1; --size, --steps, --dtype of the frozen weights)")
 	gradCkpt := fs.String("gradient-checkpointing", "both", "with --train: time gradient checkpointing on, off or both")
