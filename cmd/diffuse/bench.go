@@ -42,7 +42,7 @@ func runBench(ctx context.Context, args []string) (err error) {
 	model := fs.String("m", "", "time this checkpoint (SD 1.x or SDXL file or diffusers folder) instead of random weights")
 	sizes := fs.String("size", "", "image sizes, comma separated (default 512 for sd15, 1024 for sdxl)")
 	dtype := fs.String("dtype", "f16", "weight storage dtype: f32, f16 or bf16 (random weights, or conversion of -m)")
-	steps := fs.Int("steps", 2, "UNet steps to time (each with CFG, batch 2); the median is reported")
+	steps := fs.Int("steps", 2, "UNet steps to time (each with CFG, batch 2); the median is reported (-only bf16: steps of each mode, 0 for none)")
 	only := fs.String("only", "text,unet,vae", "what to time: text, unet, vae, controlnet, lora, t2i, cache (whole generations without and with a step cache), or bf16 (UNet steps in float32 and bfloat16 side by side, and bf16's image error)")
 	threads := fs.Int("threads", 0, "threads (0 = all cores)")
 	bf16 := fs.Bool("bf16", false, "compute products in bfloat16 (AVX512_BF16 CPUs only; no effect elsewhere); also DIFFUSE_BF16=1")

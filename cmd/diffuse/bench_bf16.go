@@ -27,7 +27,7 @@ var bf16Prompts = []string{
 // float32 over bf16Prompts.
 type bf16Bench struct {
 	mode     gemm.BF16Mode // the bf16 mode compared with float32
-	steps    int           // UNet steps of each mode, alternating
+	steps    int           // UNet steps of each mode, alternating (0: none)
 	genSteps int           // Euler steps of each image (0: no images)
 }
 
@@ -50,8 +50,10 @@ func benchBF16(ctx context.Context, bm benchModels, px int, bb bf16Bench) error 
 		return fmt.Errorf("bench: -only bf16 times SD 1.x/2.x (a text encoder, a UNet and a VAE)")
 	}
 	defer gemm.SetBF16Mode(bb.mode)
-	if err := bf16Steps(ctx, bm, px, bb); err != nil {
-		return err
+	if bb.steps > 0 {
+		if err := bf16Steps(ctx, bm, px, bb); err != nil {
+			return err
+		}
 	}
 	if bb.genSteps > 0 {
 		return bf16Images(ctx, bm, px, bb)
