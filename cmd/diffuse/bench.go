@@ -44,8 +44,8 @@ func runBench(ctx context.Context, args []string) (err error) {
 	fs.Var(&comps, "component", "NAME=PATH: a component the -m SD3/FLUX file lacks, as generate takes it (repeatable)")
 	sizes := fs.String("size", "", "image sizes, comma separated (default 512 for sd15, 1024 for sdxl)")
 	dtype := fs.String("dtype", "f16", "weight storage dtype: f32, f16 or bf16 (random weights, or conversion of -m)")
-	steps := fs.Int("steps", 2, "UNet steps to time (each with CFG, batch 2); the median is reported")
-	only := fs.String("only", "text,unet,vae", "what to time: text, unet, vae, controlnet, lora, t2i, or cache (whole generations without and with a step cache)")
+	steps := fs.Int("steps", 2, "UNet steps to time (each with CFG, batch 2); the median is reported (-only bf16: steps of each mode, 0 for none)")
+	only := fs.String("only", "text,unet,vae", "what to time: text, unet, vae, controlnet, lora, t2i, cache (whole generations without and with a step cache), or bf16 (UNet steps in float32 and bfloat16 side by side, and bf16's image error)")
 	threads := fs.Int("threads", 0, "threads (0 = all cores)")
 	bf16 := fs.Bool("bf16", false, "compute products in bfloat16 (AVX512_BF16 CPUs only; no effect elsewhere); also DIFFUSE_BF16=1")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the timed part of the run (after the models are built; the weight-packing first UNet step included) to this file, for go tool pprof")
@@ -54,7 +54,10 @@ func runBench(ctx context.Context, args []string) (err error) {
 	fs.IntVar(&cb.cache.Interval, "cache-interval", 0, "-only cache: deepcache interval (0: 3)")
 	fs.IntVar(&cb.cache.Branch, "cache-branch", 0, "-only cache: deepcache branch")
 	fs.Float64Var(&cb.cache.Threshold, "cache-threshold", 0, "-only cache: fbcache threshold (0: 0.1)")
+	fs.IntVar(&cb.repeat, "cache-repeat", 1, "-only cache: generations of each kind per step count, alternating; medians reported")
 	fs.IntVar(&cb.forwards, "cache-forwards", 0, "-only cache: also time this many full and cached forwards side by side on a fixed input")
+	var bb bf16Bench
+	fs.IntVar(&bb.genSteps, "bf16-gen-steps", 4, "-only bf16: Euler steps of each image of the error measurement (0: no images)")
 	trainMethod := fs.String("train", "", "time training steps instead: lora or controlnet (random SD 1.5, batch 1; --size, --steps, --dtype of the frozen weights)")
 	gradCkpt := fs.String("gradient-checkpointing", "both", "with --train: time gradient checkpointing on, off or both")
 	if err := fs.Parse(args); err != nil {
@@ -106,6 +109,13 @@ func runBench(ctx context.Context, args []string) (err error) {
 		}
 		want["text"], want["unet"], want["vae"] = true, true, true
 	}
+	if want["bf16"] {
+		if bb.mode, err = bf16Mode(); err != nil {
+			return err
+		}
+		bb.steps = *steps
+		want["text"], want["unet"], want["vae"] = true, true, true
+	}
 	var bm benchModels
 	t0 := time.Now()
 	if *model != "" {
@@ -141,7 +151,7 @@ func runBench(ctx context.Context, args []string) (err error) {
 			*sizes = "1024"
 		}
 	}
-	if want["text"] && !want["cache"] {
+	if want["text"] && !want["cache"] && !want["bf16"] {
 		for i, m := range bm.text {
 			ids := make([]int64, 2*77)
 			for j := range ids {
@@ -159,9 +169,12 @@ func runBench(ctx context.Context, args []string) (err error) {
 		if err != nil || px%64 != 0 || px <= 0 {
 			return fmt.Errorf("bench: size %q must be a positive multiple of 64", s)
 		}
-		if want["cache"] {
+		switch {
+		case want["cache"]:
 			err = benchCacheSD(ctx, bm, px, cb)
-		} else {
+		case want["bf16"]:
+			err = benchBF16(ctx, bm, px, bb)
+		default:
 			err = benchSize(ctx, bm, px, *steps, want, dt)
 		}
 		if err != nil {

@@ -27,6 +27,9 @@ type cacheBench struct {
 	// forwards is the number of full and of cached forwards timed side by
 	// side (interleaved) on a fixed input before the generations.
 	forwards int
+	// repeat is how many uncached and cached generations run at each step
+	// count, alternating (0: 1); medians are reported.
+	repeat int
 }
 
 // parseSteps reads a comma list of step counts.
@@ -45,30 +48,98 @@ func parseSteps(s string) ([]int, error) {
 	return out, nil
 }
 
-// cacheRun is one timed generation: its images, its time in all and in
-// the denoising loop, and its forward counts.
+// cacheRun is one timed generation: its images, its time in all, in the
+// denoising loop and on the CPU, and its forward counts.
 type cacheRun struct {
-	images      *tensor.Tensor
-	total, loop time.Duration
-	stats       pipeline.CacheStats
+	images           *tensor.Tensor
+	total, loop, cpu time.Duration
+	stats            pipeline.CacheStats
 }
 
-// timedRun times gen, which reports its loop time through the progress
-// callback it is given.
-func timedRun(gen func(progress func(step, total int, elapsed time.Duration)) (*tensor.Tensor, pipeline.CacheStats, error)) (cacheRun, error) {
+// cacheGen generates with step cache sc, reporting its loop time through
+// progress.
+type cacheGen func(sc pipeline.StepCache, progress func(step, total int, elapsed time.Duration)) (*tensor.Tensor, pipeline.CacheStats, error)
+
+// timedRun times gen with step cache sc.
+func timedRun(gen cacheGen, sc pipeline.StepCache) (cacheRun, error) {
 	var r cacheRun
-	t0 := time.Now()
-	img, stats, err := gen(func(_, _ int, elapsed time.Duration) { r.loop = elapsed })
-	r.total, r.images, r.stats = time.Since(t0), img, stats
+	t0, c0 := time.Now(), cpuTime()
+	img, stats, err := gen(sc, func(_, _ int, elapsed time.Duration) { r.loop = elapsed })
+	r.total, r.cpu, r.images, r.stats = time.Since(t0), cpuTime()-c0, img, stats
 	return r, err
 }
 
-// reportCache prints the cached run against the uncached one.
-func reportCache(what string, off, on cacheRun) {
-	fmt.Printf("%s\n  uncached %8.1f s (loop %.1f s)\n  cached   %8.1f s (loop %.1f s), %d full + %d cached forwards\n"+
-		"  speed-up %.2fx whole generation, %.2fx denoising loop; PSNR %.1f dB against uncached\n",
-		what, off.total.Seconds(), off.loop.Seconds(), on.total.Seconds(), on.loop.Seconds(), on.stats.Full, on.stats.Cached,
-		off.total.Seconds()/on.total.Seconds(), off.loop.Seconds()/on.loop.Seconds(), psnr(off.images.Data(), on.images.Data()))
+// compareCache runs gen uncached and with step cache c, repeat times each,
+// alternating in the order ABBA… so that a drift of the machine's load
+// weighs on both alike, and reports the medians.
+func compareCache(what string, repeat int, c pipeline.StepCache, gen cacheGen) error {
+	if repeat < 1 {
+		repeat = 1
+	}
+	var off, on []cacheRun
+	for r := range repeat {
+		order := []bool{false, true}
+		if r%2 == 1 {
+			order = []bool{true, false}
+		}
+		for _, cached := range order {
+			sc, runs := pipeline.StepCache{}, &off
+			if cached {
+				sc, runs = c, &on
+			}
+			run, err := timedRun(gen, sc)
+			if err != nil {
+				return err
+			}
+			*runs = append(*runs, run)
+		}
+	}
+	reportCache(what, off, on)
+	return nil
+}
+
+// medianRun is the runs' first images and stats with the median of each
+// time.
+func medianRun(rs []cacheRun) cacheRun {
+	pick := func(f func(cacheRun) time.Duration) time.Duration {
+		ds := make([]time.Duration, len(rs))
+		for i, r := range rs {
+			ds[i] = f(r)
+		}
+		return median(ds)
+	}
+	m := rs[0]
+	m.total = pick(func(r cacheRun) time.Duration { return r.total })
+	m.loop = pick(func(r cacheRun) time.Duration { return r.loop })
+	m.cpu = pick(func(r cacheRun) time.Duration { return r.cpu })
+	return m
+}
+
+// reportCache prints the cached runs against the uncached ones: medians of
+// the times, and the image error of the first pair (a generation is
+// deterministic; a later pair that differs is reported).
+func reportCache(what string, offs, ons []cacheRun) {
+	off, on := medianRun(offs), medianRun(ons)
+	fmt.Printf("%s (median of %d each, alternating)\n"+
+		"  uncached %8.1f s (loop %.1f s, CPU %.1f s)\n  cached   %8.1f s (loop %.1f s, CPU %.1f s), %d full + %d cached forwards\n"+
+		"  speed-up %.2fx whole generation, %.2fx denoising loop, %.2fx CPU time; PSNR %.1f dB, max abs diff %.1f/255 against uncached\n",
+		what, len(offs), off.total.Seconds(), off.loop.Seconds(), off.cpu.Seconds(), on.total.Seconds(), on.loop.Seconds(), on.cpu.Seconds(),
+		on.stats.Full, on.stats.Cached, off.total.Seconds()/on.total.Seconds(), off.loop.Seconds()/on.loop.Seconds(),
+		off.cpu.Seconds()/on.cpu.Seconds(), psnr(off.images.Data(), on.images.Data()), 255*maxAbsDiff(off.images.Data(), on.images.Data()))
+	for i := 1; i < len(offs); i++ {
+		if psnr(offs[0].images.Data(), offs[i].images.Data()) != math.Inf(1) || psnr(ons[0].images.Data(), ons[i].images.Data()) != math.Inf(1) {
+			fmt.Printf("  warning: repeat %d gave different images\n", i+1)
+		}
+	}
+}
+
+// maxAbsDiff is the largest absolute difference of two equal-length slices.
+func maxAbsDiff(a, b []float32) float64 {
+	var m float64
+	for i := range a {
+		m = math.Max(m, math.Abs(float64(a[i])-float64(b[i])))
+	}
+	return m
 }
 
 // psnr is the peak signal-to-noise ratio of two images in [0, 1], in dB.
@@ -128,25 +199,22 @@ func benchCacheSD(ctx context.Context, bm benchModels, px int, cb cacheBench) er
 		}
 	}
 	for _, n := range cb.steps {
-		var runs [2]cacheRun
-		for i, sc := range []pipeline.StepCache{{}, c} {
+		gen := func(sc pipeline.StepCache, progress func(int, int, time.Duration)) (*tensor.Tensor, pipeline.CacheStats, error) {
 			s, err := scheduler.New("euler", cfg)
 			if err != nil {
-				return err
+				return nil, pipeline.CacheStats{}, err
 			}
-			runs[i], err = timedRun(func(progress func(int, int, time.Duration)) (*tensor.Tensor, pipeline.CacheStats, error) {
-				res, err := p.Generate(ctx, pipeline.Request{Prompts: []string{"a photograph of an astronaut riding a horse"},
-					Width: px, Height: px, Steps: n, Guidance: 7, Scheduler: s, Noise: rng.New(42), Cache: sc, Progress: progress})
-				if err != nil {
-					return nil, pipeline.CacheStats{}, err
-				}
-				return res.Images, res.Cache, nil
-			})
+			res, err := p.Generate(ctx, pipeline.Request{Prompts: []string{"a photograph of an astronaut riding a horse"},
+				Width: px, Height: px, Steps: n, Guidance: 7, Scheduler: s, Noise: rng.New(42), Cache: sc, Progress: progress})
 			if err != nil {
-				return err
+				return nil, pipeline.CacheStats{}, err
 			}
+			return res.Images, res.Cache, nil
 		}
-		reportCache(fmt.Sprintf("sd %dpx, euler, %d steps, CFG 7, deepcache interval %d branch %d:", px, n, iv, c.Branch), runs[0], runs[1])
+		if err := compareCache(fmt.Sprintf("sd %dpx, euler, %d steps, CFG 7, deepcache interval %d branch %d:", px, n, iv, c.Branch),
+			cb.repeat, c, gen); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -206,30 +274,26 @@ func benchCacheDiT(ctx context.Context, dt tensor.DType, cb cacheBench) error {
 			return err
 		}
 	}
+	th := c.Threshold
+	if th == 0 {
+		th = pipeline.DefaultCacheThreshold
+	}
 	for _, n := range cb.steps {
-		var runs [2]cacheRun
-		for i, sc := range []pipeline.StepCache{{}, c} {
+		gen := func(sc pipeline.StepCache, progress func(int, int, time.Duration)) (*tensor.Tensor, pipeline.CacheStats, error) {
 			s, err := scheduler.New("dpm++2m", cfg)
 			if err != nil {
-				return err
+				return nil, pipeline.CacheStats{}, err
 			}
-			runs[i], err = timedRun(func(progress func(int, int, time.Duration)) (*tensor.Tensor, pipeline.CacheStats, error) {
-				res, err := p.Generate(ctx, pipeline.DiTRequest{ClassLabels: []int64{207}, Steps: n, Guidance: 4, Scheduler: s,
-					Noise: rng.New(42), Cache: sc, Progress: progress})
-				if err != nil {
-					return nil, pipeline.CacheStats{}, err
-				}
-				return res.Images, res.Cache, nil
-			})
+			res, err := p.Generate(ctx, pipeline.DiTRequest{ClassLabels: []int64{207}, Steps: n, Guidance: 4, Scheduler: s,
+				Noise: rng.New(42), Cache: sc, Progress: progress})
 			if err != nil {
-				return err
+				return nil, pipeline.CacheStats{}, err
 			}
+			return res.Images, res.Cache, nil
 		}
-		th := c.Threshold
-		if th == 0 {
-			th = pipeline.DefaultCacheThreshold
+		if err := compareCache(fmt.Sprintf("dit-xl/2 256px, dpm++2m, %d steps, CFG 4, fbcache threshold %g:", n, th), cb.repeat, c, gen); err != nil {
+			return err
 		}
-		reportCache(fmt.Sprintf("dit-xl/2 256px, dpm++2m, %d steps, CFG 4, fbcache threshold %g:", n, th), runs[0], runs[1])
 	}
 	return nil
 }

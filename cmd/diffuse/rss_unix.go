@@ -21,7 +21,9 @@ func peakRSS() int64 {
 	return ru.Maxrss * 1024 // KiB on Linux and the BSDs
 }
 
-// cpuTime returns the user + sys CPU time the process has used so far.
+// cpuTime returns the process's user plus system CPU time so far (0 if
+// unknown). On a shared machine the CPU time a run takes moves less with
+// the other tenants' load than its wall-clock time.
 func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {

@@ -16,11 +16,10 @@ package gemm
 //     PanelsB thus need nothing new, and turning the mode off needs no
 //     repacking. The price is a conversion pass per block (AVX2:
 //     packPairsAVX2, about 0.2 ns a value for B slivers and 0.6 for A's
-//     6-wide ones), repeated for a Packed A in every column group of the
-//     thread grid and every nc block, and float32-sized cached panels.
-//     Caching bf16 pair panels beside a Packed's float32 ones would remove
-//     the repeats and halve the kernel's A traffic; it is left for when
-//     the kernel can be timed on AVX512_BF16 hardware.
+//     6-wide ones), repeated in every column group of the thread grid and
+//     every nc block. For the Packed operands a model owns (its weights)
+//     the pairs are converted once and cached beside the float32 panels
+//     (bf16cache.go); activations are still converted per block.
 //   - Rounding is to nearest even (half.F32ToBF16): float32 operands are
 //     rounded, bfloat16 ones come out bit for bit as stored (widening is
 //     exact), float16 ones are widened and then rounded.
