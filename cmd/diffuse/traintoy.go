@@ -34,7 +34,7 @@ func parseToyTrainFlags(args []string, out io.Writer) (*toyTrainFlags, error) {
 	fs.IntVar(&f.vaeSteps, "vae-steps", 200, "VAE training steps")
 	fs.IntVar(&f.vaeBatch, "vae-batch", 16, "VAE batch size")
 	fs.Float64Var(&f.vaeLR, "vae-lr", 2e-3, "VAE learning rate")
-	fs.IntVar(&f.steps, "steps", 850, "diffusion training steps (text encoder and UNet)")
+	fs.IntVar(&f.steps, "steps", 2800, "diffusion training steps (text encoder and UNet)")
 	fs.IntVar(&f.batch, "batch", 16, "diffusion batch size")
 	fs.Float64Var(&f.lr, "lr", 1e-3, "diffusion learning rate (constant after 100 warm-up steps)")
 	fs.IntVar(&f.ckptEvery, "checkpoint-every", 50, "write a resumable checkpoint (with a usable model/ folder) every so many steps")
