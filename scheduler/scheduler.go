@@ -176,6 +176,11 @@ func (b *base) numTrainTimesteps() int { return b.p.numTrain }
 // Betas returns the float32 training betas.
 func (b *base) Betas() []float32 { return append([]float32(nil), b.betas...) }
 
+// PredictionType is the config's prediction_type: what the model
+// predicts (epsilon, v_prediction or sample), which a trainer's target
+// must match.
+func (b *base) PredictionType() string { return b.p.predictionType }
+
 // AlphasCumprod returns the float32 cumulative products of 1-beta.
 func (b *base) AlphasCumprod() []float32 { return append([]float32(nil), b.alphasCumprod...) }
 

@@ -217,7 +217,7 @@ func NewDiffusion(seed uint64, v *vae.Model) (*Diffusion, error) {
 		return nil, err
 	}
 	return &Diffusion{Models: train.Models{UNet: u, VAE: v, TextEncoder: te, Noise: noise,
-		PredictionType: "epsilon", Tokenizer: tok}}, nil
+		PredictionType: noise.PredictionType(), Tokenizer: tok}}, nil
 }
 
 // dataPosition is where the diffusion stage stands in its data, saved
@@ -238,7 +238,10 @@ func TrainDiffusion(ctx context.Context, c TrainConfig, d *Diffusion) (*train.Tr
 	m := d.Models
 	params := append(train.ModuleParams(m.UNet), train.ModuleParams(m.TextEncoder)...)
 	sched := &train.LRScheduler{Base: c.LR, Schedule: train.Schedule{Name: "constant_with_warmup", Warmup: c.Warmup, Total: c.Steps}}
-	tr, err := train.NewTrainer(m, train.Options{SNRGamma: 5, MaxGradNorm: 1}, params,
+	// Plain v-prediction MSE, without Min-SNR weighting: that weighting
+	// gives the noisiest timesteps, where the caption alone decides the
+	// layout, almost no weight (zero at the zero-SNR last one).
+	tr, err := train.NewTrainer(m, train.Options{MaxGradNorm: 1}, params,
 		train.AdamWConfig{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 1e-2}, sched, &train.GeneratorDraws{G: rng.New(c.Seed)})
 	if err != nil {
 		return nil, err
