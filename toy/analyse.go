@@ -17,6 +17,10 @@ type Analysis struct {
 	// bounding box centre and Extent its longer side, as fractions of the
 	// image side.
 	Fill, CX, CY, Extent float64
+	// Corners is the filled fraction of the bounding box's four corner
+	// cells (of a 3×3 grid): a cross leaves them empty, a triangle fills
+	// its bottom two.
+	Corners float64
 }
 
 // Thresholds of the analyser, as fractions of the image side (positions,
@@ -28,6 +32,7 @@ const (
 	squareFill   = 0.9   // a square fills its box (1), a circle π/4
 	triangleFill = 0.64  // a triangle fills half its box
 	minContrast  = 60    // RGB distance below which nothing stands out
+	crossCorners = 0.3   // a cross fills its corner cells at most 0.24, a triangle at least 0.37
 )
 
 // Analyse reads the shape, colour, size, position and background of img
@@ -79,7 +84,10 @@ func Analyse(img image.Image) Analysis {
 	if a.Extent >= largeExtent {
 		a.Size = "large"
 	}
+	a.Corners = cornerFill(comp, w, x0, y0, x1, y1)
 	switch {
+	case a.Corners < crossCorners && a.Fill < triangleFill:
+		a.Shape = "cross"
 	case a.Fill >= squareFill:
 		a.Shape = "square"
 	case a.Fill >= triangleFill:
@@ -185,4 +193,32 @@ func largestComponent(dist []float64, w, h int, thr float64) []int {
 		}
 	}
 	return best
+}
+
+// cornerFill is the fraction of the pixels of the box (x0, y0)–(x1, y1)
+// lying in its four corner cells (outer thirds on both axes) that comp
+// holds.
+func cornerFill(comp []int, w, x0, y0, x1, y1 int) float64 {
+	bw, bh := float64(x1-x0+1), float64(y1-y0+1)
+	third := func(v, lo int, span float64) int { // 0, 1 or 2
+		return min(int(3*(float64(v-lo)+0.5)/span), 2)
+	}
+	corner := func(x, y int) bool { return third(x, x0, bw) != 1 && third(y, y0, bh) != 1 }
+	area, in := 0, 0
+	for y := y0; y <= y1; y++ {
+		for x := x0; x <= x1; x++ {
+			if corner(x, y) {
+				area++
+			}
+		}
+	}
+	for _, i := range comp {
+		if corner(i%w, i/w) {
+			in++
+		}
+	}
+	if area == 0 {
+		return 0
+	}
+	return float64(in) / float64(area)
 }

@@ -28,6 +28,10 @@ var (
 	Backgrounds = []string{"white", "black", "gray"}
 )
 
+// NewShapes are shapes the generator can draw but training data never
+// shows: a DreamBooth run teaches one of them to the trained model.
+var NewShapes = []string{"cross"}
+
 // Palette maps every colour name of the world (foreground and background)
 // to the RGB the generator paints it with.
 var Palette = map[string]color.NRGBA{
@@ -46,7 +50,11 @@ type Attrs struct {
 }
 
 // Caption is the attributes in words, the text the model is trained on.
+// An empty Position (a shape placed freely) leaves the position out.
 func (a Attrs) Caption() string {
+	if a.Position == "" {
+		return fmt.Sprintf("a %s %s %s, %s background", a.Size, a.Colour, a.Shape, a.Background)
+	}
 	return fmt.Sprintf("a %s %s %s %s, %s background", a.Size, a.Colour, a.Shape, positionPhrase[a.Position], a.Background)
 }
 
@@ -101,12 +109,22 @@ type Generator struct {
 	// IncludeHeldOut also draws the held-out combinations (for
 	// evaluation); training data leaves them out.
 	IncludeHeldOut bool
+	// Shape, when set, gives every example this shape (one of Shapes or
+	// NewShapes): DreamBooth instance images.
+	Shape string
+	// FreePosition places each shape anywhere it fits instead of at the
+	// five named positions, and captions leave the position out
+	// (ControlNet data, whose condition image says where).
+	FreePosition bool
 }
 
 // Example is one generated image with its attributes.
 type Example struct {
 	Attrs
 	Image *image.NRGBA
+	// Jitter is how the shape was moved and scaled from its nominal
+	// place (from the centre when Position is empty) and size.
+	Jitter Jitter
 }
 
 // Example draws example i.
@@ -119,15 +137,41 @@ func (g Generator) Example(i uint64) (Example, error) {
 	for {
 		a := Attrs{Shape: pick(Shapes), Colour: pick(Colours), Size: pick(Sizes), Position: pick(Positions),
 			Background: pick(Backgrounds)}
+		if g.Shape != "" {
+			a.Shape = g.Shape
+		}
 		if a.IsHeldOut() && !g.IncludeHeldOut {
 			continue
 		}
 		// Jitter of up to a pixel or two in place and size, so that the
 		// model learns regions rather than a few exact pictures.
 		j := Jitter{DX: r.Float64()*3 - 1.5, DY: r.Float64()*3 - 1.5, Scale: 0.93 + 0.14*r.Float64()}
+		// Free placement draws after the attributes, so that without it
+		// example i is what it always was.
+		if g.FreePosition {
+			a, j = freePlace(r, a, g.Resolution)
+		}
 		img, err := Render(a, g.Resolution, j)
-		return Example{Attrs: a, Image: img}, err
+		return Example{Attrs: a, Image: img, Jitter: j}, err
 	}
+}
+
+// freePlace moves a's shape to a uniformly drawn place where it fits
+// (as an offset from the centre) and clears its named position.
+func freePlace(r *rand.Rand, a Attrs, res int) (Attrs, Jitter) {
+	half := extent[a.Size] / 2
+	span := (0.5 - half - 0.03) * float64(res)
+	j := Jitter{DX: (2*r.Float64() - 1) * span, DY: (2*r.Float64() - 1) * span, Scale: 0.93 + 0.14*r.Float64()}
+	a.Position = ""
+	return a, j
+}
+
+// Mask is the example's condition image for a placement ControlNet: its
+// shape in white on black, where and as large as the example has it.
+func (e Example) Mask() (*image.NRGBA, error) {
+	a := e.Attrs
+	a.Colour, a.Background = "white", "black"
+	return Render(a, e.Image.Bounds().Dx(), e.Jitter)
 }
 
 // Jitter moves (in pixels) and scales a shape away from its nominal place
@@ -152,6 +196,9 @@ func Render(a Attrs, res int, j Jitter) (*image.NRGBA, error) {
 	fg, ok1 := Palette[a.Colour]
 	bg, ok2 := Palette[a.Background]
 	c, ok3 := centres[a.Position]
+	if a.Position == "" {
+		c, ok3 = [2]float64{0.5, 0.5}, true
+	}
 	e, ok4 := extent[a.Size]
 	inside, ok5 := insideFuncs[a.Shape]
 	if !(ok1 && ok2 && ok3 && ok4 && ok5) {
@@ -188,6 +235,11 @@ var insideFuncs = map[string]func(x, y float64) bool{
 	"square": func(x, y float64) bool { return x >= -0.92 && x <= 0.92 && y >= -0.92 && y <= 0.92 },
 	// An upward triangle: apex at the top centre, base along the bottom.
 	"triangle": func(x, y float64) bool { return y <= 1 && y >= -1 && 2*x <= y+1 && -2*x <= y+1 },
+	// A plus sign whose arms are a third of its span wide.
+	"cross": func(x, y float64) bool {
+		in := func(v float64) bool { return v >= -1 && v <= 1 }
+		return in(x) && in(y) && (x >= -1.0/3 && x <= 1.0/3 || y >= -1.0/3 && y <= 1.0/3)
+	},
 }
 
 func mix(a, b color.NRGBA, t float64) color.NRGBA {

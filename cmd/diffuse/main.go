@@ -16,6 +16,7 @@ Usage:
                              the built-in toy model: diffuse generate -p "a red circle on the left"
   diffuse eval [flags]       score a toy model's images per attribute (colour, position, shape, size)
   diffuse train-toy [flags]  train the built-in toy model from scratch (diffuse train-toy -h)
+  diffuse toy-data -o DIR    write captioned toy-world images (DreamBooth instances, ControlNet sets)
   diffuse train [flags]      fine-tune: DreamBooth LoRA, LoRA or ControlNet (diffusers' flags)
   diffuse plot LOG -o PNG    draw the loss curve of a training log
   diffuse serve [flags]      serve the A1111 and OpenAI image APIs and a web page (diffuse serve -h)
@@ -47,6 +48,8 @@ func main() {
 		err = runGenerate(ctx, os.Args[2:])
 	case "eval":
 		err = runEval(ctx, os.Args[2:])
+	case "toy-data":
+		err = runToyData(os.Args[2:], os.Stderr)
 	case "train-toy":
 		err = runTrainToy(ctx, os.Args[2:])
 	case "train":
