@@ -342,7 +342,15 @@ func (s *session) close() {
 func (s *session) controlNet() error {
 	u := s.parts.UNet
 	if s.f.controlNetModel == "" {
-		cn, err := train.ControlNetFromUNet(u, controlnet.FromUNet(u.Cfg), rng.New(uint64(s.f.cfg.Seed)))
+		cfg := controlnet.FromUNet(u.Cfg)
+		// The condition image is embedded down to the latents' size: as
+		// many stride-2 steps as the VAE has (three for SD's).
+		ch, err := controlnet.EmbeddingChannels(s.parts.VAE.Factor())
+		if err != nil {
+			return fmt.Errorf("train: %w", err)
+		}
+		cfg.ConditioningEmbeddingOutChannels = ch
+		cn, err := train.ControlNetFromUNet(u, cfg, rng.New(uint64(s.f.cfg.Seed)))
 		s.cn = cn
 		return err
 	}

@@ -42,6 +42,20 @@ func FromUNet(u unet.Config) Config {
 	return Config{Config: u, ConditioningChannels: 3, ConditioningEmbeddingOutChannels: []int{16, 32, 96, 256}, ChannelOrder: "rgb"}
 }
 
+// EmbeddingChannels are the condition embedding's widths for latents
+// factor times smaller than the image. Diffusers' default (16, 32, 96,
+// 256) downsamples three times, for Stable Diffusion's 8× VAE; a VAE of
+// factor 2 or 4 keeps its first log2(factor)+1 widths.
+func EmbeddingChannels(factor int) ([]int, error) {
+	def := []int{16, 32, 96, 256}
+	for n := 1; n < len(def); n++ {
+		if factor == 1<<n {
+			return def[:n+1], nil
+		}
+	}
+	return nil, fmt.Errorf("controlnet: no condition embedding for a VAE factor of %d (2, 4 or 8)", factor)
+}
+
 // condEmbedding is ControlNetConditioningEmbedding: a small conv net taking
 // the pixel-space condition image down to latent resolution.
 type condEmbedding struct {

@@ -2,6 +2,7 @@ package controlnet
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -120,6 +121,23 @@ func TestGuessModeGlobalPool(t *testing.T) {
 			if p[k] != g[k] {
 				t.Fatalf("down residual %d: guess mode %v, plain %v", i, g[k], p[k])
 			}
+		}
+	}
+}
+
+func TestEmbeddingChannels(t *testing.T) {
+	for _, c := range []struct {
+		factor int
+		want   []int
+	}{{8, []int{16, 32, 96, 256}}, {4, []int{16, 32, 96}}, {2, []int{16, 32}}} {
+		got, err := EmbeddingChannels(c.factor)
+		if err != nil || fmt.Sprint(got) != fmt.Sprint(c.want) {
+			t.Errorf("factor %d: %v, %v; want %v", c.factor, got, err, c.want)
+		}
+	}
+	for _, f := range []int{0, 1, 3, 16} {
+		if _, err := EmbeddingChannels(f); err == nil {
+			t.Errorf("factor %d accepted", f)
 		}
 	}
 }
