@@ -145,6 +145,9 @@ func (s *Server) setOptions(w http.ResponseWriter, r *http.Request) {
 		writeError(w, styleA1111, err)
 		return
 	}
+	if _, ok := q["sd_vae"]; ok && vae != "" {
+		q["sd_vae"] = vae // stored as sd-vae lists it
+	}
 	if v, ok := q["sd_model_checkpoint"]; ok {
 		name, ok := v.(string)
 		if !ok {

@@ -122,7 +122,7 @@ func TestSDVAESelection(t *testing.T) {
 	}
 	var opts map[string]any
 	call(t, "GET", ts.URL+"/sdapi/v1/options", nil, &opts)
-	if opts["sd_vae"] != "vae-ft-mse" {
+	if opts["sd_vae"] != "vae-ft-mse.safetensors" {
 		t.Errorf("options sd_vae %v", opts["sd_vae"])
 	}
 	steps := []struct {
