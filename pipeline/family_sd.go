@@ -91,6 +91,10 @@ func openSD(_ context.Context, src *Source, opt Options) (Model, error) {
 	if err != nil {
 		return nil, err
 	}
+	if c.VAE, c.vaeFiles, err = givenVAE(c.VAE, c.UNet.Cfg.OutChannels, opt); err != nil {
+		c.Close()
+		return nil, err
+	}
 	// SD 2.x's OpenCLIP ViT-H (gelu, where SD 1.x's CLIP has quick_gelu)
 	// pads with "!"; a folder's tokenizer files say so too.
 	kind, pad := "SD 1.x", cliptok.PadEOS

@@ -48,6 +48,10 @@ func loadSDXLVariant(src *Source, opt Options) (*sdxlVariant, []byte, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	if c.VAE, c.vaeFiles, err = givenVAE(c.VAE, c.UNet.Cfg.OutChannels, opt); err != nil {
+		c.Close()
+		return nil, nil, err
+	}
 	v := &sdxlVariant{c: c, opt: opt}
 	if v.tok1, err = folderCLIPTokenizer(src, "tokenizer", cliptok.PadEOS); err == nil {
 		v.tok2, err = folderCLIPTokenizer(src, "tokenizer_2", cliptok.PadExclamation)

@@ -101,6 +101,7 @@ type Components struct {
 	// Scheduler is the scheduler config of a diffusers folder (nil for single files).
 	Scheduler json.RawMessage
 	files     []*safetensors.File
+	vaeFiles  openFiles // a VAE given by Options.Components
 }
 
 // Close unmaps the checkpoint files. The models read their weights from
@@ -112,6 +113,7 @@ func (c *Components) Close() {
 		f.Close()
 	}
 	c.files = nil
+	c.vaeFiles.close()
 }
 
 // keepMapped hands back the pages of the mapped files that loading touched

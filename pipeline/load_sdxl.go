@@ -34,8 +34,9 @@ type SDXLComponents struct {
 	Scheduler json.RawMessage
 	// Refiner marks the refiner: conditioned on encoder 2 alone and on an
 	// aesthetic score instead of the target size (5 time ids, not 6).
-	Refiner bool
-	files   []*safetensors.File
+	Refiner  bool
+	files    []*safetensors.File
+	vaeFiles openFiles // a VAE given by Options.Components
 }
 
 // Close unmaps the checkpoint files, which the models read their weights
@@ -46,6 +47,7 @@ func (c *SDXLComponents) Close() {
 		f.Close()
 	}
 	c.files = nil
+	c.vaeFiles.close()
 }
 
 // dropPages is Components.dropPages.

@@ -23,8 +23,11 @@ type Options struct {
 	// Components says where to take components from instead of the
 	// checkpoint, as ComfyUI's separate loaders do (see ComponentPaths). A
 	// FLUX transformer-only file (BFL's flux1-dev.safetensors) needs its
-	// text encoders, T5 tokenizer and VAE given this way. Only SD3 and
-	// FLUX read it.
+	// text encoders, T5 tokenizer and VAE given this way. SD3 and FLUX
+	// read every field; SD 1.x/2.x and SDXL read VAE (A1111's sd_vae: an
+	// LDM-layout .safetensors file, a diffusers VAE folder or a diffusers
+	// model folder, in place of the checkpoint's own VAE, with the
+	// family's latent scaling kept). The other families ignore it.
 	Components ComponentPaths
 	// KeepTextEncoders keeps SD3's and FLUX's text encoders loaded between
 	// requests. By default they are released once the prompts are encoded

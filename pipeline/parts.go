@@ -412,13 +412,28 @@ func loadVAE(p compSource, def vae.Config, opt Options) (*vae.Model, openFiles, 
 }
 
 // ldmVAEMapping maps an LDM-layout VAE onto the model's parameters by
-// the checkpoint package's LDM VAE naming rules.
+// the checkpoint package's LDM VAE naming rules. The training leftovers
+// of a bare VAE file (loss.*: the discriminator and logvar, which A1111
+// drops too) are not looked at.
 func ldmVAEMapping(f weightsFile, prefix string, m *vae.Model) (checkpoint.Component, error) {
 	params, err := checkpoint.LDMVAE.Names(m)
 	if err != nil {
 		return nil, err
 	}
-	return checkpoint.MapComponent(f, prefix, params)
+	return checkpoint.MapComponent(withoutLoss{f}, prefix, params)
+}
+
+// withoutLoss hides a VAE file's loss.* tensors.
+type withoutLoss struct{ checkpoint.Source }
+
+func (s withoutLoss) Names() []string {
+	var out []string
+	for _, n := range s.Source.Names() {
+		if !strings.HasPrefix(n, "loss.") {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // loadT5Tokenizer loads a T5 SentencePiece tokenizer: the spiece.model
@@ -542,6 +557,9 @@ func inferT5(sh shapeFn) (t5.Config, error) {
 func inferVAE(sh shapeFn, def vae.Config) (vae.Config, error) {
 	c := def
 	n := countBlocks(sh, "encoder.down.%d.block.0.conv1.weight")
+	if _, ok := sh("encoder.down_blocks.0.resnets.0.conv1.weight"); n == 0 && ok {
+		return c, errors.New("a VAE file with diffusers names (encoder.down_blocks.*): give its folder, with config.json, instead")
+	}
 	if n == 0 {
 		return c, errors.New("no encoder.down.0.block.0.conv1.weight: not an LDM-layout VAE")
 	}

@@ -100,14 +100,17 @@ func (s *Server) a1111Gen(q *a1111Request, img2img bool) (genRequest, error) {
 }
 
 // applyOverrides takes the override_settings a request may carry: the
-// checkpoint and the clip skip; the others do not change generation here.
+// checkpoint, the VAE and the clip skip; the others do not change
+// generation here.
 func (s *Server) applyOverrides(g *genRequest, o map[string]any) error {
-	if v, ok := o["sd_model_checkpoint"]; ok {
-		name, ok := v.(string)
-		if !ok {
-			return badRequest("bad_field", "override_settings.sd_model_checkpoint", "sd_model_checkpoint must be a string")
+	for key, dst := range map[string]*string{"sd_model_checkpoint": &g.Model, "sd_vae": &g.VAE} {
+		if v, ok := o[key]; ok {
+			name, ok := v.(string)
+			if !ok {
+				return badRequest("bad_field", "override_settings."+key, key+" must be a string")
+			}
+			*dst = name
 		}
-		g.Model = name
 	}
 	if v, ok := o["CLIP_stop_at_last_layers"]; ok {
 		f, ok := v.(float64)
@@ -394,6 +397,9 @@ func a1111Info(j *Job, imgs []pipeline.Image) map[string]any {
 		negs = append(negs, im.Params.NegativePrompt)
 		seeds = append(seeds, im.Seed)
 		texts = append(texts, im.Params.String())
+	}
+	if j.VAE != "" {
+		info["sd_vae_name"] = j.VAE
 	}
 	if len(imgs) > 0 {
 		ip := imgs[0].Params

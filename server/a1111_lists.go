@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"strings"
 
 	"github.com/diffuse-go/diffuse/pipeline"
@@ -73,9 +74,18 @@ func (s *Server) latentUpscaleModes(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, []map[string]any{})
 }
 
-// sdVAE lists separate VAEs: none, each model uses its own.
+// sdVAE lists the VAEs of the VAE folder as A1111 does: model_name is
+// what sd_vae takes, filename the absolute path.
 func (s *Server) sdVAE(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, []map[string]any{})
+	out := []map[string]any{}
+	for _, e := range s.vaes() {
+		path, err := filepath.Abs(e.Path)
+		if err != nil {
+			path = e.Path
+		}
+		out = append(out, map[string]any{"model_name": e.Title, "filename": path})
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) emptyList(w http.ResponseWriter, _ *http.Request) {
@@ -120,13 +130,23 @@ func (s *Server) getOptions(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, opts)
 }
 
-// setOptions stores settings; sd_model_checkpoint switches the default
-// model and, as A1111 does, answers once the model is loaded.
+// setOptions stores settings; sd_vae must name a VAE of the VAE folder
+// (or "Automatic", "None"); sd_model_checkpoint switches the default
+// model and, as A1111 does, answers once the model (with that VAE) is
+// loaded. A VAE change alone takes effect with the next job.
 func (s *Server) setOptions(w http.ResponseWriter, r *http.Request) {
 	var q map[string]any
 	if err := decodeJSON(r, &q); err != nil {
 		writeError(w, styleA1111, err)
 		return
+	}
+	vae, err := s.optionVAE(q)
+	if err != nil {
+		writeError(w, styleA1111, err)
+		return
+	}
+	if _, ok := q["sd_vae"]; ok && vae != "" {
+		q["sd_vae"] = vae // stored as sd-vae lists it
 	}
 	if v, ok := q["sd_model_checkpoint"]; ok {
 		name, ok := v.(string)
@@ -134,7 +154,7 @@ func (s *Server) setOptions(w http.ResponseWriter, r *http.Request) {
 			writeError(w, styleA1111, badRequest("bad_field", "sd_model_checkpoint", "sd_model_checkpoint must be a string"))
 			return
 		}
-		if err := s.switchModel(r, name); err != nil {
+		if err := s.switchModel(r, name, vae); err != nil {
 			writeError(w, styleA1111, err)
 			return
 		}
@@ -148,9 +168,26 @@ func (s *Server) setOptions(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, nil)
 }
 
-// switchModel loads a model through the queue (so it never races a
-// running job) and makes it the default once loaded.
-func (s *Server) switchModel(r *http.Request, name string) error {
+// optionVAE checks the sd_vae of a POST options body and returns the VAE
+// the options name once stored (jobVAE's form).
+func (s *Server) optionVAE(q map[string]any) (string, error) {
+	v, ok := q["sd_vae"]
+	if !ok {
+		name, err := s.vaeName(s.vaeOption(), "sd_vae")
+		return jobVAE(name), err
+	}
+	name, ok := v.(string)
+	if !ok {
+		return "", badRequest("bad_field", "sd_vae", "sd_vae must be a string")
+	}
+	name, err := s.vaeName(name, "sd_vae")
+	return jobVAE(name), err
+}
+
+// switchModel loads a model (with the VAE vae, "" for its own) through
+// the queue (so it never races a running job) and makes it the default
+// once loaded.
+func (s *Server) switchModel(r *http.Request, name, vae string) error {
 	e, err := find(s.models(), name, "model")
 	if err != nil {
 		return err
@@ -163,7 +200,7 @@ func (s *Server) switchModel(r *http.Request, name string) error {
 		return nil
 	}
 	j := newJob(s.ctx, "", "a1111.options", e.Name, pipeline.Params{})
-	j.loadOnly = true
+	j.loadOnly, j.VAE = true, vae
 	j, err = s.submit(j)
 	if err != nil {
 		return err

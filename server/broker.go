@@ -82,6 +82,7 @@ type jobSpec struct {
 	Strength               float64
 	LoRAs                  []namedWeight
 	ControlNets            []specUnit
+	VAE                    string // sd_vae, resolved by the worker in its VAE folder
 	FullPreview            bool
 	PreviewEvery           int
 }
@@ -115,7 +116,7 @@ func specOf(j *Job) jobSpec {
 	g := j.gen
 	s := jobSpec{ID: j.ID, API: j.API, Model: g.Model, Prompt: g.Prompt, NegativePrompt: g.NegativePrompt, Width: g.Width,
 		Height: g.Height, Steps: g.Steps, CFG: g.CFG, Sampler: g.Sampler, Seed: g.Seed, Count: g.Count, ClipSkip: g.ClipSkip,
-		Init: encodePNG(g.Init), Mask: encodePNG(g.Mask), Strength: g.Strength, LoRAs: g.LoRAs,
+		Init: encodePNG(g.Init), Mask: encodePNG(g.Mask), Strength: g.Strength, LoRAs: g.LoRAs, VAE: g.VAE,
 		FullPreview: g.FullPreview, PreviewEvery: g.PreviewEvery}
 	for _, c := range g.ControlNets {
 		s.ControlNets = append(s.ControlNets, specUnit{Model: c.Model, Image: encodePNG(c.Image), Canny: c.Canny, CannyLow: c.CannyLow,
@@ -127,7 +128,7 @@ func specOf(j *Job) jobSpec {
 func (s jobSpec) request() (genRequest, error) {
 	g := genRequest{Model: s.Model, Prompt: s.Prompt, NegativePrompt: s.NegativePrompt, Width: s.Width, Height: s.Height,
 		Steps: s.Steps, CFG: s.CFG, Sampler: s.Sampler, Seed: s.Seed, Count: s.Count, ClipSkip: s.ClipSkip,
-		Strength: s.Strength, LoRAs: s.LoRAs, FullPreview: s.FullPreview, PreviewEvery: s.PreviewEvery}
+		Strength: s.Strength, LoRAs: s.LoRAs, VAE: s.VAE, FullPreview: s.FullPreview, PreviewEvery: s.PreviewEvery}
 	var err error
 	if g.Init, err = decodeSpecImage(s.Init); err != nil {
 		return g, err

@@ -121,6 +121,7 @@ func (s *Server) models() []entry {
 
 func (s *Server) loras() []entry       { return scan(s.cfg.LoRADir, nil, false) }
 func (s *Server) controlnets() []entry { return scan(s.cfg.ControlNetDir, isControlNetDir, false) }
+func (s *Server) vaes() []entry        { return scan(s.cfg.VAEDir, isVAEDir, false) }
 
 func exists(p string) bool {
 	_, err := os.Stat(p)
@@ -142,6 +143,20 @@ func isControlNetDir(dir string) bool {
 		Embed    []int  `json:"conditioning_embedding_out_channels"`
 	}
 	return json.Unmarshal(b, &c) == nil && (strings.Contains(c.Class, "ControlNet") || c.Class == "" && (c.Channels != nil || c.Embed != nil))
+}
+
+// isVAEDir reports a diffusers VAE folder (its config.json names an
+// autoencoder class, or has latent_channels without a class).
+func isVAEDir(dir string) bool {
+	b, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	if err != nil {
+		return false
+	}
+	var c struct {
+		Class  string `json:"_class_name"`
+		Latent *int   `json:"latent_channels"`
+	}
+	return json.Unmarshal(b, &c) == nil && (strings.HasPrefix(c.Class, "Autoencoder") || c.Class == "" && c.Latent != nil)
 }
 
 func sameFile(a, b string) bool {

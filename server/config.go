@@ -17,7 +17,7 @@ import (
 )
 
 // Config configures a Server. Folders bound what names resolve to: a
-// model, LoRA or ControlNet name from a request is looked up only among
+// model, LoRA, ControlNet or VAE name from a request is looked up only among
 // the files listed inside its folder.
 type Config struct {
 	// Model is the checkpoint loaded for requests that name none: a path,
@@ -26,6 +26,9 @@ type Config struct {
 	ModelsDir     string
 	LoRADir       string
 	ControlNetDir string
+	// VAEDir holds the VAEs A1111's sd_vae may name (.safetensors files
+	// and diffusers VAE folders); "": only the checkpoints' own.
+	VAEDir string
 	// OutputDir, when set, receives the images of A1111 requests with
 	// save_images true.
 	OutputDir string

@@ -27,6 +27,7 @@ type Job struct {
 	ID      string
 	API     string // which API submitted it, for logs and metrics
 	Model   string // the catalog name
+	VAE     string // the VAE's name inside the VAE folder ("": the model's own)
 	Params  pipeline.Params
 	Created time.Time
 	// loadOnly jobs only load their model (A1111's options switch).

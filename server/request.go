@@ -33,6 +33,9 @@ type genRequest struct {
 	Strength               float64
 	LoRAs                  []namedWeight
 	ControlNets            []controlUnit
+	// VAE is A1111's sd_vae: a name inside the VAE folder, "Automatic" or
+	// "None" ("": the sd_vae option). params leaves the resolved name.
+	VAE string
 	// FullPreview asks for previews decoded by the VAE every PreviewEvery
 	// steps (and at each image's last step; PreviewEvery <= 0: only
 	// there) instead of the cheap latent map.
@@ -64,13 +67,13 @@ func (s *Server) enqueue(api, id string, g genRequest) (*Job, error) {
 		return nil, err
 	}
 	j := newJob(s.ctx, id, api, model, p)
-	j.gen = g
+	j.gen, j.VAE = g, jobVAE(g.VAE)
 	return s.submit(j)
 }
 
 // params checks g against the limits, resolves its names inside the
 // configured folders and returns the job's model name and parameters.
-// It fills g's random seed and model name in place, so that g describes
+// It fills g's random seed, model and VAE names in place, so that g describes
 // the job exactly (a remote worker rebuilds the parameters from it).
 func (s *Server) params(g *genRequest) (string, pipeline.Params, error) {
 	var zero pipeline.Params
@@ -104,6 +107,9 @@ func (s *Server) params(g *genRequest) (string, pipeline.Params, error) {
 	}
 	e, err := find(s.models(), model, "model")
 	if err != nil {
+		return "", zero, err
+	}
+	if err := s.resolveVAE(g); err != nil {
 		return "", zero, err
 	}
 	if g.Seed < 0 {

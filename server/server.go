@@ -42,6 +42,7 @@ type Server struct {
 	// The worker's model: touched by the worker, read under mu for Info.
 	model     pipeline.Model
 	modelName string
+	modelVAE  string // the VAE folder's name of its VAE ("": its own)
 }
 
 // New builds a server from cfg and starts its worker. The default model is
@@ -372,7 +373,7 @@ func (s *Server) generate(j *Job) (state string, err error) {
 			state, err = stateFailed, &apiError{Status: 500, Code: "internal_error", Message: "internal error " + id}
 		}
 	}()
-	m, err := s.load(j.ctx, j.Model)
+	m, err := s.load(j.ctx, j.Model, j.VAE)
 	if err != nil {
 		if j.ctx.Err() != nil {
 			return stateCancelled, err
@@ -432,34 +433,41 @@ func (s *Server) generate(j *Job) (state string, err error) {
 	return stateDone, nil
 }
 
-// load returns the model named name, closing the previous one when it
-// differs (one model in memory at a time).
-func (s *Server) load(ctx context.Context, name string) (pipeline.Model, error) {
-	if s.model != nil && s.modelName == name {
+// load returns the model named name with the VAE named vae ("": its
+// own), closing the previous one when either differs (one model in
+// memory at a time).
+func (s *Server) load(ctx context.Context, name, vae string) (pipeline.Model, error) {
+	if s.model != nil && s.modelName == name && s.modelVAE == vae {
 		return s.model, nil
 	}
 	e, err := find(s.models(), name, "model")
 	if err != nil {
 		return nil, err
 	}
+	opt := s.cfg.Options // a copy: the VAE is this load's only
+	if vae != "" {
+		if opt.Components.VAE, err = s.vaePath(vae); err != nil {
+			return nil, err
+		}
+	}
 	if s.model != nil {
 		s.model.Close()
-		s.setModel(nil, "")
+		s.setModel(nil, "", "")
 	}
 	t0 := time.Now()
-	m, err := s.open(ctx, e.Path, s.cfg.Options)
+	m, err := s.open(ctx, e.Path, opt)
 	if err != nil {
 		return nil, &apiError{Status: http.StatusUnprocessableEntity, Code: "model_load_failed", Message: err.Error()}
 	}
-	s.log.Info("model loaded", "model", name, "seconds", time.Since(t0).Seconds())
-	s.setModel(m, name)
+	s.log.Info("model loaded", "model", name, "vae", vae, "seconds", time.Since(t0).Seconds())
+	s.setModel(m, name, vae)
 	return m, nil
 }
 
-func (s *Server) setModel(m pipeline.Model, name string) {
+func (s *Server) setModel(m pipeline.Model, name, vae string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.model, s.modelName = m, name
+	s.model, s.modelName, s.modelVAE = m, name, vae
 }
 
 // loadedInfo is the loaded model's info, if one is loaded.

@@ -127,7 +127,7 @@ func (w *natsWorker) run(ctx context.Context, msg jetstream.Msg, spec jobSpec) (
 	// The job's context is not ctx: stopping the worker hands the job
 	// back instead of cancelling it for its client.
 	j := newJob(context.Background(), spec.ID, spec.API, model, p)
-	j.gen = g
+	j.gen, j.VAE = g, jobVAE(g.VAE)
 	defer j.cancel()
 	sub, err := w.nc.Subscribe(natsControl+spec.ID, func(m *nats.Msg) {
 		switch string(m.Data) {

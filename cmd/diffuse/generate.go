@@ -62,7 +62,8 @@ type genFlags struct {
 	// DeepFloyd IF: later stages, "PATH[:steps[:cfg[:noise]]]".
 	stages multiFlag
 
-	// SD3 / FLUX components given apart from a transformer-only file.
+	// SD3 / FLUX components given apart from a transformer-only file; the
+	// VAE of SD 1.x/2.x and SDXL too.
 	components       multiFlag
 	keepTextEncoders bool
 
@@ -191,7 +192,7 @@ func newGenFlagSet(f *genFlags, out io.Writer) *flag.FlagSet {
 	fs.Var(&f.adapters, "adapter", "T2I-Adapter: diffusers folder or .safetensors file (repeatable)")
 	fs.Var(&f.adapterImages, "adapter-image", "adapter image, one per --adapter or one for all (repeatable)")
 	fs.Var(&f.adapterScale, "adapter-scale", "T2I-Adapter weight per adapter, comma list or repeated (default 1)")
-	fs.Var(&f.components, "component", "NAME=PATH: a component the -m file lacks (SD3/FLUX: transformer (.safetensors, fp8 or .gguf), text_encoder, text_encoder_2, text_encoder_3, tokenizer_2, tokenizer_3, vae; repeatable)")
+	fs.Var(&f.components, "component", "NAME=PATH: a component the -m file lacks (SD3/FLUX: transformer (.safetensors, fp8 or .gguf), text_encoder, text_encoder_2, text_encoder_3, tokenizer_2, tokenizer_3, vae; repeatable); vae=PATH also replaces an SD 1.x/2.x or SDXL model's VAE (an LDM .safetensors like vae-ft-mse-840000-ema-pruned, or a diffusers VAE folder)")
 	fs.BoolVar(&f.keepTextEncoders, "keep-text-encoders", false, "SD3/FLUX: keep the text encoders loaded between requests")
 	fs.BoolVar(&f.noBinning, "no-binning", false, "Hunyuan-DiT: generate at -W×-H as given instead of the nearest trained size")
 	fs.Var(&f.stages, "stage", "DeepFloyd IF: a later stage's folder, PATH[:STEPS[:CFG[:NOISE_LEVEL]]] (repeatable, in order; -W/-H are the final size)")

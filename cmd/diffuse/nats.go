@@ -111,6 +111,7 @@ func runWorker(ctx context.Context, args []string) error {
 	modelsDir := fs.String("models-dir", "", "folder of the models jobs may name")
 	loraDir := fs.String("lora-dir", "", "folder of LoRAs")
 	controlDir := fs.String("controlnet-dir", "", "folder of ControlNet models")
+	vaeDir := fs.String("vae-dir", "", "folder of the VAEs jobs may name (sd_vae)")
 	name := fs.String("name", "", "worker name in logs (default: host-pid)")
 	var comps multiFlag
 	fs.Var(&comps, "component", "NAME=PATH: a component SD3/FLUX files lack, as serve takes it (repeatable)")
@@ -137,6 +138,7 @@ func runWorker(ctx context.Context, args []string) error {
 		return fmt.Errorf("worker: %w", err)
 	}
 	defer closeAll()
-	cfg := server.Config{Model: *model, ModelsDir: *modelsDir, LoRADir: *loraDir, ControlNetDir: *controlDir, Logger: log, Options: opt}
+	cfg := server.Config{Model: *model, ModelsDir: *modelsDir, LoRADir: *loraDir, ControlNetDir: *controlDir, VAEDir: *vaeDir,
+		Logger: log, Options: opt}
 	return server.RunWorker(ctx, cfg, nc, *name)
 }

@@ -20,6 +20,7 @@ import (
 // serveFlags are the options of diffuse serve, named as A1111's.
 type serveFlags struct {
 	model, modelsDir, loraDir, controlDir, outputDir string
+	vaeDir                                           string
 	host                                             string
 	port                                             int
 	apiAuth, apiKey, cors, logLevel, logFormat       string
@@ -38,6 +39,7 @@ func parseServeFlags(args []string, stderr io.Writer) (*serveFlags, error) {
 	fs.StringVar(&f.modelsDir, "models-dir", "", "folder of checkpoints and diffusers folders clients may pick")
 	fs.StringVar(&f.loraDir, "lora-dir", "", "folder of LoRAs for <lora:name:w> tags")
 	fs.StringVar(&f.controlDir, "controlnet-dir", "", "folder of ControlNet models")
+	fs.StringVar(&f.vaeDir, "vae-dir", "", "folder of VAEs A1111's sd_vae may name (.safetensors files, diffusers VAE folders)")
 	fs.StringVar(&f.outputDir, "output-dir", "", "where A1111 requests with save_images write their images")
 	fs.StringVar(&f.host, "host", "127.0.0.1", "address to listen on (other than loopback needs --api-auth or --api-key)")
 	fs.IntVar(&f.port, "port", 7860, "port to listen on (A1111's)")
@@ -108,7 +110,7 @@ func (f *serveFlags) config(log *slog.Logger) (server.Config, error) {
 			origins = append(origins, o)
 		}
 	}
-	return server.Config{Model: f.model, ModelsDir: f.modelsDir, LoRADir: f.loraDir, ControlNetDir: f.controlDir,
+	return server.Config{Model: f.model, ModelsDir: f.modelsDir, LoRADir: f.loraDir, ControlNetDir: f.controlDir, VAEDir: f.vaeDir,
 		OutputDir: f.outputDir, BasicAuth: f.apiAuth, APIKey: f.apiKey, CORSOrigins: origins, QueueSize: f.queue,
 		Limits: server.Limits{MaxSteps: f.maxSteps, MaxImages: f.maxImages, MaxPixels: f.maxPixels},
 		Logger: log, Options: opt}, nil
