@@ -177,7 +177,7 @@ func TestFreePosition(t *testing.T) {
 func TestWriteDataset(t *testing.T) {
 	dir := t.TempDir()
 	g := Generator{Seed: 9, Resolution: 32, FreePosition: true}
-	if err := WriteDataset(dir, g, 10, 3, true); err != nil {
+	if err := WriteDataset(dir, g, 10, 3, DatasetOptions{Masks: true}); err != nil {
 		t.Fatal(err)
 	}
 	b, err := os.ReadFile(filepath.Join(dir, "metadata.jsonl"))

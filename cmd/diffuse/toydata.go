@@ -17,6 +17,7 @@ type toyDataFlags struct {
 	n           int
 	shape       string
 	free, masks bool
+	captions    bool
 }
 
 func parseToyDataFlags(args []string, out io.Writer) (*toyDataFlags, error) {
@@ -29,6 +30,7 @@ func parseToyDataFlags(args []string, out io.Writer) (*toyDataFlags, error) {
 	fs.Uint64Var(&f.first, "first", 0, "index of the first example")
 	fs.StringVar(&f.shape, "shape", "", "draw only this shape, e.g. cross (a shape the built-in model never saw)")
 	fs.BoolVar(&f.free, "free", false, "place shapes anywhere (captions then leave the position out)")
+	fs.BoolVar(&f.captions, "captions", true, "write each image's caption beside it (-captions=false for DreamBooth instance images, which take --instance_prompt)")
 	fs.BoolVar(&f.masks, "masks", false, "also write placement masks in conditioning/ and a metadata.jsonl manifest (ControlNet data)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: diffuse toy-data -o DIR [flags]\n\nwrites captioned images of the toy shapes world (NNNNNN.png with NNNNNN.txt) for diffuse train")
@@ -61,7 +63,7 @@ func runToyData(args []string, stderr io.Writer) error {
 		return err
 	}
 	g := toy.Generator{Seed: f.seed, Resolution: toy.Resolution, Shape: f.shape, FreePosition: f.free}
-	if err := toy.WriteDataset(f.out, g, f.first, uint64(f.n), f.masks); err != nil {
+	if err := toy.WriteDataset(f.out, g, f.first, uint64(f.n), toy.DatasetOptions{NoCaptions: !f.captions, Masks: f.masks}); err != nil {
 		return fmt.Errorf("toy-data: %w", err)
 	}
 	fmt.Fprintf(stderr, "wrote %d images to %s\n", f.n, f.out)

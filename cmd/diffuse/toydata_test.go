@@ -25,6 +25,16 @@ func TestToyDataFlags(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "metadata.jsonl")); err == nil {
 		t.Error("manifest written without -masks")
 	}
+	bare := t.TempDir()
+	if err := runToyData([]string{"-o", bare, "-n", "1", "-captions=false"}, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(bare, "000000.txt")); err == nil {
+		t.Error("caption written with -captions=false")
+	}
+	if _, err := os.Stat(filepath.Join(bare, "000000.png")); err != nil {
+		t.Error(err)
+	}
 }
 
 func TestEvalFlags(t *testing.T) {
