@@ -23,22 +23,32 @@ func run(t *testing.T, tr *Trainer, b Batch, n int) []float32 {
 
 // TestResumeBitExact: N straight steps equal N/2 steps, a checkpoint, a
 // fresh trainer resumed from it, and N/2 more, bit for bit (losses, weights
-// and optimizer moments).
+// and optimizer moments), for the UNet's LoRA alone and with the text
+// encoder's.
 func TestResumeBitExact(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		build func(testing.TB, uint64, int, float64) *Trainer
+	}{{"unet", loraTrainer}, {"text_encoder", loraTETrainer}} {
+		t.Run(c.name, func(t *testing.T) { resumeBitExact(t, c.build) })
+	}
+}
+
+func resumeBitExact(t *testing.T, build func(testing.TB, uint64, int, float64) *Trainer) {
 	const n = 4
 	b := tinyBatch(1, 2, 64, false)
-	straight := loraTrainer(t, 5, n, 1e-3)
+	straight := build(t, 5, n, 1e-3)
 	want := run(t, straight, b, n)
 
 	out := t.TempDir()
-	first := loraTrainer(t, 5, n, 1e-3)
+	first := build(t, 5, n, 1e-3)
 	got := run(t, first, b, n/2)
 	dir, err := first.SaveCheckpoint(out, 0, map[string]int{"epoch": 0}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A different init and draw seed: everything must come from the checkpoint.
-	resumed := loraTrainer(t, 99, n, 1e-3)
+	resumed := build(t, 99, n, 1e-3)
 	path, err := ResolveCheckpoint(out, "latest")
 	if err != nil || path != dir {
 		t.Fatalf("latest checkpoint = %q, %v; want %q", path, err, dir)

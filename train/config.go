@@ -56,6 +56,15 @@ type Config struct {
 	WithPriorPreservation bool    `json:"with_prior_preservation"`
 	PriorLossWeight       float64 `json:"prior_loss_weight"`
 	Rank                  int     `json:"rank"`
+	// TrainTextEncoder also attaches LoRAs to the text encoder(s)
+	// (q/k/v/out projections) and trains them with the UNet's.
+	TrainTextEncoder bool `json:"train_text_encoder"`
+	// TextEncoderLR is the text encoders' learning rate (0: LearningRate,
+	// as the SDXL script's "text_encoder_lr if text_encoder_lr else
+	// learning_rate"); AdamWeightDecayTextEncoder their weight decay (nil:
+	// AdamWeightDecay).
+	TextEncoderLR              float64  `json:"text_encoder_lr"`
+	AdamWeightDecayTextEncoder *float64 `json:"adam_weight_decay_text_encoder,omitempty"`
 
 	// ControlNet.
 	ProportionEmptyPrompts float64 `json:"proportion_empty_prompts"`
@@ -94,7 +103,13 @@ func (c Config) Validate() error {
 		if c.Rank <= 0 {
 			add("rank must be positive, got %d", c.Rank)
 		}
+		if c.TextEncoderLR < 0 || c.AdamWeightDecayTextEncoder != nil && *c.AdamWeightDecayTextEncoder < 0 {
+			add("text_encoder_lr and adam_weight_decay_text_encoder must not be negative")
+		}
 	case "controlnet":
+		if c.TrainTextEncoder {
+			add("train_text_encoder is for LoRA training")
+		}
 		if c.ProportionEmptyPrompts < 0 || c.ProportionEmptyPrompts > 1 {
 			add("proportion_empty_prompts must lie in [0, 1], got %g", c.ProportionEmptyPrompts)
 		}

@@ -176,14 +176,38 @@ type Preprocess struct {
 	RandomFlip bool
 }
 
+// Crop is where Preprocess took an image from, as
+// train_dreambooth_lora_sdxl.py records it for the time ids: the image's
+// size before resizing (original_size, height then width) and the crop's
+// top-left corner in the resized (and flipped) image
+// (crops_coords_top_left).
+type Crop struct {
+	OriginalHeight, OriginalWidth int
+	Top, Left                     int
+}
+
+// TimeIDs are SDXL's micro-conditioning for a training image, as the
+// script's compute_time_ids makes them: original_size +
+// crops_coords_top_left + (resolution, resolution).
+func (c Crop) TimeIDs(resolution int) []float32 {
+	return []float32{float32(c.OriginalHeight), float32(c.OriginalWidth), float32(c.Top), float32(c.Left),
+		float32(resolution), float32(resolution)}
+}
+
 // Load reads an image file as [3, res, res] floats in [0, 1], drawing the
 // random crop and flip from g. Resizing uses imageio.Resize's Lanczos
 // filter (torchvision's default is bilinear; the crop arithmetic is
 // torchvision's).
 func (p Preprocess) Load(path string, g *rng.Generator) ([]float32, error) {
+	out, _, err := p.LoadCrop(path, g)
+	return out, err
+}
+
+// LoadCrop is Load that also says where the crop was taken.
+func (p Preprocess) LoadCrop(path string, g *rng.Generator) ([]float32, Crop, error) {
 	img, err := imageio.Load(path)
 	if err != nil {
-		return nil, fmt.Errorf("train: %w", err)
+		return nil, Crop{}, fmt.Errorf("train: %w", err)
 	}
 	res := p.Resolution
 	b := img.Bounds()
@@ -196,7 +220,7 @@ func (p Preprocess) Load(path string, g *rng.Generator) ([]float32, error) {
 	}
 	chw, err := imageio.ToNCHW(img, nw, nh)
 	if err != nil {
-		return nil, fmt.Errorf("train: %s: %w", path, err)
+		return nil, Crop{}, fmt.Errorf("train: %s: %w", path, err)
 	}
 	var top, left int
 	if p.CenterCrop {
@@ -208,6 +232,16 @@ func (p Preprocess) Load(path string, g *rng.Generator) ([]float32, error) {
 		top, left = int(t[0]), int(l[0])
 	}
 	flip := p.RandomFlip && g.Rand(1)[0] < 0.5
+	crop := Crop{OriginalHeight: h, OriginalWidth: w, Top: top, Left: left}
+	if flip {
+		crop.Left = nw - res - left // the same pixels, cut from the flipped image
+	}
+	return cropCHW(chw, nw, nh, res, top, left, flip), crop, nil
+}
+
+// cropCHW cuts the res×res square at (top, left) out of a [3, nh, nw]
+// image, mirrored horizontally when flip is set.
+func cropCHW(chw []float32, nw, nh, res, top, left int, flip bool) []float32 {
 	out := make([]float32, 3*res*res)
 	for c := 0; c < 3; c++ {
 		for y := 0; y < res; y++ {
@@ -220,5 +254,5 @@ func (p Preprocess) Load(path string, g *rng.Generator) ([]float32, error) {
 			}
 		}
 	}
-	return out, nil
+	return out
 }

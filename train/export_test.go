@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/diffuse-go/diffuse/model/clip"
 	"github.com/diffuse-go/diffuse/model/controlnet"
 	"github.com/diffuse-go/diffuse/model/lora"
 	"github.com/diffuse-go/diffuse/model/unet"
@@ -128,5 +129,79 @@ func TestControlNetExportLoads(t *testing.T) {
 	}
 	if zero {
 		t.Error("training left the zero convolutions at zero")
+	}
+}
+
+// teOut runs the text encoder on fixed ids (no gradients recorded).
+func teOut(t *testing.T, m *clip.Model) []float32 {
+	t.Helper()
+	ids, _ := rng.New(8).RandInt(3, 1000, 77)
+	var out []float32
+	tensor.NoGrad(func() {
+		o, err := m.Forward(ids, 1, 77)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, o.LastHiddenState.Data()...)
+	})
+	return out
+}
+
+// TestTextEncoderLoRAExports: with the text encoder trained, both files
+// hold its adapters under diffusers' ("text_encoder.<module>.
+// lora_linear_layer.down.weight") and kohya's ("lora_te_<module>.
+// lora_down.weight") names beside the UNet's, and load through model/lora
+// into a fresh text encoder that then gives the trained one's output bit
+// for bit.
+func TestTextEncoderLoRAExports(t *testing.T) {
+	tr := loraTETrainer(t, 5, 3, 1e-2)
+	run(t, tr, tinyBatch(1, 2, 64, false), 3)
+	want := teOut(t, tr.Models.TextEncoder)
+	if sameBits(teOut(t, tinyModels(t).TextEncoder), want) {
+		t.Fatal("training left the text encoder's output unchanged")
+	}
+	dir := t.TempDir()
+	nets := tr.LoRAs()
+	const mod = "text_model.encoder.layers.0.self_attn.q_proj"
+	for _, c := range []struct {
+		name string
+		save func(string) error
+		keys []string
+	}{
+		{"pytorch_lora_weights.safetensors", nets.SaveDiffusers, []string{"text_encoder." + mod + ".lora_linear_layer.down.weight",
+			"text_encoder." + mod + ".lora_linear_layer.up.weight", "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora.down.weight"}},
+		{"kohya.safetensors", func(p string) error { return nets.SaveKohya(p, "sd_v1") }, []string{"lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight",
+			"lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight", "lora_te_text_model_encoder_layers_0_self_attn_q_proj.alpha",
+			"lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight"}},
+	} {
+		path := filepath.Join(dir, c.name)
+		if err := c.save(path); err != nil {
+			t.Fatal(err)
+		}
+		sf, err := safetensors.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range c.keys {
+			if !sf.Has(k) {
+				t.Errorf("%s has no %s", c.name, k)
+			}
+		}
+		sf.Close()
+		f, err := lora.Load(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fresh := tinyModels(t).TextEncoder
+		a, err := lora.Apply(fresh, f, lora.TextEncoder, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(a.Modules) != len(tr.TextLoRAs[0].Modules) || a.Warning() != "" {
+			t.Errorf("%s: %d text encoder modules adapted (trained %d); %s", c.name, len(a.Modules), len(tr.TextLoRAs[0].Modules), a.Warning())
+		}
+		if !sameBits(teOut(t, fresh), want) {
+			t.Errorf("%s: the loaded LoRA's text encoder output differs from the trained one's", c.name)
+		}
 	}
 }

@@ -116,6 +116,27 @@ func loraTrainer(t testing.TB, drawSeed uint64, steps int, lr float64) *Trainer 
 	return tr
 }
 
+// loraTETrainer is loraTrainer with --train_text_encoder: the UNet's
+// adapters, then the text encoder's, drawn from one generator and
+// optimised together.
+func loraTETrainer(t testing.TB, drawSeed uint64, steps int, lr float64) *Trainer {
+	t.Helper()
+	m := tinyModels(t)
+	nets, err := addLoRAs(Config{Rank: 4, TrainTextEncoder: true}, m, rng.New(7))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := NewTrainer(m, Options{PriorPreservation: true, PriorLossWeight: 1, MaxGradNorm: 1}, nets.Params(),
+		AdamWConfig{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 1e-2},
+		&LRScheduler{Base: lr, Schedule: Schedule{Name: "constant_with_warmup", Warmup: 1, Total: steps}},
+		&GeneratorDraws{G: rng.New(drawSeed)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.LoRA, tr.TextLoRAs = nets[0], nets[1:]
+	return tr
+}
+
 // controlNetTrainer is a ControlNet trainer on the tiny models.
 func controlNetTrainer(t testing.TB, drawSeed uint64, steps int, lr float64) *Trainer {
 	t.Helper()

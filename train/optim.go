@@ -52,8 +52,18 @@ func NewAdamW(params []Param, cfg AdamWConfig) (*AdamW, error) {
 // Params returns the optimised parameters in order.
 func (o *AdamW) Params() []Param { return o.params }
 
+// ParamGroup is one of torch.optim's param groups: the optimizer's
+// parameters [From, To) with their own initial learning rate and weight
+// decay (the schedule's multiplier scales every group's rate alike).
+type ParamGroup struct {
+	From, To    int
+	LR          float64
+	WeightDecay float64
+}
+
 // Step updates every parameter that has a gradient (torch skips those whose
-// .grad is None, leaving their step count alone) with learning rate lr.
+// .grad is None, leaving their step count alone) with learning rate lr and
+// the configured weight decay.
 //
 // The arithmetic is torch's, in float32 with the Python scalars rounded to
 // float32 where the kernels take them:
@@ -63,31 +73,52 @@ func (o *AdamW) Params() []Param { return o.params }
 //	v = v·b2 + ((1-b2)·g)·g             (addcmul_)
 //	p += ((-lr/(1-b1^k))·m) / (sqrt(v)/sqrt(1-b2^k) + eps)   (addcdiv_)
 func (o *AdamW) Step(lr float64) {
+	for i := range o.params {
+		o.step(i, lr, o.cfg.WeightDecay)
+	}
+}
+
+// StepGroups is Step for param groups: the parameters of groups[j] use
+// learning rate lrs[j] and the group's weight decay. Groups (or the part
+// of one) outside the optimizer's parameters and groups without a rate are
+// skipped.
+func (o *AdamW) StepGroups(groups []ParamGroup, lrs []float64) {
+	for j, g := range groups {
+		if j >= len(lrs) {
+			return
+		}
+		for i := max(g.From, 0); i < min(g.To, len(o.params)); i++ {
+			o.step(i, lrs[j], g.WeightDecay)
+		}
+	}
+}
+
+// step updates parameter i (see Step).
+func (o *AdamW) step(i int, lr, wd float64) {
 	c := o.cfg
-	decay := float32(1 - lr*c.WeightDecay)
+	p := o.params[i]
+	gt := p.T.Grad()
+	if gt == nil {
+		return
+	}
+	decay := float32(1 - lr*wd)
 	b1, b2 := float32(c.Beta1), float32(c.Beta2)
 	a1, a2 := float32(1-c.Beta1), float32(1-c.Beta2)
 	eps := float32(c.Eps)
-	for i, p := range o.params {
-		gt := p.T.Grad()
-		if gt == nil {
-			continue
-		}
-		g := gt.Data()
-		o.steps[i]++
-		k := float64(o.steps[i])
-		bc1 := 1 - math.Pow(c.Beta1, k)
-		bc2 := 1 - math.Pow(c.Beta2, k)
-		stepSize := float32(-(lr / bc1))
-		bc2Sqrt := float32(math.Sqrt(bc2))
-		w, m, v := p.T.Data(), o.m[i], o.v[i]
-		for j := range w {
-			w[j] *= decay
-			m[j] = float32(math.FMA(float64(g[j]), float64(a1), float64(m[j]*b1)))
-			v[j] = v[j]*b2 + (a2*g[j])*g[j]
-			denom := float32(math.Sqrt(float64(v[j])))/bc2Sqrt + eps
-			w[j] += (stepSize * m[j]) / denom
-		}
+	g := gt.Data()
+	o.steps[i]++
+	k := float64(o.steps[i])
+	bc1 := 1 - math.Pow(c.Beta1, k)
+	bc2 := 1 - math.Pow(c.Beta2, k)
+	stepSize := float32(-(lr / bc1))
+	bc2Sqrt := float32(math.Sqrt(bc2))
+	w, m, v := p.T.Data(), o.m[i], o.v[i]
+	for j := range w {
+		w[j] *= decay
+		m[j] = float32(math.FMA(float64(g[j]), float64(a1), float64(m[j]*b1)))
+		v[j] = v[j]*b2 + (a2*g[j])*g[j]
+		denom := float32(math.Sqrt(float64(v[j])))/bc2Sqrt + eps
+		w[j] += (stepSize * m[j]) / denom
 	}
 }
 

@@ -3,6 +3,7 @@ package train
 import (
 	"fmt"
 	"math"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -29,8 +30,15 @@ type LoRAConfig struct {
 	InitWeights string
 }
 
-// DreamBoothTargets are the target modules of train_dreambooth_lora.py.
+// DreamBoothTargets are the UNet target modules of train_dreambooth_lora.py.
 var DreamBoothTargets = []string{"to_k", "to_q", "to_v", "to_out.0", "add_k_proj", "add_v_proj"}
+
+// SDXLTargets are the UNet target modules of train_dreambooth_lora_sdxl.py.
+var SDXLTargets = []string{"to_k", "to_q", "to_v", "to_out.0"}
+
+// TextEncoderTargets are the text encoders' target modules of both scripts
+// (--train_text_encoder): the CLIP self-attention projections.
+var TextEncoderTargets = []string{"q_proj", "k_proj", "v_proj", "out_proj"}
 
 // LoRANetwork is a set of trainable adapters attached to one component of
 // a model; only its tensors require gradients.
@@ -114,7 +122,7 @@ func moduleShapes(m nn.Module) moduleOrder {
 			out.weight[mod] = p.Shape
 		}
 	}
-	out.order = torchOrder(out.order)
+	out.order = clipAttentionOrder(torchOrder(out.order))
 	return out
 }
 
@@ -142,6 +150,49 @@ func torchOrder(paths []string) []string {
 	out := append([]string{}, rest[:lastUp+1]...)
 	out = append(out, mid...)
 	return append(out, rest[lastUp+1:]...)
+}
+
+// clipAttention is the order in which transformers' CLIPAttention
+// registers its projections (k_proj, v_proj, q_proj, out_proj), which is
+// their order in named_modules and parameters().
+var clipAttention = map[string]int{"k_proj": 0, "v_proj": 1, "q_proj": 2, "out_proj": 3}
+
+// clipAttentionOrder reorders each run of one "self_attn" module's
+// projections (registered here as q, k, v, out) into CLIPAttention's
+// order; other paths keep their places.
+func clipAttentionOrder(paths []string) []string {
+	out := append([]string(nil), paths...)
+	for i := 0; i < len(out); {
+		dir, leaf := selfAttnProjection(out[i])
+		j := i + 1
+		for leaf != "" && j < len(out) {
+			if d, l := selfAttnProjection(out[j]); l == "" || d != dir {
+				break
+			}
+			j++
+		}
+		run := out[i:j]
+		sort.SliceStable(run, func(a, b int) bool {
+			_, la := selfAttnProjection(run[a])
+			_, lb := selfAttnProjection(run[b])
+			return clipAttention[la] < clipAttention[lb]
+		})
+		i = j
+	}
+	return out
+}
+
+// selfAttnProjection splits "<dir>.self_attn.<proj>" into its attention
+// module and projection name; leaf is "" for any other path.
+func selfAttnProjection(p string) (dir, leaf string) {
+	i := strings.LastIndexByte(p, '.')
+	if i < 0 || !strings.HasSuffix(p[:i], ".self_attn") {
+		return "", ""
+	}
+	if _, ok := clipAttention[p[i+1:]]; !ok {
+		return "", ""
+	}
+	return p[:i], p[i+1:]
 }
 
 // targeted is peft's check_target_module_exists for a list of names.
@@ -212,11 +263,17 @@ func normalFill(g *rng.Generator, w []float32, std float64) {
 func peftName(mod, ab string) string { return mod + ".lora_" + ab + ".default.weight" }
 
 // Params returns the adapters' tensors in the optimizer's order (each
-// module's lora_A then lora_B) under their peft names.
+// module's lora_A then lora_B) under their peft names; a text encoder's
+// names start with its component ("text_encoder.", "text_encoder_2."), so
+// that the networks of one run never share a name.
 func (n *LoRANetwork) Params() []Param {
+	prefix := ""
+	if n.Component != lora.UNet {
+		prefix = n.Component + "."
+	}
 	out := make([]Param, 0, 2*len(n.Modules))
 	for _, mod := range n.Modules {
-		out = append(out, Param{peftName(mod, "A"), n.Down[mod]}, Param{peftName(mod, "B"), n.Up[mod]})
+		out = append(out, Param{prefix + peftName(mod, "A"), n.Down[mod]}, Param{prefix + peftName(mod, "B"), n.Up[mod]})
 	}
 	return out
 }
@@ -226,14 +283,20 @@ func (n *LoRANetwork) Remove() { n.applied.Remove() }
 
 // DiffusersTensors is what diffusers' save_lora_weights writes for the
 // adapters (convert_state_dict_to_diffusers of the peft state dict):
-// "<component>.<module>.lora.down.weight" (A) and ".lora.up.weight" (B),
-// no alpha (loaders then use alpha = rank, so a network whose alpha is not
-// its rank stores its alpha as "<component>.<module>.alpha").
+// "<component>.<module>.lora.down.weight" (A) and ".lora.up.weight" (B)
+// for the UNet, ".lora_linear_layer.down.weight" / ".up.weight" for a
+// text encoder's projections (PEFT_TO_DIFFUSERS), no alpha (loaders then
+// use alpha = rank, so a network whose alpha is not its rank stores its
+// alpha as "<component>.<module>.alpha").
 func (n *LoRANetwork) DiffusersTensors() []safetensors.Tensor {
+	layer := ".lora."
+	if n.Component != lora.UNet {
+		layer = ".lora_linear_layer."
+	}
 	var out []safetensors.Tensor
 	for _, mod := range n.Modules {
 		p := n.Component + "." + mod
-		out = append(out, f32(p+".lora.down.weight", n.Down[mod]), f32(p+".lora.up.weight", n.Up[mod]))
+		out = append(out, f32(p+layer+"down.weight", n.Down[mod]), f32(p+layer+"up.weight", n.Up[mod]))
 		if n.Config.Alpha != float64(n.Config.Rank) {
 			out = append(out, safetensors.F32Tensor(p+".alpha", []int{}, []float32{float32(n.Config.Alpha)}))
 		}
@@ -243,20 +306,25 @@ func (n *LoRANetwork) DiffusersTensors() []safetensors.Tensor {
 
 // KohyaTensors is the kohya / A1111 layout of the adapters:
 // "lora_unet_<module with dots as underscores>.lora_down.weight",
-// ".lora_up.weight" and a 0-d ".alpha" ("lora_te_" / "lora_te2_" for the
-// text encoders).
+// ".lora_up.weight" and a 0-d ".alpha" ("lora_te_" for an SD text encoder;
+// a LoRASet with two text encoders writes SDXL's "lora_te1_" and
+// "lora_te2_").
 func (n *LoRANetwork) KohyaTensors() ([]safetensors.Tensor, error) {
 	prefix, ok := map[string]string{lora.UNet: "lora_unet_", lora.TextEncoder: "lora_te_", lora.TextEncoder2: "lora_te2_"}[n.Component]
 	if !ok {
 		return nil, fmt.Errorf("train: no kohya prefix for component %q", n.Component)
 	}
+	return n.kohyaTensors(prefix), nil
+}
+
+func (n *LoRANetwork) kohyaTensors(prefix string) []safetensors.Tensor {
 	var out []safetensors.Tensor
 	for _, mod := range n.Modules {
 		k := prefix + strings.ReplaceAll(mod, ".", "_")
 		out = append(out, f32(k+".lora_down.weight", n.Down[mod]), f32(k+".lora_up.weight", n.Up[mod]),
 			safetensors.F32Tensor(k+".alpha", []int{}, []float32{float32(n.Config.Alpha)}))
 	}
-	return out, nil
+	return out
 }
 
 // KohyaMetadata is the ss_* metadata kohya's trainer writes that loaders
@@ -280,16 +348,82 @@ func f32(name string, t *tensor.Tensor) safetensors.Tensor {
 
 // SaveDiffusers writes the adapters as pytorch_lora_weights.safetensors
 // (diffusers' layout and metadata), atomically.
-func (n *LoRANetwork) SaveDiffusers(path string) error {
-	return safetensors.WriteFile(path, n.DiffusersTensors(), map[string]string{"format": "pt"})
-}
+func (n *LoRANetwork) SaveDiffusers(path string) error { return LoRASet{n}.SaveDiffusers(path) }
 
 // SaveKohya writes the adapters in the kohya / A1111 layout with its ss_*
 // metadata, atomically.
 func (n *LoRANetwork) SaveKohya(path, baseModelVersion string) error {
-	ts, err := n.KohyaTensors()
+	return LoRASet{n}.SaveKohya(path, baseModelVersion)
+}
+
+// LoRASet is the adapters one run trains, saved into one file: the UNet's,
+// then the text encoders' (--train_text_encoder), as save_lora_weights
+// takes unet_lora_layers, text_encoder_lora_layers and
+// text_encoder_2_lora_layers.
+type LoRASet []*LoRANetwork
+
+// Params are the networks' parameters in the optimizer's order.
+func (s LoRASet) Params() []Param {
+	var out []Param
+	for _, n := range s {
+		out = append(out, n.Params()...)
+	}
+	return out
+}
+
+// Remove detaches every network, the last attached first.
+func (s LoRASet) Remove() {
+	for i := len(s) - 1; i >= 0; i-- {
+		s[i].Remove()
+	}
+}
+
+// DiffusersTensors are all networks' tensors in diffusers' layout.
+func (s LoRASet) DiffusersTensors() []safetensors.Tensor {
+	var out []safetensors.Tensor
+	for _, n := range s {
+		out = append(out, n.DiffusersTensors()...)
+	}
+	return out
+}
+
+// KohyaTensors are all networks' tensors in the kohya layout; with a
+// second text encoder (SDXL) the first one's prefix is "lora_te1_".
+func (s LoRASet) KohyaTensors() ([]safetensors.Tensor, error) {
+	sdxl := false
+	for _, n := range s {
+		sdxl = sdxl || n.Component == lora.TextEncoder2
+	}
+	var out []safetensors.Tensor
+	for _, n := range s {
+		if sdxl && n.Component == lora.TextEncoder {
+			out = append(out, n.kohyaTensors("lora_te1_")...)
+			continue
+		}
+		ts, err := n.KohyaTensors()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ts...)
+	}
+	return out, nil
+}
+
+// SaveDiffusers writes the networks as one pytorch_lora_weights.safetensors
+// (diffusers' layout and metadata), atomically.
+func (s LoRASet) SaveDiffusers(path string) error {
+	return safetensors.WriteFile(path, s.DiffusersTensors(), map[string]string{"format": "pt"})
+}
+
+// SaveKohya writes the networks as one kohya / A1111 file with the first
+// network's ss_* metadata, atomically.
+func (s LoRASet) SaveKohya(path, baseModelVersion string) error {
+	if len(s) == 0 {
+		return fmt.Errorf("train: no LoRA network to save")
+	}
+	ts, err := s.KohyaTensors()
 	if err != nil {
 		return err
 	}
-	return safetensors.WriteFile(path, ts, n.KohyaMetadata(baseModelVersion))
+	return safetensors.WriteFile(path, ts, s[0].KohyaMetadata(baseModelVersion))
 }

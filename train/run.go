@@ -8,6 +8,7 @@ import (
 
 	"github.com/diffuse-go/diffuse/model/controlnet"
 	"github.com/diffuse-go/diffuse/model/lora"
+	"github.com/diffuse-go/diffuse/nn"
 	"github.com/diffuse-go/diffuse/rng"
 	"github.com/diffuse-go/diffuse/tensor"
 	tokclip "github.com/diffuse-go/diffuse/tokenizer/clip"
@@ -52,8 +53,11 @@ func Run(ctx context.Context, cfg Config, m Models, data Data, onStep func(*Step
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if m.Tokenizer == nil {
-		return nil, fmt.Errorf("train: Models.Tokenizer is required")
+	if m.Tokenizer == nil || m.SDXL() && m.Tokenizer2 == nil {
+		return nil, fmt.Errorf("train: Models.Tokenizer (and for SDXL Tokenizer2) is required")
+	}
+	if m.SDXL() && cfg.Method == "controlnet" {
+		return nil, fmt.Errorf("train: ControlNet training takes SD 1.x/2.x models")
 	}
 	if data.Train.Len() == 0 {
 		return nil, fmt.Errorf("train: no training examples")
@@ -62,14 +66,12 @@ func Run(ctx context.Context, cfg Config, m Models, data Data, onStep func(*Step
 		m.PredictionType = cfg.PredictionType
 	}
 	g := rng.New(uint64(cfg.Seed))
-	params, net, err := setUp(cfg, &m, g)
+	params, nets, err := setUp(cfg, &m, g)
 	if err != nil {
 		return nil, err
 	}
-	if net != nil {
-		defer net.Remove()
-	}
-	l := newLoader(cfg, m.Tokenizer, data)
+	defer nets.Remove()
+	l := newLoader(cfg, m, data)
 	if cfg.Method == "dreambooth_lora" && cfg.WithPriorPreservation && data.Class.Len() == 0 {
 		return nil, fmt.Errorf("train: with_prior_preservation needs class images")
 	}
@@ -92,7 +94,14 @@ func Run(ctx context.Context, cfg Config, m Models, data Data, onStep func(*Step
 	if err != nil {
 		return nil, err
 	}
-	tr.LoRA = net
+	if len(nets) > 0 {
+		tr.LoRA, tr.TextLoRAs = nets[0], nets[1:]
+	}
+	if cfg.TrainTextEncoder {
+		if err := tr.SetGroups(paramGroups(cfg, nets, lr)); err != nil {
+			return nil, err
+		}
+	}
 	if err := l.resume(cfg, tr); err != nil {
 		return nil, err
 	}
@@ -123,9 +132,9 @@ func Run(ctx context.Context, cfg Config, m Models, data Data, onStep func(*Step
 	return res, err
 }
 
-// setUp attaches the LoRA network or builds the ControlNet, returning the
+// setUp attaches the LoRA networks or builds the ControlNet, returning the
 // trained parameters in optimizer order.
-func setUp(cfg Config, m *Models, g *rng.Generator) ([]Param, *LoRANetwork, error) {
+func setUp(cfg Config, m *Models, g *rng.Generator) ([]Param, LoRASet, error) {
 	m.UNet.GradientCheckpointing = cfg.GradientCheckpointing
 	if cfg.Method == "controlnet" {
 		if m.ControlNet == nil {
@@ -138,12 +147,71 @@ func setUp(cfg Config, m *Models, g *rng.Generator) ([]Param, *LoRANetwork, erro
 		m.ControlNet.Encoder.GradientCheckpointing = cfg.GradientCheckpointing
 		return ModuleParams(m.ControlNet), nil, nil
 	}
-	net, err := AddLoRA(m.UNet, lora.UNet, LoRAConfig{Rank: cfg.Rank, Alpha: float64(cfg.Rank),
-		TargetModules: DreamBoothTargets, InitWeights: "gaussian"}, g)
+	nets, err := addLoRAs(cfg, *m, g)
 	if err != nil {
 		return nil, nil, err
 	}
-	return net.Params(), net, nil
+	return nets.Params(), nets, nil
+}
+
+// addLoRAs attaches the scripts' adapters, drawing their init from g in
+// the scripts' order: the UNet's, then (--train_text_encoder) each text
+// encoder's. All are LoraConfig(r=rank, lora_alpha=rank,
+// init_lora_weights="gaussian").
+func addLoRAs(cfg Config, m Models, g *rng.Generator) (LoRASet, error) {
+	lc := LoRAConfig{Rank: cfg.Rank, Alpha: float64(cfg.Rank), TargetModules: DreamBoothTargets, InitWeights: "gaussian"}
+	if m.SDXL() {
+		lc.TargetModules = SDXLTargets
+	}
+	type part struct {
+		component string
+		module    nn.Module
+	}
+	parts := []part{{lora.UNet, m.UNet}}
+	if cfg.TrainTextEncoder {
+		parts = append(parts, part{lora.TextEncoder, m.TextEncoder})
+		if m.SDXL() {
+			parts = append(parts, part{lora.TextEncoder2, m.TextEncoder2})
+		}
+	}
+	var nets LoRASet
+	for i, p := range parts {
+		if i == 1 {
+			lc.TargetModules = TextEncoderTargets
+		}
+		n, err := AddLoRA(p.module, p.component, lc, g)
+		if err != nil {
+			nets.Remove()
+			return nil, fmt.Errorf("%w (%s)", err, p.component)
+		}
+		nets = append(nets, n)
+	}
+	return nets, nil
+}
+
+// paramGroups are the optimizer's groups with trained text encoders: the
+// UNet's adapters at learning rate lr and adam_weight_decay, each text
+// encoder's at text_encoder_lr (or lr) and adam_weight_decay_text_encoder
+// (or adam_weight_decay).
+func paramGroups(cfg Config, nets LoRASet, lr float64) []ParamGroup {
+	teLR, teWD := lr, cfg.AdamWeightDecay
+	if cfg.TextEncoderLR > 0 {
+		teLR = cfg.TextEncoderLR
+	}
+	if cfg.AdamWeightDecayTextEncoder != nil {
+		teWD = *cfg.AdamWeightDecayTextEncoder
+	}
+	var out []ParamGroup
+	from := 0
+	for i, n := range nets {
+		g := ParamGroup{From: from, To: from + 2*len(n.Modules), LR: lr, WeightDecay: cfg.AdamWeightDecay}
+		if i > 0 {
+			g.LR, g.WeightDecay = teLR, teWD
+		}
+		out = append(out, g)
+		from = g.To
+	}
+	return out
 }
 
 // saveModel writes the trained weights into dir; inCheckpoint puts a
@@ -152,15 +220,15 @@ func saveModel(cfg Config, tr *Trainer, dir string, inCheckpoint bool) ([]string
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("train: %w", err)
 	}
-	if tr.LoRA != nil {
+	if nets := tr.LoRAs(); len(nets) > 0 {
 		p := filepath.Join(dir, "pytorch_lora_weights.safetensors")
-		if err := tr.LoRA.SaveDiffusers(p); err != nil {
+		if err := nets.SaveDiffusers(p); err != nil {
 			return nil, err
 		}
 		out := []string{p}
 		if cfg.KohyaOutput && !inCheckpoint {
 			k := filepath.Join(dir, "pytorch_lora_weights_kohya.safetensors")
-			if err := tr.LoRA.SaveKohya(k, cfg.BaseModelVersion); err != nil {
+			if err := nets.SaveKohya(k, cfg.BaseModelVersion); err != nil {
 				return nil, err
 			}
 			out = append(out, k)
@@ -177,6 +245,7 @@ func saveModel(cfg Config, tr *Trainer, dir string, inCheckpoint bool) ([]string
 type loader struct {
 	cfg      Config
 	tok      *tokclip.Tokenizer
+	tok2     *tokclip.Tokenizer // SDXL's second tokenizer (nil for SD)
 	data     Data
 	pre      Preprocess
 	shuffle  *rng.Generator
@@ -185,8 +254,12 @@ type loader struct {
 	haveNext bool
 }
 
-func newLoader(cfg Config, tok *tokclip.Tokenizer, data Data) *loader {
-	return &loader{cfg: cfg, tok: tok, data: data,
+func newLoader(cfg Config, m Models, data Data) *loader {
+	var tok2 *tokclip.Tokenizer
+	if m.SDXL() {
+		tok2 = m.Tokenizer2
+	}
+	return &loader{cfg: cfg, tok: m.Tokenizer, tok2: tok2, data: data,
 		pre:     Preprocess{Resolution: cfg.Resolution, CenterCrop: cfg.CenterCrop, RandomFlip: cfg.RandomFlip},
 		shuffle: rng.New(uint64(cfg.Seed) + 1), augment: rng.New(uint64(cfg.Seed) + 2)}
 }
@@ -265,32 +338,42 @@ func permutation(g *rng.Generator, n int) []int {
 	return out
 }
 
-// batch builds the examples idx: instance (or ControlNet) rows, then with
-// prior preservation the class rows.
-func (l *loader) batch(idx []int) (Batch, error) {
-	var pix, cond []float32
-	var caps []string
-	add := func(ex Example, caption string, withCond bool) error {
-		v, err := l.pre.Load(ex.Image, l.augment)
+// rows collects a batch's examples.
+type rows struct {
+	pix, cond, timeIDs []float32
+	caps               []string
+}
+
+// add appends one example: its preprocessed image, time ids, caption and
+// (withCond) its condition image, which gets the same center crop but no
+// normalisation.
+func (l *loader) add(r *rows, ex Example, caption string, withCond bool) error {
+	v, crop, err := l.pre.LoadCrop(ex.Image, l.augment)
+	if err != nil {
+		return err
+	}
+	r.pix = append(r.pix, v...)
+	r.timeIDs = append(r.timeIDs, crop.TimeIDs(l.cfg.Resolution)...)
+	if withCond {
+		if ex.Conditioning == "" {
+			return fmt.Errorf("train: example %s has no conditioning image", ex.Image)
+		}
+		c, err := Preprocess{Resolution: l.cfg.Resolution, CenterCrop: true}.Load(ex.Conditioning, l.augment)
 		if err != nil {
 			return err
 		}
-		pix = append(pix, v...)
-		if withCond {
-			if ex.Conditioning == "" {
-				return fmt.Errorf("train: example %s has no conditioning image", ex.Image)
-			}
-			// The condition image gets the same (center) crop but no
-			// normalisation.
-			c, err := Preprocess{Resolution: l.cfg.Resolution, CenterCrop: true}.Load(ex.Conditioning, l.augment)
-			if err != nil {
-				return err
-			}
-			cond = append(cond, c...)
-		}
-		caps = append(caps, caption)
-		return nil
+		r.cond = append(r.cond, c...)
 	}
+	r.caps = append(r.caps, caption)
+	return nil
+}
+
+// batch builds the examples idx: instance (or ControlNet) rows, then with
+// prior preservation the class rows. SDXL batches get each row's time ids
+// from its own image (the script gives the class rows their instance
+// rows' sizes and crops).
+func (l *loader) batch(idx []int) (Batch, error) {
+	var r rows
 	train, class := l.data.Train.Examples, l.data.Class
 	controlNet := l.cfg.Method == "controlnet"
 	pre := l.pre
@@ -308,7 +391,7 @@ func (l *loader) batch(idx []int) (Batch, error) {
 		case !controlNet && caption == "":
 			caption = l.cfg.InstancePrompt
 		}
-		if err := add(ex, caption, controlNet); err != nil {
+		if err := l.add(&r, ex, caption, controlNet); err != nil {
 			return Batch{}, err
 		}
 	}
@@ -319,18 +402,27 @@ func (l *loader) batch(idx []int) (Batch, error) {
 			if caption == "" {
 				caption = l.cfg.ClassPrompt
 			}
-			if err := add(ex, caption, false); err != nil {
+			if err := l.add(&r, ex, caption, false); err != nil {
 				return Batch{}, err
 			}
 		}
 	}
-	for i := range pix {
-		pix[i] = 2*pix[i] - 1 // Normalize([0.5], [0.5])
+	return l.assemble(r, controlNet), nil
+}
+
+// assemble turns the collected rows into a Batch.
+func (l *loader) assemble(r rows, controlNet bool) Batch {
+	for i := range r.pix {
+		r.pix[i] = 2*r.pix[i] - 1 // Normalize([0.5], [0.5])
 	}
-	res, n := l.cfg.Resolution, len(caps)
-	b := Batch{Pixels: tensor.FromSlice(pix, n, 3, res, res), InputIDs: l.tok.EncodeBatch(caps), IDLength: l.tok.MaxLength()}
+	res, n := l.cfg.Resolution, len(r.caps)
+	b := Batch{Pixels: tensor.FromSlice(r.pix, n, 3, res, res), InputIDs: l.tok.EncodeBatch(r.caps), IDLength: l.tok.MaxLength()}
 	if controlNet {
-		b.Conditioning = tensor.FromSlice(cond, n, 3, res, res)
+		b.Conditioning = tensor.FromSlice(r.cond, n, 3, res, res)
 	}
-	return b, nil
+	if l.tok2 != nil {
+		b.InputIDs2 = l.tok2.EncodeBatch(r.caps)
+		b.TimeIDs = tensor.FromSlice(r.timeIDs, n, 6)
+	}
+	return b
 }

@@ -2,6 +2,7 @@ package train
 
 import (
 	"context"
+	"fmt"
 	"image"
 	"image/color"
 	"os"
@@ -82,9 +83,24 @@ func TestRunDreamBoothResume(t *testing.T) {
 		t.Fatal(err)
 	}
 	data := Data{Train: idata, Class: cdata}
+	for _, te := range []bool{false, true} {
+		t.Run(map[bool]string{false: "unet", true: "text_encoder"}[te], func(t *testing.T) {
+			runResume(t, filepath.Join(root, fmt.Sprint(te)), data, func(c *Config) { c.TrainTextEncoder = te })
+		})
+	}
+}
+
+// runResume runs 4 steps straight, then 2 and 2 more resumed from the
+// checkpoint, and compares the two runs' LoRA files.
+func runResume(t *testing.T, root string, data Data, mod func(*Config)) {
 	const n = 4
+	config := func(out string, steps int) Config {
+		c := dreamBoothConfig(out, steps)
+		mod(&c)
+		return c
+	}
 	straight := filepath.Join(root, "straight")
-	res, err := Run(context.Background(), dreamBoothConfig(straight, n), runModels(t), data, nil)
+	res, err := Run(context.Background(), config(straight, n), runModels(t), data, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,8 +108,12 @@ func TestRunDreamBoothResume(t *testing.T) {
 		t.Fatalf("run ended at step %d with outputs %v", res.GlobalStep, res.Outputs)
 	}
 	for _, p := range res.Outputs {
-		if _, err := lora.Load(p); err != nil {
+		f, err := lora.Load(p)
+		if err != nil {
 			t.Fatal(err)
+		}
+		if cs := f.Components(); len(cs) != map[bool]int{false: 1, true: 2}[config("", 1).TrainTextEncoder] {
+			t.Errorf("%s has adapters for %v", p, cs)
 		}
 	}
 	cps, _ := Checkpoints(straight)
@@ -102,10 +122,10 @@ func TestRunDreamBoothResume(t *testing.T) {
 	}
 
 	split := filepath.Join(root, "split")
-	if _, err := Run(context.Background(), dreamBoothConfig(split, n/2), runModels(t), data, nil); err != nil {
+	if _, err := Run(context.Background(), config(split, n/2), runModels(t), data, nil); err != nil {
 		t.Fatal(err)
 	}
-	cfg := dreamBoothConfig(split, n)
+	cfg := config(split, n)
 	cfg.ResumeFromCheckpoint = "latest"
 	if _, err := Run(context.Background(), cfg, runModels(t), data, nil); err != nil {
 		t.Fatal(err)

@@ -43,20 +43,26 @@ func (s Schedule) Validate() error {
 // LR returns the learning rate at step s for base learning rate base,
 // computed in float64 as the Python lambdas and LambdaLR
 // (base_lr · lambda(s)) do.
-func (s Schedule) LR(base float64, step int) float64 {
+func (s Schedule) LR(base float64, step int) float64 { return base * s.Lambda(base, step) }
+
+// Lambda is the schedule's multiplier at step s (the lr_lambda LambdaLR
+// calls); lrInit is the optimizer's default learning rate, which only the
+// polynomial decay reads. A param group's learning rate is its own initial
+// rate times Lambda.
+func (s Schedule) Lambda(lrInit float64, step int) float64 {
 	st, w, tot := float64(step), float64(s.Warmup), float64(s.Total)
 	if s.Name == "constant" {
-		return base
+		return 1
 	}
 	if step < s.Warmup {
-		return base * (st / math.Max(1, w))
+		return st / math.Max(1, w)
 	}
 	switch s.Name {
 	case "linear":
-		return base * math.Max(0, (tot-st)/math.Max(1, tot-w))
+		return math.Max(0, (tot-st)/math.Max(1, tot-w))
 	case "cosine":
 		progress := (st - w) / math.Max(1, tot-w)
-		return base * math.Max(0, 0.5*(1+math.Cos(math.Pi*0.5*2*progress)))
+		return math.Max(0, 0.5*(1+math.Cos(math.Pi*0.5*2*progress)))
 	case "cosine_with_restarts":
 		progress := (st - w) / math.Max(1, tot-w)
 		if progress >= 1 {
@@ -66,11 +72,11 @@ func (s Schedule) LR(base float64, step int) float64 {
 		if cycles == 0 {
 			cycles = 1
 		}
-		return base * math.Max(0, 0.5*(1+math.Cos(math.Pi*math.Mod(cycles*progress, 1))))
+		return math.Max(0, 0.5*(1+math.Cos(math.Pi*math.Mod(cycles*progress, 1))))
 	case "polynomial":
-		return base * s.polynomial(base, step)
+		return s.polynomial(lrInit, step)
 	}
-	return base // constant_with_warmup after warmup
+	return 1 // constant_with_warmup after warmup
 }
 
 // polynomial is get_polynomial_decay_schedule_with_warmup's lambda after

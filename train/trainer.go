@@ -12,13 +12,19 @@ import (
 	tokclip "github.com/diffuse-go/diffuse/tokenizer/clip"
 )
 
-// Models are the components of a run. The UNet, VAE and text encoder stay
-// frozen (their weights never require gradients, so they hold no gradient
-// memory); what trains is a LoRANetwork attached to the UNet or ControlNet.
+// Models are the components of a run. The UNet, VAE and text encoders
+// stay frozen (their weights never require gradients, so they hold no
+// gradient memory); what trains is a LoRANetwork attached to the UNet (and
+// with --train_text_encoder to the text encoders) or a ControlNet.
 type Models struct {
 	UNet        *unet.Model
 	VAE         *vae.Model
 	TextEncoder *clip.Model
+	// TextEncoder2 is SDXL's second text encoder (with projection); when
+	// set the run is an SDXL one: the UNet is conditioned on both
+	// encoders' penultimate hidden states, the pooled projection and the
+	// batch's time ids.
+	TextEncoder2 *clip.Model
 	// ControlNet is the trained ControlNet (ControlNet training only).
 	ControlNet *controlnet.Model
 	// Noise is the training noise scheduler (DDPMScheduler of the
@@ -27,9 +33,13 @@ type Models struct {
 	// PredictionType is the scheduler config's prediction_type (or the
 	// script's --prediction_type override).
 	PredictionType string
-	// Tokenizer encodes captions (Run only; Trainer takes token ids).
-	Tokenizer *tokclip.Tokenizer
+	// Tokenizer encodes captions (Run only; Trainer takes token ids);
+	// Tokenizer2 is SDXL's second tokenizer.
+	Tokenizer, Tokenizer2 *tokclip.Tokenizer
 }
+
+// SDXL reports whether the models are an SDXL base (two text encoders).
+func (m Models) SDXL() bool { return m.TextEncoder2 != nil }
 
 // Batch is one step's examples. With prior preservation the first half of
 // the rows are instance examples and the second half class examples.
@@ -39,6 +49,10 @@ type Batch struct {
 	// InputIDs are the tokenised captions, B rows of IDLength ids.
 	InputIDs []int64
 	IDLength int
+	// InputIDs2 are the captions in the second tokenizer's ids and TimeIDs
+	// the micro-conditioning rows [B, 6] (SDXL only; see TimeIDs).
+	InputIDs2 []int64
+	TimeIDs   *tensor.Tensor
 	// Conditioning are the ControlNet condition images [B, C, H, W] in
 	// [0, 1] (ControlNet training only).
 	Conditioning *tensor.Tensor
@@ -70,8 +84,13 @@ type Trainer struct {
 	Optimizer *AdamW
 	LR        *LRScheduler
 	Draws     Draws
-	// LoRA is the trained adapter network (LoRA training only).
-	LoRA *LoRANetwork
+	// LoRA is the trained adapter network of the UNet (LoRA training
+	// only); TextLoRAs are the text encoders' (--train_text_encoder).
+	LoRA      *LoRANetwork
+	TextLoRAs []*LoRANetwork
+	// groups are the optimizer's param groups (nil: one group of every
+	// parameter with the schedule's base rate and the AdamW weight decay).
+	groups []ParamGroup
 	// GlobalStep counts optimizer steps taken.
 	GlobalStep int
 	micro      int
@@ -155,12 +174,48 @@ func (t *Trainer) Backward(b Batch) (*StepResult, error) {
 	return r, nil
 }
 
+// LoRAs are the trained adapter networks, the UNet's first.
+func (t *Trainer) LoRAs() LoRASet {
+	if t.LoRA == nil {
+		return nil
+	}
+	return append(LoRASet{t.LoRA}, t.TextLoRAs...)
+}
+
+// SetGroups splits the parameters into param groups, which must cover
+// them in order without gaps, each with a positive learning rate.
+func (t *Trainer) SetGroups(groups []ParamGroup) error {
+	next := 0
+	for _, g := range groups {
+		if g.From != next || g.To < g.From || g.LR <= 0 || g.WeightDecay < 0 {
+			return fmt.Errorf("train: param group %+v does not continue at parameter %d with a positive learning rate", g, next)
+		}
+		next = g.To
+	}
+	if next != len(t.Params) {
+		return fmt.Errorf("train: param groups cover %d of %d parameters", next, len(t.Params))
+	}
+	t.groups = append([]ParamGroup(nil), groups...)
+	return nil
+}
+
 // Update clips the accumulated gradients, takes the optimizer step at the
-// current learning rate, advances the schedule and clears the gradients.
+// current learning rate (each param group's), advances the schedule and
+// clears the gradients. r.LR is the first group's rate.
 func (t *Trainer) Update(r *StepResult) {
 	r.GradNorm = ClipGradNorm(t.Params, t.Opts.MaxGradNorm)
-	r.LR = t.LR.LR()
-	t.Optimizer.Step(r.LR)
+	if t.groups == nil {
+		r.LR = t.LR.LR()
+		t.Optimizer.Step(r.LR)
+	} else {
+		lambda := t.LR.Schedule.Lambda(t.LR.Base, t.LR.Step)
+		lrs := make([]float64, len(t.groups))
+		for i, g := range t.groups {
+			lrs[i] = g.LR * lambda
+		}
+		t.Optimizer.StepGroups(t.groups, lrs)
+		r.LR = lrs[0]
+	}
 	t.LR.Advance()
 	t.Optimizer.ZeroGrad()
 	r.Synced = true
@@ -197,16 +252,15 @@ func (t *Trainer) forward(b Batch) (*StepResult, error) {
 		return nil, fmt.Errorf("train: %w", err)
 	}
 	r.Noisy = tensor.FromSlice(noisy, shape...)
-	enc, err := m.TextEncoder.Forward(b.InputIDs, B, b.IDLength)
+	cond, err := t.encode(b, B)
 	if err != nil {
-		return nil, fmt.Errorf("train: %w", err)
+		return nil, err
 	}
-	r.PromptEmbeds = enc.LastHiddenState
+	r.PromptEmbeds = cond.EncoderHiddenStates
 	ts := make([]float32, len(d.Timesteps))
 	for i, v := range d.Timesteps {
 		ts[i] = float32(v)
 	}
-	cond := unet.Cond{EncoderHiddenStates: r.PromptEmbeds}
 	if m.ControlNet != nil {
 		if b.Conditioning == nil {
 			return nil, fmt.Errorf("train: ControlNet training needs conditioning images in every batch")
@@ -222,6 +276,35 @@ func (t *Trainer) forward(b Batch) (*StepResult, error) {
 		return nil, fmt.Errorf("train: %w", err)
 	}
 	return r, nil
+}
+
+// encode runs the text encoder(s) on the batch's captions, with gradients
+// when their adapters train: SD takes the last hidden state; SDXL (as
+// train_dreambooth_lora_sdxl.py's encode_prompt) both encoders' penultimate
+// hidden states side by side, text_encoder_2's pooled projection as
+// text_embeds and the batch's time ids.
+func (t *Trainer) encode(b Batch, B int) (unet.Cond, error) {
+	m := t.Models
+	enc, err := m.TextEncoder.Forward(b.InputIDs, B, b.IDLength)
+	if err != nil {
+		return unet.Cond{}, fmt.Errorf("train: %w", err)
+	}
+	if !m.SDXL() {
+		return unet.Cond{EncoderHiddenStates: enc.LastHiddenState}, nil
+	}
+	if len(b.InputIDs2) != len(b.InputIDs) || b.TimeIDs == nil || b.TimeIDs.Rank() != 2 || b.TimeIDs.Dim(0) != B {
+		return unet.Cond{}, fmt.Errorf("train: an SDXL batch needs the second tokenizer's ids and [B, 6] time ids for its %d rows", B)
+	}
+	enc2, err := m.TextEncoder2.Forward(b.InputIDs2, B, b.IDLength)
+	if err != nil {
+		return unet.Cond{}, fmt.Errorf("train: %w", err)
+	}
+	if enc2.TextEmbeds == nil {
+		return unet.Cond{}, fmt.Errorf("train: SDXL's second text encoder has no text projection")
+	}
+	penultimate := func(o *clip.Output) *tensor.Tensor { return o.HiddenStates[len(o.HiddenStates)-2] }
+	return unet.Cond{EncoderHiddenStates: tensor.Concat(2, penultimate(enc), penultimate(enc2)),
+		TextEmbeds: enc2.TextEmbeds, TimeIDs: b.TimeIDs}, nil
 }
 
 // loss is the scripts' objective for the step's prediction.
