@@ -40,11 +40,11 @@ type trainFlags struct {
 	validationSteps, validationEpochs int
 	numValidationImages               int
 
-	controlNetModel  string
-	trainTextEncoder bool
-	plot             string
-	threads          int
-	quiet            bool
+	controlNetModel string
+	teWeightDecay   float64
+	plot            string
+	threads         int
+	quiet           bool
 
 	set map[string]bool
 }
@@ -87,7 +87,7 @@ func newTrainFlagSet(f *trainFlags, out io.Writer) *flag.FlagSet {
 	f.imageCol, f.condCol, f.captionCol = "image", "conditioning_image", "text"
 	c, r := &f.cfg, flagNames{fs}
 	r.str(&f.method, "method", "what to train: dreambooth-lora, lora (captioned images) or controlnet")
-	r.str(&f.model, "pretrained_model_name_or_path", "base model: SD 1.x/2.x diffusers folder or .safetensors checkpoint")
+	r.str(&f.model, "pretrained_model_name_or_path", "base model: SD 1.x/2.x or SDXL diffusers folder or .safetensors checkpoint")
 	r.str(&f.instanceDir, "instance_data_dir", "DreamBooth instance images (a .txt beside an image is its caption)")
 	r.str(&c.InstancePrompt, "instance_prompt", "caption of the instance images, e.g. \"a photo of sks dog\"")
 	r.str(&f.classDir, "class_data_dir", "prior-preservation class images (missing ones are generated)")
@@ -135,7 +135,9 @@ func newTrainFlagSet(f *trainFlags, out io.Writer) *flag.FlagSet {
 	r.int(&f.validationSteps, "validation_steps", "validate every N steps (0 = off; controlnet default 100)")
 	r.int(&f.validationEpochs, "validation_epochs", "validate every N epochs (0 = off; dreambooth default 50)")
 	r.int(&f.numValidationImages, "num_validation_images", "images per validation")
-	r.bool(&f.trainTextEncoder, "train_text_encoder", "also train the text encoder's LoRA (not supported)")
+	r.bool(&c.TrainTextEncoder, "train_text_encoder", "also train LoRAs on the text encoder(s)' attention projections")
+	r.float(&c.TextEncoderLR, "text_encoder_lr", "text encoders' learning rate (default: --learning_rate; SDXL 5e-6)")
+	r.float(&f.teWeightDecay, "adam_weight_decay_text_encoder", "text encoders' AdamW weight decay (default: --adam_weight_decay; SDXL 1e-3)")
 	r.str(&f.controlNetModel, "controlnet_model_name_or_path", "ControlNet to continue training (default: one made from the UNet)")
 	r.bool(&c.KohyaOutput, "kohya", "also write the LoRA in the kohya/A1111 layout")
 	r.str(&f.plot, "plot", "draw the loss curve into this PNG at the end")
@@ -150,7 +152,8 @@ func newTrainFlagSet(f *trainFlags, out io.Writer) *flag.FlagSet {
 func trainUsage(fs *flag.FlagSet) {
 	w := fs.Output()
 	fmt.Fprint(w, "usage: diffuse train --pretrained_model_name_or_path MODEL [flags]\n"+
-		"Flags are those of diffusers' train_dreambooth_lora.py and train_controlnet.py; --flag-name works as well as --flag_name.\n\n")
+		"Flags are those of diffusers' train_dreambooth_lora.py (train_dreambooth_lora_sdxl.py for SDXL models) and\n"+
+		"train_controlnet.py; --flag-name works as well as --flag_name.\n\n")
 	fs.VisitAll(func(fl *flag.Flag) {
 		if strings.HasPrefix(fl.Usage, "same as --") {
 			return
@@ -244,8 +247,11 @@ func (f *trainFlags) validate() error {
 	if f.cfg.KohyaOutput && controlNet {
 		bad("--kohya writes LoRA files; --method controlnet trains a ControlNet")
 	}
-	if f.trainTextEncoder {
-		bad("--train_text_encoder: training the text encoder is not supported (the UNet's LoRA is)")
+	if f.cfg.TrainTextEncoder && controlNet {
+		bad("--train_text_encoder is for the LoRA methods")
+	}
+	if f.set["adam_weight_decay_text_encoder"] {
+		f.cfg.AdamWeightDecayTextEncoder = &f.teWeightDecay
 	}
 	if f.validationSteps < 0 || f.validationEpochs < 0 || f.numValidationImages < 0 {
 		bad("--validation_steps, --validation_epochs and --num_validation_images must not be negative")

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/diffuse-go/diffuse/imageio"
+	"github.com/diffuse-go/diffuse/pipeline"
 	"github.com/diffuse-go/diffuse/safetensors"
 )
 
@@ -34,7 +35,8 @@ func TestParseTrainFlagsErrors(t *testing.T) {
 		{"prior bad count", append(db, "--with_prior_preservation", "--class_data_dir", "c", "--class_prompt", "dog", "--num_class_images", "0"), "--num_class_images"},
 		{"controlnet model for lora", append(db, "--controlnet_model_name_or_path", "cn"), "--controlnet_model_name_or_path needs --method controlnet"},
 		{"kohya for controlnet", append(m, "--method", "controlnet", "--dataset", "d.jsonl", "--kohya"), "--kohya"},
-		{"text encoder", append(db, "--train_text_encoder"), "--train_text_encoder"},
+		{"text encoder for controlnet", append(m, "--method", "controlnet", "--dataset", "d.jsonl", "--train_text_encoder"), "--train_text_encoder"},
+		{"negative text encoder lr", append(db, "--train_text_encoder", "--text_encoder_lr", "-1"), "text_encoder_lr"},
 		{"validation image missing", append(m, "--method", "controlnet", "--dataset", "d.jsonl", "--validation_prompt", "x"), "--validation_image"},
 		{"bad resolution", append(db, "--resolution", "100"), "resolution must be a positive multiple of 8"},
 		{"bad scheduler", append(db, "--lr_scheduler", "exp"), "exp"},
@@ -67,8 +69,17 @@ func TestParseTrainFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.cfg.Method != "dreambooth_lora" || f.cfg.LearningRate != 1e-4 || f.validationEpochs != 50 || f.cfg.Resolution != 512 {
+	if f.cfg.Method != "dreambooth_lora" || f.cfg.LearningRate != 1e-4 || f.validationEpochs != 50 || f.cfg.Resolution != 512 ||
+		f.cfg.TrainTextEncoder || f.cfg.AdamWeightDecayTextEncoder != nil {
 		t.Errorf("parsed %+v", f.cfg)
+	}
+	f, err = parseTrainFlags([]string{"--pretrained_model_name_or_path", "m", "--instance_data_dir", "i", "--instance_prompt", "p",
+		"--train-text-encoder", "--text_encoder_lr", "1e-5", "--adam_weight_decay_text_encoder", "0"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := f.cfg; !c.TrainTextEncoder || c.TextEncoderLR != 1e-5 || c.AdamWeightDecayTextEncoder == nil || *c.AdamWeightDecayTextEncoder != 0 {
+		t.Errorf("parsed %+v", c)
 	}
 }
 
@@ -205,6 +216,63 @@ func TestTrainDreamBoothLoRA(t *testing.T) {
 	if bytes.Equal(gen("plain.png"), gen("lora.png", "--lora", lw)) {
 		t.Error("the trained LoRA does not change the image")
 	}
+}
+
+// TestTrainTextEncoder: --train_text_encoder writes the text encoder's
+// adapters (non-zero lora_B after a few steps) beside the UNet's in both
+// layouts, and the file loaded through pipeline.Open's Params.LoRAs
+// changes the image against the same LoRA with TextEncoderWeight 0.
+func TestTrainTextEncoder(t *testing.T) {
+	model, _, _ := tinyFolder(t)
+	dir := t.TempDir()
+	inst := filepath.Join(dir, "instance")
+	writeTrainImages(t, inst, "dog", 2, 64, 64)
+	out := filepath.Join(dir, "out")
+	if err := runTrain(context.Background(), []string{"--pretrained_model_name_or_path", model, "--instance_data_dir", inst,
+		"--instance_prompt", "a photo of sks dog", "--train_text_encoder", "--output_dir", out, "--resolution", "64",
+		"--train_batch_size", "1", "--max_train_steps", "4", "--learning_rate", "1e-2", "--lr_warmup_steps", "0",
+		"--checkpointing_steps", "0", "--seed", "3", "--kohya", "--quiet"}); err != nil {
+		t.Fatal(err)
+	}
+	const mod = "text_model.encoder.layers.0.self_attn.k_proj"
+	lw := filepath.Join(out, "pytorch_lora_weights.safetensors")
+	d, k := safetensorsFloats(t, lw), safetensorsFloats(t, filepath.Join(out, "pytorch_lora_weights_kohya.safetensors"))
+	up := d["text_encoder."+mod+".lora_linear_layer.up.weight"]
+	if len(up) == 0 || sameFloats(up, make([]float32, len(up))) {
+		t.Fatalf("text encoder lora_B %v: missing or still zero", up)
+	}
+	if !sameFloats(k["lora_te_text_model_encoder_layers_0_self_attn_k_proj.lora_up.weight"], up) {
+		t.Error("the kohya file's text encoder adapter differs from the diffusers file's")
+	}
+	m, err := pipeline.Open(context.Background(), model, pipeline.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	gen := func(te float64) []byte {
+		out, err := m.Generate(context.Background(), pipeline.Params{Prompt: "a photo of sks dog", Width: 64, Height: 64, Steps: 2, Seed: 1,
+			LoRAs: []pipeline.LoRA{{Path: lw, Weight: 1, TextEncoderWeight: &te}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pixels(out.Images[0].Image)
+	}
+	if bytes.Equal(gen(1), gen(0)) {
+		t.Error("the text encoder's adapters do not change the image")
+	}
+}
+
+// pixels are an image's 8-bit RGB values.
+func pixels(img image.Image) []byte {
+	var buf bytes.Buffer
+	b := img.Bounds()
+	for y := b.Min.Y; y < b.Max.Y; y++ {
+		for x := b.Min.X; x < b.Max.X; x++ {
+			r, g, b, _ := img.At(x, y).RGBA()
+			buf.Write([]byte{byte(r >> 8), byte(g >> 8), byte(b >> 8)})
+		}
+	}
+	return buf.Bytes()
 }
 
 func sameFloats(a, b []float32) bool {
