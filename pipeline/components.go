@@ -44,3 +44,37 @@ func UNetComponents(m Model) (*SDParts, bool) {
 	}
 	return &SDParts{Components: v.c, Tokenizer: tok, Scheduler: um.sched}, true
 }
+
+// SDXLParts are the parts of an opened SDXL base model that fine-tuning
+// needs, shared with the model as SDParts are: both text encoders and
+// their CLIP tokenizers, the UNet, the VAE and the scheduler config.
+type SDXLParts struct {
+	*SDXLComponents
+	Tokenizer, Tokenizer2 *cliptok.Tokenizer
+	Scheduler             scheduler.Config
+}
+
+// XLComponents returns the parts of m when m is an SDXL base model opened
+// by Open (false for the refiner, which has one text encoder, for every
+// other family and for a closed model).
+func XLComponents(m Model) (*SDXLParts, bool) {
+	um, ok := m.(*unetModel)
+	if !ok {
+		return nil, false
+	}
+	v, ok := um.v.(*sdxlVariant)
+	if !ok || v.c.Refiner || v.c.TextEncoder == nil {
+		return nil, false
+	}
+	tok, ok1 := v.tok1.(*cliptok.Tokenizer)
+	tok2, ok2 := v.tok2.(*cliptok.Tokenizer)
+	if !ok1 || !ok2 {
+		return nil, false
+	}
+	um.mu.Lock()
+	defer um.mu.Unlock()
+	if um.closed {
+		return nil, false
+	}
+	return &SDXLParts{SDXLComponents: v.c, Tokenizer: tok, Tokenizer2: tok2, Scheduler: um.sched}, true
+}

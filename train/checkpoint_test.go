@@ -24,19 +24,23 @@ func run(t *testing.T, tr *Trainer, b Batch, n int) []float32 {
 // TestResumeBitExact: N straight steps equal N/2 steps, a checkpoint, a
 // fresh trainer resumed from it, and N/2 more, bit for bit (losses, weights
 // and optimizer moments), for the UNet's LoRA alone and with the text
-// encoder's.
+// encoder's, and for SDXL with both text encoders' (param groups).
 func TestResumeBitExact(t *testing.T) {
+	xl := func(t testing.TB, seed uint64, steps int, lr float64) *Trainer {
+		return xlTrainer(t, seed, steps, lr, true)
+	}
 	for _, c := range []struct {
 		name  string
 		build func(testing.TB, uint64, int, float64) *Trainer
-	}{{"unet", loraTrainer}, {"text_encoder", loraTETrainer}} {
-		t.Run(c.name, func(t *testing.T) { resumeBitExact(t, c.build) })
+		batch Batch
+	}{{"unet", loraTrainer, tinyBatch(1, 2, 64, false)}, {"text_encoder", loraTETrainer, tinyBatch(1, 2, 64, false)},
+		{"sdxl", xl, xlBatch(1, 2, 64)}} {
+		t.Run(c.name, func(t *testing.T) { resumeBitExact(t, c.build, c.batch) })
 	}
 }
 
-func resumeBitExact(t *testing.T, build func(testing.TB, uint64, int, float64) *Trainer) {
+func resumeBitExact(t *testing.T, build func(testing.TB, uint64, int, float64) *Trainer, b Batch) {
 	const n = 4
-	b := tinyBatch(1, 2, 64, false)
 	straight := build(t, 5, n, 1e-3)
 	want := run(t, straight, b, n)
 

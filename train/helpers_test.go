@@ -15,42 +15,70 @@ import (
 	"github.com/diffuse-go/diffuse/tensor"
 )
 
+// loadGolden loads the weights of a golden case into m.
+func loadGolden(t testing.TB, name string, m nn.Module) {
+	t.Helper()
+	c, err := golden.Find(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	w, err := c.Weights("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nn.Load(m, "", nn.FileSource{F: w}, nn.LoadOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// goldenConfig is a golden case's model config.
+func goldenConfig(t testing.TB, name string) []byte {
+	t.Helper()
+	c, err := golden.Find(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.Config
+}
+
 // tinyModels loads the tiny SD1.5-style UNet, VAE and CLIP text encoder of
 // the golden cases (unet_sd15, vae, clip_text) and an SD1.5 DDPM scheduler.
 func tinyModels(t testing.TB) Models {
 	t.Helper()
-	load := func(name string, m nn.Module) {
-		t.Helper()
-		c, err := golden.Find(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		w, err := c.Weights("")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		if err := nn.Load(m, "", nn.FileSource{F: w}, nn.LoadOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	config := func(name string) []byte {
-		t.Helper()
-		c, err := golden.Find(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c.Config
-	}
-	uc, err := unet.ParseConfig(config("unet_sd15"))
+	return tinyWith(t, "unet_sd15")
+}
+
+// tinyXLModels are the golden cases' tiny SDXL: unet_sdxl, vae, clip_text
+// and clip_text_proj (with its projection) as the second text encoder.
+func tinyXLModels(t testing.TB) Models {
+	t.Helper()
+	m := tinyWith(t, "unet_sdxl")
+	cc, err := clip.ParseConfig(goldenConfig(t, "clip_text_proj"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	vc, err := vae.ParseConfig(config("vae"))
+	cc.WithProjection = true
+	if m.TextEncoder2, err = clip.New(cc); err != nil {
+		t.Fatal(err)
+	}
+	loadGolden(t, "clip_text_proj", m.TextEncoder2)
+	return m
+}
+
+// tinyWith builds the tiny models around the UNet of golden case unetCase.
+func tinyWith(t testing.TB, unetCase string) Models {
+	t.Helper()
+	uc, err := unet.ParseConfig(goldenConfig(t, unetCase))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cc, err := clip.ParseConfig(config("clip_text"))
+	vc, err := vae.ParseConfig(goldenConfig(t, "vae"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := clip.ParseConfig(goldenConfig(t, "clip_text"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,9 +92,9 @@ func tinyModels(t testing.TB) Models {
 	if m.TextEncoder, err = clip.New(cc); err != nil {
 		t.Fatal(err)
 	}
-	load("unet_sd15", m.UNet)
-	load("vae", m.VAE)
-	load("clip_text", m.TextEncoder)
+	loadGolden(t, unetCase, m.UNet)
+	loadGolden(t, "vae", m.VAE)
+	loadGolden(t, "clip_text", m.TextEncoder)
 	sc, err := scheduler.ParseConfig([]byte(`{"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
 		"beta_schedule": "scaled_linear", "prediction_type": "epsilon", "steps_offset": 1}`))
 	if err != nil {
@@ -134,6 +162,46 @@ func loraTETrainer(t testing.TB, drawSeed uint64, steps int, lr float64) *Traine
 		t.Fatal(err)
 	}
 	tr.LoRA, tr.TextLoRAs = nets[0], nets[1:]
+	return tr
+}
+
+// xlBatch is tinyBatch for SDXL: the same ids for both tokenizers and
+// time ids of a 96×80 image cropped at (8, 4).
+func xlBatch(seed uint64, n, px int) Batch {
+	b := tinyBatch(seed, n, px, false)
+	b.InputIDs2 = b.InputIDs
+	var ids []float32
+	for i := 0; i < n; i++ {
+		ids = append(ids, Crop{OriginalHeight: 96, OriginalWidth: 80, Top: 8, Left: 4}.TimeIDs(px)...)
+	}
+	b.TimeIDs = tensor.FromSlice(ids, n, 6)
+	return b
+}
+
+// xlTrainer is an SDXL DreamBooth-LoRA trainer (prior preservation) on the
+// tiny SDXL; textEncoders adds both encoders' adapters in their param
+// groups (SDXL's text_encoder_lr 5e-6 would barely move them in a test, so
+// they train at lr too, with weight decay 1e-3).
+func xlTrainer(t testing.TB, drawSeed uint64, steps int, lr float64, textEncoders bool) *Trainer {
+	t.Helper()
+	m := tinyXLModels(t)
+	wd := 1e-3
+	cfg := Config{Rank: 4, TrainTextEncoder: textEncoders, AdamWeightDecay: 1e-2, AdamWeightDecayTextEncoder: &wd}
+	nets, err := addLoRAs(cfg, m, rng.New(7))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := NewTrainer(m, Options{PriorPreservation: true, PriorLossWeight: 1, MaxGradNorm: 1}, nets.Params(),
+		AdamWConfig{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 1e-2},
+		&LRScheduler{Base: lr, Schedule: Schedule{Name: "constant_with_warmup", Warmup: 1, Total: steps}},
+		&GeneratorDraws{G: rng.New(drawSeed)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.LoRA, tr.TextLoRAs = nets[0], nets[1:]
+	if err := tr.SetGroups(paramGroups(cfg, nets, lr)); err != nil {
+		t.Fatal(err)
+	}
 	return tr
 }
 

@@ -222,3 +222,34 @@ func TestTargets(t *testing.T) {
 		t.Error("an unknown prediction type gave no error")
 	}
 }
+
+// TestParamGroups: AdamW over two param groups updates each group as an
+// optimizer of its own learning rate and weight decay would, and a
+// group's rate follows the schedule's multiplier (the polynomial decay's
+// taken with the optimizer's default rate).
+func TestParamGroups(t *testing.T) {
+	v, g := []float32{1, -2, 0.5}, []float32{0.5, 0.25, -1}
+	cfg := AdamWConfig{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01}
+	p, q := withGrad("p", v[:2], g[:2]), withGrad("q", v[2:], g[2:])
+	both, err := NewAdamW([]Param{p, q}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	both.StepGroups([]ParamGroup{{0, 1, 0.1, 0.01}, {1, 2, 0.02, 0.001}}, []float64{0.1, 0.02})
+	p1, q1 := withGrad("p", v[:2], g[:2]), withGrad("q", v[2:], g[2:])
+	a, _ := NewAdamW([]Param{p1}, cfg)
+	a.Step(0.1)
+	cfg.WeightDecay = 0.001
+	b, _ := NewAdamW([]Param{q1}, cfg)
+	b.Step(0.02)
+	if !sameBits(p.T.Data(), p1.T.Data()) || !sameBits(q.T.Data(), q1.T.Data()) {
+		t.Errorf("grouped step %v %v, separate optimizers %v %v", p.T.Data(), q.T.Data(), p1.T.Data(), q1.T.Data())
+	}
+	s := Schedule{Name: "polynomial", Warmup: 0, Total: 10}
+	if got, want := 0.5*s.Lambda(1e-3, 4), 0.5*((1e-3-1e-7)*0.6+1e-7)/1e-3; math.Abs(got-want) > 1e-15 {
+		t.Errorf("polynomial group rate %g, want %g", got, want)
+	}
+	if s.LR(1e-3, 4) != 1e-3*s.Lambda(1e-3, 4) {
+		t.Error("LR is not base · Lambda")
+	}
+}

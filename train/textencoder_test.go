@@ -60,26 +60,43 @@ func allZero(v []float32) bool {
 }
 
 // TestTextEncoderLoRAGradient compares the backward pass's gradient of the
-// text encoder's adapters with central finite differences of the loss
-// (they agree to about 1e-4 here; 1% is allowed for float32 rounding).
+// text encoders' adapters with central finite differences of the loss
+// (they agree to about 1e-4 here; 1% is allowed for float32 rounding): SD's
+// encoder through its last hidden state, and SDXL's two through their
+// penultimate hidden states and (the second) the pooled projection.
 func TestTextEncoderLoRAGradient(t *testing.T) {
-	tr := loraTETrainer(t, 5, 1, 1e-3)
-	te := tr.TextLoRAs[0]
-	// Non-zero lora_B, so that lora_A gets gradients too.
+	sd := loraTETrainer(t, 5, 1, 1e-3)
+	gradCheck(t, sd, tinyBatch(1, 2, 64, false), "text_encoder.")
+	xl := xlTrainer(t, 5, 1, 1e-3, true)
+	b := xlBatch(1, 2, 64)
+	gradCheck(t, xl, b, "text_encoder.")
+	gradCheck(t, xl, b, "text_encoder_2.")
+}
+
+// gradCheck gives the text encoders' lora_B random values, takes one
+// backward pass and checks the largest gradient element of the lora_A and
+// lora_B matrices under prefix against finite differences.
+func gradCheck(t *testing.T, tr *Trainer, b Batch, prefix string) {
+	t.Helper()
 	g := rng.New(13)
-	for _, mod := range te.Modules {
-		for i, v := range g.Randn(te.Up[mod].Shape()) {
-			te.Up[mod].Data()[i] = 0.05 * v
+	for _, n := range tr.TextLoRAs {
+		for _, mod := range n.Modules {
+			for i, v := range g.Randn(n.Up[mod].Shape()) {
+				n.Up[mod].Data()[i] = 0.05 * v
+			}
 		}
 	}
-	b := tinyBatch(1, 2, 64, false)
+	tr.Optimizer.ZeroGrad()
 	draws := func() Draws { return &GeneratorDraws{G: rng.New(21)} }
 	tr.Draws = draws()
 	if _, err := tr.Backward(b); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"lora_A", "lora_B"} {
-		p, i, grad := largestGrad(tr, name)
+	for _, kind := range []string{"lora_A", "lora_B"} {
+		p, i, grad := largestGrad(tr, prefix, kind)
+		if i < 0 || grad == 0 {
+			t.Fatalf("no %s%s parameter has a gradient", prefix, kind)
+		}
 		const h = 1e-2
 		w := p.T.Data()
 		orig := w[i]
@@ -100,13 +117,13 @@ func TestTextEncoderLoRAGradient(t *testing.T) {
 	}
 }
 
-// largestGrad finds the text-encoder parameter element (of the lora_A or
-// lora_B matrices) with the largest gradient.
-func largestGrad(tr *Trainer, kind string) (Param, int, float32) {
+// largestGrad finds the element of the parameters under prefix (their
+// lora_A or lora_B matrices) with the largest gradient.
+func largestGrad(tr *Trainer, prefix, kind string) (Param, int, float32) {
 	var best Param
 	bi, bg := -1, float32(0)
 	for _, p := range tr.Params {
-		if !strings.HasPrefix(p.Name, "text_encoder.") || !strings.Contains(p.Name, kind) || p.T.Grad() == nil {
+		if !strings.HasPrefix(p.Name, prefix) || !strings.Contains(p.Name, kind) || p.T.Grad() == nil {
 			continue
 		}
 		for i, v := range p.T.Grad().Data() {
