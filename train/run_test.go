@@ -2,7 +2,6 @@ package train
 
 import (
 	"context"
-	"fmt"
 	"image"
 	"image/color"
 	"os"
@@ -50,6 +49,20 @@ func runModels(t *testing.T) Models {
 	return m
 }
 
+// runXLModels are the tiny SDXL with SDXL's two tokenizers.
+func runXLModels(t *testing.T) Models {
+	t.Helper()
+	m := tinyXLModels(t)
+	var err error
+	if m.Tokenizer, err = tokclip.New(tokclip.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if m.Tokenizer2, err = tokclip.New(tokclip.Options{Pad: tokclip.PadExclamation}); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
 func dreamBoothConfig(out string, steps int) Config {
 	c := Defaults("dreambooth_lora")
 	c.OutputDir, c.Resolution, c.TrainBatchSize, c.MaxTrainSteps = out, 64, 1, steps
@@ -83,16 +96,22 @@ func TestRunDreamBoothResume(t *testing.T) {
 		t.Fatal(err)
 	}
 	data := Data{Train: idata, Class: cdata}
-	for _, te := range []bool{false, true} {
-		t.Run(map[bool]string{false: "unet", true: "text_encoder"}[te], func(t *testing.T) {
-			runResume(t, filepath.Join(root, fmt.Sprint(te)), data, func(c *Config) { c.TrainTextEncoder = te })
+	for _, c := range []struct {
+		name       string
+		models     func(*testing.T) Models
+		te         bool
+		components int
+	}{{"unet", runModels, false, 1}, {"text_encoder", runModels, true, 2}, {"sdxl", runXLModels, true, 3}} {
+		t.Run(c.name, func(t *testing.T) {
+			runResume(t, filepath.Join(root, c.name), data, c.models, c.components, func(cfg *Config) { cfg.TrainTextEncoder = c.te })
 		})
 	}
 }
 
 // runResume runs 4 steps straight, then 2 and 2 more resumed from the
-// checkpoint, and compares the two runs' LoRA files.
-func runResume(t *testing.T, root string, data Data, mod func(*Config)) {
+// checkpoint, and compares the two runs' LoRA files, which must hold
+// adapters for the given number of components.
+func runResume(t *testing.T, root string, data Data, models func(*testing.T) Models, components int, mod func(*Config)) {
 	const n = 4
 	config := func(out string, steps int) Config {
 		c := dreamBoothConfig(out, steps)
@@ -100,7 +119,7 @@ func runResume(t *testing.T, root string, data Data, mod func(*Config)) {
 		return c
 	}
 	straight := filepath.Join(root, "straight")
-	res, err := Run(context.Background(), config(straight, n), runModels(t), data, nil)
+	res, err := Run(context.Background(), config(straight, n), models(t), data, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +131,7 @@ func runResume(t *testing.T, root string, data Data, mod func(*Config)) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cs := f.Components(); len(cs) != map[bool]int{false: 1, true: 2}[config("", 1).TrainTextEncoder] {
+		if cs := f.Components(); len(cs) != components {
 			t.Errorf("%s has adapters for %v", p, cs)
 		}
 	}
@@ -122,12 +141,12 @@ func runResume(t *testing.T, root string, data Data, mod func(*Config)) {
 	}
 
 	split := filepath.Join(root, "split")
-	if _, err := Run(context.Background(), config(split, n/2), runModels(t), data, nil); err != nil {
+	if _, err := Run(context.Background(), config(split, n/2), models(t), data, nil); err != nil {
 		t.Fatal(err)
 	}
 	cfg := config(split, n)
 	cfg.ResumeFromCheckpoint = "latest"
-	if _, err := Run(context.Background(), cfg, runModels(t), data, nil); err != nil {
+	if _, err := Run(context.Background(), cfg, models(t), data, nil); err != nil {
 		t.Fatal(err)
 	}
 	a, b := readAll(t, filepath.Join(straight, "pytorch_lora_weights.safetensors")), readAll(t, filepath.Join(split, "pytorch_lora_weights.safetensors"))
