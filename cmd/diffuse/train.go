@@ -308,31 +308,60 @@ func runTrain(ctx context.Context, args []string) error {
 	return nil
 }
 
-// session is one training run: the opened model, its parts, the log.
+// session is one training run: the opened model, its parts (SD's or
+// SDXL's), the log.
 type session struct {
 	f     *trainFlags
 	model pipeline.Model
 	parts *pipeline.SDParts
+	xl    *pipeline.SDXLParts
 	cn    *controlnet.Model
 	log   *lossLog
 }
 
 func newSession(f *trainFlags, m pipeline.Model) (*session, error) {
+	s := &session{f: f, model: m}
+	if xl, ok := pipeline.XLComponents(m); ok {
+		if f.cfg.Method == "controlnet" {
+			return nil, fmt.Errorf("train: --method controlnet takes SD 1.x/2.x models; %s is SDXL", m.Info().Name)
+		}
+		s.xl = xl
+		f.sdxlDefaults()
+		return s, nil
+	}
 	parts, ok := pipeline.UNetComponents(m)
 	if !ok {
 		in := m.Info()
-		return nil, fmt.Errorf("train: --pretrained_model_name_or_path: %s is a %s model; training takes SD 1.x/2.x models", in.Name, in.Kind)
+		return nil, fmt.Errorf("train: --pretrained_model_name_or_path: %s is a %s model; training takes SD 1.x/2.x and SDXL base models", in.Name, in.Kind)
 	}
 	if m.Info().Kind == "SD 2.x" {
 		f.cfg.BaseModelVersion = "sd_v2"
 	}
-	s := &session{f: f, model: m, parts: parts}
+	s.parts = parts
 	if f.cfg.Method == "controlnet" {
 		if err := s.controlNet(); err != nil {
 			return nil, err
 		}
 	}
 	return s, nil
+}
+
+// sdxlDefaults are train_dreambooth_lora_sdxl.py's defaults where they
+// differ from the SD script's: resolution 1024, text_encoder_lr 5e-6 and
+// adam_weight_decay_text_encoder 1e-3 (flags given keep their values).
+func (f *trainFlags) sdxlDefaults() {
+	c := &f.cfg
+	c.BaseModelVersion = "sdxl_base_v1-0"
+	if !f.set["resolution"] {
+		c.Resolution = 1024
+	}
+	if !f.set["text_encoder_lr"] {
+		c.TextEncoderLR = 5e-6
+	}
+	if !f.set["adam_weight_decay_text_encoder"] {
+		f.teWeightDecay = 1e-3
+		c.AdamWeightDecayTextEncoder = &f.teWeightDecay
+	}
 }
 
 func (s *session) close() {
@@ -379,17 +408,26 @@ func (s *session) controlNet() error {
 
 // models are the trainer's components, shared with the opened model.
 func (s *session) models() (train.Models, error) {
-	p := s.parts
-	noise, err := scheduler.NewDDPM(p.Scheduler)
+	var m train.Models
+	var sched scheduler.Config
+	if x := s.xl; x != nil {
+		m = train.Models{UNet: x.UNet, VAE: x.VAE, TextEncoder: x.TextEncoder, TextEncoder2: x.TextEncoder2,
+			Tokenizer: x.Tokenizer, Tokenizer2: x.Tokenizer2}
+		sched = x.Scheduler
+	} else {
+		p := s.parts
+		m = train.Models{UNet: p.UNet, VAE: p.VAE, TextEncoder: p.TextEncoder, ControlNet: s.cn, Tokenizer: p.Tokenizer}
+		sched = p.Scheduler
+	}
+	noise, err := scheduler.NewDDPM(sched)
 	if err != nil {
 		return train.Models{}, fmt.Errorf("train: noise scheduler: %w", err)
 	}
-	pt := "epsilon"
-	if p.Scheduler.PredictionType != nil {
-		pt = *p.Scheduler.PredictionType
+	m.Noise, m.PredictionType = noise, "epsilon"
+	if sched.PredictionType != nil {
+		m.PredictionType = *sched.PredictionType
 	}
-	return train.Models{UNet: p.UNet, VAE: p.VAE, TextEncoder: p.TextEncoder, ControlNet: s.cn, Noise: noise,
-		PredictionType: pt, Tokenizer: p.Tokenizer}, nil
+	return m, nil
 }
 
 // run trains, logging every optimizer step and validating on schedule.

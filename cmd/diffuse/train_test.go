@@ -401,3 +401,75 @@ func TestPlotCommand(t *testing.T) {
 		t.Errorf("missing log: %v", err)
 	}
 }
+
+// TestTrainSDXL: DreamBooth LoRA with --train_text_encoder and prior
+// preservation on the tiny SDXL folder generates the class image and the
+// validation image with the SDXL pipeline and writes the UNet's and both
+// text encoders' adapters (diffusers and kohya names); stopping at step 2 and resuming gives the
+// straight run's file bit for bit; the file loaded through pipeline.Open's
+// Params.LoRAs changes the image, its text encoders' part too.
+func TestTrainSDXL(t *testing.T) {
+	dir := t.TempDir()
+	model := tinySDXLFolder(t, filepath.Join(dir, "tiny-xl"), false)
+	inst, class := filepath.Join(dir, "instance"), filepath.Join(dir, "class")
+	writeTrainImages(t, inst, "dog", 2, 72, 64)
+	args := func(out string, steps int, extra ...string) []string {
+		return append([]string{"--pretrained_model_name_or_path", model, "--instance_data_dir", inst,
+			"--instance_prompt", "a photo of sks dog", "--with_prior_preservation", "--class_data_dir", class,
+			"--class_prompt", "a photo of dog", "--num_class_images", "1", "--train_text_encoder", "--text_encoder_lr", "1e-2", "--output_dir", out,
+			"--resolution", "64", "--train_batch_size", "1", "--max_train_steps", fmt.Sprint(steps), "--learning_rate", "1e-2",
+			"--lr_warmup_steps", "0", "--checkpointing_steps", "2", "--seed", "3", "--quiet"}, extra...)
+	}
+	straight := filepath.Join(dir, "straight")
+	if err := runTrain(context.Background(), args(straight, 4, "--kohya", "--validation_prompt", "a photo of sks dog",
+		"--validation_steps", "4", "--num_validation_images", "1")); err != nil {
+		t.Fatal(err)
+	}
+	lw := filepath.Join(straight, "pytorch_lora_weights.safetensors")
+	mustExist(t, filepath.Join(class, "class-00000.png"), filepath.Join(straight, "validation", "step-000004-0.png"))
+	const mod = "text_model.encoder.layers.0.self_attn.q_proj"
+	d, k := safetensorsFloats(t, lw), safetensorsFloats(t, filepath.Join(straight, "pytorch_lora_weights_kohya.safetensors"))
+	for _, key := range []string{"text_encoder." + mod + ".lora_linear_layer.up.weight", "text_encoder_2." + mod + ".lora_linear_layer.up.weight",
+		"unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.lora.up.weight"} {
+		if v := d[key]; len(v) == 0 || sameFloats(v, make([]float32, len(v))) {
+			t.Errorf("%s: missing or still zero", key)
+		}
+	}
+	for _, key := range []string{"lora_te1_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight",
+		"lora_te2_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight", "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q.alpha"} {
+		if len(k[key]) == 0 {
+			t.Errorf("kohya file has no %s", key)
+		}
+	}
+
+	split := filepath.Join(dir, "split")
+	if err := runTrain(context.Background(), args(split, 2)); err != nil {
+		t.Fatal(err)
+	}
+	if err := runTrain(context.Background(), args(split, 4, "--resume_from_checkpoint", "latest")); err != nil {
+		t.Fatal(err)
+	}
+	for key, v := range safetensorsFloats(t, filepath.Join(split, "pytorch_lora_weights.safetensors")) {
+		if !sameFloats(v, d[key]) {
+			t.Fatalf("%s differs between the straight and the resumed run", key)
+		}
+	}
+
+	m, err := pipeline.Open(context.Background(), model, pipeline.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	gen := func(loras ...pipeline.LoRA) []byte {
+		out, err := m.Generate(context.Background(), pipeline.Params{Prompt: "a photo of sks dog", Width: 64, Height: 64, Steps: 2, Seed: 1, LoRAs: loras})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pixels(out.Images[0].Image)
+	}
+	zero, one := 0.0, 1.0
+	plain, withTE, unetOnly := gen(), gen(pipeline.LoRA{Path: lw, Weight: 1, TextEncoderWeight: &one}), gen(pipeline.LoRA{Path: lw, Weight: 1, TextEncoderWeight: &zero})
+	if bytes.Equal(plain, unetOnly) || bytes.Equal(withTE, unetOnly) {
+		t.Error("the trained LoRA (or its text encoders' part) does not change the SDXL image")
+	}
+}
