@@ -21,6 +21,9 @@ func TestUNetComponents(t *testing.T) {
 	if p.Scheduler.NumTrainTimesteps == nil || *p.Scheduler.NumTrainTimesteps != 1000 {
 		t.Errorf("scheduler config %+v", p.Scheduler)
 	}
+	if _, ok := pipeline.XLComponents(m); ok {
+		t.Error("an SD model hands out SDXL parts")
+	}
 	m.Close()
 	if _, ok := pipeline.UNetComponents(m); ok {
 		t.Error("a closed model still hands out its parts")

@@ -1,9 +1,10 @@
 // Package train fine-tunes diffusion models the way diffusers' example
 // training scripts do, on the tensor package's autodiff: DreamBooth LoRA
-// (train_dreambooth_lora.py: peft adapters on the UNet's attention
-// projections, optional prior preservation) and ControlNet
-// (train_controlnet.py: a ControlNet made from the UNet learns while the
-// UNet, VAE and text encoder stay frozen).
+// (train_dreambooth_lora.py, and train_dreambooth_lora_sdxl.py for SDXL
+// base models: peft adapters on the UNet's attention projections, with
+// --train_text_encoder on the text encoders' too, optional prior
+// preservation) and ControlNet (train_controlnet.py: a ControlNet made from
+// the UNet learns while the UNet, VAE and text encoder stay frozen).
 //
 // The pieces match their upstream counterparts number for number:
 // torch.optim.AdamW (torch 1.13's single-tensor arithmetic in float32),

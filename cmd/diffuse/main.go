@@ -17,7 +17,7 @@ Usage:
   diffuse eval [flags]       score a toy model's images per attribute (colour, position, shape, size)
   diffuse train-toy [flags]  train the built-in toy model from scratch (diffuse train-toy -h)
   diffuse toy-data -o DIR    write captioned toy-world images (DreamBooth instances, ControlNet sets)
-  diffuse train [flags]      fine-tune: DreamBooth LoRA, LoRA or ControlNet (diffusers' flags)
+  diffuse train [flags]      fine-tune SD/SDXL: DreamBooth LoRA, LoRA (+ text encoders) or ControlNet (diffusers' flags)
   diffuse plot LOG -o PNG    draw the loss curve of a training log
   diffuse serve [flags]      serve the A1111 and OpenAI image APIs and a web page (diffuse serve -h)
   diffuse worker [flags]     take jobs from a server's NATS queue (diffuse worker -h)

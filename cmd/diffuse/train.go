@@ -23,7 +23,8 @@ import (
 )
 
 // trainFlags are the train options under the flag names of diffusers'
-// train_dreambooth_lora.py and train_controlnet.py (kebab-case spellings
+// train_dreambooth_lora.py (train_dreambooth_lora_sdxl.py for SDXL) and
+// train_controlnet.py (kebab-case spellings
 // are accepted too). Most land directly in cfg; the rest are the data,
 // the model and presentation.
 type trainFlags struct {
@@ -86,7 +87,7 @@ func newTrainFlagSet(f *trainFlags, out io.Writer) *flag.FlagSet {
 	f.method, f.numClassImages, f.numValidationImages = "dreambooth-lora", 100, 4
 	f.imageCol, f.condCol, f.captionCol = "image", "conditioning_image", "text"
 	c, r := &f.cfg, flagNames{fs}
-	r.str(&f.method, "method", "what to train: dreambooth-lora, lora (captioned images) or controlnet")
+	r.str(&f.method, "method", "what to train: dreambooth-lora, lora (captioned images) or controlnet (SD 1.x/2.x)")
 	r.str(&f.model, "pretrained_model_name_or_path", "base model: SD 1.x/2.x or SDXL diffusers folder or .safetensors checkpoint")
 	r.str(&f.instanceDir, "instance_data_dir", "DreamBooth instance images (a .txt beside an image is its caption)")
 	r.str(&c.InstancePrompt, "instance_prompt", "caption of the instance images, e.g. \"a photo of sks dog\"")
@@ -102,7 +103,7 @@ func newTrainFlagSet(f *trainFlags, out io.Writer) *flag.FlagSet {
 	r.str(&f.captionCol, "caption_column", "manifest column of the caption")
 	r.float(&c.ProportionEmptyPrompts, "proportion_empty_prompts", "share of captions replaced by \"\" (ControlNet)")
 	r.str(&c.OutputDir, "output_dir", "where checkpoints, logs, validation images and the trained weights go")
-	r.int(&c.Resolution, "resolution", "training size in pixels (multiple of 8)")
+	r.int(&c.Resolution, "resolution", "training size in pixels (multiple of 8; SDXL default 1024)")
 	r.bool(&c.CenterCrop, "center_crop", "center-crop instead of random crops")
 	r.bool(&c.RandomFlip, "random_flip", "flip images horizontally at random")
 	r.int(&c.TrainBatchSize, "train_batch_size", "images per batch (per half with prior preservation)")
