@@ -88,7 +88,7 @@ func newTrainFlagSet(f *trainFlags, out io.Writer) *flag.FlagSet {
 	f.imageCol, f.condCol, f.captionCol = "image", "conditioning_image", "text"
 	c, r := &f.cfg, flagNames{fs}
 	r.str(&f.method, "method", "what to train: dreambooth-lora, lora (captioned images) or controlnet (SD 1.x/2.x)")
-	r.str(&f.model, "pretrained_model_name_or_path", "base model: SD 1.x/2.x or SDXL diffusers folder or .safetensors checkpoint")
+	r.str(&f.model, "pretrained_model_name_or_path", "base model: SD 1.x/2.x or SDXL diffusers folder or .safetensors checkpoint, or \"builtin\" for the built-in toy model")
 	r.str(&f.instanceDir, "instance_data_dir", "DreamBooth instance images (a .txt beside an image is its caption)")
 	r.str(&c.InstancePrompt, "instance_prompt", "caption of the instance images, e.g. \"a photo of sks dog\"")
 	r.str(&f.classDir, "class_data_dir", "prior-preservation class images (missing ones are generated)")
@@ -278,6 +278,11 @@ func runTrain(ctx context.Context, args []string) error {
 	}
 	if f.threads > 0 {
 		runtime.GOMAXPROCS(f.threads)
+	}
+	if f.model == "builtin" {
+		if f.model, err = defaultModelPath(); err != nil {
+			return fmt.Errorf("train: %w", err)
+		}
 	}
 	m, err := pipeline.Open(ctx, f.model, pipeline.Options{})
 	if err != nil {
