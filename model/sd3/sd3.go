@@ -1,12 +1,13 @@
-// Package sd3 is diffusers' SD3Transformer2DModel (v0.30.3): the MMDiT of
-// Stable Diffusion 3. Image patches and text tokens keep separate weights
-// but attend jointly (image tokens first, then text); every block is
-// modulated by adaLN-Zero from one conditioning vector (timestep embedding
-// plus the pooled text projection); the last block drops the text stream
-// (context_pre_only) and an AdaLayerNormContinuous output layer precedes
-// unpatchify. Positions are a fixed sin-cos table of pos_embed_max_size²
-// entries (a weights-file buffer) from which the image's grid is cropped
-// around the centre.
+// Package sd3 is diffusers' SD3Transformer2DModel (v0.30.3, and v0.31's
+// SD3.5 options): the MMDiT of Stable Diffusion 3 and 3.5. Image patches
+// and text tokens keep separate weights but attend jointly (image tokens
+// first, then text); every block is modulated by adaLN-Zero from one
+// conditioning vector (timestep embedding plus the pooled text
+// projection); the last block drops the text stream (context_pre_only)
+// and an AdaLayerNormContinuous output layer precedes unpatchify.
+// Positions are a fixed sin-cos table of pos_embed_max_size² entries (a
+// weights-file buffer) from which the image's grid is cropped around the
+// centre.
 //
 // SD3.5 (diffusers >= 0.31) adds two options: qk_norm "rms_norm" puts a
 // learned RMSNorm on every head's queries and keys (SD3.5 Large and
