@@ -84,6 +84,8 @@ func TestGGUFNames(t *testing.T) {
 			"text_encoders.clip_l.transformer.text_model.final_layer_norm.weight", "text_encoders.t5xxl.transformer.shared.weight"}},
 		{"sd3", tinySD3(t), mmditNames, sd3Refs, []string{"first_stage_model.decoder.conv_in.weight",
 			"text_encoders.clip_g.transformer.text_projection.weight"}},
+		{"sd3", tinySD35(t), sd35Names, sd35Refs, []string{"first_stage_model.decoder.conv_in.weight",
+			"text_encoders.clip_g.transformer.text_projection.weight"}},
 	} {
 		ps, err := archRules[c.arch].Names(c.m)
 		if err != nil {

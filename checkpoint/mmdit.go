@@ -52,9 +52,13 @@ func fused(src string, dsts ...string) []pattern {
 }
 
 // sd3Patterns is diffusers' convert_sd3_transformer_checkpoint_to_diffusers
-// backwards: Stability AI's MMDiT (joint_blocks.N.x_block and
+// (v0.31) backwards: Stability AI's MMDiT (joint_blocks.N.x_block and
 // .context_block) keeps q, k, v fused, and stores the last block's context
 // norm (pre-only, an AdaLayerNormContinuous like norm_out) as shift, scale.
+// SD3.5 adds the qk norms (attn.ln_q, attn.ln_k of either stream) and, in
+// MMDiT-X blocks, x_block.attn2 (fused qkv, proj, ln_q, ln_k); a dual
+// block's x_block.adaLN_modulation.1 holds its nine chunks in diffusers'
+// order, so it is renamed like the six of the other blocks.
 var sd3Patterns = func() []pattern {
 	const tb, jb = "transformer_blocks.#.", "joint_blocks.#."
 	ps := []pattern{
@@ -78,8 +82,24 @@ var sd3Patterns = func() []pattern {
 		swapped("norm_out.linear", "final_layer.adaLN_modulation.1"),
 	}
 	ps = append(ps, fused(jb+"x_block.attn.qkv", tb+"attn.to_q", tb+"attn.to_k", tb+"attn.to_v")...)
-	return append(ps, fused(jb+"context_block.attn.qkv", tb+"attn.add_q_proj", tb+"attn.add_k_proj", tb+"attn.add_v_proj")...)
+	ps = append(ps, fused(jb+"context_block.attn.qkv", tb+"attn.add_q_proj", tb+"attn.add_k_proj", tb+"attn.add_v_proj")...)
+	return append(ps, sd35Patterns(tb, jb)...)
 }()
+
+// sd35Patterns are the SD3.5 modules of sd3Patterns (block paths tb in
+// diffusers, jb in the original).
+func sd35Patterns(tb, jb string) []pattern {
+	ps := []pattern{
+		moved(tb+"attn.norm_q", jb+"x_block.attn.ln_q"),
+		moved(tb+"attn.norm_k", jb+"x_block.attn.ln_k"),
+		moved(tb+"attn.norm_added_q", jb+"context_block.attn.ln_q"),
+		moved(tb+"attn.norm_added_k", jb+"context_block.attn.ln_k"),
+		moved(tb+"attn2.to_out.0", jb+"x_block.attn2.proj"),
+		moved(tb+"attn2.norm_q", jb+"x_block.attn2.ln_q"),
+		moved(tb+"attn2.norm_k", jb+"x_block.attn2.ln_k"),
+	}
+	return append(ps, fused(jb+"x_block.attn2.qkv", tb+"attn2.to_q", tb+"attn2.to_k", tb+"attn2.to_v")...)
+}
 
 // fluxPatterns is diffusers' convert_flux_transformer_checkpoint_to_diffusers
 // backwards: Black Forest Labs' FLUX (double_blocks, single_blocks) keeps

@@ -37,6 +37,21 @@ func tinySD3(t *testing.T) *sd3.Model {
 	return m
 }
 
+// tinySD35 is an SD3.5 Medium-style MMDiT (qk norms) with two joint
+// blocks, the first with dual attention (MMDiT-X), as SD3.5 Medium's
+// blocks 0..12 are, the last without.
+func tinySD35(t *testing.T) *sd3.Model {
+	t.Helper()
+	c := tinySD3(t).Cfg
+	rms := sd3.QKNormRMS
+	c.QKNorm, c.DualAttentionLayers = &rms, []int{0}
+	m, err := sd3.New(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
 // weightBias lists module.weight and module.bias for each module.
 func weightBias(modules ...string) []string {
 	var out []string
@@ -75,6 +90,15 @@ var (
 		weightBias("joint_blocks.1.x_block.adaLN_modulation.1", "joint_blocks.1.x_block.attn.qkv", "joint_blocks.1.x_block.attn.proj",
 			"joint_blocks.1.x_block.mlp.fc1", "joint_blocks.1.x_block.mlp.fc2",
 			"joint_blocks.1.context_block.adaLN_modulation.1", "joint_blocks.1.context_block.attn.qkv"))
+	// SD3.5 Medium's file (sd3.5_medium.safetensors) adds the qk norms of
+	// both streams and, in the MMDiT-X blocks, x_block.attn2.
+	sd35Names = slices.Concat(mmditNames,
+		[]string{"joint_blocks.0.x_block.attn.ln_q.weight", "joint_blocks.0.x_block.attn.ln_k.weight",
+			"joint_blocks.0.context_block.attn.ln_q.weight", "joint_blocks.0.context_block.attn.ln_k.weight",
+			"joint_blocks.1.x_block.attn.ln_q.weight", "joint_blocks.1.x_block.attn.ln_k.weight",
+			"joint_blocks.1.context_block.attn.ln_q.weight", "joint_blocks.1.context_block.attn.ln_k.weight",
+			"joint_blocks.0.x_block.attn2.ln_q.weight", "joint_blocks.0.x_block.attn2.ln_k.weight"},
+		weightBias("joint_blocks.0.x_block.attn2.qkv", "joint_blocks.0.x_block.attn2.proj"))
 )
 
 // layoutOf lists the source tensors params need, each once, at their
@@ -126,6 +150,29 @@ var (
 	}
 )
 
+// sd35Refs adds SD3.5's modules to sd3Refs (width 64): the dual block's
+// nine-chunk modulation is copied as it is (diffusers' convert script does
+// not reorder it).
+var sd35Refs = func() map[string]mmditRef {
+	r := map[string]mmditRef{
+		"transformer_blocks.0.attn.norm_q.weight":       {src: "joint_blocks.0.x_block.attn.ln_q.weight"},
+		"transformer_blocks.0.attn.norm_k.weight":       {src: "joint_blocks.0.x_block.attn.ln_k.weight"},
+		"transformer_blocks.1.attn.norm_added_q.weight": {src: "joint_blocks.1.context_block.attn.ln_q.weight"},
+		"transformer_blocks.1.attn.norm_added_k.weight": {src: "joint_blocks.1.context_block.attn.ln_k.weight"},
+		"transformer_blocks.0.attn2.to_q.weight":        {src: "joint_blocks.0.x_block.attn2.qkv.weight", rows: [2]int{0, 64}},
+		"transformer_blocks.0.attn2.to_k.bias":          {src: "joint_blocks.0.x_block.attn2.qkv.bias", rows: [2]int{64, 128}},
+		"transformer_blocks.0.attn2.to_v.weight":        {src: "joint_blocks.0.x_block.attn2.qkv.weight", rows: [2]int{128, 192}},
+		"transformer_blocks.0.attn2.to_out.0.weight":    {src: "joint_blocks.0.x_block.attn2.proj.weight"},
+		"transformer_blocks.0.attn2.norm_q.weight":      {src: "joint_blocks.0.x_block.attn2.ln_q.weight"},
+		"transformer_blocks.0.attn2.norm_k.weight":      {src: "joint_blocks.0.x_block.attn2.ln_k.weight"},
+		"transformer_blocks.0.norm1.linear.weight":      {src: "joint_blocks.0.x_block.adaLN_modulation.1.weight"},
+	}
+	for k, v := range sd3Refs {
+		r[k] = v
+	}
+	return r
+}()
+
 // checkMMDiTRefs checks c's entries against want, sources under prefix.
 func checkMMDiTRefs(t *testing.T, what string, c Component, prefix string, want map[string]mmditRef) {
 	t.Helper()
@@ -154,6 +201,7 @@ func TestMMDiTRules(t *testing.T) {
 	}{
 		{Flux, tinyFlux(t), bflNames, fluxRefs},
 		{SD3, tinySD3(t), mmditNames, sd3Refs},
+		{SD3, tinySD35(t), sd35Names, sd35Refs},
 	} {
 		ps, err := c.rules.Names(c.m)
 		if err != nil {

@@ -11,8 +11,8 @@ import (
 )
 
 // ErrUnsupported is returned (wrapped) for a checkpoint or request feature
-// that is recognised but not implemented (SD3.5's MMDiT-X, a sampler a
-// flow-matching model cannot use, ...).
+// that is recognised but not implemented (a sampler a flow-matching model
+// cannot use, ...).
 var ErrUnsupported = errors.New("not supported")
 
 // flowSamplers are the sampler names the flow-matching families (SD3,

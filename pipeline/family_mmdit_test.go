@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/diffuse-go/diffuse/checkpoint"
 	"github.com/diffuse-go/diffuse/model/clip"
 	"github.com/diffuse-go/diffuse/model/flux"
 	"github.com/diffuse-go/diffuse/model/sd3"
@@ -29,6 +30,16 @@ func flowTinySD3() sd3.Config {
 	c := sd3.Defaults()
 	c.NumLayers, c.NumAttentionHeads, c.CaptionProjectionDim = 2, 1, 64
 	c.JointAttentionDim, c.PooledProjectionDim, c.PosEmbedMaxSize, c.SampleSize = 128, 64, 16, 16
+	return c
+}
+
+// flowTinySD35 is a tiny SD3.5 Medium: qk norms, three blocks, the first
+// two with dual attention (as Medium's 0..12 of 24), two heads.
+func flowTinySD35() sd3.Config {
+	c := flowTinySD3()
+	rms := sd3.QKNormRMS
+	c.NumLayers, c.NumAttentionHeads, c.CaptionProjectionDim = 3, 2, 128
+	c.QKNorm, c.DualAttentionLayers = &rms, []int{0, 1}
 	return c
 }
 
@@ -135,7 +146,7 @@ func sd3Folder(t *testing.T, withT5 bool, tr sd3.Config) string {
 	comps := []testPart{
 		{name: "text_encoder", class: "CLIPTextModelWithProjection", cfg: l, m: flowNew(t, l, clip.New)},
 		{name: "text_encoder_2", class: "CLIPTextModelWithProjection", cfg: g, m: flowNew(t, g, clip.New)},
-		{name: "transformer", class: "SD3Transformer2DModel", cfg: tr, m: flowNew(t, flowTinySD3(), sd3.New), shards: 2},
+		{name: "transformer", class: "SD3Transformer2DModel", cfg: tr, m: flowNew(t, tr, sd3.New), shards: 2},
 		{name: "vae", class: "AutoencoderKL", cfg: v, m: flowNew(t, v, vae.New)},
 	}
 	if withT5 {
@@ -223,13 +234,38 @@ func TestSD3FolderWithoutT5(t *testing.T) {
 	}
 }
 
-func TestSD35FolderRefused(t *testing.T) {
-	tr := flowTinySD3()
-	rms := "rms_norm"
-	tr.QKNorm = &rms
-	_, err := Open(context.Background(), sd3Folder(t, false, tr), Options{})
-	if !errors.Is(err, ErrUnsupported) {
-		t.Fatalf("err = %v, want ErrUnsupported", err)
+// An SD3.5 Medium folder (qk norms, dual attention) opens and generates;
+// its kind names it.
+func TestSD35Folder(t *testing.T) {
+	m, err := Open(context.Background(), sd3Folder(t, false, flowTinySD35()), Options{})
+	flowMust(t, err)
+	defer m.Close()
+	if in := m.Info(); in.Family != "sd3" || in.Kind != "SD3.5 Medium (without T5)" {
+		t.Fatalf("info %+v", in)
+	}
+	if _, err := m.Generate(context.Background(), flowRequest); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A transformer config.json with an SD3.5 key this package cannot build
+// is refused by Open with an error naming the key.
+func TestSD3FolderConfigErrors(t *testing.T) {
+	for key, value := range map[string]any{"qk_norm": "layer_norm", "dual_attention_layers": []int{0, 7}} {
+		dir := sd3Folder(t, false, flowTinySD35())
+		path := filepath.Join(dir, "transformer", "config.json")
+		b, err := os.ReadFile(path)
+		flowMust(t, err)
+		var cfg map[string]any
+		flowMust(t, json.Unmarshal(b, &cfg))
+		cfg[key] = value
+		b, err = json.Marshal(cfg)
+		flowMust(t, err)
+		flowMust(t, os.WriteFile(path, b, 0o644))
+		_, err = Open(context.Background(), dir, Options{})
+		if err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("%s %v: err = %v, want one naming %s", key, value, err, key)
+		}
 	}
 }
 
@@ -313,6 +349,24 @@ func TestOriginalLayoutRows(t *testing.T) {
 		checkRow(t, m, specs, "pos_embed.proj.weight", 1, p+"x_embedder.proj.weight", 1)
 		checkRow(t, m, specs, "time_text_embed.text_embedder.linear_1.weight", 0, p+"y_embedder.mlp.0.weight", 0)
 		checkRow(t, m, specs, "transformer_blocks.0.ff_context.net.2.weight", 0, p+"joint_blocks.0.context_block.mlp.fc2.weight", 0)
+	})
+	t.Run("sd3.5", func(t *testing.T) {
+		c := flowTinySD35()
+		m, err := sd3.New(c)
+		flowMust(t, err)
+		specs, err := originalTensors(m, checkpoint.SD3, "")
+		flowMust(t, err)
+		D := c.InnerDim()
+		tm := loadTagged(t, specs, "", func(p compSource) (nn.Module, error) { m, _, err := loadSD3Transformer(p, Options{}); return m, err })
+		checkRow(t, tm, specs, "transformer_blocks.1.attn2.to_k.weight", 3, "joint_blocks.1.x_block.attn2.qkv.weight", D+3)
+		checkRow(t, tm, specs, "transformer_blocks.0.attn2.to_v.bias", 0, "joint_blocks.0.x_block.attn2.qkv.bias", 2*D)
+		checkRow(t, tm, specs, "transformer_blocks.0.attn2.to_out.0.weight", 1, "joint_blocks.0.x_block.attn2.proj.weight", 1)
+		checkRow(t, tm, specs, "transformer_blocks.0.attn2.norm_k.weight", 5, "joint_blocks.0.x_block.attn2.ln_k.weight", 5)
+		checkRow(t, tm, specs, "transformer_blocks.2.attn.norm_added_q.weight", 2, "joint_blocks.2.context_block.attn.ln_q.weight", 2)
+		checkRow(t, tm, specs, "transformer_blocks.1.attn.norm_k.weight", 0, "joint_blocks.1.x_block.attn.ln_k.weight", 0)
+		// The nine-chunk modulation is not reordered: gate_msa2 stays last.
+		checkRow(t, tm, specs, "transformer_blocks.0.norm1.linear.weight", 8*D, "joint_blocks.0.x_block.adaLN_modulation.1.weight", 8*D)
+		checkRow(t, tm, specs, "transformer_blocks.2.norm1_context.linear.weight", 0, "joint_blocks.2.context_block.adaLN_modulation.1.weight", D)
 	})
 }
 
@@ -425,6 +479,15 @@ func TestInferRealSizes(t *testing.T) {
 	gv, err := inferVAE(sh(specs, sd3FileVAE), SD3VAE())
 	flowMust(t, err)
 	same("VAE", gv, SD3VAE())
+	for name, want := range sd35RealConfigs(t) {
+		m, err := sd3.New(want)
+		flowMust(t, err)
+		specs, err := originalTensors(m, checkpoint.SD3, "")
+		flowMust(t, err)
+		got, err := inferSD3(sh(specs, ""))
+		flowMust(t, err)
+		same(name, got, want)
+	}
 	for _, dev := range []bool{true, false} {
 		want, err := flux.ParseConfig([]byte(fmt.Sprintf(`{"guidance_embeds": %v}`, dev)))
 		flowMust(t, err)
@@ -434,6 +497,24 @@ func TestInferRealSizes(t *testing.T) {
 		flowMust(t, err)
 		same(fmt.Sprintf("FLUX (guidance %v)", dev), got, want)
 	}
+}
+
+// sd35RealConfigs are SD3.5 Large's and Medium's transformer configs as
+// their diffusers config.json files give them.
+func sd35RealConfigs(t *testing.T) map[string]sd3.Config {
+	t.Helper()
+	out := map[string]sd3.Config{}
+	for name, js := range map[string]string{
+		"SD3.5 Large": `{"caption_projection_dim": 2432, "num_attention_heads": 38, "num_layers": 38, "pos_embed_max_size": 192,
+			"qk_norm": "rms_norm"}`,
+		"SD3.5 Medium": `{"caption_projection_dim": 1536, "num_attention_heads": 24, "num_layers": 24, "pos_embed_max_size": 384,
+			"qk_norm": "rms_norm", "dual_attention_layers": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]}`,
+	} {
+		c, err := sd3.ParseConfig([]byte(js))
+		flowMust(t, err)
+		out[name] = c
+	}
+	return out
 }
 
 // writeLayout writes specs with small pseudo-random values (vectors: one

@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
 
@@ -78,9 +77,9 @@ func openSD3(_ context.Context, src *Source, opt Options) (Model, error) {
 		return nil, err
 	}
 	size := m.pipe.Transformer.Cfg.SampleSize * vaeFactor(m.pipe.VAE)
-	kind := "SD3"
+	kind := sd3Kind(m.pipe.Transformer.Cfg)
 	if m.pipe.TextEncoder3 == nil {
-		kind = "SD3 (without T5)"
+		kind += " (without T5)"
 	}
 	m.base = base{opt: opt, sched: sc, newScheduler: flowScheduler(sc), info: Info{Family: "sd3", Kind: kind,
 		Name: ModelName(src.Path), Path: src.Path, Width: size, Height: size, Steps: 28, Guidance: 7, Sampler: "euler",
@@ -179,9 +178,6 @@ func loadSD3Transformer(p compSource, opt Options) (*sd3.Model, openFiles, error
 		if err != nil {
 			return fail(err)
 		}
-		if err := refuseSD35Config(b); err != nil {
-			return fail(err)
-		}
 		if cfg, err = sd3.ParseConfig(b); err != nil {
 			return fail(err)
 		}
@@ -202,34 +198,12 @@ func loadSD3Transformer(p compSource, opt Options) (*sd3.Model, openFiles, error
 	return m, fs, err
 }
 
-// refuseSD35Config names SD3.5's config keys, which model/sd3 does not
-// implement, with ErrUnsupported.
-func refuseSD35Config(b []byte) error {
-	var c struct {
-		QKNorm *string `json:"qk_norm"`
-		Dual   []int   `json:"dual_attention_layers"`
-	}
-	if err := json.Unmarshal(b, &c); err != nil {
-		return err
-	}
-	if c.QKNorm != nil || len(c.Dual) > 0 {
-		return fmt.Errorf("SD3.5 (qk_norm, dual attention layers): %w", ErrUnsupported)
-	}
-	return nil
-}
-
 // sd3HeadDim is the MMDiT's head width (hidden size 64·depth, depth heads).
 const sd3HeadDim = 64
 
 // inferSD3 reads an original MMDiT's config from its tensors' shapes.
 func inferSD3(sh shapeFn) (sd3.Config, error) {
 	c := sd3.Defaults()
-	if _, ok := sh("joint_blocks.0.x_block.attn.ln_q.weight"); ok {
-		return c, fmt.Errorf("SD3.5 (qk norm): %w", ErrUnsupported)
-	}
-	if _, ok := sh("joint_blocks.0.x_block.attn2.qkv.weight"); ok {
-		return c, fmt.Errorf("SD3.5 (dual attention, MMDiT-X): %w", ErrUnsupported)
-	}
 	if diffusersNamed(sh) {
 		return c, errDiffusersNamed
 	}
@@ -262,7 +236,35 @@ func inferSD3(sh shapeFn) (sd3.Config, error) {
 	c.AttentionHeadDim, c.NumAttentionHeads = sd3HeadDim, hidden/sd3HeadDim
 	c.JointAttentionDim, c.CaptionProjectionDim, c.PooledProjectionDim = ctx[1], hidden, y[1]
 	c.OutChannels, c.PosEmbedMaxSize, c.SampleSize = fin[0]/(p*p), side, min(128, side)
+	inferSD35(sh, &c)
 	return c, c.Validate()
+}
+
+// inferSD35 reads SD3.5's options from an original MMDiT's tensor names,
+// as diffusers' single-file loader does: qk_norm "rms_norm" when the
+// first block has ln_q, dual attention in the blocks with an attn2.
+func inferSD35(sh shapeFn, c *sd3.Config) {
+	if _, ok := sh("joint_blocks.0.x_block.attn.ln_q.weight"); ok {
+		rms := sd3.QKNormRMS
+		c.QKNorm = &rms
+	}
+	for i := 0; i < c.NumLayers; i++ {
+		if _, ok := sh(fmt.Sprintf("joint_blocks.%d.x_block.attn2.qkv.weight", i)); ok {
+			c.DualAttentionLayers = append(c.DualAttentionLayers, i)
+		}
+	}
+}
+
+// sd3Kind names the model a transformer config is: SD3, SD3.5 Medium
+// (MMDiT-X dual attention) or SD3.5 Large (qk norms only).
+func sd3Kind(c sd3.Config) string {
+	switch {
+	case len(c.DualAttentionLayers) > 0:
+		return "SD3.5 Medium"
+	case c.HasQKNorm():
+		return "SD3.5 Large"
+	}
+	return "SD3"
 }
 
 func (m *sd3Model) release() {

@@ -109,33 +109,41 @@ func transformerDTypes(m Model) map[tensor.DType]int {
 // flowFileCase is a tiny transformer file of one family with the
 // components it needs.
 type flowFileCase struct {
-	family, prefix string
-	meta           []gguf.KV
-	specs          func() ([]TensorSpec, error)
-	components     func(t *testing.T) ComponentPaths
+	name, family, prefix string
+	meta                 []gguf.KV
+	specs                func() ([]TensorSpec, error)
+	components           func(t *testing.T) ComponentPaths
 }
 
-// flowFileCases are the tiny FLUX.1-dev and SD3 transformers in their
-// original layouts, the FLUX one under stable-diffusion.cpp's prefix in
-// GGUF, the SD3 one as ComfyUI-GGUF writes it.
+// flowFileCases are the tiny FLUX.1-dev, SD3 and SD3.5 Medium
+// transformers in their original layouts, the FLUX one under
+// stable-diffusion.cpp's prefix in GGUF, the SD3 ones as ComfyUI-GGUF
+// writes them.
 func flowFileCases() []flowFileCase {
 	return []flowFileCase{
-		{"flux", gguf.DiffusionModelPrefix, nil, func() ([]TensorSpec, error) { return FluxFileLayout(flowTinyFlux(true)) },
+		{"flux", "flux", gguf.DiffusionModelPrefix, nil, func() ([]TensorSpec, error) { return FluxFileLayout(flowTinyFlux(true)) },
 			func(t *testing.T) ComponentPaths {
 				dir := fluxFolder(t, true)
 				return ComponentPaths{TextEncoder: dir, TextEncoder2: dir, Tokenizer2: dir, VAE: dir}
 			}},
-		{"sd3", "", []gguf.KV{{Key: "general.architecture", Value: gguf.MustValue("sd3")}}, func() ([]TensorSpec, error) {
-			m, err := sd3.New(flowTinySD3())
-			if err != nil {
-				return nil, err
-			}
-			return originalTensors(m, checkpoint.SD3, "")
-		}, func(t *testing.T) ComponentPaths {
-			dir := sd3Folder(t, false, flowTinySD3())
-			return ComponentPaths{TextEncoder: dir, TextEncoder2: dir, VAE: dir}
-		}},
+		sd3FileCase("sd3", flowTinySD3()),
+		sd3FileCase("sd3.5", flowTinySD35()),
 	}
+}
+
+// sd3FileCase is an SD3 transformer of config c as ComfyUI-GGUF writes it
+// (original names, no prefix, general.architecture sd3).
+func sd3FileCase(name string, c sd3.Config) flowFileCase {
+	return flowFileCase{name, "sd3", "", []gguf.KV{{Key: "general.architecture", Value: gguf.MustValue("sd3")}}, func() ([]TensorSpec, error) {
+		m, err := sd3.New(c)
+		if err != nil {
+			return nil, err
+		}
+		return originalTensors(m, checkpoint.SD3, "")
+	}, func(t *testing.T) ComponentPaths {
+		dir := sd3Folder(t, false, c)
+		return ComponentPaths{TextEncoder: dir, TextEncoder2: dir, VAE: dir}
+	}}
 }
 
 // A FLUX transformer in a GGUF file (stable-diffusion.cpp's names, no
@@ -149,11 +157,11 @@ func flowFileCases() []flowFileCase {
 //     rounds each weight to 1/254 of its block's largest magnitude, an RMS
 //     error of about 0.3% of these uniform weights; two steps through the
 //     tiny transformers keep the latents' error at that order (measured
-//     0.18% SD3, 0.23% FLUX), so 2% fails a wrong scale or a misplaced
+//     0.18% SD3, 0.37% SD3.5, 0.23% FLUX), so 2% fails a wrong scale or a misplaced
 //     row: swapping the adaLN halves the wrong way moves them 7–11%.
 func TestOpenGGUF(t *testing.T) {
 	for _, c := range flowFileCases() {
-		t.Run(c.family, func(t *testing.T) {
+		t.Run(c.name, func(t *testing.T) {
 			specs, err := c.specs()
 			flowMust(t, err)
 			dir := t.TempDir()
@@ -254,11 +262,12 @@ func scaledOf(t *testing.T, in, out string) {
 // same values widened to an F32 file. Both stay within 10% (relative L2)
 // of the unquantised latents: e4m3 keeps 3 mantissa bits, a relative
 // rounding error of up to 6.25% per weight, about 2% RMS, which the tiny
-// models pass on at that order (measured 1.6–1.8%; these weights are
-// large enough that the plain cast rarely falls into subnormals).
+// models pass on at that order (measured 1.6–1.8%; 3.0–3.2% for SD3.5,
+// three blocks, two with dual attention; these weights are large enough
+// that the plain cast rarely falls into subnormals).
 func TestOpenFP8(t *testing.T) {
 	for _, c := range flowFileCases() {
-		t.Run(c.family, func(t *testing.T) {
+		t.Run(c.name, func(t *testing.T) {
 			specs, err := c.specs()
 			flowMust(t, err)
 			dir := t.TempDir()

@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/diffuse-go/diffuse/half"
@@ -25,14 +26,17 @@ import (
 
 // isMMDiTKind reports the random-checkpoint kinds of the flow-matching
 // transformers: sd3 (SD3 medium with CLIP-L, CLIP-G and T5-XXL), sd3-no-t5,
-// sd35 (refused), flux-dev and flux-schnell; a "-tiny" suffix writes the
-// same layout at test sizes.
+// sd35-large and sd35-medium (SD3.5's MMDiTs with the same encoders and
+// VAE), flux-dev and flux-schnell; a "-tiny" suffix writes the same layout
+// at test sizes.
 func isMMDiTKind(kind string) bool {
-	switch strings.TrimSuffix(kind, "-tiny") {
-	case "sd3", "sd3-no-t5", "sd35", "flux-dev", "flux-schnell":
-		return true
-	}
-	return false
+	base := strings.TrimSuffix(kind, "-tiny")
+	return isSD3Kind(base) || base == "flux-dev" || base == "flux-schnell"
+}
+
+// isSD3Kind reports the kinds (without -tiny) written as an SD3 single file.
+func isSD3Kind(base string) bool {
+	return slices.Contains([]string{"sd3", "sd3-no-t5", "sd35-large", "sd35-medium"}, base)
 }
 
 // mmditFiles are the files one kind writes: the checkpoint and, for FLUX,
@@ -70,13 +74,13 @@ func writeRandomMMDiT(ctx context.Context, kind, out string, dt tensor.DType, qt
 	tiny := strings.HasSuffix(kind, "-tiny")
 	base := strings.TrimSuffix(kind, "-tiny")
 	res := mmditFiles{Checkpoint: out}
-	switch base {
-	case "sd35":
-		return res, fmt.Errorf("random-checkpoint: sd35: SD3.5 (qk norm, MMDiT-X dual attention) is %w by model/sd3 (diffusers v0.30.3's SD3Transformer2DModel)", pipeline.ErrUnsupported)
-	case "sd3", "sd3-no-t5":
+	if isSD3Kind(base) {
 		c := sd3Configs(tiny)
-		if base == "sd3-no-t5" {
+		switch base {
+		case "sd3-no-t5":
 			c.t5 = nil
+		case "sd35-large", "sd35-medium":
+			c.tr = sd35Transformer(base == "sd35-medium", tiny)
 		}
 		specs, err := pipeline.SD3FileLayout(c.tr, c.clipL, c.clipG, c.t5, c.vae)
 		if err != nil {
@@ -168,6 +172,28 @@ func sd3Configs(tiny bool) mmditConfigs {
 		c.tr.NumLayers, c.tr.NumAttentionHeads, c.tr.CaptionProjectionDim = 2, 1, 64
 		c.tr.JointAttentionDim, c.tr.PooledProjectionDim, c.tr.PosEmbedMaxSize, c.tr.SampleSize = 128, 64, 16, 16
 		c.clipL, c.clipG, c.t5, c.vae = mmditTinyCLIP(32), mmditTinyCLIP(32), mmditTinyT5(), mmditTinyVAE(c.vae)
+	}
+	return c
+}
+
+// sd35Transformer is SD3.5 Large's MMDiT (38 blocks of width 2432, 38
+// heads, pos_embed_max_size 192, qk norms) or SD3.5 Medium's (24 blocks of
+// width 1536, 24 heads, pos_embed_max_size 384, qk norms, dual attention in
+// blocks 0..12), as their diffusers config.json files give them; tiny: the
+// same layout with two blocks of width 64 (Large) or three of width 128 in
+// two heads, the first two dual (Medium).
+func sd35Transformer(medium, tiny bool) sd3.Config {
+	c := sd3Configs(tiny).tr
+	rms := sd3.QKNormRMS
+	c.QKNorm = &rms
+	switch {
+	case medium && tiny:
+		c.NumLayers, c.NumAttentionHeads, c.CaptionProjectionDim, c.DualAttentionLayers = 3, 2, 128, []int{0, 1}
+	case medium:
+		c.PosEmbedMaxSize = 384
+		c.DualAttentionLayers = []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}
+	case !tiny:
+		c.NumLayers, c.NumAttentionHeads, c.CaptionProjectionDim = 38, 38, 2432
 	}
 	return c
 }

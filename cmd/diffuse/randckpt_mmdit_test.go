@@ -99,13 +99,6 @@ func TestRandomSD3NeedsT5Tokenizer(t *testing.T) {
 	}
 }
 
-func TestRandomSD35Refused(t *testing.T) {
-	_, err := writeRandomMMDiT(context.Background(), "sd35", filepath.Join(t.TempDir(), "x.safetensors"), tensor.F16, nil, 1)
-	if !errors.Is(err, pipeline.ErrUnsupported) {
-		t.Fatalf("err = %v, want ErrUnsupported", err)
-	}
-}
-
 func TestRandomFlux(t *testing.T) {
 	for _, kind := range []string{"flux-dev-tiny", "flux-schnell-tiny"} {
 		t.Run(kind, func(t *testing.T) {
@@ -175,6 +168,8 @@ func TestRandomMMDiTQuantized(t *testing.T) {
 		{"flux-dev-tiny", "fp8-scaled", "f.safetensors", "single_blocks.0.linear1.weight", "F8_E4M3"},
 		{"sd3-tiny", "q8_0", "s.gguf", "model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight", "Q8_0"},
 		{"sd3-tiny", "fp8", "s.safetensors", "model.diffusion_model.joint_blocks.1.x_block.mlp.fc1.weight", "F8_E4M3"},
+		{"sd35-medium-tiny", "q8_0", "m.gguf", "model.diffusion_model.joint_blocks.1.x_block.attn2.qkv.weight", "Q8_0"},
+		{"sd35-large-tiny", "fp8-scaled", "l.safetensors", "model.diffusion_model.joint_blocks.0.context_block.attn.qkv.weight", "F8_E4M3"},
 	} {
 		t.Run(c.kind+"-"+c.dtype, func(t *testing.T) {
 			out := filepath.Join(t.TempDir(), c.file)

@@ -1,20 +1,25 @@
-// Package sd3 is diffusers' SD3Transformer2DModel (v0.30.3): the MMDiT of
-// Stable Diffusion 3. Image patches and text tokens keep separate weights
-// but attend jointly (image tokens first, then text); every block is
-// modulated by adaLN-Zero from one conditioning vector (timestep embedding
-// plus the pooled text projection); the last block drops the text stream
-// (context_pre_only) and an AdaLayerNormContinuous output layer precedes
-// unpatchify. Positions are a fixed sin-cos table of pos_embed_max_size²
-// entries (a weights-file buffer) from which the image's grid is cropped
-// around the centre.
+// Package sd3 is diffusers' SD3Transformer2DModel (v0.30.3, and v0.31's
+// SD3.5 options): the MMDiT of Stable Diffusion 3 and 3.5. Image patches
+// and text tokens keep separate weights but attend jointly (image tokens
+// first, then text); every block is modulated by adaLN-Zero from one
+// conditioning vector (timestep embedding plus the pooled text
+// projection); the last block drops the text stream (context_pre_only)
+// and an AdaLayerNormContinuous output layer precedes unpatchify.
+// Positions are a fixed sin-cos table of pos_embed_max_size² entries (a
+// weights-file buffer) from which the image's grid is cropped around the
+// centre.
 //
-// SD3.5's additions (qk_norm, dual attention blocks) are not part of
-// v0.30.3; configs that ask for them are refused.
+// SD3.5 (diffusers >= 0.31) adds two options: qk_norm "rms_norm" puts a
+// learned RMSNorm on every head's queries and keys (SD3.5 Large and
+// Medium), and dual_attention_layers gives the listed blocks a second,
+// image-only self-attention modulated by three more adaLN chunks (SD3.5
+// Medium's MMDiT-X).
 package sd3
 
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 
 	"github.com/diffuse-go/diffuse/nn"
 	"github.com/diffuse-go/diffuse/tensor"
@@ -36,10 +41,24 @@ type Config struct {
 	// computes the positions of the image's own grid instead.
 	PosEmbedMaxSize int `json:"pos_embed_max_size"`
 
-	// SD3.5 keys (diffusers >= 0.31), refused when set.
-	DualAttentionLayers []int   `json:"dual_attention_layers"`
-	QKNorm              *string `json:"qk_norm"`
+	// DualAttentionLayers lists the blocks with a second, image-only
+	// self-attention (attn2) and SD35AdaLayerNormZeroX as their image norm
+	// (SD3.5 Medium: 0..12); empty for SD3 and SD3.5 Large.
+	DualAttentionLayers []int `json:"dual_attention_layers,omitempty"`
+	// QKNorm is the per-head query/key normalisation: nil (null) for SD3,
+	// "rms_norm" for SD3.5.
+	QKNorm *string `json:"qk_norm"`
 }
+
+// QKNormRMS is the qk_norm value of SD3.5, the one this package implements.
+const QKNormRMS = "rms_norm"
+
+// HasQKNorm reports whether the attentions normalise their heads' queries
+// and keys (qk_norm "rms_norm").
+func (c Config) HasQKNorm() bool { return c.QKNorm != nil }
+
+// DualAttention reports whether block i has the second self-attention.
+func (c Config) DualAttention(i int) bool { return slices.Contains(c.DualAttentionLayers, i) }
 
 // Defaults are the constructor defaults (the SD3 medium model).
 func Defaults() Config {
@@ -85,11 +104,21 @@ func (c Config) Validate() error {
 		return fmt.Errorf("sd3: caption_projection_dim %d must equal num_attention_heads × attention_head_dim = %d (the text stream shares the model width)",
 			c.CaptionProjectionDim, c.InnerDim())
 	}
-	if len(c.DualAttentionLayers) > 0 {
-		return fmt.Errorf("sd3: dual_attention_layers %v (SD3.5 MMDiT-X) is not supported", c.DualAttentionLayers)
+	return c.validateSD35()
+}
+
+// validateSD35 checks the SD3.5 keys: qk_norm null or "rms_norm" (the
+// other norms diffusers' Attention knows are used by no SD3 model), and
+// dual attention layers that are blocks of the model.
+func (c Config) validateSD35() error {
+	if c.QKNorm != nil && *c.QKNorm != QKNormRMS {
+		return fmt.Errorf("sd3: config qk_norm %q is not supported (want null or %q)", *c.QKNorm, QKNormRMS)
 	}
-	if c.QKNorm != nil {
-		return fmt.Errorf("sd3: qk_norm %q (SD3.5) is not supported", *c.QKNorm)
+	for _, l := range c.DualAttentionLayers {
+		if l < 0 || l >= c.NumLayers {
+			return fmt.Errorf("sd3: config dual_attention_layers %v: layer %d is not one of the %d blocks (0..%d)",
+				c.DualAttentionLayers, l, c.NumLayers, c.NumLayers-1)
+		}
 	}
 	return nil
 }
@@ -132,7 +161,8 @@ func New(c Config) (*Model, error) {
 	}
 	m.Patch.NoPositions = c.PosEmbedMaxSize > 0
 	for i := 0; i < c.NumLayers; i++ {
-		m.Blocks = append(m.Blocks, NewJointBlock(d, c.NumAttentionHeads, i == c.NumLayers-1))
+		m.Blocks = append(m.Blocks, NewJointBlock(d, c.NumAttentionHeads, BlockOptions{ContextPreOnly: i == c.NumLayers-1,
+			QKNorm: c.HasQKNorm(), DualAttention: c.DualAttention(i)}))
 	}
 	return m, nil
 }

@@ -8,10 +8,14 @@ import (
 	"github.com/diffuse-go/diffuse/tensor"
 )
 
-func TestParseConfigRefusesSD35(t *testing.T) {
+func TestParseConfigErrors(t *testing.T) {
 	for _, c := range []struct{ json, want string }{
-		{`{"qk_norm": "rms_norm"}`, "qk_norm"},
-		{`{"dual_attention_layers": [0, 1]}`, "dual_attention_layers"},
+		{`{"qk_norm": "layer_norm"}`, "qk_norm"},
+		{`{"qk_norm": ""}`, "qk_norm"},
+		{`{"qk_norm": 1}`, "qk_norm"},
+		{`{"dual_attention_layers": [0, 18]}`, "dual_attention_layers"},
+		{`{"dual_attention_layers": [-1]}`, "dual_attention_layers"},
+		{`{"dual_attention_layers": "0-12"}`, "dual_attention_layers"},
 		{`{"caption_projection_dim": 1000}`, "caption_projection_dim"},
 		{`{"num_layers": 0}`, "num_layers"},
 	} {
@@ -22,6 +26,47 @@ func TestParseConfigRefusesSD35(t *testing.T) {
 	}
 	if _, err := ParseConfig([]byte(`{"dual_attention_layers": [], "qk_norm": null, "out_channels": null}`)); err != nil {
 		t.Errorf("SD3 medium config with empty SD3.5 keys refused: %v", err)
+	}
+}
+
+// SD3.5 Medium's and Large's transformer configs (diffusers' config.json
+// of stabilityai/stable-diffusion-3.5-medium and -large) parse, and the
+// models built from them have the SD3.5 modules where diffusers has them.
+func TestParseConfigSD35(t *testing.T) {
+	medium := `{"_class_name": "SD3Transformer2DModel", "_diffusers_version": "0.31.0.dev0", "attention_head_dim": 64,
+		"caption_projection_dim": 1536, "dual_attention_layers": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], "in_channels": 16,
+		"joint_attention_dim": 4096, "num_attention_heads": 24, "num_layers": 24, "out_channels": 16, "patch_size": 2,
+		"pooled_projection_dim": 2048, "pos_embed_max_size": 384, "qk_norm": "rms_norm", "sample_size": 128}`
+	large := `{"attention_head_dim": 64, "caption_projection_dim": 2432, "in_channels": 16, "joint_attention_dim": 4096,
+		"num_attention_heads": 38, "num_layers": 38, "out_channels": 16, "patch_size": 2, "pooled_projection_dim": 2048,
+		"pos_embed_max_size": 192, "qk_norm": "rms_norm", "sample_size": 128}`
+	for _, c := range []struct {
+		name, json string
+		dual       int
+	}{{"medium", medium, 13}, {"large", large, 0}} {
+		cfg, err := ParseConfig([]byte(c.json))
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		m, err := New(cfg)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		dual := 0
+		for i, b := range m.Blocks {
+			if b.Attn.NormQ == nil || b.Attn.NormAddedK == nil {
+				t.Errorf("%s: block %d has no qk norms", c.name, i)
+			}
+			if b.Attn2 != nil {
+				dual++
+				if b.Norm1X == nil || b.Norm1 != nil || b.Attn2.NormK == nil || i > 12 {
+					t.Errorf("%s: dual block %d: norm1 %v, norm1 X %v", c.name, i, b.Norm1, b.Norm1X)
+				}
+			}
+		}
+		if dual != c.dual {
+			t.Errorf("%s: %d dual-attention blocks, want %d", c.name, dual, c.dual)
+		}
 	}
 }
 
