@@ -26,6 +26,14 @@ const Resolution = 32
 // 3-level UNet2DConditionModel with cross-attention at its 8² and 4²
 // levels (none at 16², where attention would cost most), and an
 // AutoencoderKL that halves the side (32² RGB ↔ 16² × 4 latents).
+//
+// The UNet also pools the caption into its timestep embedding (as
+// DeepFloyd IF's UNets do: addition_embed_type "text") and its resnets
+// scale and shift their normalised features by that embedding
+// (resnet_time_scale_shift "scale_shift"). Without the multiplicative
+// path, a model trained within the hour learned colour, which a global
+// bias conveys, but neither shape nor position: those need the caption to
+// gate features that vary across the image.
 const (
 	TextEncoderConfig = `{
   "_name_or_path": "diffuse-toy", "architectures": ["CLIPTextModel"], "model_type": "clip_text_model",
@@ -45,7 +53,8 @@ const (
   "only_cross_attention": false, "block_out_channels": [32, 64, 64], "layers_per_block": 1,
   "downsample_padding": 1, "mid_block_scale_factor": 1, "act_fn": "silu", "norm_num_groups": 8,
   "norm_eps": 1e-05, "cross_attention_dim": 64, "attention_head_dim": 4, "use_linear_projection": false,
-  "upcast_attention": false, "resnet_time_scale_shift": "default"
+  "upcast_attention": false, "resnet_time_scale_shift": "scale_shift",
+  "addition_embed_type": "text", "addition_embed_type_num_heads": 4
 }`
 	VAEConfig = `{
   "_class_name": "AutoencoderKL", "_diffusers_version": "0.30.3",

@@ -5,6 +5,8 @@ import (
 	"context"
 	"strings"
 	"testing"
+
+	"github.com/diffuse-go/diffuse/train"
 )
 
 // TestTrainSmoke runs a few steps of both stages, checkpoints, resumes and
@@ -65,5 +67,46 @@ func TestUniform(t *testing.T) {
 	}
 	if uniform(7, 0) == uniform(8, 0) {
 		t.Error("seed ignored")
+	}
+}
+
+// TestTrainReachesEveryUNetParam checks that two diffusion steps move
+// every UNet parameter that starts at zero (biases: weight decay alone
+// cannot move them), the caption-pooling (addition_embed_type "text") and
+// scale-shift paths included: a path that autograd does not reach would
+// silently stay at its initial values.
+func TestTrainReachesEveryUNetParam(t *testing.T) {
+	ctx := context.Background()
+	v, err := NewVAE(1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := NewDiffusion(1, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := map[string][]float32{}
+	for _, p := range train.ModuleParams(d.Models.UNet) {
+		before[p.Name] = append([]float32(nil), p.T.Data()...)
+	}
+	if _, err := TrainDiffusion(ctx, TrainConfig{Seed: 1, BatchSize: 2, Steps: 2, LR: 1e-3}, d); err != nil {
+		t.Fatal(err)
+	}
+	pooled := false
+	for _, p := range train.ModuleParams(d.Models.UNet) {
+		if strings.HasPrefix(p.Name, "add_embedding.") {
+			pooled = true
+		}
+		zero, same := true, true
+		for i, x := range p.T.Data() {
+			zero = zero && before[p.Name][i] == 0
+			same = same && x == before[p.Name][i]
+		}
+		if zero && same {
+			t.Errorf("%s did not change in two steps", p.Name)
+		}
+	}
+	if !pooled {
+		t.Error("the UNet has no add_embedding (addition_embed_type text)")
 	}
 }
