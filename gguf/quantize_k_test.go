@@ -325,3 +325,36 @@ func TestQuantizeFixedPoint(t *testing.T) {
 		}
 	}
 }
+
+// Non-finite values give some bytes, as in ggml, and no panic.
+func TestQuantizeNonFinite(t *testing.T) {
+	x := make([]float32, 256)
+	for i := range x {
+		x[i] = float32(i%7) - 3
+	}
+	inf := float32(math.Inf(1))
+	for _, bad := range []float32{float32(math.NaN()), inf, -inf} {
+		x[77] = bad
+		for typ := range quantFuncs {
+			b := make([]byte, mustRowBytes(t, typ, len(x)))
+			if err := QuantizeRow(typ, x, b); err != nil {
+				t.Errorf("%s with %v: %v", typ, bad, err)
+			}
+		}
+	}
+}
+
+func BenchmarkQuantizeRow(b *testing.B) {
+	random, _ := testRows()
+	for _, typ := range []Type{Q8_0, Q5_0, Q4_K, Q5_K, Q6_K} {
+		b.Run(typ.String(), func(b *testing.B) {
+			dst := make([]byte, must(typ.RowBytes(len(random))))
+			b.SetBytes(int64(4 * len(random)))
+			for b.Loop() {
+				if err := QuantizeRow(typ, random, dst); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
