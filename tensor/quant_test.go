@@ -28,9 +28,9 @@ func wave(n int, seed float64) []float32 {
 	return v
 }
 
-// quantWeight quantises an out×in weight to d, or for a dtype gguf has no
-// quantiser for (none at present: Q5_K and Q6_K had none once) fills the
-// blocks with pseudo-random bytes under small finite scales.
+// quantWeight quantises an out×in weight to d, or for a dtype gguf cannot
+// quantise to (none at present) fills the blocks with pseudo-random bytes
+// under small finite scales.
 func quantWeight(t *testing.T, d DType, out, in int, seed float64) *Tensor {
 	t.Helper()
 	gt, _ := d.GGUFType()
