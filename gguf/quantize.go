@@ -24,10 +24,13 @@ var quantFuncs = map[Type]func(src []float32, dst []byte){
 	Q5_1: quantQ5_1,
 	Q8_0: quantQ8_0,
 	Q4_K: quantQ4_K,
+	Q5_K: quantQ5_K,
+	Q6_K: quantQ6_K,
 }
 
 // CanQuantize reports whether QuantizeRow handles the type: F32, F16, BF16,
-// Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q4_K.
+// Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and Q6_K (every type
+// DequantizeRow reads).
 func CanQuantize(t Type) bool { _, ok := quantFuncs[t]; return ok }
 
 // QuantizeRow encodes the values of src as type t into dst. len(src) must
@@ -189,138 +192,4 @@ func quantQ5_1(x []float32, b []byte) {
 		qh |= uint32(q0>>4&1)<<j | uint32(q1>>4&1)<<(j+16)
 	}
 	binary.LittleEndian.PutUint32(b[4:], qh)
-}
-
-// nearestInt rounds as ggml's nearest_int does (adding 1.5·2²³ and reading
-// the mantissa: ties to even), for |v| ≤ 2²².
-func nearestInt(v float32) int {
-	f := v + 12582912
-	return int(math.Float32bits(f)&0x007fffff) - 0x00400000
-}
-
-// quantQ4_K is quantize_row_q4_K_ref for one super-block of 256 values.
-func quantQ4_K(x []float32, b []byte) {
-	var (
-		L       [qk]uint8
-		laux    [32]uint8
-		weights [32]float32
-		mins    [8]float32
-		scales  [8]float32
-	)
-	var maxScale, maxMin float32
-	for j := 0; j < 8; j++ {
-		xs := x[32*j : 32*j+32]
-		var sumX2 float32
-		for _, v := range xs {
-			sumX2 += float32(v * v)
-		}
-		avX := float32(math.Sqrt(float64(sumX2 / 32)))
-		for l, v := range xs {
-			weights[l] = avX + abs32(v)
-		}
-		scales[j], mins[j] = makeQKX2Quants(15, xs, weights[:], L[32*j:32*j+32], laux[:], -1, 0.1, 20)
-		maxScale = more(scales[j], maxScale)
-		maxMin = more(mins[j], maxMin)
-	}
-	var invScale, invMin float32
-	if maxScale > 0 {
-		invScale = 63 / maxScale
-	}
-	if maxMin > 0 {
-		invMin = 63 / maxMin
-	}
-	sc := b[4:16]
-	for j := 0; j < 8; j++ {
-		ls := min(63, uint8(nearestInt(float32(invScale*scales[j]))))
-		lm := min(63, uint8(nearestInt(float32(invMin*mins[j]))))
-		if j < 4 {
-			sc[j], sc[j+4] = ls, lm
-		} else {
-			sc[j+4] = ls&0xf | (lm&0xf)<<4
-			sc[j-4] |= (ls >> 4) << 6
-			sc[j] |= (lm >> 4) << 6
-		}
-	}
-	putF16(b, maxScale/63)
-	putF16(b[2:], maxMin/63)
-	d, dmin := f16(b), f16(b[2:])
-	for j := 0; j < 8; j++ {
-		s, m := scaleMinK4(j, sc)
-		dj := d * float32(s)
-		if dj == 0 {
-			continue // keep the levels makeQKX2Quants chose, as ggml does
-		}
-		dm := float32(dmin * float32(m))
-		for i, v := range x[32*j : 32*j+32] {
-			L[32*j+i] = uint8(max(0, min(15, nearestInt((v+dm)/dj))))
-		}
-	}
-	q := b[16:144]
-	for j := 0; j < qk; j += 64 {
-		for l := 0; l < 32; l++ {
-			q[j/2+l] = L[j+l] | L[j+l+32]<<4
-		}
-	}
-}
-
-// makeQKX2Quants is ggml's make_qkx2_quants (use_mad false): it chooses
-// levels L in [0, nmax] and a scale and min (returned negated, as ggml
-// does) for x ≈ scale·L − min, searching nstep+1 candidate scales for the
-// smallest weighted squared error.
-func makeQKX2Quants(nmax int, x, weights []float32, L, laux []uint8, rmin, rdelta float32, nstep int) (scale, negMin float32) {
-	lo, hi := x[0], x[0]
-	sumW := weights[0]
-	sumX := float32(sumW * x[0])
-	for i := 1; i < len(x); i++ {
-		lo, hi = less(x[i], lo), more(x[i], hi)
-		sumW += weights[i]
-		sumX += float32(weights[i] * x[i])
-	}
-	if lo > 0 {
-		lo = 0
-	}
-	if hi == lo {
-		clear(L[:len(x)])
-		return 0, -lo
-	}
-	iscale := float32(nmax) / (hi - lo)
-	scale = 1 / iscale
-	var bestError float32
-	for i, v := range x {
-		L[i] = uint8(max(0, min(nmax, nearestInt(float32(iscale*(v-lo))))))
-		diff := float32(scale*float32(L[i])) + lo - v
-		bestError += float32(weights[i] * float32(diff*diff))
-	}
-	for is := 0; is <= nstep; is++ {
-		iscale = (float32(rdelta*float32(is)) + rmin + float32(nmax)) / (hi - lo)
-		var sumL, sumL2, sumXL float32
-		for i, v := range x {
-			l := max(0, min(nmax, nearestInt(float32(iscale*(v-lo)))))
-			laux[i] = uint8(l)
-			wl := float32(weights[i] * float32(l))
-			sumL += wl
-			sumL2 += float32(wl * float32(l))
-			sumXL += float32(wl * v)
-		}
-		D := float32(sumW*sumL2) - float32(sumL*sumL)
-		if D <= 0 {
-			continue
-		}
-		thisScale := (float32(sumW*sumXL) - float32(sumX*sumL)) / D
-		thisMin := (float32(sumL2*sumX) - float32(sumL*sumXL)) / D
-		if thisMin > 0 {
-			thisMin = 0
-			thisScale = sumXL / sumL2
-		}
-		var curError float32
-		for i, v := range x {
-			diff := float32(thisScale*float32(laux[i])) + thisMin - v
-			curError += float32(weights[i] * float32(diff*diff))
-		}
-		if curError < bestError {
-			copy(L[:len(x)], laux[:len(x)])
-			bestError, scale, lo = curError, thisScale, thisMin
-		}
-	}
-	return scale, -lo
 }

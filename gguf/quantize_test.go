@@ -3,6 +3,7 @@ package gguf
 import (
 	"bytes"
 	"encoding/binary"
+	"io"
 	"math"
 	"os"
 	"strings"
@@ -14,49 +15,74 @@ import (
 // and Q4_K, a row of 3072 floats (256-value runs of small, partly zero,
 // all-positive, all-negative, constant, outlier-heavy, zero and random
 // values) and the bytes ggml's quantize_row_*_ref (ggml-org/ggml d99724f,
-// gcc, x86-64 without FMA) wrote for it. Records: 4-byte type name, int32
-// value count, int32 byte count, the float32 values, the bytes.
+// gcc, x86-64 without FMA) wrote for it. testdata/ggml_kquant.bin, written
+// by testdata/gen_kquant.c with the same ggml, adds for each of them ten
+// edge-case runs (values whose f16 scales underflow or are subnormal, a
+// lone outlier, negative only, sub-blocks whose scales round to zero, a
+// negative constant, values below GROUP_MAX_EPS, large values, a grid of
+// rounding ties, signed zeros), and for Q5_K and Q6_K the Q4_K row and the
+// edge runs together. Records: 4-byte type name, int32 value count, int32
+// byte count, the float32 values, the bytes.
 func TestQuantizeAgainstGGML(t *testing.T) {
-	data, err := os.ReadFile("testdata/ggml_quant.bin")
-	if err != nil {
+	names := map[string]Type{"Q4_0": Q4_0, "Q4_1": Q4_1, "Q5_0": Q5_0, "Q5_1": Q5_1, "Q8_0": Q8_0, "Q4_K": Q4_K, "Q5_K": Q5_K, "Q6_K": Q6_K}
+	seen := map[Type]int{}
+	for _, file := range []string{"testdata/ggml_quant.bin", "testdata/ggml_kquant.bin"} {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for r := bytes.NewReader(data); r.Len() > 0; {
+			typ, x, want := readQuantRecord(t, r, names)
+			got := make([]byte, len(want))
+			if err := QuantizeRow(typ, x, got); err != nil {
+				t.Fatalf("%s: %v", typ, err)
+			}
+			if i := firstDiff(got, want); i >= 0 {
+				t.Errorf("%s (%s): byte %d (block %d, byte %d of it) = %#x, ggml writes %#x", typ, file, i, i/typ.TypeSize(), i%typ.TypeSize(), got[i], want[i])
+			}
+			seen[typ]++
+		}
+	}
+	for _, typ := range names {
+		if seen[typ] == 0 {
+			t.Errorf("no vectors for %s", typ)
+		}
+	}
+}
+
+// readQuantRecord reads one record of the ggml vector files.
+func readQuantRecord(t *testing.T, r *bytes.Reader, names map[string]Type) (Type, []float32, []byte) {
+	t.Helper()
+	var hdr struct {
+		Name   [4]byte
+		N, Len int32
+	}
+	if err := binary.Read(r, binary.LittleEndian, &hdr); err != nil {
 		t.Fatal(err)
 	}
-	names := map[string]Type{"Q4_0": Q4_0, "Q4_1": Q4_1, "Q5_0": Q5_0, "Q5_1": Q5_1, "Q8_0": Q8_0, "Q4_K": Q4_K}
-	seen := 0
-	for r := bytes.NewReader(data); r.Len() > 0; seen++ {
-		var hdr struct {
-			Name   [4]byte
-			N, Len int32
-		}
-		if err := binary.Read(r, binary.LittleEndian, &hdr); err != nil {
-			t.Fatal(err)
-		}
-		typ, ok := names[string(hdr.Name[:])]
-		if !ok {
-			t.Fatalf("unknown type %q in the vectors", hdr.Name)
-		}
-		x := make([]float32, hdr.N)
-		want := make([]byte, hdr.Len)
-		if err := binary.Read(r, binary.LittleEndian, x); err != nil {
-			t.Fatal(err)
-		}
-		r.Read(want)
-		got := make([]byte, hdr.Len)
-		if err := QuantizeRow(typ, x, got); err != nil {
-			t.Fatalf("%s: %v", typ, err)
-		}
-		if !bytes.Equal(got, want) {
-			for i := range got {
-				if got[i] != want[i] {
-					blk := i / typ.TypeSize()
-					t.Fatalf("%s: byte %d (block %d, byte %d of it) = %#x, ggml writes %#x", typ, i, blk, i%typ.TypeSize(), got[i], want[i])
-				}
-			}
+	typ, ok := names[string(hdr.Name[:])]
+	if !ok {
+		t.Fatalf("unknown type %q in the vectors", hdr.Name)
+	}
+	x := make([]float32, hdr.N)
+	want := make([]byte, hdr.Len)
+	if err := binary.Read(r, binary.LittleEndian, x); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(r, want); err != nil {
+		t.Fatal(err)
+	}
+	return typ, x, want
+}
+
+// firstDiff returns the first index where a and b differ, or −1.
+func firstDiff(a, b []byte) int {
+	for i := range a {
+		if a[i] != b[i] {
+			return i
 		}
 	}
-	if seen != len(names) {
-		t.Errorf("checked %d types, want %d", seen, len(names))
-	}
+	return -1
 }
 
 func TestQuantizeQ8_0Block(t *testing.T) {
@@ -133,8 +159,8 @@ func TestQuantizeRoundTrip(t *testing.T) {
 }
 
 func TestQuantizeErrors(t *testing.T) {
-	if _, err := Quantize(Q6_K, []int{256}, make([]float32, 256)); err == nil || !strings.Contains(err.Error(), "cannot quantise to type Q6_K") {
-		t.Errorf("Q6_K: %v", err)
+	if _, err := Quantize(Q2_K, []int{256}, make([]float32, 256)); err == nil || !strings.Contains(err.Error(), "cannot quantise to type Q2_K") {
+		t.Errorf("Q2_K: %v", err)
 	}
 	if _, err := Quantize(Q8_0, []int{2, 48}, make([]float32, 96)); err == nil || !strings.Contains(err.Error(), "rows of 48") {
 		t.Errorf("rows of 48: %v", err)
@@ -145,7 +171,13 @@ func TestQuantizeErrors(t *testing.T) {
 	if err := QuantizeRow(Q8_0, make([]float32, 32), make([]byte, 33)); err == nil || !strings.Contains(err.Error(), "take 34 bytes") {
 		t.Errorf("short buffer: %v", err)
 	}
-	if !CanQuantize(Q4_K) || CanQuantize(Q5_K) || !CanDequantize(Q5_K) || CanDequantize(IQ2_XS) {
+	if !CanQuantize(Q4_K) || CanQuantize(Q3_K) || !CanDequantize(Q5_K) || CanDequantize(IQ2_XS) {
 		t.Errorf("CanQuantize/CanDequantize are wrong")
+	}
+	// Every type DequantizeRow reads has a quantiser.
+	for typ := range blockFuncs {
+		if !CanQuantize(typ) {
+			t.Errorf("%s is read but cannot be written", typ)
+		}
 	}
 }

@@ -1,9 +1,9 @@
 // Package quant converts safetensors checkpoints into the quantised files
-// people run SD3 and FLUX from on small machines: GGUF (Q8_0, Q5_0, Q5_1,
-// Q4_0, Q4_1, Q4_K, or F16/BF16/F32), as stable-diffusion.cpp's convert and
-// ComfyUI-GGUF's convert.py write them, and fp8 safetensors
-// (float8_e4m3fn, plain or with per-tensor scales as ComfyUI's "scaled
-// fp8" files hold them).
+// people run SD3 and FLUX from on small machines: GGUF (Q8_0, Q6_K, Q5_K,
+// Q5_1, Q5_0, Q4_K, Q4_1, Q4_0, or F16/BF16/F32: every type package gguf
+// reads), as stable-diffusion.cpp's convert and ComfyUI-GGUF's convert.py
+// write them, and fp8 safetensors (float8_e4m3fn, plain or with
+// per-tensor scales as ComfyUI's "scaled fp8" files hold them).
 //
 // Tensor names are kept as they are (original checkpoint names; a GGUF
 // file written from a full checkpoint keeps its component prefixes, as
@@ -11,11 +11,11 @@
 // tools: weights ("*.weight") of two or more dimensions whose rows are
 // whole blocks take the chosen type; vectors and tensors of at most 1024
 // elements stay F32 (as ComfyUI-GGUF keeps them); weights whose rows are
-// not whole blocks of the type stay F16 (stable-diffusion.cpp keeps them
-// unquantised); other tensors (SD3's pos_embed) keep their stored dtype.
-// The
-// conversion reads and writes one tensor at a time, so memory stays at
-// the largest tensor's float32 size, and writes the output atomically.
+// not whole blocks of the type (32 values, or 256 for the K-quants) stay
+// F16 (stable-diffusion.cpp keeps them unquantised); other tensors (SD3's
+// pos_embed) keep their stored dtype. The conversion reads and writes one
+// tensor at a time, so memory stays at the largest tensor's float32 size,
+// and writes the output atomically.
 package quant
 
 import (
@@ -40,7 +40,7 @@ type Type struct {
 }
 
 // ggufTypes are the GGUF types Convert writes (those gguf can quantise to).
-var ggufTypes = []gguf.Type{gguf.Q8_0, gguf.Q5_1, gguf.Q5_0, gguf.Q4_K, gguf.Q4_1, gguf.Q4_0, gguf.F16, gguf.BF16, gguf.F32}
+var ggufTypes = []gguf.Type{gguf.Q8_0, gguf.Q6_K, gguf.Q5_K, gguf.Q5_1, gguf.Q5_0, gguf.Q4_K, gguf.Q4_1, gguf.Q4_0, gguf.F16, gguf.BF16, gguf.F32}
 
 // Types lists the type names ParseType accepts.
 func Types() []string {
@@ -71,7 +71,7 @@ func ParseType(name string) (Type, error) {
 	}
 	for t := gguf.Type(0); t < 64; t++ {
 		if t.Known() && strings.EqualFold(t.String(), n) {
-			return Type{}, fmt.Errorf("quant: %s: %w (gguf reads it but has no quantiser for it; write one of %s)", t, ErrType, strings.Join(Types(), ", "))
+			return Type{}, fmt.Errorf("quant: %s: %w (no quantiser for this GGUF type; write one of %s)", t, ErrType, strings.Join(Types(), ", "))
 		}
 	}
 	return Type{}, fmt.Errorf("quant: %q: %w (want one of %s)", name, ErrType, strings.Join(Types(), ", "))

@@ -53,6 +53,7 @@ func input(t *testing.T, dir string) (string, map[string][]float32) {
 		mk("txt_in.weight", []int{4, 32}, 4, safetensors.F16Tensor),   // 128 elements: small
 		mk("pos_embed", []int{1, 64, 64}, 5, safetensors.BF16Tensor),  // not a weight
 		mk("final_layer.linear.weight", []int{32, 512}, 6, safetensors.F16Tensor),
+		mk("double_blocks.0.txt_mlp.0.weight", []int{8, 160}, 7, safetensors.F32Tensor), // whole 32-blocks, not 256
 	}
 	path := filepath.Join(dir, "in.safetensors")
 	if err := safetensors.WriteFile(path, ts, nil); err != nil {
@@ -100,16 +101,23 @@ func TestConvertGGUF(t *testing.T) {
 		if f.Architecture() != "flux" {
 			t.Errorf("%s: architecture %q", name, f.Architecture())
 		}
-		kept := typ.GGUF.BlockSize() > 1
 		want := map[string]gguf.Type{
 			"double_blocks.0.img_attn.proj.weight": typ.GGUF, "double_blocks.0.img_attn.proj.bias": gguf.F32,
 			"img_in.weight": typ.GGUF, "txt_in.weight": gguf.F32, "pos_embed": gguf.BF16, "final_layer.linear.weight": typ.GGUF,
+			"double_blocks.0.txt_mlp.0.weight": typ.GGUF,
 		}
-		if kept {
-			want["img_in.weight"] = gguf.F16
+		var kept []string // weights whose rows are not whole blocks stay F16
+		for _, w := range []struct {
+			name string
+			cols int
+		}{{"double_blocks.0.txt_mlp.0.weight", 160}, {"img_in.weight", 48}} {
+			if w.cols%typ.GGUF.BlockSize() != 0 {
+				want[w.name] = gguf.F16
+				kept = append(kept, w.name)
+			}
 		}
-		if kept != slices.Equal(rep.Kept, []string{"img_in.weight"}) || !kept && len(rep.Kept) > 0 {
-			t.Errorf("%s: kept %v", name, rep.Kept)
+		if got := slices.Sorted(slices.Values(rep.Kept)); !slices.Equal(got, kept) {
+			t.Errorf("%s: kept %v, want %v", name, got, kept)
 		}
 		var size int64
 		for n, wt := range want {
@@ -258,7 +266,7 @@ func TestConvertFP8(t *testing.T) {
 func TestConvertErrors(t *testing.T) {
 	dir := t.TempDir()
 	in, _ := input(t, dir)
-	for _, name := range []string{"q5_k", "q6_k", "iq2_xs", "q7", ""} {
+	for _, name := range []string{"q2_k", "q3_k", "iq2_xs", "q7", ""} {
 		if _, err := ParseType(name); !errors.Is(err, ErrType) {
 			t.Errorf("ParseType(%q): err = %v, want ErrType", name, err)
 		}
@@ -330,7 +338,7 @@ func TestWriteStreams(t *testing.T) {
 // whatever the split (7 rows on 4 workers: 2, 2, 2, 1).
 func TestQuantizeParallel(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4))
-	for _, typ := range []gguf.Type{gguf.Q8_0, gguf.Q4_K, gguf.F16} {
+	for _, typ := range []gguf.Type{gguf.Q8_0, gguf.Q4_K, gguf.Q5_K, gguf.Q6_K, gguf.F16} {
 		shape := []int{7, 512}
 		v := values(7*512, 2)
 		got, err := quantize(typ, shape, v)
@@ -355,7 +363,7 @@ func TestQuantizeParallel(t *testing.T) {
 func BenchmarkQuantize(b *testing.B) {
 	shape := []int{3072, 3072}
 	v := values(3072*3072, 1)
-	for _, typ := range []gguf.Type{gguf.Q8_0, gguf.Q4_K} {
+	for _, typ := range []gguf.Type{gguf.Q8_0, gguf.Q4_K, gguf.Q5_K, gguf.Q6_K} {
 		b.Run(typ.String(), func(b *testing.B) {
 			b.SetBytes(int64(4 * len(v)))
 			for range b.N {

@@ -28,8 +28,8 @@ func wave(n int, seed float64) []float32 {
 	return v
 }
 
-// quantWeight quantises an out×in weight to d, or for the dtypes gguf has
-// no quantiser for (Q5_K, Q6_K) fills the blocks with pseudo-random bytes
+// quantWeight quantises an out×in weight to d, or for a dtype gguf cannot
+// quantise to (none at present) fills the blocks with pseudo-random bytes
 // under small finite scales.
 func quantWeight(t *testing.T, d DType, out, in int, seed float64) *Tensor {
 	t.Helper()

@@ -19,7 +19,8 @@ func runConvert(args []string) error {
 	fs := flag.NewFlagSet("convert", flag.ContinueOnError)
 	in := fs.String("i", "", "input .safetensors checkpoint (an SD3/FLUX transformer, or a whole original-layout file)")
 	out := fs.String("o", "", "output: .gguf for the GGUF types, .safetensors for fp8")
-	typ := fs.String("type", "q8_0", "output type: "+strings.Join(quant.Types(), ", "))
+	typ := fs.String("type", "q8_0", "output type: "+strings.Join(quant.Types(), ", ")+
+		" (the K-quants q6_k, q5_k, q4_k take rows of whole 256-value blocks, the others of 32; weights whose rows are not stay F16)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -23,8 +23,9 @@ Usage:
   diffuse worker [flags]     take jobs from a server's NATS queue (diffuse worker -h)
   diffuse bench [flags]      time the models with random full-size weights
   diffuse random-checkpoint  write a full-size SD 1.5 checkpoint with random weights
-  diffuse convert -i IN.safetensors -o OUT.gguf|OUT.safetensors --type q8_0|q4_k|…|fp8
-                             write a checkpoint as GGUF or fp8 safetensors
+  diffuse convert -i IN.safetensors -o OUT.gguf|OUT.safetensors --type q8_0|q6_k|q5_k|…|fp8
+                             write a checkpoint as GGUF (q8_0 q6_k q5_k q5_1 q5_0 q4_k q4_1
+                             q4_0 f16 bf16 f32) or fp8 safetensors (fp8, fp8-scaled)
   diffuse version            print the version
 `
 
