@@ -28,6 +28,9 @@ type TrainConfig struct {
 	CaptionDropout float64
 	// OutDir receives checkpoints (diffusion stage) and the loss log.
 	OutDir string
+	// TimestepBias weights the diffusion stage's timestep draws (zero:
+	// uniform).
+	TimestepBias train.TimestepBias
 	// CheckpointEvery saves a resumable checkpoint every so many steps
 	// (diffusion stage; 0: never).
 	CheckpointEvery int
@@ -241,8 +244,13 @@ func TrainDiffusion(ctx context.Context, c TrainConfig, d *Diffusion) (*train.Tr
 	// Plain v-prediction MSE, without Min-SNR weighting: that weighting
 	// gives the noisiest timesteps, where the caption alone decides the
 	// layout, almost no weight (zero at the zero-SNR last one).
+	weights, err := c.TimestepBias.Weights(len(m.Noise.AlphasCumprod()))
+	if err != nil {
+		return nil, err
+	}
 	tr, err := train.NewTrainer(m, train.Options{MaxGradNorm: 1}, params,
-		train.AdamWConfig{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 1e-2}, sched, &train.GeneratorDraws{G: rng.New(c.Seed)})
+		train.AdamWConfig{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 1e-2}, sched,
+		&train.GeneratorDraws{G: rng.New(c.Seed), TimestepWeights: weights})
 	if err != nil {
 		return nil, err
 	}

@@ -49,6 +49,13 @@ type Config struct {
 	PredictionType string  `json:"prediction_type"`
 	SNRGamma       float64 `json:"snr_gamma"`
 	NoiseOffset    float64 `json:"noise_offset"`
+	// TimestepBias favours part of the schedule when drawing timesteps
+	// (the SDXL text-to-image script's --timestep_bias_* flags).
+	TimestepBiasStrategy   string  `json:"timestep_bias_strategy"`
+	TimestepBiasMultiplier float64 `json:"timestep_bias_multiplier"`
+	TimestepBiasPortion    float64 `json:"timestep_bias_portion"`
+	TimestepBiasBegin      int     `json:"timestep_bias_begin"`
+	TimestepBiasEnd        int     `json:"timestep_bias_end"`
 
 	// DreamBooth.
 	InstancePrompt        string  `json:"instance_prompt"`
@@ -81,7 +88,8 @@ func Defaults(method string) Config {
 	c := Config{Method: method, OutputDir: "output", Resolution: 512, TrainBatchSize: 4, NumTrainEpochs: 1,
 		GradientAccumulationSteps: 1, LearningRate: 5e-4, LRScheduler: "constant", LRWarmupSteps: 500,
 		LRNumCycles: 1, LRPower: 1, AdamBeta1: 0.9, AdamBeta2: 0.999, AdamWeightDecay: 1e-2, AdamEpsilon: 1e-8,
-		MaxGradNorm: 1, CheckpointingSteps: 500, PriorLossWeight: 1, Rank: 4, BaseModelVersion: "sd_v1"}
+		MaxGradNorm: 1, CheckpointingSteps: 500, PriorLossWeight: 1, Rank: 4, BaseModelVersion: "sd_v1",
+		TimestepBiasStrategy: "none", TimestepBiasMultiplier: 1, TimestepBiasPortion: 0.25, TimestepBiasEnd: 1000}
 	if method == "controlnet" {
 		c.LearningRate = 5e-6
 	}
@@ -116,6 +124,9 @@ func (c Config) Validate() error {
 	default:
 		add("method %q: want dreambooth_lora or controlnet", c.Method)
 	}
+	if _, err := c.timestepBias().Weights(max(c.TimestepBiasEnd, 1000)); err != nil {
+		errs = append(errs, err)
+	}
 	if c.OutputDir == "" {
 		add("output_dir is required")
 	}
@@ -141,4 +152,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("train: config: %w", errors.Join(errs...))
 	}
 	return nil
+}
+
+func (c Config) timestepBias() TimestepBias {
+	return TimestepBias{Strategy: c.TimestepBiasStrategy, Multiplier: c.TimestepBiasMultiplier,
+		Portion: c.TimestepBiasPortion, Begin: c.TimestepBiasBegin, End: c.TimestepBiasEnd}
 }

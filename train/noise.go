@@ -31,6 +31,10 @@ type GeneratorDraws struct {
 	// NoiseOffset · randn(B, C, 1, 1) drawn right after it (as
 	// train_text_to_image.py does).
 	NoiseOffset float32
+	// TimestepWeights, when set (TimestepBias.Weights), draws each
+	// timestep with these probabilities from one uniform number instead
+	// of uniformly with torch.randint.
+	TimestepWeights []float64
 }
 
 // Next implements Draws.
@@ -45,6 +49,15 @@ func (d *GeneratorDraws) Next(shape []int, numTrain int) (Draw, error) {
 		for i := range out.Noise {
 			out.Noise[i] += d.NoiseOffset * off[i/per]
 		}
+	}
+	if d.TimestepWeights != nil {
+		if len(d.TimestepWeights) != numTrain {
+			return Draw{}, fmt.Errorf("train: %d timestep weights for %d timesteps", len(d.TimestepWeights), numTrain)
+		}
+		u := make([]float32, shape[0])
+		d.G.Uniform(u, 0, 1)
+		out.Timesteps = sampleWeighted(d.TimestepWeights, u)
+		return out, nil
 	}
 	ts, err := d.G.RandInt(0, int64(numTrain), shape[0])
 	if err != nil {

@@ -89,8 +89,13 @@ func Run(ctx context.Context, cfg Config, m Models, data Data, onStep func(*Step
 	opts := Options{PriorPreservation: cfg.Method == "dreambooth_lora" && cfg.WithPriorPreservation,
 		PriorLossWeight: float32(cfg.PriorLossWeight), SNRGamma: float32(cfg.SNRGamma),
 		GradientAccumulation: cfg.GradientAccumulationSteps, MaxGradNorm: cfg.MaxGradNorm}
+	weights, err := cfg.timestepBias().Weights(len(m.Noise.AlphasCumprod()))
+	if err != nil {
+		return nil, err
+	}
 	tr, err := NewTrainer(m, opts, params, AdamWConfig{Beta1: cfg.AdamBeta1, Beta2: cfg.AdamBeta2,
-		Eps: cfg.AdamEpsilon, WeightDecay: cfg.AdamWeightDecay}, sched, &GeneratorDraws{G: g, NoiseOffset: float32(cfg.NoiseOffset)})
+		Eps: cfg.AdamEpsilon, WeightDecay: cfg.AdamWeightDecay}, sched,
+		&GeneratorDraws{G: g, NoiseOffset: float32(cfg.NoiseOffset), TimestepWeights: weights})
 	if err != nil {
 		return nil, err
 	}

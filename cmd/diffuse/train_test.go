@@ -43,6 +43,8 @@ func TestParseTrainFlagsErrors(t *testing.T) {
 		{"bad rank", append(db, "--rank", "0"), "rank must be positive"},
 		{"bad number", append(db, "--learning-rate", "fast"), "learning-rate"},
 		{"stray", append(db, "extra"), "unexpected arguments"},
+		{"bad timestep bias", append(db, "--timestep_bias_strategy", "sideways"), "timestep bias strategy"},
+		{"bad timestep bias multiplier", append(db, "--timestep_bias_strategy", "later", "--timestep_bias_multiplier", "0"), "multiplier"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := parseTrainFlags(c.args, &bytes.Buffer{})
@@ -55,11 +57,15 @@ func TestParseTrainFlagsErrors(t *testing.T) {
 
 func TestParseTrainFlags(t *testing.T) {
 	f, err := parseTrainFlags([]string{"--pretrained-model-name-or-path", "m", "--method", "controlnet", "--train_data_dir", "d",
-		"--train-batch-size", "2", "--gradient_checkpointing", "--snr-gamma", "5", "--lr_scheduler", "cosine"}, &bytes.Buffer{})
+		"--train-batch-size", "2", "--gradient_checkpointing", "--snr-gamma", "5", "--lr_scheduler", "cosine",
+		"--timestep_bias_strategy", "later", "--timestep_bias_multiplier", "4", "--timestep_bias_portion", "0.2"}, &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := f.cfg
+	if c.TimestepBiasStrategy != "later" || c.TimestepBiasMultiplier != 4 || c.TimestepBiasPortion != 0.2 {
+		t.Errorf("timestep bias %q %g %g", c.TimestepBiasStrategy, c.TimestepBiasMultiplier, c.TimestepBiasPortion)
+	}
 	if f.model != "m" || c.Method != "controlnet" || c.TrainBatchSize != 2 || !c.GradientCheckpointing || c.SNRGamma != 5 ||
 		c.LRScheduler != "cosine" || c.LearningRate != 5e-6 || f.validationSteps != 100 {
 		t.Errorf("parsed %+v (validation_steps %d)", c, f.validationSteps)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/diffuse-go/diffuse/model/vae"
 	"github.com/diffuse-go/diffuse/toy"
+	"github.com/diffuse-go/diffuse/train"
 )
 
 // toyTrainFlags are the settings of "diffuse train-toy".
@@ -23,6 +24,7 @@ type toyTrainFlags struct {
 	steps, batch, ckptEvery int
 	lr                      float64
 	vaeInit, vocab          string
+	biasPortion, biasMult   float64
 }
 
 func parseToyTrainFlags(args []string, out io.Writer) (*toyTrainFlags, error) {
@@ -37,6 +39,8 @@ func parseToyTrainFlags(args []string, out io.Writer) (*toyTrainFlags, error) {
 	fs.IntVar(&f.steps, "steps", 2800, "diffusion training steps (text encoder and UNet)")
 	fs.IntVar(&f.batch, "batch", 16, "diffusion batch size")
 	fs.Float64Var(&f.lr, "lr", 1e-3, "diffusion learning rate (constant after 100 warm-up steps)")
+	fs.Float64Var(&f.biasPortion, "timestep-bias-portion", 0, "draw the noisiest portion of the timesteps more often (0: uniform draws)")
+	fs.Float64Var(&f.biasMult, "timestep-bias-multiplier", 4, "how much more often (with -timestep-bias-portion)")
 	fs.IntVar(&f.ckptEvery, "checkpoint-every", 50, "write a resumable checkpoint (with a usable model/ folder) every so many steps")
 	fs.StringVar(&f.vaeInit, "vae-init", "", "start the VAE from this weights file (with its vae_scaling_factor.txt beside it) instead of from scratch")
 	fs.StringVar(&f.vocab, "vocab", "", "folder with CLIP's vocab.json and merges.txt to copy into the model's tokenizer folder (for diffusers)")
@@ -88,7 +92,7 @@ func runTrainToy(ctx context.Context, args []string) error {
 	defer logf.Close()
 	t0 := time.Now()
 	tr, err := toy.TrainDiffusion(ctx, toy.TrainConfig{Seed: f.seed, BatchSize: f.batch, Steps: f.steps, LR: f.lr, Warmup: 100,
-		CaptionDropout: 0.1, OutDir: f.out, CheckpointEvery: f.ckptEvery, Log: logf}, d)
+		CaptionDropout: 0.1, OutDir: f.out, CheckpointEvery: f.ckptEvery, Log: logf, TimestepBias: f.timestepBias()}, d)
 	if err != nil {
 		return fmt.Errorf("train-toy: diffusion: %w", err)
 	}
@@ -128,4 +132,12 @@ func toyVAEStage(ctx context.Context, out, init string, c toy.TrainConfig) (*vae
 	}
 	fmt.Fprintf(os.Stderr, "vae: %d steps in %s, scaling factor %g\n", c.Steps, time.Since(t0).Round(time.Second), v.Cfg.ScalingFactor)
 	return v, toy.SaveVAE(path, v)
+}
+
+// timestepBias is the "later" bias of -timestep-bias-portion (none when 0).
+func (f *toyTrainFlags) timestepBias() train.TimestepBias {
+	if f.biasPortion == 0 {
+		return train.TimestepBias{}
+	}
+	return train.TimestepBias{Strategy: "later", Portion: f.biasPortion, Multiplier: f.biasMult}
 }
