@@ -63,6 +63,9 @@ type Config struct {
 	WithPriorPreservation bool    `json:"with_prior_preservation"`
 	PriorLossWeight       float64 `json:"prior_loss_weight"`
 	Rank                  int     `json:"rank"`
+	// LoRALayers are the UNet's LoRA target modules (the SD3/FLUX scripts'
+	// --lora_layers); empty: the script's defaults (attention projections).
+	LoRALayers []string `json:"lora_layers,omitempty"`
 	// TrainTextEncoder also attaches LoRAs to the text encoder(s)
 	// (q/k/v/out projections) and trains them with the UNet's.
 	TrainTextEncoder bool `json:"train_text_encoder"`

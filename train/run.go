@@ -168,6 +168,9 @@ func addLoRAs(cfg Config, m Models, g *rng.Generator) (LoRASet, error) {
 	if m.SDXL() {
 		lc.TargetModules = SDXLTargets
 	}
+	if len(cfg.LoRALayers) > 0 {
+		lc.TargetModules = cfg.LoRALayers
+	}
 	type part struct {
 		component string
 		module    nn.Module

@@ -42,6 +42,7 @@ type trainFlags struct {
 	numValidationImages               int
 
 	controlNetModel string
+	loraLayers      string
 	teWeightDecay   float64
 	plot            string
 	threads         int
@@ -131,6 +132,7 @@ func newTrainFlagSet(f *trainFlags, out io.Writer) *flag.FlagSet {
 	r.int(&c.TimestepBiasEnd, "timestep_bias_end", "end of the biased timesteps, exclusive (range)")
 	r.str(&c.PredictionType, "prediction_type", "epsilon or v_prediction (default: the scheduler's)")
 	r.int(&c.Rank, "rank", "LoRA rank (alpha = rank, as the script)")
+	r.str(&f.loraLayers, "lora_layers", "UNet modules that get LoRAs, comma-separated (default to_k,to_q,to_v,to_out.0,add_k_proj,add_v_proj; e.g. add conv1,conv2 for the resnets)")
 	r.int(&c.CheckpointingSteps, "checkpointing_steps", "save a resumable checkpoint every N steps (0 = never)")
 	r.int(&c.CheckpointsTotalLimit, "checkpoints_total_limit", "keep at most N checkpoints (0 = all)")
 	r.str(&c.ResumeFromCheckpoint, "resume_from_checkpoint", "checkpoint folder, or \"latest\"")
@@ -258,6 +260,18 @@ func (f *trainFlags) validate() error {
 	}
 	if f.set["adam_weight_decay_text_encoder"] {
 		f.cfg.AdamWeightDecayTextEncoder = &f.teWeightDecay
+	}
+	if f.loraLayers != "" {
+		if controlNet {
+			bad("--lora_layers is for the LoRA methods")
+		}
+		for _, l := range strings.Split(f.loraLayers, ",") {
+			if l = strings.TrimSpace(l); l == "" {
+				bad("--lora_layers %q has an empty name", f.loraLayers)
+			} else {
+				f.cfg.LoRALayers = append(f.cfg.LoRALayers, l)
+			}
+		}
 	}
 	if f.validationSteps < 0 || f.validationEpochs < 0 || f.numValidationImages < 0 {
 		bad("--validation_steps, --validation_epochs and --num_validation_images must not be negative")

@@ -43,6 +43,8 @@ func TestParseTrainFlagsErrors(t *testing.T) {
 		{"bad rank", append(db, "--rank", "0"), "rank must be positive"},
 		{"bad number", append(db, "--learning-rate", "fast"), "learning-rate"},
 		{"stray", append(db, "extra"), "unexpected arguments"},
+		{"empty lora layer", append(db, "--lora_layers", "to_q,,conv1"), "empty name"},
+		{"lora layers for controlnet", append(m, "--method", "controlnet", "--dataset", "d.jsonl", "--lora_layers", "conv1"), "--lora_layers"},
 		{"bad timestep bias", append(db, "--timestep_bias_strategy", "sideways"), "timestep bias strategy"},
 		{"bad timestep bias multiplier", append(db, "--timestep_bias_strategy", "later", "--timestep_bias_multiplier", "0"), "multiplier"},
 	} {
@@ -63,6 +65,10 @@ func TestParseTrainFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := f.cfg
+	if g, err := parseTrainFlags([]string{"--pretrained_model_name_or_path", "m", "--instance_data_dir", "i", "--instance_prompt", "p",
+		"--lora_layers", "to_q, conv1"}, &bytes.Buffer{}); err != nil || strings.Join(g.cfg.LoRALayers, "|") != "to_q|conv1" {
+		t.Errorf("--lora_layers: %v, %v", err, g)
+	}
 	if c.TimestepBiasStrategy != "later" || c.TimestepBiasMultiplier != 4 || c.TimestepBiasPortion != 0.2 {
 		t.Errorf("timestep bias %q %g %g", c.TimestepBiasStrategy, c.TimestepBiasMultiplier, c.TimestepBiasPortion)
 	}
