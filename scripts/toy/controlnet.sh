@@ -7,12 +7,12 @@
 # root; writes into $OUT.
 set -eu
 OUT=${OUT:-toy-controlnet}
-STEPS=${STEPS:-1500}
+STEPS=${STEPS:-600}
 LR=${LR:-1e-3}
 go build -o "$OUT/diffuse" ./cmd/diffuse
 D="$OUT/diffuse"
 $D toy-data -o "$OUT/data" -n 4000 -free -masks -seed 3
 $D train --method controlnet --pretrained_model_name_or_path builtin --train_data_dir "$OUT/data" \
   --resolution 32 --train_batch_size 16 --max_train_steps "$STEPS" --learning_rate "$LR" \
-  --proportion_empty_prompts 0.1 --seed 1 --checkpointing_steps 500 --output_dir "$OUT/controlnet"
+  --proportion_empty_prompts 0.1 --seed 1 --checkpointing_steps 300 --output_dir "$OUT/controlnet"
 $D eval -attributes=false -controlnet "$OUT/controlnet" -placements 60
