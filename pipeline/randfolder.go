@@ -1,15 +1,12 @@
 package pipeline
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"strings"
 
-	"github.com/diffuse-go/diffuse/half"
 	"github.com/diffuse-go/diffuse/model/clip"
 	"github.com/diffuse-go/diffuse/model/dit"
 	"github.com/diffuse-go/diffuse/model/pixart"
@@ -161,22 +158,7 @@ func writeRandomWeights(path string, m nn.Module, skip []string, seed uint64, dt
 	r := nn.NewRandom(seed)
 	return safetensors.WriteStream(path, infos, map[string]string{"format": "pt", "producer": "diffuse random-checkpoint"},
 		func(t safetensors.TensorInfo, dst []byte) error {
-			v := r.Values(t.Name, t.Shape)
-			switch t.DType {
-			case safetensors.F16:
-				for i, x := range v {
-					binary.LittleEndian.PutUint16(dst[2*i:], half.F32ToF16(x))
-				}
-			case safetensors.BF16:
-				for i, x := range v {
-					binary.LittleEndian.PutUint16(dst[2*i:], half.F32ToBF16(x))
-				}
-			default:
-				for i, x := range v {
-					binary.LittleEndian.PutUint32(dst[4*i:], math.Float32bits(x))
-				}
-			}
-			return nil
+			return safetensors.EncodeFloats(dst, r.Values(t.Name, t.Shape), t.DType)
 		})
 }
 

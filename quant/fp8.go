@@ -6,7 +6,6 @@ import (
 	"math"
 	"strings"
 
-	"github.com/diffuse-go/diffuse/half"
 	"github.com/diffuse-go/diffuse/safetensors"
 )
 
@@ -94,7 +93,9 @@ func (p *fp8Plan) fill(t safetensors.TensorInfo, dst []byte) error {
 			dst[i] = safetensors.F32ToF8E4M3(x / s)
 		}
 	default:
-		encode(dst, v, t.DType)
+		if err := safetensors.EncodeFloats(dst, v, t.DType); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -115,22 +116,4 @@ func (p *fp8Plan) scale(weight string, v []float32) float32 {
 	}
 	p.scales[weight] = s
 	return s
-}
-
-// encode writes v little-endian as dt (F32, F16 or BF16).
-func encode(dst []byte, v []float32, dt safetensors.DType) {
-	switch dt {
-	case safetensors.F16:
-		for i, x := range v {
-			binary.LittleEndian.PutUint16(dst[2*i:], half.F32ToF16(x))
-		}
-	case safetensors.BF16:
-		for i, x := range v {
-			binary.LittleEndian.PutUint16(dst[2*i:], half.F32ToBF16(x))
-		}
-	default:
-		for i, x := range v {
-			binary.LittleEndian.PutUint32(dst[4*i:], math.Float32bits(x))
-		}
-	}
 }

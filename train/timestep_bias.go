@@ -2,6 +2,7 @@ package train
 
 import (
 	"fmt"
+	"math"
 	"sort"
 )
 
@@ -27,7 +28,7 @@ func (b TimestepBias) Weights(numTrain int) ([]float64, error) {
 	case "", "none":
 		return nil, nil
 	case "later", "earlier":
-		if b.Portion <= 0 || b.Portion > 1 {
+		if !(b.Portion > 0 && b.Portion <= 1) { // NaN too
 			return nil, fmt.Errorf("train: timestep bias portion %g outside (0, 1]", b.Portion)
 		}
 		n := int(b.Portion * float64(numTrain))
@@ -43,8 +44,8 @@ func (b TimestepBias) Weights(numTrain int) ([]float64, error) {
 	default:
 		return nil, fmt.Errorf("train: unknown timestep bias strategy %q (none, later, earlier or range)", b.Strategy)
 	}
-	if !(b.Multiplier > 0) {
-		return nil, fmt.Errorf("train: timestep bias multiplier %g must be positive", b.Multiplier)
+	if !(b.Multiplier > 0) || math.IsInf(b.Multiplier, 1) {
+		return nil, fmt.Errorf("train: timestep bias multiplier %g must be positive and finite", b.Multiplier)
 	}
 	w := make([]float64, numTrain)
 	sum := 0.0

@@ -28,7 +28,9 @@ func TestTimestepBiasWeights(t *testing.T) {
 		t.Errorf("none: %v, %v", n, err)
 	}
 	for _, b := range []TimestepBias{{Strategy: "later", Multiplier: 0, Portion: 0.2}, {Strategy: "later", Multiplier: 2, Portion: 0},
-		{Strategy: "range", Multiplier: 2, Begin: 5, End: 3}, {Strategy: "range", Multiplier: 2, Begin: 0, End: 11}, {Strategy: "sideways", Multiplier: 2}} {
+		{Strategy: "range", Multiplier: 2, Begin: 5, End: 3}, {Strategy: "range", Multiplier: 2, Begin: 0, End: 11}, {Strategy: "sideways", Multiplier: 2},
+		{Strategy: "later", Multiplier: math.NaN(), Portion: 0.2}, {Strategy: "later", Multiplier: 2, Portion: math.NaN()},
+		{Strategy: "later", Multiplier: math.Inf(1), Portion: 0.2}} {
 		if _, err := b.Weights(10); err == nil {
 			t.Errorf("%+v accepted", b)
 		}

@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/diffuse-go/diffuse/half"
 	"github.com/diffuse-go/diffuse/model/clip"
 	"github.com/diffuse-go/diffuse/model/flux"
 	"github.com/diffuse-go/diffuse/model/sd3"
@@ -313,7 +312,10 @@ func writeRandomSpecs(ctx context.Context, path string, specs []pipeline.TensorS
 		for left := mmditNumel(s.Shape); left > 0; {
 			n := min(left, len(vals))
 			fillRandom(vals[:n], scale, matrix, &state)
-			encodeValues(buf, vals[:n], dt)
+			if err := safetensors.EncodeFloats(buf, vals[:n], safetensors.DType(name)); err != nil {
+				f.Close()
+				return err
+			}
 			if _, err := w.Write(buf[:size*n]); err != nil {
 				f.Close()
 				return err
@@ -338,24 +340,6 @@ func mmditScale(s pipeline.TensorSpec) float32 {
 		return 0
 	}
 	return 1
-}
-
-// encodeValues writes vals into buf little-endian in dt.
-func encodeValues(buf []byte, vals []float32, dt tensor.DType) {
-	switch dt {
-	case tensor.F32:
-		for i, v := range vals {
-			binary.LittleEndian.PutUint32(buf[4*i:], math.Float32bits(v))
-		}
-	case tensor.BF16:
-		for i, v := range vals {
-			binary.LittleEndian.PutUint16(buf[2*i:], half.F32ToBF16(v))
-		}
-	default:
-		for i, v := range vals {
-			binary.LittleEndian.PutUint16(buf[2*i:], half.F32ToF16(v))
-		}
-	}
 }
 
 func mmditNumel(shape []int) int {
