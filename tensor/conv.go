@@ -132,19 +132,40 @@ func (g convGeom) col2im(dx []float32, img, grp, p0, p1 int, col []float32) {
 			for ky := 0; ky < g.kh; ky++ {
 				for kx := 0; kx < g.kw; kx++ {
 					r := (c*g.kh+ky)*g.kw + kx
-					src := col[r*pc : (r+1)*pc]
-					for p := p0; p < p1; p++ {
-						oy, ox := p/g.ow, p%g.ow
-						iy := oy*g.o.Stride[0] + ky*g.o.Dilation[0] - g.o.Padding[0]
-						ix := ox*g.o.Stride[1] + kx*g.o.Dilation[1] - g.o.Padding[1]
-						if iy >= 0 && iy < g.h && ix >= 0 && ix < g.w {
-							dst[iy*g.w+ix] += src[p-p0]
-						}
-					}
+					g.addTap(dst, col[r*pc:(r+1)*pc], ky, kx, p0, p1)
 				}
 			}
 		}
 	})
+}
+
+// addTap adds one kernel tap's column values (output positions p0..p1) to
+// the input plane dst, an output row at a time: within a row the input
+// column advances by the stride, so for stride 1 the row is one vector add
+// (Axpy with a = 1 rounds exactly as the plain sum does).
+func (g convGeom) addTap(dst, src []float32, ky, kx, p0, p1 int) {
+	sx, off := g.o.Stride[1], kx*g.o.Dilation[1]-g.o.Padding[1]
+	for p := p0; p < p1; {
+		oy, ox0 := p/g.ow, p%g.ow
+		end := min(p1, p-ox0+g.ow)
+		iy := oy*g.o.Stride[0] + ky*g.o.Dilation[0] - g.o.Padding[0]
+		if iy >= 0 && iy < g.h {
+			row, s := dst[iy*g.w:(iy+1)*g.w], src[p-p0:end-p0]
+			if sx == 1 {
+				lo, hi := max(ox0, -off), min(ox0+len(s), g.w-off)
+				if lo < hi {
+					vec.Axpy(1, s[lo-ox0:hi-ox0], row[lo+off:hi+off])
+				}
+			} else {
+				for i, v := range s {
+					if ix := (ox0+i)*sx + off; ix >= 0 && ix < g.w {
+						row[ix] += v
+					}
+				}
+			}
+		}
+		p = end
+	}
 }
 
 // inPlace returns, for a stride-1 convolution whose output rows fill whole

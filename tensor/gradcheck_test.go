@@ -127,6 +127,13 @@ func TestGradients(t *testing.T) {
 		{"conv2d-stride-groups-dil", func(xs []*Tensor) *Tensor {
 			return Conv2d(xs[0], xs[1], nil, Conv2dOpts{Stride: [2]int{2, 1}, Padding: [2]int{1, 2}, Dilation: [2]int{1, 2}, Groups: 2})
 		}, []*Tensor{randT(r, 1, 4, 6, 7), randT(r, 6, 2, 3, 3)}},
+		{"conv2d-downsample", func(xs []*Tensor) *Tensor {
+			return Conv2d(xs[0], xs[1], xs[2], Conv2dOpts{Stride: [2]int{2, 2}, Padding: [2]int{1, 1}})
+		}, []*Tensor{randT(r, 1, 3, 9, 11), randT(r, 2, 3, 3, 3), randT(r, 2)}},
+		// Rows wider than a vector, so col2im's row adds take the SIMD path.
+		{"conv2d-wide", func(xs []*Tensor) *Tensor {
+			return Conv2d(xs[0], xs[1], nil, Conv2dOpts{Padding: [2]int{1, 2}, Dilation: [2]int{1, 2}})
+		}, []*Tensor{randT(r, 1, 2, 3, 21), randT(r, 2, 2, 3, 3)}},
 		{"conv2d-1x1", func(xs []*Tensor) *Tensor { return Conv2d(xs[0], xs[1], xs[2], Conv2dOpts{}) }, []*Tensor{randT(r, 2, 3, 4, 4), randT(r, 5, 3, 1, 1), randT(r, 5)}},
 		{"groupnorm", func(xs []*Tensor) *Tensor { return GroupNorm(xs[0], 2, xs[1], xs[2], 1e-5) }, []*Tensor{randT(r, 2, 4, 3, 3), randT(r, 4), randT(r, 4)}},
 		{"layernorm", func(xs []*Tensor) *Tensor { return LayerNorm(xs[0], xs[1], xs[2], 1e-5) }, []*Tensor{randT(r, 3, 6), randT(r, 6), randT(r, 6)}},

@@ -31,6 +31,10 @@ type TrainConfig struct {
 	// TimestepBias weights the diffusion stage's timestep draws (zero:
 	// uniform).
 	TimestepBias train.TimestepBias
+	// EMA, when set, averages the diffusion stage's weights (diffusers'
+	// EMAModel); checkpoints' model folders and the result hold the
+	// average.
+	EMA *train.EMAConfig
 	// CheckpointEvery saves a resumable checkpoint every so many steps
 	// (diffusion stage; 0: never).
 	CheckpointEvery int
@@ -254,6 +258,11 @@ func TrainDiffusion(ctx context.Context, c TrainConfig, d *Diffusion) (*train.Tr
 	if err != nil {
 		return nil, err
 	}
+	if c.EMA != nil {
+		if err := tr.EnableEMA(*c.EMA); err != nil {
+			return nil, err
+		}
+	}
 	var pos dataPosition
 	if c.OutDir != "" {
 		dir, err := train.ResolveCheckpoint(c.OutDir, "latest")
@@ -291,7 +300,7 @@ func TrainDiffusion(ctx context.Context, c TrainConfig, d *Diffusion) (*train.Tr
 		}
 		if c.OutDir != "" && c.CheckpointEvery > 0 && tr.GlobalStep%c.CheckpointEvery == 0 {
 			if _, err := tr.SaveCheckpoint(c.OutDir, 2, pos, func(dir string) error {
-				return d.Save(filepath.Join(dir, "model"), "")
+				return tr.WithEMAWeights(func() error { return d.Save(filepath.Join(dir, "model"), "") })
 			}); err != nil {
 				return tr, err
 			}

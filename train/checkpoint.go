@@ -59,6 +59,8 @@ type stateJSON struct {
 	LRScheduler    lrSchedulerRef `json:"lr_scheduler"`
 	// Draws is the random-draw source's state.
 	Draws []byte `json:"draws_state"`
+	// EMASteps is the EMA's update count (absent without one).
+	EMASteps *int `json:"ema_steps,omitempty"`
 	// Data is the caller's position in its data (epoch, batch...).
 	Data json.RawMessage `json:"data,omitempty"`
 }
@@ -96,6 +98,12 @@ func (t *Trainer) SaveState(dir string, data any) error {
 		ts = append(ts, f32("param."+p.Name, p.T),
 			safetensors.F32Tensor("exp_avg."+p.Name, shape, o.m[i]),
 			safetensors.F32Tensor("exp_avg_sq."+p.Name, shape, o.v[i]))
+		if t.EMA != nil {
+			ts = append(ts, safetensors.F32Tensor("ema."+p.Name, shape, t.EMA.Shadow(i)))
+		}
+	}
+	if t.EMA != nil {
+		js.EMASteps = &t.EMA.Steps
 	}
 	if data != nil {
 		if js.Data, err = json.Marshal(data); err != nil {
@@ -136,6 +144,9 @@ func (t *Trainer) LoadState(dir string, data any) error {
 		return fmt.Errorf("train: %w", err)
 	}
 	defer f.Close()
+	if (t.EMA != nil) != (js.EMASteps != nil) {
+		return fmt.Errorf("train: %s: checkpoint with EMA %v, trainer with EMA %v: resume with the same --use_ema setting", dir, js.EMASteps != nil, t.EMA != nil)
+	}
 	for i, p := range o.params {
 		if js.ParamNames[i] != p.Name {
 			return fmt.Errorf("train: %s: parameter %d is %s, the trainer's is %s", dir, i, js.ParamNames[i], p.Name)
@@ -145,6 +156,11 @@ func (t *Trainer) LoadState(dir string, data any) error {
 			dst []float32
 		}{{"param.", p.T.Data()}, {"exp_avg.", o.m[i]}, {"exp_avg_sq.", o.v[i]}} {
 			if err := readInto(f, part.key+p.Name, p.T.Shape(), part.dst); err != nil {
+				return err
+			}
+		}
+		if t.EMA != nil {
+			if err := readInto(f, "ema."+p.Name, p.T.Shape(), t.EMA.Shadow(i)); err != nil {
 				return err
 			}
 		}
@@ -158,6 +174,9 @@ func (t *Trainer) LoadState(dir string, data any) error {
 		return fmt.Errorf("train: %w", err)
 	}
 	t.LR.Step, t.GlobalStep, t.micro = js.LRScheduler.LastEpoch, js.GlobalStep, 0
+	if t.EMA != nil {
+		t.EMA.Steps = *js.EMASteps
+	}
 	t.Optimizer.ZeroGrad()
 	if data != nil && js.Data != nil {
 		if err := json.Unmarshal(js.Data, data); err != nil {

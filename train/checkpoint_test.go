@@ -34,7 +34,7 @@ func TestResumeBitExact(t *testing.T) {
 		build func(testing.TB, uint64, int, float64) *Trainer
 		batch Batch
 	}{{"unet", loraTrainer, tinyBatch(1, 2, 64, false)}, {"text_encoder", loraTETrainer, tinyBatch(1, 2, 64, false)},
-		{"sdxl", xl, xlBatch(1, 2, 64)}} {
+		{"sdxl", xl, xlBatch(1, 2, 64)}, {"unet_ema", emaTrainer, tinyBatch(1, 2, 64, false)}} {
 		t.Run(c.name, func(t *testing.T) { resumeBitExact(t, c.build, c.batch) })
 	}
 }
@@ -76,7 +76,22 @@ func resumeBitExact(t *testing.T, build func(testing.TB, uint64, int, float64) *
 			!sameBits(straight.Optimizer.v[i], resumed.Optimizer.v[i]) {
 			t.Fatalf("%s differs after resuming", p.Name)
 		}
+		if straight.EMA != nil && !sameBits(straight.EMA.Shadow(i), resumed.EMA.Shadow(i)) {
+			t.Fatalf("%s: EMA differs after resuming", p.Name)
+		}
 	}
+	if straight.EMA != nil && (resumed.EMA.Steps != n || straight.EMA.Steps != n) {
+		t.Fatalf("EMA updates: %d resumed, %d straight; want %d", resumed.EMA.Steps, straight.EMA.Steps, n)
+	}
+}
+
+// emaTrainer is loraTrainer with an average of the LoRA weights.
+func emaTrainer(t testing.TB, seed uint64, steps int, lr float64) *Trainer {
+	tr := loraTrainer(t, seed, steps, lr)
+	if err := tr.EnableEMA(DefaultEMA()); err != nil {
+		t.Fatal(err)
+	}
+	return tr
 }
 
 func sameBits(a, b []float32) bool {

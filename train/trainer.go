@@ -88,6 +88,9 @@ type Trainer struct {
 	// only); TextLoRAs are the text encoders' (--train_text_encoder).
 	LoRA      *LoRANetwork
 	TextLoRAs []*LoRANetwork
+	// EMA, when set, averages the trained parameters after every
+	// optimizer step (--use_ema); checkpoints carry it.
+	EMA *EMA
 	// groups are the optimizer's param groups (nil: one group of every
 	// parameter with the schedule's base rate and the AdamW weight decay).
 	groups []ParamGroup
@@ -215,6 +218,9 @@ func (t *Trainer) Update(r *StepResult) {
 		}
 		t.Optimizer.StepGroups(t.groups, lrs)
 		r.LR = lrs[0]
+	}
+	if t.EMA != nil {
+		t.EMA.Update()
 	}
 	t.LR.Advance()
 	t.Optimizer.ZeroGrad()

@@ -25,6 +25,8 @@ type toyTrainFlags struct {
 	lr                      float64
 	vaeInit, vocab          string
 	biasPortion, biasMult   float64
+	cpuprofile              string
+	ema                     bool
 }
 
 func parseToyTrainFlags(args []string, out io.Writer) (*toyTrainFlags, error) {
@@ -43,6 +45,8 @@ func parseToyTrainFlags(args []string, out io.Writer) (*toyTrainFlags, error) {
 	fs.Float64Var(&f.biasMult, "timestep-bias-multiplier", 4, "how much more often (with -timestep-bias-portion)")
 	fs.IntVar(&f.ckptEvery, "checkpoint-every", 50, "write a resumable checkpoint (with a usable model/ folder) every so many steps")
 	fs.StringVar(&f.vaeInit, "vae-init", "", "start the VAE from this weights file (with its vae_scaling_factor.txt beside it) instead of from scratch")
+	fs.BoolVar(&f.ema, "ema", false, "keep an exponential moving average of the weights (diffusers' EMAModel defaults) and save it as the model")
+	fs.StringVar(&f.cpuprofile, "cpuprofile", "", "write a CPU profile of the diffusion stage to this file, for go tool pprof")
 	fs.StringVar(&f.vocab, "vocab", "", "folder with CLIP's vocab.json and merges.txt to copy into the model's tokenizer folder (for diffusers)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: diffuse train-toy [-o toy-train] [flags]\n\ntrains the built-in toy model from scratch: the VAE, then the text encoder and UNet together")
@@ -90,15 +94,26 @@ func runTrainToy(ctx context.Context, args []string) error {
 		return fmt.Errorf("train-toy: %w", err)
 	}
 	defer logf.Close()
+	if f.cpuprofile != "" {
+		stop, err := startCPUProfile(f.cpuprofile)
+		if err != nil {
+			return fmt.Errorf("train-toy: %w", err)
+		}
+		defer func() {
+			if err := stop(); err != nil {
+				fmt.Fprintln(os.Stderr, "train-toy:", err)
+			}
+		}()
+	}
 	t0 := time.Now()
 	tr, err := toy.TrainDiffusion(ctx, toy.TrainConfig{Seed: f.seed, BatchSize: f.batch, Steps: f.steps, LR: f.lr, Warmup: 100,
-		CaptionDropout: 0.1, OutDir: f.out, CheckpointEvery: f.ckptEvery, Log: logf, TimestepBias: f.timestepBias()}, d)
+		CaptionDropout: 0.1, OutDir: f.out, CheckpointEvery: f.ckptEvery, Log: logf, TimestepBias: f.timestepBias(), EMA: f.emaConfig()}, d)
 	if err != nil {
 		return fmt.Errorf("train-toy: diffusion: %w", err)
 	}
 	fmt.Fprintf(os.Stderr, "diffusion: step %d after %s\n", tr.GlobalStep, time.Since(t0).Round(time.Second))
 	dir := filepath.Join(f.out, "model")
-	if err := d.Save(dir, f.vocab); err != nil {
+	if err := tr.WithEMAWeights(func() error { return d.Save(dir, f.vocab) }); err != nil {
 		return fmt.Errorf("train-toy: %w", err)
 	}
 	fmt.Fprintln(os.Stderr, "wrote", dir)
@@ -135,6 +150,14 @@ func toyVAEStage(ctx context.Context, out, init string, c toy.TrainConfig) (*vae
 }
 
 // timestepBias is the "later" bias of -timestep-bias-portion (none when 0).
+func (f *toyTrainFlags) emaConfig() *train.EMAConfig {
+	if !f.ema {
+		return nil
+	}
+	c := train.DefaultEMA()
+	return &c
+}
+
 func (f *toyTrainFlags) timestepBias() train.TimestepBias {
 	if f.biasPortion == 0 {
 		return train.TimestepBias{}
