@@ -335,8 +335,9 @@ func conv2dBackward(g convGeom, xs []float32, x, weight, bias, gout *Tensor) []*
 	P := g.oh * g.ow
 	kc := g.kc()
 	cog := g.cout / g.groups
-	wf := weight.Detach().Float32().Contiguous()
-	ws := wf.f32[wf.offset : wf.offset+wf.Numel()]
+	// The weight is read in its stored dtype (the GEMM widens 16-bit
+	// weights as it packs them), not copied to float32 on every call.
+	wc := weight.Contiguous()
 	var gx, gw, gb *Tensor
 	if x.requiresGrad {
 		gx = Zeros(x.shape...)
@@ -370,7 +371,7 @@ func conv2dBackward(g convGeom, xs []float32, x, weight, bias, gout *Tensor) []*
 			}
 			if gx != nil {
 				// dcol[kc, P] = Wᵀ[kc, cog] · gout[cog, P]
-				gemm.Gemm(kc, P, cog, 1, gemm.F32Mat(ws[grp*cog*kc:(grp+1)*cog*kc], kc, true), gemm.F32Mat(gblk, P, false), 0, col, P)
+				gemm.Gemm(kc, P, cog, 1, wc.mat(wc.offset+grp*cog*kc, cog, kc, true), gemm.F32Mat(gblk, P, false), 0, col, P)
 				g.col2im(gx.f32, img, grp, 0, P, col)
 			}
 		}

@@ -169,3 +169,37 @@ func TestGradients(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) { gradCheck(t, c.name, c.f, c.in...) })
 	}
 }
+
+// TestBackward16BitWeights: the input gradients of Linear and Conv2d with
+// frozen f16 and bf16 weights, which the backward pass reads as stored,
+// equal bit for bit those with the same weights widened to float32.
+func TestBackward16BitWeights(t *testing.T) {
+	r := rand.New(rand.NewSource(3))
+	ops := []struct {
+		name string
+		f    func(x, w *Tensor) *Tensor
+		x, w []int
+	}{
+		{"linear", func(x, w *Tensor) *Tensor { return Linear(x, w, nil) }, []int{2, 7, 40}, []int{33, 40}},
+		{"conv2d", func(x, w *Tensor) *Tensor { return Conv2d(x, w, nil, Conv2dOpts{Padding: [2]int{1, 1}}) }, []int{2, 6, 9, 20}, []int{8, 6, 3, 3}},
+		{"conv2d-groups", func(x, w *Tensor) *Tensor {
+			return Conv2d(x, w, nil, Conv2dOpts{Stride: [2]int{2, 2}, Padding: [2]int{1, 1}, Groups: 2})
+		}, []int{1, 6, 9, 11}, []int{4, 3, 3, 3}},
+	}
+	for _, op := range ops {
+		for _, dt := range []DType{F16, BF16} {
+			x, w := randT(r, op.x...), randT(r, op.w...).ToDType(dt)
+			gx := func(w *Tensor) []float32 {
+				xi := x.Detach().SetRequiresGrad(true)
+				Sum(Square(op.f(xi, w))).Backward()
+				return xi.Grad().Data()
+			}
+			got, want := gx(w), gx(w.Float32())
+			for i := range want {
+				if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+					t.Fatalf("%s %v: dx[%d] = %g, %g with the weight in float32", op.name, dt, i, got[i], want[i])
+				}
+			}
+		}
+	}
+}

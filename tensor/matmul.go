@@ -128,7 +128,12 @@ func Linear(x, weight, bias *Tensor) *Tensor {
 		g2 := g.Reshape(rows, outF)
 		var gx, gw, gb *Tensor
 		if x.requiresGrad {
-			gx = MatMul(g2, weight.Detach().Float32()).Reshape(x.shape...)
+			// dx = g · W, reading W in its stored dtype: the GEMM widens
+			// 16-bit weights as it packs them, where a float32 copy of the
+			// whole weight would cost a pass and an allocation per call.
+			gc := g2.Contiguous()
+			gx = Zeros(x.shape...)
+			gemm.Gemm(rows, in, outF, 1, gc.mat(gc.offset, rows, outF, false), wc.mat(wc.offset, outF, in, false), 0, gx.f32, in)
 		}
 		if weight.requiresGrad {
 			gw = matmulT(g2, xc.Detach().Reshape(rows, in), true, false)

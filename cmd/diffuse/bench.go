@@ -67,7 +67,7 @@ func runBench(ctx context.Context, args []string) (err error) {
 		runtime.GOMAXPROCS(*threads)
 	}
 	if *trainMethod != "" {
-		return benchTrainFlags(ctx, *trainMethod, *model, *sizes, *gradCkpt, *dtype, *steps)
+		return benchTrainFlags(ctx, *trainMethod, *model, *sizes, *gradCkpt, *dtype, *cpuprofile, *steps)
 	}
 	bf16Set := false
 	fs.Visit(func(f *flag.Flag) { bf16Set = bf16Set || f.Name == "bf16" })

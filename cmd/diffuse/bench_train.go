@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"runtime"
 	"runtime/metrics"
 	"strings"
@@ -34,6 +35,8 @@ type trainBench struct {
 	steps int
 	// modes are the gradient-checkpointing settings to time, in order.
 	modes []bool
+	// cpuprofile, when set, is where the steps' CPU profile goes.
+	cpuprofile string
 }
 
 // parseCheckpointModes reads --gradient-checkpointing: both (on first, so
@@ -78,6 +81,17 @@ func runTrainBench(ctx context.Context, o trainBench) error {
 		o.method, what, time.Since(t0).Seconds(), o.px, runtime.GOMAXPROCS(0), peak)
 	flops := trainStepFLOPs(m.Models.UNet.Cfg, o.method, o.px)
 	fmt.Printf("counted work per step: %.0f GFLOP (%s)\n", flops/1e9, flopNote(o.method))
+	if o.cpuprofile != "" {
+		stop, err := startCPUProfile(o.cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if err := stop(); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+			}
+		}()
+	}
 	for _, ckpt := range o.modes {
 		st, err := timeTrainSteps(ctx, m.Models, o, ckpt)
 		if err != nil {
@@ -382,12 +396,12 @@ func condEmbeddingFLOPs(c unet.Config, px int) float64 {
 
 // benchTrainFlags runs the training bench from bench's flags (--size: one
 // size, default 512).
-func benchTrainFlags(ctx context.Context, method, model, size, ckpt, dtype string, steps int) error {
+func benchTrainFlags(ctx context.Context, method, model, size, ckpt, dtype, cpuprofile string, steps int) error {
 	dt, err := parseDType(dtype)
 	if err != nil {
 		return err
 	}
-	o := trainBench{method: method, model: model, dtype: dt, px: 512, steps: steps}
+	o := trainBench{method: method, model: model, dtype: dt, px: 512, steps: steps, cpuprofile: cpuprofile}
 	if size != "" {
 		if _, err := fmt.Sscan(size, &o.px); err != nil || fmt.Sprint(o.px) != strings.TrimSpace(size) {
 			return fmt.Errorf("bench: --train takes one --size, got %q", size)

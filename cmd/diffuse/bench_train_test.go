@@ -42,7 +42,7 @@ func TestBenchTrainFlagErrors(t *testing.T) {
 		{"lora", "", "sometimes", "f32", "--gradient-checkpointing"},
 		{"lora", "", "both", "f8", "f8"},
 	} {
-		err := benchTrainFlags(context.Background(), c.method, "", c.size, c.ckpt, c.dtype, 1)
+		err := benchTrainFlags(context.Background(), c.method, "", c.size, c.ckpt, c.dtype, "", 1)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: got %v, want an error containing %q", c, err, c.want)
 		}
