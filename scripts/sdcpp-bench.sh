@@ -19,6 +19,10 @@
 #       llamafile    sd-cli-llamafile (ggml built with GGML_LLAMAFILE=ON: tinyBLAS f16 GEMM)
 #       fa / llamafile-fa   the same plus --diffusion-fa (flash attention in the UNet)
 #   DIFFUSE_RUNS="generate bench"   which diffuse runs to do
+#   SD_MODEL_ARGS="-m $MODEL"        how sd-cli is given the model (FLUX: --diffusion-model F.gguf
+#                                    --clip_l C --t5xxl T --vae V); words split on spaces
+#   DIFFUSE_MODEL_ARGS="-m $MODEL"   the same for diffuse generate (FLUX: -m F.gguf --component ...)
+#   SCHEDULER=discrete   sd.cpp's --scheduler
 #   NICE=0   set e.g. NICE=19 to run everything under nice (functional checks)
 #   REBUILD_DIFFUSE=1   rebuild bin/diffuse from this repository first (records HEAD + dirty state)
 #   SDCPP_VERSION="..."  what to record as the sd.cpp/ggml commits
@@ -39,6 +43,9 @@ REPEAT=${REPEAT:-1}
 MODEL=${MODEL:-$D/sd15-random.safetensors}
 PROMPT=${PROMPT:-"a lighthouse at dusk"}
 SD_VARIANTS=${SD_VARIANTS-"default llamafile llamafile-fa"} # empty: diffuse only
+SD_MODEL_ARGS=${SD_MODEL_ARGS:-"-m $MODEL"}
+DIFFUSE_MODEL_ARGS=${DIFFUSE_MODEL_ARGS:-"-m $MODEL"}
+SCHEDULER=${SCHEDULER:-discrete}
 DIFFUSE_RUNS=${DIFFUSE_RUNS:-"generate bench"}
 NICE=${NICE:-0}
 SD_BIN=$D/bin/sd-cli
@@ -68,6 +75,8 @@ run() { if [ "$NICE" != 0 ]; then nice -n "$NICE" "$@"; else "$@"; fi; }
   echo "loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "settings: SIZE=$SIZE STEPS=$STEPS CFG=$CFG SAMPLER=$SAMPLER THREADS=$THREADS SEED=$SEED REPEAT=$REPEAT NICE=$NICE"
   echo "model: $MODEL ($(stat -c %s "$MODEL") bytes)"
+  echo "sd.cpp model args: $SD_MODEL_ARGS"
+  echo "diffuse model args: $DIFFUSE_MODEL_ARGS"
   echo "sd.cpp: ${SDCPP_VERSION:-unrecorded (set SDCPP_VERSION)}"
   echo "diffuse binary: $(tr '\n' ';' < "$DIFFUSE.version" 2>/dev/null || echo "built $(stat -c %y "$DIFFUSE"), source unrecorded")"
 } | tee "$OUT/env.txt"
@@ -91,9 +100,9 @@ for r in $(seq 1 "$REPEAT"); do
     esac
     [ -x "$bin" ] || { echo "skip sd.cpp/$v: $bin missing" >&2; continue; }
     echo ">> sd.cpp/$v (run $r)" >&2
-    run "$TIME" -v -o "$OUT/sdcpp-$v-$r.time" "$bin" -m "$MODEL" -p "$PROMPT" -n "" \
+    run "$TIME" -v -o "$OUT/sdcpp-$v-$r.time" "$bin" $SD_MODEL_ARGS -p "$PROMPT" -n "" \
       -W "$SIZE" -H "$SIZE" --steps "$STEPS" --cfg-scale "$CFG" --sampling-method "$SAMPLER" \
-      --scheduler discrete -t "$THREADS" -s "$SEED" -v "${extra[@]}" \
+      --scheduler "$SCHEDULER" -t "$THREADS" -s "$SEED" -v "${extra[@]}" \
       -o "$OUT/sdcpp-$v-$r.png" > "$OUT/sdcpp-$v-$r.log" 2>&1
   done
   for dr in $DIFFUSE_RUNS; do
@@ -101,7 +110,7 @@ for r in $(seq 1 "$REPEAT"); do
     case $dr in
       generate)
         GOMAXPROCS=$THREADS run "$TIME" -v -o "$OUT/diffuse-generate-$r.time" "$DIFFUSE" generate \
-          -m "$MODEL" -p "$PROMPT" -n "" -W "$SIZE" -H "$SIZE" --steps "$STEPS" --cfg-scale "$CFG" \
+          $DIFFUSE_MODEL_ARGS -p "$PROMPT" -n "" -W "$SIZE" -H "$SIZE" --steps "$STEPS" --cfg-scale "$CFG" \
           --sampler "$SAMPLER" -t "$THREADS" -s "$SEED" -o "$OUT/diffuse-generate-$r.png" \
           > "$OUT/diffuse-generate-$r.log" 2>&1 ;;
       bench)
