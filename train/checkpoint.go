@@ -144,6 +144,9 @@ func (t *Trainer) LoadState(dir string, data any) error {
 		return fmt.Errorf("train: %w", err)
 	}
 	defer f.Close()
+	if js.EMASteps != nil && *js.EMASteps < 0 {
+		return fmt.Errorf("train: %s: EMA step count %d is negative", dir, *js.EMASteps)
+	}
 	if (t.EMA != nil) != (js.EMASteps != nil) {
 		return fmt.Errorf("train: %s: checkpoint with EMA %v, trainer with EMA %v: resume with the same --use_ema setting", dir, js.EMASteps != nil, t.EMA != nil)
 	}

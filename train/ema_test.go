@@ -2,6 +2,8 @@ package train
 
 import (
 	"math"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -97,5 +99,17 @@ func TestEMAResumeMismatch(t *testing.T) {
 	}
 	if err := loraTrainer(t, 5, 2, 1e-3).LoadState(dir, nil); err == nil || !strings.Contains(err.Error(), "use_ema") {
 		t.Fatalf("plain trainer resumed from a checkpoint with EMA: %v", err)
+	}
+	// A damaged step count is refused, not used.
+	js := filepath.Join(dir, StateJSONFile)
+	raw, err := os.ReadFile(js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(js, []byte(strings.Replace(string(raw), `"ema_steps": 1`, `"ema_steps": -3`, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := emaTrainer(t, 5, 2, 1e-3).LoadState(dir, nil); err == nil || !strings.Contains(err.Error(), "negative") {
+		t.Fatalf("negative EMA step count accepted: %v", err)
 	}
 }

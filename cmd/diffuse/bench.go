@@ -187,6 +187,24 @@ func runBench(ctx context.Context, args []string) (err error) {
 	return nil
 }
 
+// withCPUProfile runs f under a CPU profile written to path (no profile
+// when path is empty); a failed profile write fails the run unless f
+// already did.
+func withCPUProfile(path string, f func() error) error {
+	if path == "" {
+		return f()
+	}
+	stop, err := startCPUProfile(path)
+	if err != nil {
+		return err
+	}
+	err = f()
+	if perr := stop(); perr != nil && err == nil {
+		err = perr
+	}
+	return err
+}
+
 // startCPUProfile starts a CPU profile written to path. The returned stop
 // function ends profiling and closes the file; its error reports a failed
 // write or close, since a truncated profile is useless to pprof.

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"runtime"
 	"runtime/metrics"
 	"strings"
@@ -81,33 +80,24 @@ func runTrainBench(ctx context.Context, o trainBench) error {
 		o.method, what, time.Since(t0).Seconds(), o.px, runtime.GOMAXPROCS(0), peak)
 	flops := trainStepFLOPs(m.Models.UNet.Cfg, o.method, o.px)
 	fmt.Printf("counted work per step: %.0f GFLOP (%s)\n", flops/1e9, flopNote(o.method))
-	if o.cpuprofile != "" {
-		stop, err := startCPUProfile(o.cpuprofile)
-		if err != nil {
-			return err
-		}
-		defer func() {
-			if err := stop(); err != nil {
-				fmt.Fprintln(os.Stderr, err)
+	return withCPUProfile(o.cpuprofile, func() error {
+		for _, ckpt := range o.modes {
+			st, err := timeTrainSteps(ctx, m.Models, o, ckpt)
+			if err != nil {
+				return err
 			}
-		}()
-	}
-	for _, ckpt := range o.modes {
-		st, err := timeTrainSteps(ctx, m.Models, o, ckpt)
-		if err != nil {
-			return err
+			rate := flops / st.wall.Seconds() / 1e9
+			frac := ""
+			if peak > 0 {
+				frac = fmt.Sprintf(", %.1f%% of peak", 100*rate/peak)
+			}
+			fmt.Printf("%-36s %8.2f s/step  %7.1f GFLOP/s%s  step memory %.2f GiB  peak RSS %.2f GiB\n",
+				fmt.Sprintf("%s, gradient checkpointing %s:", o.method, onOff(ckpt)), st.wall.Seconds(), rate, frac,
+				float64(st.heap)/(1<<30), float64(peakRSS())/(1<<30))
+			fmt.Println(cpuRateLine(flops, st.cpu, gemm.PeakGFLOPS()))
 		}
-		rate := flops / st.wall.Seconds() / 1e9
-		frac := ""
-		if peak > 0 {
-			frac = fmt.Sprintf(", %.1f%% of peak", 100*rate/peak)
-		}
-		fmt.Printf("%-36s %8.2f s/step  %7.1f GFLOP/s%s  step memory %.2f GiB  peak RSS %.2f GiB\n",
-			fmt.Sprintf("%s, gradient checkpointing %s:", o.method, onOff(ckpt)), st.wall.Seconds(), rate, frac,
-			float64(st.heap)/(1<<30), float64(peakRSS())/(1<<30))
-		fmt.Println(cpuRateLine(flops, st.cpu, gemm.PeakGFLOPS()))
-	}
-	return nil
+		return nil
+	})
 }
 
 // cpuRateLine reports a step's work per CPU-second of the process (user +

@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"math"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -79,5 +82,26 @@ func TestCPUTimeAdvances(t *testing.T) {
 	}
 	if c1 := cpuTime(); c1 <= c0 {
 		t.Errorf("CPU time %v -> %v after busy work (x=%v)", c0, c1, x)
+	}
+}
+
+// TestWithCPUProfile: no profile without a path, the run's error comes
+// back, a profile file is written, and an unwritable path fails before the
+// run.
+func TestWithCPUProfile(t *testing.T) {
+	ran := 0
+	boom := errors.New("boom")
+	if err := withCPUProfile("", func() error { ran++; return boom }); err != boom || ran != 1 {
+		t.Fatalf("no path: err %v, ran %d", err, ran)
+	}
+	path := filepath.Join(t.TempDir(), "cpu.prof")
+	if err := withCPUProfile(path, func() error { ran++; return nil }); err != nil || ran != 2 {
+		t.Fatalf("profile: err %v, ran %d", err, ran)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Size() == 0 {
+		t.Fatalf("profile file: %v", err)
+	}
+	if err := withCPUProfile(filepath.Join(t.TempDir(), "missing", "cpu.prof"), func() error { ran++; return nil }); err == nil || ran != 2 {
+		t.Fatalf("unwritable path: err %v, ran %d", err, ran)
 	}
 }

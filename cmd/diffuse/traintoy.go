@@ -94,20 +94,13 @@ func runTrainToy(ctx context.Context, args []string) error {
 		return fmt.Errorf("train-toy: %w", err)
 	}
 	defer logf.Close()
-	if f.cpuprofile != "" {
-		stop, err := startCPUProfile(f.cpuprofile)
-		if err != nil {
-			return fmt.Errorf("train-toy: %w", err)
-		}
-		defer func() {
-			if err := stop(); err != nil {
-				fmt.Fprintln(os.Stderr, "train-toy:", err)
-			}
-		}()
-	}
 	t0 := time.Now()
-	tr, err := toy.TrainDiffusion(ctx, toy.TrainConfig{Seed: f.seed, BatchSize: f.batch, Steps: f.steps, LR: f.lr, Warmup: 100,
-		CaptionDropout: 0.1, OutDir: f.out, CheckpointEvery: f.ckptEvery, Log: logf, TimestepBias: f.timestepBias(), EMA: f.emaConfig()}, d)
+	var tr *train.Trainer
+	err = withCPUProfile(f.cpuprofile, func() (err error) {
+		tr, err = toy.TrainDiffusion(ctx, toy.TrainConfig{Seed: f.seed, BatchSize: f.batch, Steps: f.steps, LR: f.lr, Warmup: 100,
+			CaptionDropout: 0.1, OutDir: f.out, CheckpointEvery: f.ckptEvery, Log: logf, TimestepBias: f.timestepBias(), EMA: f.emaConfig()}, d)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("train-toy: diffusion: %w", err)
 	}
