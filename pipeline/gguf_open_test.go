@@ -153,7 +153,8 @@ func sd3FileCase(name string, c sd3.Config) flowFileCase {
 //   - exactly the latents of the same weights dequantised into an F32
 //     file (the GEMM decodes Q8_0 blocks to the values DequantizeRow
 //     gives, fused and swapped rows included);
-//   - within 2% (relative L2) of the unquantised file's latents. Q8_0
+//   - within 2% (relative L2) of the unquantised file's latents, also
+//     with Options.Int8 (activations rounded to 8 bits too). Q8_0
 //     rounds each weight to 1/254 of its block's largest magnitude, an RMS
 //     error of about 0.3% of these uniform weights; two steps through the
 //     tiny transformers keep the latents' error at that order (measured
@@ -191,6 +192,23 @@ func TestOpenGGUF(t *testing.T) {
 				t.Errorf("Q8_0 latents are %.4f (relative L2) from the unquantised ones, want (0, 0.02]", e)
 			} else {
 				t.Logf("Q8_0 vs unquantised latents: relative L2 %.4f", e)
+			}
+			// Integer products (Options.Int8): different latents, as near
+			// the unquantised ones as the float32 product's.
+			i8 := opt
+			i8.Int8 = true
+			t.Cleanup(func() { tensor.SetInt8(false) })
+			m8, err := Open(context.Background(), q8, i8)
+			flowMust(t, err)
+			l8 := finalLatents(t, m8)
+			flowMust(t, m8.Close())
+			if slices.Equal(l8, latents[q8]) {
+				t.Error("Int8: the latents equal the float32 product's: integer products not taken")
+			}
+			if e := relErr(l8, latents[orig]); e > 0.02 {
+				t.Errorf("Int8 latents are %.4f (relative L2) from the unquantised ones, want ≤ 0.02", e)
+			} else {
+				t.Logf("Int8 vs unquantised latents: relative L2 %.4f", e)
 			}
 			// The same file given as the transformer of a diffusers folder
 			// (whose scheduler config differs from a single file's default).

@@ -24,7 +24,7 @@ func TestOptionsApply(t *testing.T) {
 		}
 	})
 	o := Options{Threads: 1, PackCacheMB: PackCache(0), Winograd: tensor.WinogradAll,
-		BF16: gemm.BF16Round, Stream: gemm.StreamOff, ConvInPlace: true}
+		BF16: gemm.BF16Round, Stream: gemm.StreamOff, ConvInPlace: true, Int8: true}
 	if err := o.Apply(); err != nil {
 		t.Fatal(err)
 	}
@@ -36,10 +36,13 @@ func TestOptionsApply(t *testing.T) {
 		tensor.SetWinograd(gotW)
 		gotIP := tensor.SetConvInPlace(false)
 		tensor.SetConvInPlace(gotIP)
+		// Int8 goes with ConvInPlace in these cases: both on, or both off.
+		gotI8 := tensor.SetInt8(false)
+		tensor.SetInt8(gotI8)
 		if runtime.GOMAXPROCS(0) != threads || gotBudget != budget || gotW != w || gemm.CurrentBF16Mode() != bf ||
-			gemm.CurrentStreamMode() != st || gotIP != inPlace {
-			t.Errorf("%s: threads %d, budget %d, winograd %v, bf16 %v, stream %v, in place %v; want %d, %d, %v, %v, %v, %v",
-				what, runtime.GOMAXPROCS(0), gotBudget, gotW, gemm.CurrentBF16Mode(), gemm.CurrentStreamMode(), gotIP,
+			gemm.CurrentStreamMode() != st || gotIP != inPlace || gotI8 != inPlace {
+			t.Errorf("%s: threads %d, budget %d, winograd %v, bf16 %v, stream %v, in place %v, int8 %v; want %d, %d, %v, %v, %v, %v (both)",
+				what, runtime.GOMAXPROCS(0), gotBudget, gotW, gemm.CurrentBF16Mode(), gemm.CurrentStreamMode(), gotIP, gotI8,
 				threads, budget, w, bf, st, inPlace)
 		}
 	}

@@ -120,10 +120,14 @@ func Linear(x, weight, bias *Tensor) *Tensor {
 			panic(fmt.Sprintf("tensor: Linear bias %v for %d outputs", bias.shape, outF))
 		}
 	}
-	// The weight is B (transposed), packed once and usually cached; the
-	// bias is added to each output tile as the GEMM writes it.
-	wm := packedWeight(wc, wc.offset, outF, in, true, true)
-	gemm.GemmWith(o, rows, outF, in, 1, xc.mat(xc.offset, rows, in, false), wm, 0, out.f32, outF)
+	if blocks, ok := int8Weight(x, wc); ok {
+		gemm.GemmQ8(o, rows, outF, in, xc.f32[xc.offset:], in, blocks, out.f32, outF)
+	} else {
+		// The weight is B (transposed), packed once and usually cached;
+		// the bias is added to each output tile as the GEMM writes it.
+		wm := packedWeight(wc, wc.offset, outF, in, true, true)
+		gemm.GemmWith(o, rows, outF, in, 1, xc.mat(xc.offset, rows, in, false), wm, 0, out.f32, outF)
+	}
 	record(out, []*Tensor{x, weight, bias}, func(g *Tensor) []*Tensor {
 		g2 := g.Reshape(rows, outF)
 		var gx, gw, gb *Tensor

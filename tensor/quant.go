@@ -3,6 +3,7 @@ package tensor
 import (
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/diffuse-go/diffuse/gguf"
 	"github.com/diffuse-go/diffuse/safetensors"
@@ -238,6 +239,33 @@ func (q *qstore) decodeFP8(off int, dst []float32) {
 			dst[i] = q.fp8[c] * q.scale[(off+i)/per]
 		}
 	}
+}
+
+// int8Products is the SetInt8 setting.
+var int8Products atomic.Bool
+
+// SetInt8 turns integer products for Q8_0 weights on or off for later
+// Linear calls and returns the previous setting. When on, Linear multiplies
+// a contiguous Q8_0 weight by its input quantised to Q8_0 (per row, 32
+// values to a scale), summing each block's products in int32, as ggml
+// and stable-diffusion.cpp compute Q8_0 layers (gemm.GemmQ8); the input's
+// rounding to 8 bits makes results differ slightly from the float32
+// product of the dequantised weight, the default. Products that record
+// gradients always use float32.
+func SetInt8(on bool) bool { return int8Products.Swap(on) }
+
+// int8Weight reports whether Linear(x, w) takes the integer path, with w's
+// blocks when it does.
+func int8Weight(x, w *Tensor) ([]byte, bool) {
+	if w.dtype != Q8_0 || !int8Products.Load() || x.requiresGrad || w.requiresGrad {
+		return nil, false
+	}
+	in := w.Dim(1)
+	if in%w.q.bs != 0 || w.offset%w.q.bs != 0 {
+		return nil, false
+	}
+	b0 := w.offset / w.q.bs * w.q.ts
+	return w.q.data[b0 : b0+w.Numel()/w.q.bs*w.q.ts], true
 }
 
 // bytes is the memory the storage takes.

@@ -318,3 +318,35 @@ func settledPackCache() int64 {
 	}
 	return n
 }
+
+// TestLinearInt8 checks the integer path of Linear (SetInt8): it gives
+// gemm.GemmQ8's bits for a Q8_0 weight and for a view of whole rows of
+// one, stays near the float32 product, and is not taken for other dtypes
+// or for products that record gradients.
+func TestLinearInt8(t *testing.T) {
+	defer SetInt8(SetInt8(true))
+	w := quantWeight(t, Q8_0, 48, 96, 2)
+	x := FromSlice(wave(7*96, 0.7), 7, 96)
+	bias := FromSlice(wave(40, 3), 40)
+	view := w.Narrow(0, 8, 40) // rows 8…47: a block-aligned offset
+	got := Linear(x, view, bias)
+	data, _ := w.Blocks()
+	want := make([]float32, 7*40)
+	gemm.GemmQ8(gemm.Opts{ColBias: bias.Data()}, 7, 40, 96, x.Data(), 96, data[8*3*34:], want, 40)
+	sameBits(t, "int8 view", got.Data(), want)
+	f := Linear(x, view.Float32(), bias).Data()
+	var diff, norm float64
+	for i := range f {
+		diff += math.Abs(float64(f[i] - got.Data()[i]))
+		norm += math.Abs(float64(f[i]))
+	}
+	if diff == 0 || diff/norm > 0.01 {
+		t.Errorf("int8 against float32: relative difference %.5f, want in (0, 0.01]", diff/norm)
+	}
+	// Other block dtypes, and products that record gradients, stay float32.
+	q4 := quantWeight(t, Q4_0, 40, 96, 2)
+	sameBits(t, "Q4_0", Linear(x, q4, bias).Data(), Linear(x, q4.Float32(), bias).Data())
+	xg := x.Clone()
+	xg.SetRequiresGrad(true)
+	sameBits(t, "with gradients", Linear(xg, view, bias).Data(), f)
+}

@@ -47,8 +47,9 @@ func runBench(ctx context.Context, args []string) (err error) {
 	steps := fs.Int("steps", 2, "UNet steps to time (each with CFG, batch 2); the median is reported (-only bf16: steps of each mode, 0 for none)")
 	only := fs.String("only", "text,unet,vae", "what to time: text, unet, vae, controlnet, lora, t2i, cache (whole generations without and with a step cache), or bf16 (UNet steps in float32 and bfloat16 side by side, and bf16's image error)")
 	threads := fs.Int("threads", 0, "threads (0 = all cores)")
+	int8 := fs.Bool("int8", false, "SD3/FLUX -m: multiply Q8_0 weights by inputs quantised to 8 bits, with integer products (see generate -int8); also DIFFUSE_INT8=1")
 	bf16 := fs.Bool("bf16", false, "compute products in bfloat16 (AVX512_BF16 CPUs only; no effect elsewhere); also DIFFUSE_BF16=1")
-	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the timed part of the run (after the models are built; the weight-packing first UNet step included) to this file, for go tool pprof")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the timed part of the run (after the models are built; the weight-packing first UNet step included; the whole run for an SD3 or FLUX -m) to this file, for go tool pprof")
 	var cb cacheBench
 	cacheSteps := fs.String("cache-steps", "20,30", "-only cache: step counts of the generations")
 	fs.IntVar(&cb.cache.Interval, "cache-interval", 0, "-only cache: deepcache interval (0: 3)")
@@ -69,8 +70,8 @@ func runBench(ctx context.Context, args []string) (err error) {
 	if *trainMethod != "" {
 		return benchTrainFlags(ctx, *trainMethod, *model, *sizes, *gradCkpt, *dtype, *cpuprofile, *steps)
 	}
-	bf16Set := false
-	fs.Visit(func(f *flag.Flag) { bf16Set = bf16Set || f.Name == "bf16" })
+	bf16Set, int8Set := false, false
+	fs.Visit(func(f *flag.Flag) { bf16Set, int8Set = bf16Set || f.Name == "bf16", int8Set || f.Name == "int8" })
 	bf16Note, err := configureBF16(*bf16, bf16Set)
 	if err != nil {
 		return fmt.Errorf("bench: %w", err)
@@ -85,6 +86,7 @@ func runBench(ctx context.Context, args []string) (err error) {
 			return fmt.Errorf("bench: %w", err)
 		}
 		setBF16Flag(&opt, *bf16, bf16Set)
+		setInt8Flag(&opt, *int8, int8Set)
 		opt.Threads, opt.MemoryLimit = max(*threads, 0), systemMemory()
 		fs.Visit(func(f *flag.Flag) {
 			if f.Name == "dtype" {
@@ -94,7 +96,9 @@ func runBench(ctx context.Context, args []string) (err error) {
 		if err := componentOptions(&opt, comps); err != nil {
 			return fmt.Errorf("bench: %w", err)
 		}
-		return benchFlow(ctx, *model, opt, *sizes, *steps)
+		// Flow-matching files are timed through whole generations, so the
+		// profile covers the whole run, loading included.
+		return withCPUProfile(*cpuprofile, func() error { return benchFlow(ctx, *model, opt, *sizes, *steps) })
 	}
 	want := map[string]bool{}
 	for _, s := range strings.Split(*only, ",") {

@@ -37,6 +37,13 @@ func envOptions(getenv func(string) string, memory int64) (pipeline.Options, err
 	if o.Stream, err = gemm.ParseStreamMode(getenv("DIFFUSE_STREAM")); err != nil {
 		return o, fmt.Errorf("DIFFUSE_STREAM: %w", err)
 	}
+	switch s := getenv("DIFFUSE_INT8"); s {
+	case "", "0":
+	case "1":
+		o.Int8 = true
+	default:
+		return o, fmt.Errorf("DIFFUSE_INT8=%q: want 0 or 1", s)
+	}
 	switch s := getenv("DIFFUSE_CONV_INPLACE"); s {
 	case "", "0":
 	case "1":
@@ -55,5 +62,13 @@ func setBF16Flag(o *pipeline.Options, flagOn, flagSet bool) {
 		if flagOn {
 			o.BF16 = gemm.BF16Native
 		}
+	}
+}
+
+// setInt8Flag maps the -int8 flag onto o: when given (flagSet) it wins over
+// DIFFUSE_INT8.
+func setInt8Flag(o *pipeline.Options, flagOn, flagSet bool) {
+	if flagSet {
+		o.Int8 = flagOn
 	}
 }

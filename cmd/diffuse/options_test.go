@@ -40,13 +40,15 @@ func TestEnvOptions(t *testing.T) {
 		{map[string]string{"DIFFUSE_STREAM": "1"}, 0, pipeline.Options{Stream: gemm.StreamOn}},
 		{map[string]string{"DIFFUSE_STREAM": "0"}, 0, pipeline.Options{Stream: gemm.StreamOff}},
 		{map[string]string{"DIFFUSE_CONV_INPLACE": "1"}, 0, pipeline.Options{ConvInPlace: true}},
+		{map[string]string{"DIFFUSE_INT8": "1"}, 0, pipeline.Options{Int8: true}},
+		{map[string]string{"DIFFUSE_INT8": "0"}, 0, pipeline.Options{}},
 	} {
 		got, err := envOptions(env(c.env), c.memory)
 		if err != nil || !sameOptions(got, c.want) {
 			t.Errorf("%v, memory %d: %+v, %v; want %+v", c.env, c.memory, got, err, c.want)
 		}
 	}
-	for _, v := range []string{"DIFFUSE_PACK_CACHE_MB", "DIFFUSE_WINOGRAD", "DIFFUSE_BF16", "DIFFUSE_STREAM", "DIFFUSE_CONV_INPLACE"} {
+	for _, v := range []string{"DIFFUSE_PACK_CACHE_MB", "DIFFUSE_WINOGRAD", "DIFFUSE_BF16", "DIFFUSE_STREAM", "DIFFUSE_CONV_INPLACE", "DIFFUSE_INT8"} {
 		if _, err := envOptions(env(map[string]string{v: "-x"}), 0); err == nil || !strings.Contains(err.Error(), v) {
 			t.Errorf("%s=-x: error %v, want one naming the variable", v, err)
 		}

@@ -1,0 +1,123 @@
+// Hand-written; the Q8_0 integer kernel of q8.go.
+
+#include "textflag.h"
+
+// One k pair of the 6×16 tile: two W vectors, six broadcast A pairs,
+// twelve VPMADDWD into int32 accumulators Y0-Y11 (Y15 the product).
+#define Q8STEP(aoff, woff) \
+	VMOVDQU woff(DI), Y12 \
+	VMOVDQU woff+32(DI), Y13 \
+	VPBROADCASTD aoff(SI), Y14 \
+	VPMADDWD Y12, Y14, Y15 \
+	VPADDD Y15, Y0, Y0 \
+	VPMADDWD Y13, Y14, Y15 \
+	VPADDD Y15, Y1, Y1 \
+	VPBROADCASTD aoff+4(SI), Y14 \
+	VPMADDWD Y12, Y14, Y15 \
+	VPADDD Y15, Y2, Y2 \
+	VPMADDWD Y13, Y14, Y15 \
+	VPADDD Y15, Y3, Y3 \
+	VPBROADCASTD aoff+8(SI), Y14 \
+	VPMADDWD Y12, Y14, Y15 \
+	VPADDD Y15, Y4, Y4 \
+	VPMADDWD Y13, Y14, Y15 \
+	VPADDD Y15, Y5, Y5 \
+	VPBROADCASTD aoff+12(SI), Y14 \
+	VPMADDWD Y12, Y14, Y15 \
+	VPADDD Y15, Y6, Y6 \
+	VPMADDWD Y13, Y14, Y15 \
+	VPADDD Y15, Y7, Y7 \
+	VPBROADCASTD aoff+16(SI), Y14 \
+	VPMADDWD Y12, Y14, Y15 \
+	VPADDD Y15, Y8, Y8 \
+	VPMADDWD Y13, Y14, Y15 \
+	VPADDD Y15, Y9, Y9 \
+	VPBROADCASTD aoff+20(SI), Y14 \
+	VPMADDWD Y12, Y14, Y15 \
+	VPADDD Y15, Y10, Y10 \
+	VPMADDWD Y13, Y14, Y15 \
+	VPADDD Y15, Y11, Y11
+
+// The first pair of a block writes the accumulators instead of adding.
+#define Q8FIRST \
+	VMOVDQU (DI), Y12 \
+	VMOVDQU 32(DI), Y13 \
+	VPBROADCASTD (SI), Y14 \
+	VPMADDWD Y12, Y14, Y0 \
+	VPMADDWD Y13, Y14, Y1 \
+	VPBROADCASTD 4(SI), Y14 \
+	VPMADDWD Y12, Y14, Y2 \
+	VPMADDWD Y13, Y14, Y3 \
+	VPBROADCASTD 8(SI), Y14 \
+	VPMADDWD Y12, Y14, Y4 \
+	VPMADDWD Y13, Y14, Y5 \
+	VPBROADCASTD 12(SI), Y14 \
+	VPMADDWD Y12, Y14, Y6 \
+	VPMADDWD Y13, Y14, Y7 \
+	VPBROADCASTD 16(SI), Y14 \
+	VPMADDWD Y12, Y14, Y8 \
+	VPMADDWD Y13, Y14, Y9 \
+	VPBROADCASTD 20(SI), Y14 \
+	VPMADDWD Y12, Y14, Y10 \
+	VPMADDWD Y13, Y14, Y11
+
+// C row += float32(acc)·(sa[r]·sw): Y12/Y13 hold sw, Y14 the broadcast
+// sa[r], Y15 the scale; a multiply, then an add (no FMA), as q8KernelGo.
+#define Q8ROW(saoff, acc0, acc1, mem0, mem1) \
+	VBROADCASTSS saoff(R8), Y14 \
+	VMULPS Y12, Y14, Y15 \
+	VCVTDQ2PS acc0, acc0 \
+	VMULPS Y15, acc0, acc0 \
+	VADDPS mem0, acc0, acc0 \
+	VMOVUPS acc0, mem0 \
+	VMULPS Y13, Y14, Y15 \
+	VCVTDQ2PS acc1, acc1 \
+	VMULPS Y15, acc1, acc1 \
+	VADDPS mem1, acc1, acc1 \
+	VMOVUPS acc1, mem1
+
+// func q8KernAVX2(nkb int, a *int32, sa *float32, w *int32, sw *float32, c *float32, ldc int)
+TEXT ·q8KernAVX2(SB), NOSPLIT, $0-56
+	MOVQ nkb+0(FP), CX
+	MOVQ a+8(FP), SI
+	MOVQ sa+16(FP), R8
+	MOVQ w+24(FP), DI
+	MOVQ sw+32(FP), R9
+	MOVQ c+40(FP), DX
+	MOVQ ldc+48(FP), R10
+	SHLQ $2, R10
+	LEAQ (R10)(R10*2), R11
+	ADDQ DX, R11
+q8block:
+	Q8FIRST
+	Q8STEP(24, 64)
+	Q8STEP(48, 128)
+	Q8STEP(72, 192)
+	Q8STEP(96, 256)
+	Q8STEP(120, 320)
+	Q8STEP(144, 384)
+	Q8STEP(168, 448)
+	Q8STEP(192, 512)
+	Q8STEP(216, 576)
+	Q8STEP(240, 640)
+	Q8STEP(264, 704)
+	Q8STEP(288, 768)
+	Q8STEP(312, 832)
+	Q8STEP(336, 896)
+	Q8STEP(360, 960)
+	VMOVUPS (R9), Y12
+	VMOVUPS 32(R9), Y13
+	Q8ROW(0, Y0, Y1, (DX), 32(DX))
+	Q8ROW(4, Y2, Y3, (DX)(R10*1), 32(DX)(R10*1))
+	Q8ROW(8, Y4, Y5, (DX)(R10*2), 32(DX)(R10*2))
+	Q8ROW(12, Y6, Y7, (R11), 32(R11))
+	Q8ROW(16, Y8, Y9, (R11)(R10*1), 32(R11)(R10*1))
+	Q8ROW(20, Y10, Y11, (R11)(R10*2), 32(R11)(R10*2))
+	ADDQ $384, SI
+	ADDQ $1024, DI
+	ADDQ $24, R8
+	ADDQ $64, R9
+	DECQ CX
+	JNZ q8block
+	VZEROUPPER
+	RET

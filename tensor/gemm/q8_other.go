@@ -1,0 +1,5 @@
+//go:build !amd64
+
+package gemm
+
+func q8Best() q8Kernel { return q8KernelGo }
