@@ -16,9 +16,9 @@ func peakRSS() int64 {
 		return 0
 	}
 	if runtime.GOOS == "darwin" || runtime.GOOS == "ios" {
-		return ru.Maxrss // bytes there
+		return int64(ru.Maxrss) // bytes there
 	}
-	return ru.Maxrss * 1024 // KiB on Linux and the BSDs
+	return int64(ru.Maxrss) * 1024 // KiB on Linux and the BSDs (int32 on 32-bit Linux)
 }
 
 // cpuTime returns the process's user plus system CPU time so far (0 if

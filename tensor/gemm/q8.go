@@ -19,8 +19,10 @@ package gemm
 //
 // Layout: both operands are packed as int32 words holding two consecutive
 // k values as int16 (low half the even one). A sliver of q8MR rows of A
-// is, per block of 32 k, 16 pairs × q8MR rows, then its q8MR scales; a
-// sliver of q8NR columns of W the same with q8NR columns. The kernel
+// is, per block of 32 k, 16 pairs × q8MR rows (the rows' pairs of one k
+// adjacent, for the kernel's broadcasts), and apart from them its q8MR
+// scales; a sliver of q8NR columns of W is, per block, 16 pairs × q8NR
+// columns (a vector of columns per pair) and q8NR scales. The kernel
 // accumulates each block in int32 and adds isum·(scaleA·scaleW) to C
 // (a multiply, then an add: no FMA, so that the Go kernel gives the same
 // bits).
@@ -51,6 +53,10 @@ type q8Kernel func(nkb int, a []int32, sa []float32, w []int32, sw []float32, c 
 // q8Kern is the kernel GemmQ8 runs: the assembly one where the CPU has
 // it, else q8KernelGo. Tests swap it.
 var q8Kern = q8Best()
+
+// quantizeRow is the row quantiser quantizeA runs: the assembly one where
+// the CPU has it, else quantizeRowGo. Tests swap it.
+var quantizeRow = quantizeRowBest()
 
 // GemmQ8 computes C = A·Wᵀ (+ o.ColBias) for an m×k float32 A (row stride
 // lda) and an n×k weight W stored as Q8_0 blocks (n rows of k/32 blocks of
@@ -87,14 +93,6 @@ func GemmQ8(o Opts, m, n, k int, a []float32, lda int, w []byte, c []float32, ld
 		t = max(lim, 1)
 	}
 	qa := quantizeA(m, k, a, lda, t)
-	for i := range m {
-		row := c[i*ldc : i*ldc+n]
-		if o.ColBias != nil {
-			copy(row, o.ColBias[:n])
-		} else {
-			clear(row)
-		}
-	}
 	// Column groups of whole slivers, one per goroutine: each packs its own
 	// part of W, the only operand that is large.
 	slivers := (n + q8NR - 1) / q8NR
@@ -105,6 +103,14 @@ func GemmQ8(o Opts, m, n, k int, a []float32, lda int, w []byte, c []float32, ld
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			for i := range m {
+				row := c[i*ldc+j0 : i*ldc+j1]
+				if o.ColBias != nil {
+					copy(row, o.ColBias[j0:j1])
+				} else {
+					clear(row)
+				}
+			}
 			q8Columns(qa, m, nkb, w, j0, j1, c, ldc)
 		}()
 	}
@@ -112,40 +118,40 @@ func GemmQ8(o Opts, m, n, k int, a []float32, lda int, w []byte, c []float32, ld
 }
 
 // q8A is A quantised and packed: per sliver of q8MR rows, per block, the
-// pairs and then the scales.
+// rows' pairs; the scales apart.
 type q8A struct {
 	q []int32   // [sliver][block][pair][row]
 	s []float32 // [sliver][block][row]
 }
 
-// quantizeA quantises each row's blocks of 32 to int8 with scale
-// max|x|/127 (see quantizeBlock), on t
+// quantizeA quantises each row's blocks of 32 (see quantizeBlock) on t
 // goroutines. Rows past m in the last sliver are zero with scale 0.
 func quantizeA(m, k int, a []float32, lda, t int) q8A {
 	nkb := k / q8Block
 	ns := (m + q8MR - 1) / q8MR
-	qa := q8A{q: make([]int32, ns*nkb*q8Pairs*q8MR), s: make([]float32, ns*nkb*q8MR)}
-	parallelFor(ns, t, func(s0, s1 int) {
-		var q [q8Block]int16
-		for s := s0; s < s1; s++ {
-			for r := range q8MR {
-				i := s*q8MR + r
-				if i >= m {
-					break
-				}
-				row := a[i*lda : i*lda+k]
-				for b := range nkb {
-					sc := quantizeBlock(row[b*q8Block:(b+1)*q8Block], &q)
-					base := (s*nkb + b) * q8Pairs * q8MR
-					for p := range q8Pairs {
-						qa.q[base+p*q8MR+r] = pair(q[2*p], q[2*p+1])
-					}
-					qa.s[(s*nkb+b)*q8MR+r] = sc
-				}
-			}
+	qa := q8A{q: make([]int32, ns*nkb*q8MR*q8Pairs), s: make([]float32, ns*nkb*q8MR)}
+	parallelFor(m, t, func(i0, i1 int) {
+		for i := i0; i < i1; i++ {
+			s, r := i/q8MR, i%q8MR
+			q := qa.q[s*nkb*q8MR*q8Pairs+r:]
+			sc := qa.s[s*nkb*q8MR+r:]
+			quantizeRow(nkb, a[i*lda:i*lda+k], q, sc)
 		}
 	})
 	return qa
+}
+
+// quantizeRowGo quantises the nkb blocks of row x, writing pair p of block
+// b at q[(b·q8Pairs+p)·q8MR] and the block's scale at s[b·q8MR].
+func quantizeRowGo(nkb int, x []float32, q []int32, s []float32) {
+	var v [q8Block]int16
+	for b := range nkb {
+		s[b*q8MR] = quantizeBlock(x[b*q8Block:(b+1)*q8Block], &v)
+		qb := q[b*q8MR*q8Pairs:]
+		for p := range q8Pairs {
+			qb[p*q8MR] = pair(v[2*p], v[2*p+1])
+		}
+	}
 }
 
 // quantizeBlock rounds x (32 values) to int8 steps of max|x|/127, to
@@ -222,22 +228,27 @@ func q8Columns(qa q8A, m, nkb int, w []byte, j0, j1 int, c []float32, ldc int) {
 // scales [sliver][block][col].
 func packW(pw []int32, sw []float32, w []byte, nkb, jc, nc, b0, kb int) {
 	for js := 0; js*q8NR < nc; js++ {
-		p := pw[js*kb*q8Pairs*q8NR:]
-		s := sw[js*kb*q8NR:]
+		p := pw[js*kb*q8Pairs*q8NR:][:kb*q8Pairs*q8NR]
+		s := sw[js*kb*q8NR:][:kb*q8NR]
 		for col := range q8NR {
 			j := js*q8NR + col
-			for b := range kb {
-				if j >= nc {
+			if j >= nc {
+				for b := range kb {
 					s[b*q8NR+col] = 0
 					for i := range q8Pairs {
 						p[(b*q8Pairs+i)*q8NR+col] = 0
 					}
-					continue
 				}
-				blk := w[((jc+j)*nkb+b0+b)*q8Bytes:][:q8Bytes]
+				continue
+			}
+			row := w[((jc+j)*nkb+b0)*q8Bytes:][:kb*q8Bytes]
+			for b := range kb {
+				blk := row[b*q8Bytes:][:q8Bytes]
 				s[b*q8NR+col] = half.F16ToF32(uint16(blk[0]) | uint16(blk[1])<<8)
+				pb := p[b*q8Pairs*q8NR+col:]
 				for i := range q8Pairs {
-					p[(b*q8Pairs+i)*q8NR+col] = pair(int16(int8(blk[2+2*i])), int16(int8(blk[3+2*i])))
+					// Sign-extend both bytes into their int16 halves.
+					pb[i*q8NR] = int32(uint32(uint16(int8(blk[2+2*i]))) | uint32(int8(blk[3+2*i]))<<16)
 				}
 			}
 		}
@@ -250,9 +261,9 @@ func q8KernelGo(nkb int, a []int32, sa []float32, w []int32, sw []float32, c []f
 	for b := range nkb {
 		var acc [q8MR][q8NR]int32
 		for p := range q8Pairs {
-			ar := a[(b*q8Pairs+p)*q8MR:][:q8MR]
 			wr := w[(b*q8Pairs+p)*q8NR:][:q8NR]
-			for r, av := range ar {
+			for r := range q8MR {
+				av := a[(b*q8Pairs+p)*q8MR+r]
 				a0, a1 := int32(int16(av)), av>>16
 				for j, wv := range wr {
 					acc[r][j] += a0*int32(int16(wv)) + a1*(wv>>16)

@@ -20,3 +20,23 @@ func q8Best() q8Kernel {
 	}
 	return q8KernelGo
 }
+
+//go:noescape
+func q8QuantRowAVX2(nkb int, x *float32, q *int32, s *float32)
+
+// quantizeRowAVX2 wraps the assembly quantiser (same arguments as
+// quantizeRowGo).
+func quantizeRowAVX2(nkb int, x []float32, q []int32, s []float32) {
+	if nkb <= 0 {
+		return
+	}
+	_, _, _ = x[nkb*q8Block-1], q[(nkb*q8Pairs-1)*q8MR], s[(nkb-1)*q8MR]
+	q8QuantRowAVX2(nkb, &x[0], &q[0], &s[0])
+}
+
+func quantizeRowBest() func(nkb int, x []float32, q []int32, s []float32) {
+	if hasAVX2FMA {
+		return quantizeRowAVX2
+	}
+	return quantizeRowGo
+}
