@@ -3,6 +3,7 @@ package train
 import (
 	"math"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/diffuse-go/diffuse/model/clip"
@@ -203,5 +204,71 @@ func TestTextEncoderLoRAExports(t *testing.T) {
 		if !sameBits(teOut(t, fresh), want) {
 			t.Errorf("%s: the loaded LoRA's text encoder output differs from the trained one's", c.name)
 		}
+	}
+}
+
+// TestDiffusersExportFoldsAlpha: a network whose alpha is not its rank is
+// written in diffusers' layout with Alpha/Rank folded into lora_up and no
+// ".alpha" keys (diffusers' loaders take alpha = rank and ignore them), so
+// the file loads back with the trained effect; the kohya file keeps the
+// alpha.
+func TestDiffusersExportFoldsAlpha(t *testing.T) {
+	m := tinyModels(t)
+	net, err := AddLoRA(m.UNet, lora.UNet, LoRAConfig{Rank: 4, Alpha: 8, TargetModules: DreamBoothTargets, InitWeights: "gaussian"}, rng.New(7))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := rng.New(3)
+	for _, mod := range net.Modules { // a trained-looking, non-zero B
+		g.Uniform(net.Up[mod].Data(), -0.2, 0.2)
+	}
+	for _, p := range net.Params() {
+		p.T.SetRequiresGrad(false)
+	}
+	cond := unet.Cond{EncoderHiddenStates: tensor.Full(0.1, 1, 77, m.UNet.Cfg.CrossAttentionDim.For(1)[0])}
+	want := unetOut(t, m.UNet, cond)
+	path := filepath.Join(t.TempDir(), "pytorch_lora_weights.safetensors")
+	if err := net.SaveDiffusers(path); err != nil {
+		t.Fatal(err)
+	}
+	sf, err := safetensors.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mod := net.Modules[0]
+	for _, name := range sf.Names() {
+		if strings.HasSuffix(name, ".alpha") {
+			t.Fatalf("diffusers file holds %s", name)
+		}
+	}
+	up, _, err := sf.Float32("unet." + mod + ".lora.up.weight")
+	sf.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range net.Up[mod].Data() {
+		if up[i] != 2*v { // alpha/rank = 2: exact
+			t.Fatalf("lora_up[%d] = %v, want 2 × %v", i, up[i], v)
+		}
+	}
+	f, err := lora.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh := tinyModels(t).UNet
+	if _, err := lora.Apply(fresh, f, lora.UNet, 1); err != nil {
+		t.Fatal(err)
+	}
+	got := unetOut(t, fresh, cond)
+	var md, mx float64
+	for i := range got {
+		md = max(md, math.Abs(float64(got[i]-want[i])))
+		mx = max(mx, math.Abs(float64(want[i])))
+	}
+	if md > 1e-5*mx || sameBits(unetOut(t, tinyModels(t).UNet, cond), want) {
+		t.Errorf("reloaded diffusers LoRA: max diff %g (output scale %g); or the LoRA changes nothing", md, mx)
+	}
+	if ks := net.kohyaTensors("lora_unet_"); ks[2].Name != "lora_unet_"+strings.ReplaceAll(mod, ".", "_")+".alpha" {
+		t.Errorf("kohya tensors %s…: no alpha for %s", ks[2].Name, mod)
 	}
 }

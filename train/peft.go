@@ -285,21 +285,30 @@ func (n *LoRANetwork) Remove() { n.applied.Remove() }
 // adapters (convert_state_dict_to_diffusers of the peft state dict):
 // "<component>.<module>.lora.down.weight" (A) and ".lora.up.weight" (B)
 // for the UNet, ".lora_linear_layer.down.weight" / ".up.weight" for a
-// text encoder's projections (PEFT_TO_DIFFUSERS), no alpha (loaders then
-// use alpha = rank, so a network whose alpha is not its rank stores its
-// alpha as "<component>.<module>.alpha").
+// text encoder's projections (PEFT_TO_DIFFUSERS). The layout has no alpha:
+// diffusers' loaders take alpha = rank (and ignore ".alpha" keys in it), so
+// a network whose alpha is not its rank is written with Alpha/Rank folded
+// into B, which every loader then applies as trained (kohya files keep
+// their alpha).
 func (n *LoRANetwork) DiffusersTensors() []safetensors.Tensor {
 	layer := ".lora."
 	if n.Component != lora.UNet {
 		layer = ".lora_linear_layer."
 	}
+	scale := float32(n.Config.Alpha / float64(n.Config.Rank))
 	var out []safetensors.Tensor
 	for _, mod := range n.Modules {
 		p := n.Component + "." + mod
-		out = append(out, f32(p+layer+"down.weight", n.Down[mod]), f32(p+layer+"up.weight", n.Up[mod]))
-		if n.Config.Alpha != float64(n.Config.Rank) {
-			out = append(out, safetensors.F32Tensor(p+".alpha", []int{}, []float32{float32(n.Config.Alpha)}))
+		b := n.Up[mod]
+		v := b.Detach().Contiguous().Data()
+		if scale != 1 {
+			v = append([]float32(nil), v...) // not the trained tensor's storage
+			for i := range v {
+				v[i] *= scale
+			}
 		}
+		up := safetensors.F32Tensor(p+layer+"up.weight", append([]int(nil), b.Shape()...), v)
+		out = append(out, f32(p+layer+"down.weight", n.Down[mod]), up)
 	}
 	return out
 }
