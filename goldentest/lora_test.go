@@ -126,7 +126,8 @@ func runLoRA(t *testing.T, c *golden.Case) {
 	var targets int
 	for _, p := range lora.Modules(m) {
 		for _, target := range cfg.Targets {
-			if strings.HasSuffix(p, "."+target) {
+			// peft's rule: the whole path, or a suffix after a dot.
+			if p == target || strings.HasSuffix(p, "."+target) {
 				targets++
 			}
 		}

@@ -5,12 +5,16 @@
 # embedded weight files. Run with Debian's python3-torch (see ../shared/reference/NOTES.md):
 # /work/ref/diffusers-src holds diffusers v0.30.3's src/, /work/ref/hub-src huggingface_hub
 # v0.23.5's, /work/ref/stubs a numpy stand-in for safetensors (load_file, save_file, safe_open).
-# Usage: /usr/bin/python3 builtin_cases.py defaultmodel/model OUT [CONTROLNET_FOLDER], then copy
-# OUT's case.json and io.safetensors into defaultmodel/testdata/diffusers and add "component"
-# (unet, vae) to each; the ControlNet case (a folder `diffuse train --controlnet` wrote, such as the
-# ControlNet demonstration's) keeps its weights.safetensors.
+# Usage: /usr/bin/python3 builtin_cases.py defaultmodel/model OUT [CONTROLNET_FOLDER [LORA_FILE]],
+# then copy OUT's case.json and io.safetensors into defaultmodel/testdata/diffusers and add
+# "component" (unet, vae) to each; the ControlNet case (a folder `diffuse train --controlnet`
+# wrote, such as the ControlNet demonstration's) keeps its weights.safetensors, the LoRA case (a
+# pytorch_lora_weights.safetensors `diffuse train` wrote, loaded with unet.load_attn_procs, which
+# runs peft) its LoRA file. peft needs /work/ref/peft-src (v0.11.1) and /work/ref/accel-src
+# (accelerate v0.31.0) on the path, and in /work/ref/stubs a transformers stand-in whose every
+# name is an empty class, with dist-info METADATA for transformers 4.42.4, peft and accelerate.
 import json, os, sys, copy
-sys.path[:0] = ["/work/ref/stubs", "/work/ref/diffusers-src", "/work/ref/hub-src"]
+sys.path[:0] = ["/work/ref/stubs", "/work/ref/diffusers-src", "/work/ref/hub-src", "/work/ref/peft-src", "/work/ref/accel-src"]
 import torch
 from safetensors.torch import save_file
 from diffusers import UNet2DConditionModel, AutoencoderKL, ControlNetModel
@@ -104,3 +108,38 @@ if len(sys.argv) > 3:
     write_case("toy_controlnet", "diffusers.ControlNetModel", cn,
                "down, mid = controlnet(sample, timestep, encoder_hidden_states=ehs, controlnet_cond=cond, conditioning_scale=s, return_dict=False) for s in (1.0 -> 's1', 0.5 -> 's0p5')",
                inputs, o64, o32, "A ControlNet trained by diffuse on the built-in model (the ControlNet demonstration's output folder), loaded by diffusers' from_pretrained.")
+
+if len(sys.argv) > 4:
+    import shutil
+    u = UNet2DConditionModel.from_pretrained(os.path.join(folder, "unet"))
+    c = u.config
+    s = c.sample_size
+    inputs = {"sample": torch.randn(2, c.in_channels, s, s), "timestep": torch.tensor([999.0, 10.0]),
+              "encoder_hidden_states": torch.randn(2, 77, c.cross_attention_dim)}
+    def runl(m, dt):
+        args = (inputs["sample"].to(dt), inputs["timestep"].to(dt))
+        ehs = inputs["encoder_hidden_states"].to(dt)
+        out = {"out_no_lora": m(*args, encoder_hidden_states=ehs).sample}
+        m.load_attn_procs(sys.argv[4])
+        out["out_scale1"] = m(*args, encoder_hidden_states=ehs).sample
+        out["out_scale0p5"] = m(*args, encoder_hidden_states=ehs, cross_attention_kwargs={"scale": 0.5}).sample
+        m.fuse_lora(lora_scale=1.0)
+        out["out_fused_scale1"] = m(*args, encoder_hidden_states=ehs).sample
+        return out
+    with torch.no_grad():
+        o32 = runl(copy.deepcopy(u), torch.float32)
+        o64 = runl(copy.deepcopy(u).double(), torch.float64)
+    probe = copy.deepcopy(u)
+    probe.load_attn_procs(sys.argv[4])
+    pc = list(probe.peft_config.values())[0]
+    write_case("toy_lora", "diffusers.UNet2DConditionModel + peft LoraConfig", u,
+               "unet.load_attn_procs(lora); out_scale<w> = unet(...) with cross_attention_kwargs scale w; out_no_lora before loading; out_fused_scale1 after unet.fuse_lora(lora_scale=1.0)",
+               inputs, o64, o32, "A DreamBooth LoRA diffuse trained on the built-in model (pytorch_lora_weights.safetensors), loaded by diffusers' unet.load_attn_procs (peft) onto the built-in UNet.")
+    d = os.path.join(out, "toy_lora")
+    os.remove(os.path.join(d, "weights.safetensors"))
+    shutil.copy(sys.argv[4], os.path.join(d, "lora_diffusers.safetensors"))
+    case = json.load(open(os.path.join(d, "case.json")))
+    case["uses_weights_of"] = {"unet": "toy_unet"}
+    case["lora_config"] = {"r": pc.r, "lora_alpha": pc.lora_alpha, "target_modules": sorted(pc.target_modules)}
+    case["files"] = ["case.json", "io.safetensors", "lora_diffusers.safetensors"]
+    json.dump(case, open(os.path.join(d, "case.json"), "w"), indent=1)
