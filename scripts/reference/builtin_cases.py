@@ -5,7 +5,8 @@
 # embedded weight files. Run with Debian's python3-torch (see ../shared/reference/NOTES.md):
 # /work/ref/diffusers-src holds diffusers v0.30.3's src/, /work/ref/hub-src huggingface_hub
 # v0.23.5's, /work/ref/stubs a numpy stand-in for safetensors (load_file, save_file, safe_open).
-# Usage: /usr/bin/python3 builtin_cases.py defaultmodel/model OUT [CONTROLNET_FOLDER [LORA_FILE]],
+# Usage: /usr/bin/python3 builtin_cases.py defaultmodel/model OUT [CONTROLNET_FOLDER [LORA_FILE
+# [LORA_DIR]]] (LORA_DIR: a `diffuse train --kohya` output folder, both of its LoRA files),
 # then copy OUT's case.json and io.safetensors into defaultmodel/testdata/diffusers and add
 # "component" (unet, vae) to each; the ControlNet case (a folder `diffuse train --controlnet`
 # wrote, such as the ControlNet demonstration's) keeps its weights.safetensors, the LoRA case (a
@@ -142,4 +143,52 @@ if len(sys.argv) > 4:
     case["uses_weights_of"] = {"unet": "toy_unet"}
     case["lora_config"] = {"r": pc.r, "lora_alpha": pc.lora_alpha, "target_modules": sorted(pc.target_modules)}
     case["files"] = ["case.json", "io.safetensors", "lora_diffusers.safetensors"]
+    json.dump(case, open(os.path.join(d, "case.json"), "w"), indent=1)
+
+if len(sys.argv) > 5:
+    # The same network in both layouts: diffusers' kohya conversion
+    # (lora_state_dict -> _convert_non_diffusers_lora_to_diffusers, with the
+    # alphas) must give what the diffusers-layout file gives.
+    import shutil
+    from diffusers.loaders.lora_pipeline import StableDiffusionLoraLoaderMixin as L
+    ld = sys.argv[5]
+    dif, koh = os.path.join(ld, "pytorch_lora_weights.safetensors"), os.path.join(ld, "pytorch_lora_weights_kohya.safetensors")
+    u = UNet2DConditionModel.from_pretrained(os.path.join(folder, "unet"))
+    c = u.config
+    s = c.sample_size
+    inputs = {"sample": torch.randn(2, c.in_channels, s, s), "timestep": torch.tensor([500.0, 20.0]),
+              "encoder_hidden_states": torch.randn(2, 77, c.cross_attention_dim)}
+    def runk(path):
+        def f(m, dt):
+            args = (inputs["sample"].to(dt), inputs["timestep"].to(dt))
+            ehs = inputs["encoder_hidden_states"].to(dt)
+            out = {"out_no_lora": m(*args, encoder_hidden_states=ehs).sample}
+            sd, alphas = L.lora_state_dict(path, unet_config=m.config)
+            L.load_lora_into_unet(sd, alphas, m)
+            out["out_scale1"] = m(*args, encoder_hidden_states=ehs).sample
+            out["out_scale0p5"] = m(*args, encoder_hidden_states=ehs, cross_attention_kwargs={"scale": 0.5}).sample
+            return out
+        return f
+    with torch.no_grad():
+        o32 = runk(koh)(copy.deepcopy(u), torch.float32)
+        o64 = runk(koh)(copy.deepcopy(u).double(), torch.float64)
+        od = runk(dif)(copy.deepcopy(u), torch.float32)
+    for k in o32:
+        assert (o32[k] - od[k]).abs().max() < 1e-5, (k, (o32[k] - od[k]).abs().max())
+    assert (o32["out_scale1"] - o32["out_no_lora"]).abs().max() > 1e-4
+    probe = copy.deepcopy(u)
+    sd, alphas = L.lora_state_dict(koh, unet_config=probe.config)
+    L.load_lora_into_unet(sd, alphas, probe)
+    pc = list(probe.peft_config.values())[0]
+    write_case("toy_lora_kohya", "diffusers.UNet2DConditionModel + peft LoraConfig", u,
+               "sd, alphas = lora_state_dict(kohya file); load_lora_into_unet(sd, alphas, unet); out_scale<w> = unet(...) with cross_attention_kwargs scale w; out_no_lora before loading",
+               inputs, o64, o32, "A LoRA `diffuse train --kohya` wrote from the built-in model, in both layouts: diffusers converts the kohya file (with its alphas) and loads it through peft; its outputs equal the diffusers-layout file's within 1e-5.")
+    d = os.path.join(out, "toy_lora_kohya")
+    os.remove(os.path.join(d, "weights.safetensors"))
+    shutil.copy(dif, os.path.join(d, "lora_diffusers.safetensors"))
+    shutil.copy(koh, os.path.join(d, "lora_kohya.safetensors"))
+    case = json.load(open(os.path.join(d, "case.json")))
+    case["uses_weights_of"] = {"unet": "toy_unet"}
+    case["lora_config"] = {"r": pc.r, "lora_alpha": pc.lora_alpha, "target_modules": sorted(pc.target_modules)}
+    case["files"] = ["case.json", "io.safetensors", "lora_diffusers.safetensors", "lora_kohya.safetensors"]
     json.dump(case, open(os.path.join(d, "case.json"), "w"), indent=1)
