@@ -25,11 +25,7 @@ func Sigmoid(a *Tensor) *Tensor {
 func SiLU(a *Tensor) *Tensor {
 	out := unarySlices(a, vec.SiLU)
 	record(out, []*Tensor{a}, func(g *Tensor) []*Tensor {
-		d := unaryKernel(a.Detach(), func(x float32) float32 {
-			s := sigmoid32(x)
-			return s * (1 + x*(1-s))
-		})
-		return []*Tensor{Mul(g, d)}
+		return []*Tensor{Mul(g, unarySlices(a.Detach(), siluGrad))}
 	})
 	return out
 }
@@ -69,13 +65,44 @@ func GELU(a *Tensor) *Tensor {
 }
 
 // geluGrad is the derivative of the exact GELU, Φ(x) + x·φ(x).
-func geluGrad(a *Tensor) *Tensor {
-	return unaryKernel(a, func(x float32) float32 {
-		xf := float64(x)
-		cdf := 0.5 * (1 + math.Erf(xf/math.Sqrt2))
-		pdf := math.Exp(-0.5*xf*xf) / math.Sqrt(2*math.Pi)
-		return float32(cdf + xf*pdf)
-	})
+func geluGrad(a *Tensor) *Tensor { return unarySlices(a, geluGradSlice) }
+
+// gradChunk is how many values the vectorised derivatives take at a time
+// (their scratch lives on the stack).
+const gradChunk = 256
+
+// geluGradSlice writes Φ(x) + x·φ(x) for each x of src, in float32 as
+// torch's gelu_backward computes it: 0.5·(1 + erf(x/√2)) + x·exp(−x²/2)/√(2π),
+// with the vector erf and exp.
+func geluGradSlice(dst, src []float32) {
+	var t [gradChunk]float32
+	for len(src) > 0 {
+		n := min(len(src), gradChunk)
+		x, d := src[:n], dst[:n]
+		for i, v := range x {
+			t[i] = v * math.Sqrt2 / 2
+		}
+		vec.Erf(d, t[:n])
+		for i, v := range x {
+			t[i] = -0.5 * v * v
+		}
+		vec.Exp(t[:n], t[:n])
+		const invSqrt2Pi = 0.3989422804014327
+		for i, v := range x {
+			d[i] = 0.5*(1+d[i]) + v*t[i]*invSqrt2Pi
+		}
+		src, dst = src[n:], dst[n:]
+	}
+}
+
+// siluGrad writes SiLU's derivative s·(1 + x·(1 − s)), s = sigmoid(x), for
+// each x of src (torch's silu_backward), with the vector sigmoid.
+func siluGrad(dst, src []float32) {
+	vec.Sigmoid(dst, src)
+	for i, x := range src {
+		s := dst[i]
+		dst[i] = s * (1 + x*(1-s))
+	}
 }
 
 // GEGLU is diffusers' GEGLU gate on a projection h [..., 2n]: the first

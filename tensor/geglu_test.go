@@ -66,3 +66,33 @@ func BenchmarkGEGLU(b *testing.B) {
 		}
 	})
 }
+
+// TestActivationGrads checks the vectorised derivatives of GELU and SiLU
+// against their float64 formulas, over a range that reaches both tails and
+// a length that is not a whole number of chunks.
+func TestActivationGrads(t *testing.T) {
+	n := 2*gradChunk + 7
+	x := make([]float32, n)
+	for i := range x {
+		x[i] = -12 + 24*float32(i)/float32(n-1)
+	}
+	x[0], x[1] = 0, -0.0
+	got := make([]float32, n)
+	for name, c := range map[string]struct {
+		f    func(dst, src []float32)
+		want func(float64) float64
+	}{
+		"gelu": {geluGradSlice, func(x float64) float64 {
+			return 0.5*(1+math.Erf(x/math.Sqrt2)) + x*math.Exp(-x*x/2)/math.Sqrt(2*math.Pi)
+		}},
+		"silu": {siluGrad, func(x float64) float64 { s := 1 / (1 + math.Exp(-x)); return s * (1 + x*(1-s)) }},
+	} {
+		c.f(got, x)
+		for i, v := range x {
+			w := c.want(float64(v))
+			if d := math.Abs(float64(got[i]) - w); d > 2e-6*(1+math.Abs(w)) {
+				t.Errorf("%s'(%v) = %v, want %v", name, v, got[i], w)
+			}
+		}
+	}
+}
