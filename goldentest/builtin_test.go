@@ -81,3 +81,24 @@ func copyFile(t *testing.T, src, dst string) {
 		t.Fatal(err)
 	}
 }
+
+// TestGoldenLocal runs the cases kept with these tests (testdata/): upstream
+// cases that ../shared/golden does not carry, such as SD3.5's MMDiT
+// (qk_norm, dual-attention blocks), which needs diffusers v0.31.0
+// (scripts/reference/make_sd35_case.py), through the generic runners.
+func TestGoldenLocal(t *testing.T) {
+	dirs, err := filepath.Glob(filepath.Join("testdata", "*"))
+	if err != nil || len(dirs) == 0 {
+		t.Fatalf("no cases under testdata (%v)", err)
+	}
+	for _, dir := range dirs {
+		t.Run(filepath.Base(dir), func(t *testing.T) {
+			c, err := golden.Load(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			golden.Run(t, c)
+		})
+	}
+}
