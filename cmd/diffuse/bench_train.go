@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"runtime"
 	"runtime/metrics"
 	"strings"
@@ -399,6 +400,13 @@ func benchTrainFlags(ctx context.Context, method, model, size, ckpt, dtype, cpup
 	}
 	if o.modes, err = parseCheckpointModes(ckpt); err != nil {
 		return err
+	}
+	opt, err := trainOptions(os.Getenv, systemMemory())
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	if err := opt.Apply(); err != nil {
+		return fmt.Errorf("bench: %w", err)
 	}
 	return runTrainBench(ctx, o)
 }

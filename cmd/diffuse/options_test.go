@@ -62,3 +62,20 @@ func sameOptions(a, b pipeline.Options) bool {
 	a.PackCacheMB, b.PackCacheMB = nil, nil
 	return a == b
 }
+
+// TestTrainOptions: training turns the packed-weight cache off unless
+// DIFFUSE_PACK_CACHE_MB sets it, and keeps the other variables.
+func TestTrainOptions(t *testing.T) {
+	const gib = int64(1) << 30
+	o, err := trainOptions(env(map[string]string{"DIFFUSE_WINOGRAD": "0"}), 16*gib)
+	if err != nil || o.PackCacheMB == nil || *o.PackCacheMB != 0 || o.Winograd != tensor.WinogradOff {
+		t.Errorf("no cache variable: %+v, %v; want the cache off and Winograd off", o, err)
+	}
+	o, err = trainOptions(env(map[string]string{"DIFFUSE_PACK_CACHE_MB": "512"}), 16*gib)
+	if err != nil || o.PackCacheMB == nil || *o.PackCacheMB != 512 {
+		t.Errorf("DIFFUSE_PACK_CACHE_MB=512: %+v, %v", o, err)
+	}
+	if _, err := trainOptions(env(map[string]string{"DIFFUSE_PACK_CACHE_MB": "x"}), 16*gib); err == nil {
+		t.Error("a bad DIFFUSE_PACK_CACHE_MB accepted")
+	}
+}

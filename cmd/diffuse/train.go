@@ -303,7 +303,16 @@ func runTrain(ctx context.Context, args []string) error {
 			return fmt.Errorf("train: %w", err)
 		}
 	}
-	m, err := pipeline.Open(ctx, f.model, pipeline.Options{})
+	// The DIFFUSE_* settings, which Open applies (its zero Options would
+	// reset them to the defaults).
+	opt, err := trainOptions(os.Getenv, systemMemory())
+	if err != nil {
+		return fmt.Errorf("train: %w", err)
+	}
+	if f.threads > 0 {
+		opt.Threads = f.threads
+	}
+	m, err := pipeline.Open(ctx, f.model, opt)
 	if err != nil {
 		return fmt.Errorf("train: --pretrained_model_name_or_path: %w", err)
 	}
