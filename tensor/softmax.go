@@ -224,14 +224,13 @@ func attentionBackward(qs, ks, vs, ms []float32, mstr []int, g *Tensor, B, H, Lq
 				// dP = dO·Vᵀ
 				gemm.Gemm(bq, Lk, Dv, 1, gemm.F32Mat(gblk, Dv, false), vmT, 0, dP, Lk)
 				// dS = P ∘ (dP − rowsum(dP∘P))
+				// (The row sum in float32 with the vector dot, as torch's
+				// softmax backward reduces in the input's dtype.)
 				for i := 0; i < bq; i++ {
 					pr, dr := P[i*Lk:(i+1)*Lk], dP[i*Lk:(i+1)*Lk]
-					var dot float64
-					for j := range pr {
-						dot += float64(pr[j]) * float64(dr[j])
-					}
-					for j := range pr {
-						dr[j] = pr[j] * (dr[j] - float32(dot))
+					dot := vec.Dot(pr, dr)
+					for j, p := range pr {
+						dr[j] = p * (dr[j] - dot)
 					}
 				}
 				// dQ = scale·dS·K ; dK += scale·dSᵀ·Q
