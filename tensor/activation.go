@@ -129,10 +129,28 @@ func GEGLU(h *Tensor) *Tensor {
 		}
 	})
 	record(out, []*Tensor{h}, func(g *Tensor) []*Tensor {
-		a, x := h.Detach().Narrow(-1, 0, n), h.Detach().Narrow(-1, n, n)
-		ga := Mul(g, GELU(x))
-		gx := Mul(Mul(g, a), geluGrad(x))
-		return []*Tensor{Concat(-1, ga, gx)}
+		// d/da = g·GELU(x), d/dx = (g·a)·GELU'(x), each row's two halves
+		// written in place of the grad (the products of Mul(g, GELU(x)) and
+		// Mul(Mul(g, a), geluGrad(x)) in the same order, without their
+		// temporaries and the Concat).
+		gc := g.Float32().Contiguous()
+		gs := gc.f32[gc.offset : gc.offset+gc.Numel()]
+		grad := Zeros(h.shape...)
+		d := grad.f32
+		parallelFor(rows, max(1, (1<<14)/max(n, 1)), func(lo, hi int) {
+			for r := lo; r < hi; r++ {
+				a, x := hs[2*r*n:2*r*n+n], hs[2*r*n+n:2*(r+1)*n]
+				gr := gs[r*n : (r+1)*n]
+				ga, gx := d[2*r*n:2*r*n+n], d[2*r*n+n:2*(r+1)*n]
+				vec.GELU(ga, x)
+				geluGradSlice(gx, x)
+				for j, gv := range gr {
+					ga[j] = gv * ga[j]
+					gx[j] = (gv * a[j]) * gx[j]
+				}
+			}
+		})
+		return []*Tensor{grad}
 	})
 	return out
 }
