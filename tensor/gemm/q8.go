@@ -41,9 +41,13 @@ const (
 	q8Pairs = q8Block / 2
 	q8MR    = 6  // rows of an A sliver
 	q8NR    = 16 // columns of a W sliver
-	q8KB    = 16 // blocks (of 32 k) per k chunk of packed W
-	q8NC    = 256
-	q8MS    = 16 // A slivers per row block
+	// Blocking: a W sliver of q8KB blocks (16 KB of pairs) stays in L1
+	// while it meets q8MS slivers of A (in L2); a chunk of q8NC columns of
+	// W is packed at a time. On Zen 3, 8–32 blocks and 8–32 A slivers ran
+	// within a few percent of each other (BenchmarkGemmQ8).
+	q8KB = 16 // blocks (of 32 k) per k chunk of packed W
+	q8NC = 256
+	q8MS = 16 // A slivers per row block
 )
 
 // q8Kernel computes, for nkb blocks, C[r][j] += float32(isum)·(sa[r]·sw[j])
