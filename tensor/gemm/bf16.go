@@ -161,15 +161,7 @@ func gemmBF16(e *bf16Engine, kern microKernel, o Opts, m, n, k int, alpha float3
 	}
 	// The thread grid of gemmFast, except that every group converts both
 	// operands itself, so none is cheaper to share than the other.
-	t := o.Threads
-	if t <= 0 {
-		t = Threads()
-	}
-	if macs := m * n * k; macs < parallelMinMACs {
-		t = 1
-	} else if lim := macs / perThreadMinMACs; t > lim {
-		t = lim
-	}
+	t := productThreads(o, m, n, k)
 	tm, tn := 1, 1
 	if t > 1 {
 		tm, tn = gridCost(t, m, n, kern.mr, kern.nr, 1, 1)

@@ -94,15 +94,7 @@ func gemmFast(kern microKernel, o Opts, m, n, k int, alpha float32, a, b Mat, be
 	// own packed copies, so threads never wait on each other; the price is
 	// that A is packed tn times and B tm times, which the grid minimises.
 	// A pre-packed operand costs nothing to share.
-	t := o.Threads
-	if t <= 0 {
-		t = Threads()
-	}
-	if macs := m * n * k; macs < parallelMinMACs {
-		t = 1
-	} else if lim := macs / perThreadMinMACs; t > lim {
-		t = lim
-	}
+	t := productThreads(o, m, n, k)
 	if useDirectA(kern, a, m, n, k) {
 		gemmDirectA(kern, t, m, n, k, alpha, a, b, beta, c, ldc, ep)
 		return
@@ -131,6 +123,22 @@ func gemmFast(kern microKernel, o Opts, m, n, k int, alpha float32, a, b Mat, be
 		}()
 	}
 	wg.Wait()
+}
+
+// productThreads is how many goroutines a product of m·n·k multiply-adds
+// uses: o.Threads (Threads() when 0), but one below parallelMinMACs and at
+// most one per perThreadMinMACs.
+func productThreads(o Opts, m, n, k int) int {
+	t := o.Threads
+	if t <= 0 {
+		t = Threads()
+	}
+	if macs := m * n * k; macs < parallelMinMACs {
+		t = 1
+	} else if lim := macs / perThreadMinMACs; t > lim {
+		t = max(lim, 1)
+	}
+	return t
 }
 
 // packCost weighs the memory traffic of one value of an operand for a

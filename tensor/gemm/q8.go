@@ -87,15 +87,7 @@ func GemmQ8(o Opts, m, n, k int, a []float32, lda int, w []byte, c []float32, ld
 	case o.ColBias != nil && len(o.ColBias) < n:
 		panic(fmt.Sprintf("gemm: GemmQ8 %d column biases for %d columns", len(o.ColBias), n))
 	}
-	t := o.Threads
-	if t <= 0 {
-		t = Threads()
-	}
-	if macs := m * n * k; macs < parallelMinMACs {
-		t = 1
-	} else if lim := macs / perThreadMinMACs; t > lim {
-		t = max(lim, 1)
-	}
+	t := productThreads(o, m, n, k)
 	qa := quantizeA(m, k, a, lda, t)
 	// Column groups of whole slivers, one per goroutine: each packs its own
 	// part of W, the only operand that is large.
