@@ -9,7 +9,7 @@ import (
 	"github.com/diffuse-go/diffuse/internal/golden"
 )
 
-// TestBuiltinModelInDiffusers checks that the built-in model's folder, and
+// TestGoldenBuiltinModelInDiffusers checks that the built-in model's folder, and
 // a ControlNet and a LoRA diffuse trained on it, are files diffusers loads
 // and computes as diffuse does: the cases under defaultmodel/testdata/diffusers
 // hold inputs and the outputs upstream diffusers (v0.30.3, torch 1.13)
@@ -19,7 +19,7 @@ import (
 // "component" runs with that component's weights file as embedded (f16 as
 // stored) in place of weights.safetensors, the ControlNet with its own, the
 // LoRA on the UNet case's weights.
-func TestBuiltinModelInDiffusers(t *testing.T) {
+func TestGoldenBuiltinModelInDiffusers(t *testing.T) {
 	root := filepath.Join("..", "defaultmodel")
 	dirs, err := filepath.Glob(filepath.Join(root, "testdata", "diffusers", "*"))
 	if err != nil || len(dirs) == 0 {

@@ -7,21 +7,29 @@ import (
 	"testing"
 )
 
+type gegluCase struct {
+	name string
+	h    *Tensor
+}
+
+// gegluInputs are the GEGLU tests' inputs: rows, a single pair, a strided
+// view that must be copied first, and f16 storage with halves longer than
+// one chunk of the vector derivatives.
+func gegluInputs(r *rand.Rand) []gegluCase {
+	return []gegluCase{
+		{"rows", Scale(randT(r, 2, 5, 2*37), 3)},
+		{"single", randT(r, 2)},
+		{"strided", Scale(randT(r, 2*19, 3, 4), 2).Permute(1, 2, 0)},
+		{"f16", randT(r, 4, 2*300).ToDType(F16)},
+	}
+}
+
 // TestForwardGEGLU checks the fused gate against float64 and against the
 // unfused Chunk, GELU, Mul it replaces (same roundings, so equal), on
 // contiguous input, a strided view that must be copied first, and f16
 // storage; and that an odd last dimension is refused.
 func TestForwardGEGLU(t *testing.T) {
-	r := rand.New(rand.NewSource(43))
-	for _, c := range []struct {
-		name string
-		h    *Tensor
-	}{
-		{"rows", Scale(randT(r, 2, 5, 2*37), 3)},
-		{"single", randT(r, 2)},
-		{"strided", Scale(randT(r, 2*19, 3, 4), 2).Permute(1, 2, 0)},
-		{"f16", randT(r, 4, 2*16).ToDType(F16)},
-	} {
+	for _, c := range gegluInputs(rand.New(rand.NewSource(43))) {
 		h := c.h
 		n := h.Dim(-1) / 2
 		hd := f64s(h.Float32().Contiguous().Data())
@@ -50,17 +58,10 @@ func TestForwardGEGLU(t *testing.T) {
 
 // TestBackwardGEGLU checks the fused backward against the backward of the
 // Chunk, GELU, Mul composition: the same products in the same order, so
-// the same bits, on contiguous, strided and f16 inputs.
+// the same bits, on gegluInputs.
 func TestBackwardGEGLU(t *testing.T) {
 	r := rand.New(rand.NewSource(44))
-	for _, c := range []struct {
-		name string
-		h    *Tensor
-	}{
-		{"rows", Scale(randT(r, 2, 5, 2*37), 3)},
-		{"strided", Scale(randT(r, 2*19, 3, 4), 2).Permute(1, 2, 0)},
-		{"f16", randT(r, 4, 2*300).ToDType(F16)},
-	} {
+	for _, c := range gegluInputs(r) {
 		n := c.h.Dim(-1) / 2
 		seed := randT(r, append(cloneInts(c.h.shape[:c.h.Rank()-1]), n)...)
 		h1 := c.h.Float32().Contiguous().Clone().SetRequiresGrad(true)

@@ -125,6 +125,30 @@ func BenchmarkLinear(b *testing.B) {
 	}
 }
 
+// BenchmarkLinearQ8 times a FLUX-sized projection (1024 tokens,
+// 3072→3072, bias) with a Q8_0 weight, float32 products (the Q8_0 blocks
+// decoded while packing) against integer products (SetInt8), side by side.
+func BenchmarkLinearQ8(b *testing.B) {
+	const rows, in, out = 1024, 3072, 3072
+	x := benchRand(1, rows, in)
+	w, err := Quantize(Mul(benchRand(2, out, in), Scalar(0.05)), Q8_0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	bias := benchRand(3, out)
+	for _, int8 := range []bool{false, true} {
+		b.Run(map[bool]string{false: "f32", true: "int8"}[int8], func(b *testing.B) {
+			defer SetInt8(SetInt8(int8))
+			Linear(x, w, bias)
+			t0 := startOpTimer()
+			for b.Loop() {
+				Linear(x, w, bias)
+			}
+			reportOpFlops(b, 2*float64(rows*in*out), t0)
+		})
+	}
+}
+
 func BenchmarkAttention(b *testing.B) {
 	for _, s := range []struct {
 		name          string

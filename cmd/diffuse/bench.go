@@ -100,6 +100,11 @@ func runBench(ctx context.Context, args []string) (err error) {
 		// profile covers the whole run, loading included.
 		return withCPUProfile(*cpuprofile, func() error { return benchFlow(ctx, *model, opt, *sizes, *steps) })
 	}
+	if int8Set {
+		// The other benchmarks build f32/f16/bf16 weights, which integer
+		// products do not touch: refuse rather than ignore the flag.
+		return fmt.Errorf("bench: -int8 applies to Q8_0 weights: give an SD3 or FLUX file with -m")
+	}
 	want := map[string]bool{}
 	for _, s := range strings.Split(*only, ",") {
 		want[strings.TrimSpace(s)] = true

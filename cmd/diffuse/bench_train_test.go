@@ -105,3 +105,12 @@ func TestWithCPUProfile(t *testing.T) {
 		t.Fatalf("unwritable path: err %v, ran %d", err, ran)
 	}
 }
+
+// TestBenchInt8NeedsQ8Model: -int8 without an SD3/FLUX file is refused,
+// not ignored.
+func TestBenchInt8NeedsQ8Model(t *testing.T) {
+	err := runBench(context.Background(), []string{"-int8", "-only", "unet"})
+	if err == nil || !strings.Contains(err.Error(), "-int8 applies to Q8_0 weights") {
+		t.Errorf("bench -int8 without -m: %v", err)
+	}
+}

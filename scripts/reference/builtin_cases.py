@@ -1,7 +1,7 @@
 # Reference for diffuse's defaultmodel/testdata/diffusers: upstream diffusers v0.30.3 loads the
 # built-in model's UNet and VAE folders with from_pretrained (asserting no missing or unexpected
 # keys) and computes them in float32 and float64 on random inputs; the cases are in the golden
-# format (case.json, io.safetensors) and goldentest's TestBuiltinModelInDiffusers runs them with the
+# format (case.json, io.safetensors) and goldentest's TestGoldenBuiltinModelInDiffusers runs them with the
 # embedded weight files. Run with Debian's python3-torch (see ../shared/reference/NOTES.md):
 # /work/ref/diffusers-src holds diffusers v0.30.3's src/, /work/ref/hub-src huggingface_hub
 # v0.23.5's, /work/ref/stubs a numpy stand-in for safetensors (load_file, save_file, safe_open).
@@ -54,6 +54,20 @@ def write_case(name, cls, model, call, inputs, outputs64, outputs32, desc):
             "files": ["case.json", "io.safetensors", "weights.safetensors"]}
     json.dump(case, open(os.path.join(d, "case.json"), "w"), indent=1)
     print("wrote", d, per)
+
+def finish_lora_case(name, pc, files):
+    # A LoRA case runs on the toy_unet case's weights and carries its LoRA
+    # files (name in the case -> source path) and peft's config.
+    import shutil
+    d = os.path.join(out, name)
+    os.remove(os.path.join(d, "weights.safetensors"))
+    for dst, src in files.items():
+        shutil.copy(src, os.path.join(d, dst))
+    case = json.load(open(os.path.join(d, "case.json")))
+    case["uses_weights_of"] = {"unet": "toy_unet"}
+    case["lora_config"] = {"r": pc.r, "lora_alpha": pc.lora_alpha, "target_modules": sorted(pc.target_modules)}
+    case["files"] = ["case.json", "io.safetensors"] + sorted(files)
+    json.dump(case, open(os.path.join(d, "case.json"), "w"), indent=1)
 
 def both(model, f):
     with torch.no_grad():
@@ -111,7 +125,6 @@ if len(sys.argv) > 3:
                inputs, o64, o32, "A ControlNet trained by diffuse on the built-in model (the ControlNet demonstration's output folder), loaded by diffusers' from_pretrained.")
 
 if len(sys.argv) > 4:
-    import shutil
     u = UNet2DConditionModel.from_pretrained(os.path.join(folder, "unet"))
     c = u.config
     s = c.sample_size
@@ -136,20 +149,12 @@ if len(sys.argv) > 4:
     write_case("toy_lora", "diffusers.UNet2DConditionModel + peft LoraConfig", u,
                "unet.load_attn_procs(lora); out_scale<w> = unet(...) with cross_attention_kwargs scale w; out_no_lora before loading; out_fused_scale1 after unet.fuse_lora(lora_scale=1.0)",
                inputs, o64, o32, "A DreamBooth LoRA diffuse trained on the built-in model (pytorch_lora_weights.safetensors), loaded by diffusers' unet.load_attn_procs (peft) onto the built-in UNet.")
-    d = os.path.join(out, "toy_lora")
-    os.remove(os.path.join(d, "weights.safetensors"))
-    shutil.copy(sys.argv[4], os.path.join(d, "lora_diffusers.safetensors"))
-    case = json.load(open(os.path.join(d, "case.json")))
-    case["uses_weights_of"] = {"unet": "toy_unet"}
-    case["lora_config"] = {"r": pc.r, "lora_alpha": pc.lora_alpha, "target_modules": sorted(pc.target_modules)}
-    case["files"] = ["case.json", "io.safetensors", "lora_diffusers.safetensors"]
-    json.dump(case, open(os.path.join(d, "case.json"), "w"), indent=1)
+    finish_lora_case("toy_lora", pc, {"lora_diffusers.safetensors": sys.argv[4]})
 
 if len(sys.argv) > 5:
     # The same network in both layouts: diffusers' kohya conversion
     # (lora_state_dict -> _convert_non_diffusers_lora_to_diffusers, with the
     # alphas) must give what the diffusers-layout file gives.
-    import shutil
     from diffusers.loaders.lora_pipeline import StableDiffusionLoraLoaderMixin as L
     ld = sys.argv[5]
     dif, koh = os.path.join(ld, "pytorch_lora_weights.safetensors"), os.path.join(ld, "pytorch_lora_weights_kohya.safetensors")
@@ -183,12 +188,4 @@ if len(sys.argv) > 5:
     write_case("toy_lora_kohya", "diffusers.UNet2DConditionModel + peft LoraConfig", u,
                "sd, alphas = lora_state_dict(kohya file); load_lora_into_unet(sd, alphas, unet); out_scale<w> = unet(...) with cross_attention_kwargs scale w; out_no_lora before loading",
                inputs, o64, o32, "A LoRA `diffuse train --kohya` wrote from the built-in model, in both layouts: diffusers converts the kohya file (with its alphas) and loads it through peft; its outputs equal the diffusers-layout file's within 1e-5.")
-    d = os.path.join(out, "toy_lora_kohya")
-    os.remove(os.path.join(d, "weights.safetensors"))
-    shutil.copy(dif, os.path.join(d, "lora_diffusers.safetensors"))
-    shutil.copy(koh, os.path.join(d, "lora_kohya.safetensors"))
-    case = json.load(open(os.path.join(d, "case.json")))
-    case["uses_weights_of"] = {"unet": "toy_unet"}
-    case["lora_config"] = {"r": pc.r, "lora_alpha": pc.lora_alpha, "target_modules": sorted(pc.target_modules)}
-    case["files"] = ["case.json", "io.safetensors", "lora_diffusers.safetensors", "lora_kohya.safetensors"]
-    json.dump(case, open(os.path.join(d, "case.json"), "w"), indent=1)
+    finish_lora_case("toy_lora_kohya", pc, {"lora_diffusers.safetensors": dif, "lora_kohya.safetensors": koh})

@@ -55,9 +55,11 @@ type workspace struct {
 
 var workspaces = sync.Pool{New: func() any { return new(workspace) }}
 
-func grow(s []float32, n int) []float32 {
+// grow returns s resliced to n, reallocated when too small (its old
+// values are not kept).
+func grow[T any](s []T, n int) []T {
 	if cap(s) < n {
-		return make([]float32, n)
+		return make([]T, n)
 	}
 	return s[:n]
 }

@@ -89,6 +89,7 @@ func GemmQ8(o Opts, m, n, k int, a []float32, lda int, w []byte, c []float32, ld
 	}
 	t := productThreads(o, m, n, k)
 	qa := quantizeA(m, k, a, lda, t)
+	defer q8APool.Put(qa)
 	// Column groups of whole slivers, one per goroutine: each packs its own
 	// part of W, the only operand that is large.
 	slivers := (n + q8NR - 1) / q8NR
@@ -120,12 +121,29 @@ type q8A struct {
 	s []float32 // [sliver][block][row]
 }
 
+// q8APool keeps quantised A buffers between products: a FLUX projection's
+// is over 100 MB, which a fresh allocation would clear and the collector
+// then reclaim, once per layer and step.
+var q8APool = sync.Pool{New: func() any { return new(q8A) }}
+
 // quantizeA quantises each row's blocks of 32 (see quantizeBlock) on t
-// goroutines. Rows past m in the last sliver are zero with scale 0.
-func quantizeA(m, k int, a []float32, lda, t int) q8A {
+// goroutines, into buffers from q8APool (the caller puts them back). Rows
+// past m in the last sliver are zero with scale 0.
+func quantizeA(m, k int, a []float32, lda, t int) *q8A {
 	nkb := k / q8Block
 	ns := (m + q8MR - 1) / q8MR
-	qa := q8A{q: make([]int32, ns*nkb*q8MR*q8Pairs), s: make([]float32, ns*nkb*q8MR)}
+	qa := q8APool.Get().(*q8A)
+	qa.q = grow(qa.q, ns*nkb*q8MR*q8Pairs)
+	qa.s = grow(qa.s, ns*nkb*q8MR)
+	last := (ns - 1) * nkb
+	for r := m - (ns-1)*q8MR; r < q8MR; r++ { // the last sliver's padding rows
+		for b := range nkb {
+			qa.s[(last+b)*q8MR+r] = 0
+			for p := range q8Pairs {
+				qa.q[((last+b)*q8Pairs+p)*q8MR+r] = 0
+			}
+		}
+	}
 	parallelFor(m, t, func(i0, i1 int) {
 		for i := i0; i < i1; i++ {
 			s, r := i/q8MR, i%q8MR
@@ -180,7 +198,7 @@ func pair(lo, hi int16) int32 { return int32(uint32(uint16(lo)) | uint32(uint16(
 
 // q8Columns computes columns [j0, j1) of C, packing W a chunk of q8NC
 // columns × q8KB blocks at a time.
-func q8Columns(qa q8A, m, nkb int, w []byte, j0, j1 int, c []float32, ldc int) {
+func q8Columns(qa *q8A, m, nkb int, w []byte, j0, j1 int, c []float32, ldc int) {
 	pw := make([]int32, q8NC/q8NR*q8KB*q8Pairs*q8NR)
 	sw := make([]float32, q8NC/q8NR*q8KB*q8NR)
 	var tile [q8MR * q8NR]float32
