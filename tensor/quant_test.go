@@ -186,7 +186,9 @@ func TestLinearQuant(t *testing.T) {
 	before := PackCacheBytes()
 	Linear(x, w, nil)
 	Linear(x, w, nil)
-	if after := PackCacheBytes(); after != before {
+	// (Only growth counts: entries of earlier tests' weights may leave the
+	// cache meanwhile, as the collector frees those weights.)
+	if after := PackCacheBytes(); after > before {
 		t.Errorf("pack cache grew by %d bytes for a quantised weight", after-before)
 	}
 }
